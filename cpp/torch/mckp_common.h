@@ -1,0 +1,71 @@
+// Checks and output allocation shared by the CPU and CUDA glue of the MCKP solver ops.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "bidfcl/core/mckp.h"
+#include "checks.h"
+
+namespace bidfcl::mckp {
+
+inline void check_budgets(const at::Tensor& values, const at::Tensor& budgets, const char* what) {
+  checks::check_defined(budgets, "budgets");
+  TORCH_CHECK(budgets.scalar_type() == at::kDouble, "bidfcl: budgets must be float64, got ", budgets.scalar_type());
+  TORCH_CHECK(budgets.dim() == 1, "bidfcl: budgets must be 1-D [K] (", what, "), got shape ", checks::shape_str(budgets));
+  TORCH_CHECK(budgets.size(0) >= 1, "bidfcl: budgets must hold at least one budget, got shape ",
+              checks::shape_str(budgets));
+  checks::check_same_device(values, budgets, "values", "budgets");
+  // K is small: checking on the host is cheap and gives a readable message.
+  const at::Tensor host = budgets.to(at::kCPU).contiguous();
+  const double* b = host.data_ptr<double>();
+  for (int64_t k = 0; k < host.size(0); ++k) {
+    TORCH_CHECK(std::isfinite(b[k]), "bidfcl: budgets must be finite, got ", b[k], " at index ", k);
+    TORCH_CHECK(b[k] >= 0, "bidfcl: budgets must be >= 0 (", what, "), got ", b[k], " at index ", k);
+  }
+}
+
+inline void check_solver_problem(const at::Tensor& values, const at::Tensor& costs) {
+  checks::check_problem(values, costs);
+  TORCH_CHECK(values.size(0) >= 1, "bidfcl: values must hold at least one individual (N >= 1), got shape ",
+              checks::shape_str(values));
+  TORCH_CHECK(values.size(1) <= core::kMaxOptions, "bidfcl: at most ", core::kMaxOptions,
+              " options are supported, got M = ", values.size(1));
+}
+
+struct SolveOutputs {
+  at::Tensor lam, choice, spend, value, dual_bound, feasible;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const {
+    return {lam, choice, spend, value, dual_bound, feasible};
+  }
+};
+
+inline SolveOutputs alloc_solve_outputs(const at::Tensor& values, int64_t k) {
+  const auto opts = values.options();
+  SolveOutputs o;
+  o.lam = at::empty({k}, opts);
+  o.choice = at::empty({k, values.size(0)}, opts.dtype(at::kLong));
+  o.spend = at::empty({k}, opts.dtype(at::kDouble));
+  o.value = at::empty({k}, opts.dtype(at::kDouble));
+  o.dual_bound = at::empty({k}, opts.dtype(at::kDouble));
+  o.feasible = at::empty({k}, opts.dtype(at::kBool));
+  return o;
+}
+
+inline void check_rct_inputs(const at::Tensor& values, const at::Tensor& treatment, const at::Tensor& cost_obs,
+                             const at::Tensor& propensity) {
+  const int64_t n = values.size(0);
+  checks::check_defined(treatment, "treatment");
+  TORCH_CHECK(treatment.scalar_type() == at::kLong, "bidfcl: treatment must be int64, got ", treatment.scalar_type());
+  checks::check_length(treatment, n, "treatment", "individual (row of values)");
+  checks::check_float(cost_obs, "cost_obs");
+  checks::check_length(cost_obs, n, "cost_obs", "individual (row of values)");
+  checks::check_same_dtype(values, cost_obs, "values", "cost_obs");
+  checks::check_float(propensity, "propensity");
+  checks::check_length(propensity, n, "propensity", "individual (row of values)");
+  checks::check_same_dtype(values, propensity, "values", "propensity");
+  checks::check_same_device(values, treatment, "values", "treatment");
+  checks::check_same_device(values, cost_obs, "values", "cost_obs");
+  checks::check_same_device(values, propensity, "values", "propensity");
+}
+
+}  // namespace bidfcl::mckp

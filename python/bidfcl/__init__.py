@@ -1,0 +1,24 @@
+"""bidfcl: budget-constrained marketing allocation, learned for the decision.
+
+The compiled core registers operators under ``torch.ops.bidfcl``; every op has a pure-PyTorch twin
+in :mod:`bidfcl._reference`. Set ``BIDFCL_NO_EXTENSION=1`` to run the whole package on the twins
+(no compiled code is loaded).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._ops import EXTENSION_LOADED, build_info  # noqa: E402  (loads the ops first)
+from .solver import MckpSolution, RctSolution, budget_frontier, solve_mckp, solve_mckp_rct  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "EXTENSION_LOADED",
+    "build_info",
+    "MckpSolution",
+    "RctSolution",
+    "budget_frontier",
+    "solve_mckp",
+    "solve_mckp_rct",
+]
