@@ -9,4 +9,6 @@ BUILD=${BIDFCL_BUILD_DIR:-build/dev}
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v "$PY")" \
   -DBIDFCL_WITH_CUDA="${BIDFCL_WITH_CUDA:-OFF}" "$@" >/dev/null
 cmake --build "$BUILD" -j "${BIDFCL_BUILD_JOBS:-2}"
-cp -f "$BUILD"/_C*.so python/bidfcl/
+# Only the default (CPU, runnable here) build is dropped into the source tree; a CUDA compile
+# check in another build dir must not replace the module this machine can import.
+if [ "${BIDFCL_WITH_CUDA:-OFF}" = "OFF" ]; then cp -f "$BUILD"/_C*.so python/bidfcl/; fi
