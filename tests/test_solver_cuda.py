@@ -411,3 +411,18 @@ def test_torch_compile_fullgraph():
     want = ops.solve_mckp_rct(values, costs, t, co, p, budgets)
     for name, a, b in zip(("lam", "choice", "spend", "feasible"), want, got):
         assert_same(b, a, name)
+
+
+def test_opcheck_on_device():
+    values, costs = integer_instance(64, 5, F64, seed=92)
+    budgets = torch.tensor([0.0, 40.0, 1e6], dtype=F64)
+    dv, dc, db = to_dev(values, costs, budgets)
+    t = torch.randint(0, 5, (64,), generator=torch.Generator().manual_seed(2))
+    rct_args = (dv, dc, *to_dev(t, torch.ones(64, dtype=F64), torch.full((64,), 0.2, dtype=F64)), db)
+    for op, args in (
+        (torch.ops.bidfcl.solve_mckp.default, (dv, dc, db)),
+        (torch.ops.bidfcl.solve_mckp_bisection.default, (dv, dc, db, 30, 1e-6)),
+        (torch.ops.bidfcl.budget_frontier.default, (dv, dc)),
+        (torch.ops.bidfcl.solve_mckp_rct.default, rct_args),
+    ):
+        torch.library.opcheck(op, args)
