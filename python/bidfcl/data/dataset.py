@@ -34,10 +34,18 @@ _OPTIONAL = ("propensity", "r_true", "c_true")
 _FORMAT_VERSION = 1
 
 
-def _first_bad_index(mask: torch.Tensor) -> int:
-    """Index (row) of the first True in ``mask`` (any shape; leading dim is rows)."""
-    flat = mask.reshape(mask.shape[0], -1).any(dim=1) if mask.dim() > 1 else mask
-    return int(torch.nonzero(flat)[0, 0])
+_BLOCK_ROWS = 1 << 18
+
+
+def _first_row(t: torch.Tensor, predicate) -> Optional[int]:
+    """First row of ``t`` where the elementwise ``predicate`` holds anywhere, or None (blockwise)."""
+    for start in range(0, t.shape[0], _BLOCK_ROWS):
+        mask = predicate(t[start:start + _BLOCK_ROWS])
+        if mask.dim() > 1:
+            mask = mask.reshape(mask.shape[0], -1).any(dim=1)
+        if bool(mask.any()):
+            return start + int(torch.nonzero(mask)[0, 0])
+    return None
 
 
 @dataclass
@@ -139,39 +147,41 @@ class UpliftDataset:
                                 f"got {list(t.shape)}")
         if not check_values:
             return self
+        # value checks run over row blocks: whole-tensor predicates such as isfinite allocate
+        # temporaries as large as the data (isfinite of float32 [N, F] costs ~5 bytes per value)
         for name in _FLOAT_FIELDS:
             t = getattr(self, name)
-            if t is None or t.numel() == 0:
+            if t is None:
                 continue
-            bad = ~torch.isfinite(t)
-            if bool(bad.any()):
-                i = _first_bad_index(bad)
+            i = _first_row(t, lambda b: ~torch.isfinite(b))
+            if i is not None:
                 raise DataError(f"bidfcl.data: expected finite {name}, got a NaN/Inf value at row {i}")
-        if n:
-            bad = (self.treatment < 0) | (self.treatment >= self.n_options)
-            if bool(bad.any()):
-                i = _first_bad_index(bad)
-                raise DataError(f"bidfcl.data: expected treatment in [0, {self.n_options}), "
-                                f"got {int(self.treatment[i])} at row {i}")
-            if nonnegative_cost:
-                bad = self.cost < 0
-                if bool(bad.any()):
-                    i = _first_bad_index(bad)
-                    raise DataError(f"bidfcl.data: expected non-negative cost, got {float(self.cost[i])} at row {i}")
-            if self.propensity is not None:
-                bad = (self.propensity <= 0) | (self.propensity > 1)
-                if bool(bad.any()):
-                    i = _first_bad_index(bad)
-                    raise DataError(f"bidfcl.data: expected propensity in (0, 1], got "
-                                    f"{float(self.propensity[i])} at row {i}")
+        m = self.n_options
+        i = _first_row(self.treatment, lambda b: (b < 0) | (b >= m))
+        if i is not None:
+            raise DataError(f"bidfcl.data: expected treatment in [0, {m}), got {int(self.treatment[i])} at row {i}")
+        if nonnegative_cost:
+            i = _first_row(self.cost, lambda b: b < 0)
+            if i is not None:
+                raise DataError(f"bidfcl.data: expected non-negative cost, got {float(self.cost[i])} at row {i}")
+        if self.propensity is not None:
+            i = _first_row(self.propensity, lambda b: (b <= 0) | (b > 1))
+            if i is not None:
+                raise DataError(f"bidfcl.data: expected propensity in (0, 1], got "
+                                f"{float(self.propensity[i])} at row {i}")
         if require_all_arms:
             self.check_arms()
         return self
 
     def arm_counts(self) -> torch.Tensor:
-        """Rows per option, int64 ``[M]``."""
-        return torch.bincount(self.treatment.clamp(0, max(self.n_options - 1, 0)), minlength=self.n_options)[
-            : self.n_options]
+        """Rows per option, int64 ``[M]`` (labels outside ``[0, M)`` are not counted)."""
+        m = self.n_options
+        counts = torch.zeros(m + 1, dtype=torch.int64, device=self.treatment.device)
+        for start in range(0, len(self), _BLOCK_ROWS):
+            b = self.treatment[start:start + _BLOCK_ROWS]
+            b = torch.where((b >= 0) & (b < m), b, m)  # out-of-range labels land in a spare bin
+            counts += torch.bincount(b, minlength=m + 1)[: m + 1]
+        return counts[:m]
 
     def check_arms(self) -> "UpliftDataset":
         """Raise :class:`DataError` if an arm of the trial has no rows (IPW would divide by zero)."""
