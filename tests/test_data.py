@@ -288,6 +288,7 @@ def _write(table, path):
 @pytest.mark.parametrize("name", ["c.csv", "c.csv.gz", "c.parquet"])
 def test_load_criteo_uplift_formats(tmp_path, name):
     table = _criteo_table(seed=1)
+    assert tuple(table.column_names) == CRITEO_COLUMNS
     path = tmp_path / name
     _write(table, path)
     ds = load_criteo_uplift(path)

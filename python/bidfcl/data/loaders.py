@@ -156,7 +156,6 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int]):
     except pa.ArrowInvalid as exc:
         raise DataError(f"bidfcl.data: could not read {path} as CSV: {exc}") from None
     names = reader.schema.names
-    reader.close() if hasattr(reader, "close") else None
     del reader
     _check_columns(names, columns, path)
     convert = pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.float64() for c in columns},
