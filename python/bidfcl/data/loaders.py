@@ -132,6 +132,14 @@ def _column_numpy(batch, name: str, row0: int, path: str) -> np.ndarray:
     return arr
 
 
+def _first_bad(mask: np.ndarray, values: np.ndarray, row0: int, path: str, expected: str) -> None:
+    if mask.any():
+        i = int(np.flatnonzero(mask)[0])
+        v = values[i]
+        shown = int(v) if float(v).is_integer() else float(v)
+        raise DataError(f"bidfcl.data: expected {expected} in {path}, got {shown} at data row {row0 + i}")
+
+
 def _check_columns(available: Sequence[str], wanted: Sequence[str], path: str) -> None:
     missing = [c for c in wanted if c not in available]
     if missing:
@@ -217,6 +225,8 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
     estimate, batches = _batches(path, fmt, columns, n_rows)
     npdt = np.float32 if dtype == torch.float32 else np.float64
     sink = _Sink(estimate, len(features), npdt, propensity is not None)
+    t_max = -1
+    arm_counts = np.zeros(n_options or 0, dtype=np.int64)
     for batch in batches:
         k = batch.num_rows
         if k == 0:
@@ -224,22 +234,38 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         row0 = sink.n
         sl = sink.reserve(k)
         for j, name in enumerate(features):
-            col = _column_numpy(batch, name, row0, path)
-            sink.x[sl, j] = col
-            sink.fmin[j] = min(sink.fmin[j], col.min())
-            sink.fmax[j] = max(sink.fmax[j], col.max())
+            sink.x[sl, j] = _column_numpy(batch, name, row0, path)
+            stored = sink.x[sl, j]  # range of the stored (rounded) values: same result for every format
+            sink.fmin[j] = min(sink.fmin[j], float(stored.min()))
+            sink.fmax[j] = max(sink.fmax[j], float(stored.max()))
         t = _column_numpy(batch, treatment, row0, path)
         frac = t != np.round(t)
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
             raise DataError(f"bidfcl.data: expected integer treatment in column {treatment!r} of {path}, "
                             f"got {t[i]} at data row {row0 + i}")
+        _first_bad(t < 0 if n_options is None else (t < 0) | (t >= n_options), t, row0, path,
+                   f"treatment in [0, {'M' if n_options is None else n_options})")
         sink.t[sl] = t
+        t_max = max(t_max, int(t.max()))
+        arm_counts += np.bincount(sink.t[sl], minlength=len(arm_counts))[: len(arm_counts)] if n_options else 0
         sink.rev[sl] = _column_numpy(batch, revenue, row0, path)
-        sink.cost[sl] = _column_numpy(batch, cost, row0, path)
+        c = _column_numpy(batch, cost, row0, path)
+        if nonnegative_cost:
+            _first_bad(c < 0, c, row0, path, "non-negative cost")
+        sink.cost[sl] = c
         if propensity:
-            sink.prop[sl] = _column_numpy(batch, propensity, row0, path)
+            p = _column_numpy(batch, propensity, row0, path)
+            _first_bad((p <= 0) | (p > 1), p, row0, path, "propensity in (0, 1]")
+            sink.prop[sl] = p
     sink.finish()
+    m = n_options if n_options is not None else t_max + 1
+    if require_all_arms:
+        counts = arm_counts if n_options else np.bincount(sink.t, minlength=m)
+        empty = [j for j in range(m) if counts[j] == 0]
+        if m == 0 or empty:
+            raise DataError(f"bidfcl.data: expected every one of the {m} arms of an RCT in {path} to have rows, "
+                            f"got empty arm(s) {empty} (rows per arm: {counts.tolist()})")
     if scale == "minmax" and sink.n:
         span = sink.fmax - sink.fmin
         inv = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0).astype(npdt)
@@ -253,8 +279,9 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
     ds = UpliftDataset(x=torch.from_numpy(sink.x), treatment=torch.from_numpy(sink.t),
                        revenue=torch.from_numpy(sink.rev), cost=torch.from_numpy(sink.cost),
                        propensity=None if sink.prop is None else torch.from_numpy(sink.prop),
-                       n_options=n_options)
-    return ds.validate(nonnegative_cost=nonnegative_cost, require_all_arms=require_all_arms)
+                       n_options=m)
+    # values were checked batch by batch above (in numpy, while reading); shapes/dtypes here
+    return ds.validate(check_values=False)
 
 
 def load_criteo_uplift(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, scale: bool = True,
