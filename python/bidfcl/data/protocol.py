@@ -27,7 +27,9 @@ knapsack allocation :func:`bidfcl.solve_mckp` of ``r_hat, c_hat`` under a total 
 ``budget_per_capita * n``; by default the budget is ``budget_fraction`` of the way from the
 cheapest to the most expensive predicted policy, ``sum_i min_j c_hat + f * (sum_i max_j c_hat -
 sum_i min_j c_hat)``. For two options this is the ranking by predicted ROI
-``(r_hat_1 - r_hat_0) / (c_hat_1 - c_hat_0)``, treating the top users until the budget is spent.
+``(r_hat_1 - r_hat_0) / (c_hat_1 - c_hat_0)``, treating the top users until the budget is spent
+(users with a predicted loss are never treated, those whose treatment is predicted to save cost
+and gain revenue always are).
 """
 
 from __future__ import annotations
