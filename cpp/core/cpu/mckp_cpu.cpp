@@ -33,6 +33,19 @@ inline int64_t bucket_of(T bp) {
   return static_cast<int64_t>(std::bit_cast<uint32_t>(f) >> (31 - kBucketBits));
 }
 
+// Finer buckets (256 per octave) for the bracketed fast path, where the histograms are small.
+constexpr int kFineBits = 16;
+constexpr int64_t kNumFine = int64_t(1) << kFineBits;
+
+template <typename T>
+inline int64_t fine_bucket_of(T bp) {
+  return static_cast<int64_t>(std::bit_cast<uint32_t>(static_cast<float>(bp)) >> (31 - kFineBits));
+}
+
+// Smallest float whose bucket is b: every value of a bucket >= b is >= it, up to the rounding of a
+// double to float (so callers step one bucket further for a strict bound).
+inline float fine_bucket_low(int64_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << (31 - kFineBits)); }
+
 struct Hulls {
   int64_t n = 0, m = 0;
   std::vector<uint8_t> idx;   // [n, m]: hull option indices, cheapest first
@@ -464,41 +477,84 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   const MckpInput<T>& in = p.in;
   const int64_t n = in.n, m = in.m;
   const double budget = p.budgets[0];
-  uint8_t order[kMaxOptions], hull[kMaxOptions];
 
-  // 1. Sample every kSampleStride-th individual exactly and read a bracket off its spend curve.
-  std::vector<std::pair<T, double>> sample;  // (bp, dc)
+  // 1. Sample every kSampleStride-th individual exactly (in parallel) and read a bracket off the
+  //    sample's spend curve, from a histogram of its steps (no sort: the bracket only needs to be
+  //    roughly right, the verification below keeps the answer exact).
+  const int64_t ns = (n + kSampleStride - 1) / kSampleStride;
+  const Chunking sch = Chunking::make(ns, 512, 64);
+  std::vector<std::vector<std::pair<T, double>>> sparts(sch.num_chunks);
+  std::vector<double> sbase(sch.num_chunks, 0.0);
+  std::vector<char> sbad(sch.num_chunks, 0);
+  parallel_chunks(sch.num_chunks, in.num_threads, [&](int64_t ch) {
+    uint8_t order[kMaxOptions], hull[kMaxOptions];
+    for (int64_t q = sch.begin(ch); q < sch.end(ch); ++q) {
+      const int64_t i = q * kSampleStride;
+      const T* r = in.values + i * m;
+      const T* c = in.costs + i * m;
+      if (!check_row(r, c, i, m).ok()) {
+        sbad[ch] = 1;  // the full algorithm reports it with its position
+        return;
+      }
+      const int len = build_hull(r, c, static_cast<int>(m), hull, order);
+      sbase[ch] += double(c[hull[0]]);
+      for (int s = 1; s < len; ++s)
+        sparts[ch].push_back({slope(r, c, hull[s - 1], hull[s]), double(c[hull[s]]) - double(c[hull[s - 1]])});
+    }
+  });
   double sample_base = 0;
-  int64_t ns = 0;
-  for (int64_t i = 0; i < n; i += kSampleStride, ++ns) {
-    const T* r = in.values + i * m;
-    const T* c = in.costs + i * m;
-    if (!check_row(r, c, i, m).ok()) return FastPath::kFallBack;  // the full pass reports it
-    const int len = build_hull(r, c, static_cast<int>(m), hull, order);
-    sample_base += double(c[hull[0]]);
-    for (int s = 1; s < len; ++s)
-      sample.push_back({slope(r, c, hull[s - 1], hull[s]), double(c[hull[s]]) - double(c[hull[s - 1]])});
+  for (int64_t ch = 0; ch < sch.num_chunks; ++ch) {
+    if (sbad[ch]) return FastPath::kFallBack;
+    sample_base += sbase[ch];
   }
-  std::sort(sample.begin(), sample.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  const double scale = double(n) / double(ns);
-  if (sample.empty() || sample_base * scale > budget) return FastPath::kFallBack;
-  const int64_t P = static_cast<int64_t>(sample.size());
-  int64_t cross = P;
+  const double budget_sample = budget * double(ns) / double(n);  // the budget in sample units
+  if (sample_base > budget_sample) return FastPath::kFallBack;
+  std::vector<int64_t> cnt(kNumFine, 0);
+  std::vector<double> wsum(kNumFine, 0.0);
+  int64_t P = 0;
+  for (const auto& part : sparts)
+    for (const auto& [bp, dc] : part) {
+      const int64_t b = fine_bucket_of(bp);
+      ++cnt[b];
+      wsum[b] += dc;
+      ++P;
+    }
+  if (P == 0) return FastPath::kFallBack;
+  // cross: number of sample steps above the crossing bucket; cross_end: including it
+  int64_t cross = P, cross_end = P;
   {
     double cum = sample_base;
-    for (int64_t q = 0; q < P; ++q) {
-      cum += sample[q].second;
-      if (cum * scale > budget) {
-        cross = q;
+    int64_t pos = 0;
+    for (int64_t b = kNumFine - 1; b >= 0; --b) {
+      if (cnt[b] == 0) continue;
+      if (cum + wsum[b] > budget_sample) {
+        cross = pos;
+        cross_end = pos + cnt[b];
         break;
       }
+      cum += wsum[b];
+      pos += cnt[b];
     }
   }
   // The sampled spend at a position is off by about sqrt(position) steps; 3.5 of those plus a few
   // keep fall-backs rare while the bracket stays narrow.
   const int64_t delta = 8 + static_cast<int64_t>(3.5 * std::sqrt(double(std::min(cross, P - cross) + 1)));
-  const T hi = sample[std::max<int64_t>(cross - delta, 0)].first;
-  const T lo = cross + delta < P ? sample[cross + delta].first : T(0);
+  auto bucket_at = [&](int64_t position) {  // the bucket holding the step at this position (descending)
+    int64_t pos = 0;
+    for (int64_t b = kNumFine - 1; b >= 0; --b) {
+      pos += cnt[b];
+      if (pos > position) return b;
+    }
+    return int64_t(0);
+  };
+  const int64_t b_hi = bucket_at(std::max<int64_t>(cross - delta, 0));
+  const T hi = b_hi + 1 < kNumFine ? T(fine_bucket_low(b_hi + 1)) : std::numeric_limits<T>::infinity();
+  T lo = T(0);
+  if (cross_end + delta < P) {
+    const int64_t b_lo = bucket_at(cross_end + delta);
+    lo = b_lo > 0 ? T(fine_bucket_low(b_lo - 1)) : T(0);
+  }
+  if (!std::isfinite(double(hi)) || !(hi > lo)) return FastPath::kFallBack;
   const T eps = T(64) * std::numeric_limits<T>::epsilon();
   const T hi_m = hi * (T(1) + eps), lo_m = lo * (T(1) - eps), mid = lo + (hi - lo) / T(2);
 
@@ -579,24 +635,49 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   }
   if (spend_hi > budget) return FastPath::kFallBack;  // lam* > hi
 
-  // 3. The cut: walk the bracket's steps in the global order.
-  std::sort(cands.begin(), cands.end(), [](const Candidate<T>& a, const Candidate<T>& b) {
-    if (a.bp != b.bp) return a.bp > b.bp;
-    return a.id < b.id;
-  });
+  // 3. The cut: the bracket's steps in the global order, histogrammed so that only the bucket
+  //    where the budget runs out is sorted exactly.
   Cut<T> cut;
   {
+    std::fill(cnt.begin(), cnt.end(), 0);
+    std::fill(wsum.begin(), wsum.end(), 0.0);
+    for (const auto& cd : cands) {
+      const int64_t b = fine_bucket_of(cd.bp);
+      ++cnt[b];
+      wsum[b] += cd.dc;
+    }
     double spend = spend_hi;
     bool found = false;
-    for (const auto& cd : cands) {
-      if (spend + cd.dc > budget) {
-        cut.lam = cd.bp;
-        cut.individual = cd.id / m;
-        cut.step = cd.id % m;
-        found = true;
-        break;
+    for (int64_t from = kNumFine - 1; !found;) {
+      int64_t bc = -1;
+      for (int64_t b = from; b >= 0; --b) {
+        if (cnt[b] == 0) continue;
+        if (spend + wsum[b] > budget) {
+          bc = b;
+          break;
+        }
+        spend += wsum[b];
       }
-      spend += cd.dc;
+      if (bc < 0) break;
+      std::vector<Candidate<T>> here;
+      here.reserve(cnt[bc]);
+      for (const auto& cd : cands)
+        if (fine_bucket_of(cd.bp) == bc) here.push_back(cd);
+      std::sort(here.begin(), here.end(), [](const Candidate<T>& a, const Candidate<T>& b) {
+        if (a.bp != b.bp) return a.bp > b.bp;
+        return a.id < b.id;
+      });
+      for (const auto& cd : here) {
+        if (spend + cd.dc > budget) {
+          cut.lam = cd.bp;
+          cut.individual = cd.id / m;
+          cut.step = cd.id % m;
+          found = true;
+          break;
+        }
+        spend += cd.dc;
+      }
+      from = bc - 1;  // only if the bucket's exact walk fit after all (its total rounded up)
     }
     if (!found) {
       if (lo > T(0)) return FastPath::kFallBack;  // lam* < lo
