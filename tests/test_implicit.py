@@ -327,8 +327,8 @@ class Ridge:
         l = self.l0 if l is None else l
         theta, _ = self.theta_star(s, l)
         cast = dict(dtype=self.dtype, device=self.device)
-        inner = [theta[:-1].to(**cast).requires_grad_(), theta[-1].to(**cast).requires_grad_()]
-        outer = [s.to(**cast).requires_grad_(), l.to(**cast).requires_grad_()]
+        inner = [theta[:-1].to(**cast).clone().requires_grad_(), theta[-1].to(**cast).clone().requires_grad_()]
+        outer = [s.to(**cast).clone().requires_grad_(), l.to(**cast).clone().requires_grad_()]
         return inner, outer
 
 
@@ -343,6 +343,7 @@ def test_ridge_hypergradient_matches_analytic_and_finite_differences(backend):
     inner, outer = prob.params()
     res = implicit.hypergradient(prob.lower, prob.upper, inner, outer, max_iter=50, tol=1e-12, backend=backend)
     assert res.state.converged and res.state.iter_num <= prob.d + 1 + 2
+    assert not any(g.requires_grad for g in res.grads)
     grad_s, grad_l = prob.analytic(prob.s0, prob.l0)
     assert rel_err(res.grads[0], grad_s) <= 1e-6
     assert abs(float(res.grads[1] - grad_l)) <= 1e-6 * abs(float(grad_l))
@@ -530,3 +531,46 @@ def test_compiled_driver_checks_inputs():
         c.hessian_cg(loss_fn(params), params, [b[1]] + b[1:], None, 5, 1e-6, 0.0, 1, True)
     with pytest.raises(RuntimeError, match="damping"):
         c.hessian_cg(loss_fn(params), params, b, None, 5, 1e-6, -1.0, 1, True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hypergradient_under_no_grad_and_warm_start(backend):
+    prob = Ridge()
+    inner, outer = prob.params()
+    ref = implicit.hypergradient(prob.lower, prob.upper, inner, outer, tol=1e-12, backend=backend)
+    with torch.no_grad():
+        res = implicit.hypergradient(prob.lower, prob.upper, inner, outer, tol=1e-12, backend=backend)
+    for u, v in zip(res.grads, ref.grads):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-14)
+    # warm start from the exact CG solution: nothing left to do
+    theta, a = prob.theta_star(prob.s0, prob.l0)
+    zv = prob.z(prob.xv)
+    g = 2 * zv.T @ (zv @ theta - prob.yv) / prob.m
+    v = torch.linalg.solve(2 * a, g)
+    warm = implicit.hypergradient(prob.lower, prob.upper, inner, outer, tol=1e-8, x0=[v[:-1], v[-1]], backend=backend)
+    assert warm.state.converged and warm.state.iter_num == 0
+    torch.testing.assert_close(warm.grads[0], ref.grads[0], rtol=1e-7, atol=1e-12)
+
+
+@needs_ext
+@settings(max_examples=15, deadline=None)
+@given(shapes=st.lists(st.lists(st.integers(0, 4), min_size=0, max_size=3), min_size=1, max_size=4),
+       seed=st.integers(0, 1000), every=st.integers(1, 5))
+def test_property_cpp_equals_twin_on_random_quadratics(shapes, seed, every):
+    # L = 0.5 t'At + sum cos(t) with t the concatenated parameters (mixed shapes, empty blocks allowed)
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes]
+    n = sum(p.numel() for p in params)
+    a = random_spd(max(n, 1), seed)[:n, :n] * 3.0
+    b = [torch.randn(p.shape, generator=g, dtype=torch.float64) for p in params]
+
+    def loss():
+        t = torch.cat([p.reshape(-1) for p in params])
+        return 0.5 * t @ a @ t + torch.cos(t).sum() + 0.0 * sum(p.sum() for p in params)
+
+    rc = implicit.solve_hessian(loss(), params, b, max_iter=n + 2, tol=1e-10, check_every=every, backend="cpp")
+    rp = implicit.solve_hessian(loss(), params, b, max_iter=n + 2, tol=1e-10, check_every=1, backend="python")
+    assert (rc.state.iter_num, rc.state.status) == (rp.state.iter_num, rp.state.status)
+    for u, v, p in zip(rc.solution, rp.solution, params):
+        assert u.shape == p.shape
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-13)
