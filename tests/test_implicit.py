@@ -574,3 +574,13 @@ def test_property_cpp_equals_twin_on_random_quadratics(shapes, seed, every):
     for u, v, p in zip(rc.solution, rp.solution, params):
         assert u.shape == p.shape
         torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-13)
+
+
+@needs_ext
+def test_compiled_driver_checks_x0():
+    params, loss_fn = mlp_problem()
+    b = [torch.randn_like(p) for p in params]
+    with pytest.raises(RuntimeError, match="x0 to have one tensor per parameter"):
+        bidfcl._ops._C.hessian_cg(loss_fn(params), params, b, b[:1], 5, 1e-6, 0.0, 1, True)
+    with pytest.raises(RuntimeError, match=r"x0\[0\]"):
+        bidfcl._ops._C.hessian_cg(loss_fn(params), params, b, [t.float() for t in b], 5, 1e-6, 0.0, 1, True)

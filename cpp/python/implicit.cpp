@@ -87,6 +87,10 @@ void check_inputs(const std::vector<Tensor>& params, const std::vector<Tensor>& 
   TORCH_CHECK(opt.damping >= 0.0 && std::isfinite(opt.damping),
               "bidfcl.implicit: expected a finite damping >= 0, got ", opt.damping);
   TORCH_CHECK(opt.check_every >= 1, "bidfcl.implicit: expected check_every >= 1, got ", opt.check_every);
+  if (x0) {
+    TORCH_CHECK(x0->size() == params.size(), "bidfcl.implicit: expected x0 to have one tensor per parameter (",
+                params.size(), "), got ", x0->size());
+  }
   const auto dtype = params[0].scalar_type();
   const auto device = params[0].device();
   TORCH_CHECK(at::isFloatingType(dtype), "bidfcl.implicit: expected floating-point parameters, got ", dtype);
@@ -105,10 +109,6 @@ void check_inputs(const std::vector<Tensor>& params, const std::vector<Tensor>& 
                   "bidfcl.implicit: expected x0[", i, "] shaped, typed and placed like parameter ", i);
     }
   }
-  if (x0) {
-    TORCH_CHECK(x0->size() == params.size(), "bidfcl.implicit: expected x0 to have one tensor per parameter (",
-                params.size(), "), got ", x0->size());
-  }
 }
 
 // The Hessian-vector product p -> H p by double backward. `grads` are dL/dtheta built with
@@ -118,7 +118,7 @@ class HessianProduct {
  public:
   HessianProduct(const std::vector<std::optional<Tensor>>& grads, const std::vector<Tensor>& params,
                  const Layout& layout)
-      : params_(params), layout_(layout) {
+      : params_(params) {
     TORCH_CHECK(grads.size() == params.size(), "bidfcl.implicit: expected one gradient per parameter (",
                 params.size(), "), got ", grads.size());
     for (size_t i = 0; i < grads.size(); ++i) {
@@ -159,7 +159,6 @@ class HessianProduct {
 
  private:
   std::vector<Tensor> params_;
-  const Layout& layout_;
   std::vector<Tensor> outputs_;
   std::vector<size_t> output_index_;
   std::vector<Tensor> zero_blocks_;
