@@ -584,3 +584,25 @@ def test_compiled_driver_checks_x0():
         bidfcl._ops._C.hessian_cg(loss_fn(params), params, b, b[:1], 5, 1e-6, 0.0, 1, True)
     with pytest.raises(RuntimeError, match=r"x0\[0\]"):
         bidfcl._ops._C.hessian_cg(loss_fn(params), params, b, [t.float() for t in b], 5, 1e-6, 0.0, 1, True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_and_empty_blocks(backend):
+    a = random_spd(12, seed=9)
+    b_t = torch.randn(4, 3, dtype=torch.float64).T  # non-contiguous (3, 4)
+    empty = torch.zeros(0, 2, dtype=torch.float64)
+
+    def matvec(blocks):
+        y = a @ blocks[0].reshape(-1)
+        return [y.reshape(3, 4), torch.zeros_like(blocks[1])]
+
+    x, state = cg(matvec, [b_t, empty], max_iter=50, tol=1e-12)
+    assert state.converged and x[1].shape == (0, 2)
+    torch.testing.assert_close(x[0].reshape(-1), torch.linalg.solve(a, b_t.reshape(-1)))
+    # Hessian solve with a non-contiguous parameter and an empty one
+    w = torch.randn(4, 3, dtype=torch.float64).T.requires_grad_()
+    e = torch.zeros(0, dtype=torch.float64, requires_grad=True)
+    loss = 0.5 * w.reshape(-1) @ a @ w.reshape(-1) + (e**2).sum()
+    res = implicit.solve_hessian(loss, [w, e], [b_t, torch.zeros(0, dtype=torch.float64)], tol=1e-12, backend=backend)
+    assert res.state.converged and res.solution[1].shape == (0,)
+    torch.testing.assert_close(res.solution[0].reshape(-1), torch.linalg.solve(a, b_t.reshape(-1)))
