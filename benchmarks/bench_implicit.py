@@ -37,7 +37,7 @@ SIZES = {  # name: (trunk widths, batch)
 }
 SELECTED = [s for s in os.environ.get("BIDFCL_BENCH_SIZES", ",".join(SIZES)).split(",") if s]
 ROUNDS = {"paper": 3, "medium": 5, "small": 10, "tiny": 20}
-_MEDIANS: dict[tuple[str, str], float] = {}
+_BEST: dict[tuple[str, str], float] = {}
 
 needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
 
@@ -73,6 +73,20 @@ class Problem:
             self.grads, self.params, self.b, None, ITERS, 0.0, 1.0, 1, False, backend
         )
 
+    def matmul_flops(self) -> dict:
+        """Matmul FLOPs (torch's FlopCounterMode) of one forward, one backward and one Hessian-vector
+        product: a load-independent view of the iteration/backward ratio."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        v = [torch.ones_like(p) for p in self.params]
+        out = {}
+        for name, fn in (("forward", self.forward), ("backward", self.backward),
+                         ("hvp", lambda: torch.autograd.grad(self.grads, self.params, v, retain_graph=True))):
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            out[name] = counter.get_total_flops()
+        return out
+
     def backward(self):
         return torch.autograd.grad(self.loss, self.params, retain_graph=True)
 
@@ -89,14 +103,8 @@ def problem(size: str) -> Problem:
     return _PROBLEMS[size]
 
 
-def _record(benchmark, size: str, what: str) -> float:
-    median = benchmark.stats.stats.median
-    _MEDIANS[(size, what)] = median
-    return median
-
-
 def _report(size: str) -> None:
-    got = {w: _MEDIANS.get((size, w)) for w in ("cpp", "python", "backward", "forward_backward")}
+    got = {w: _BEST.get((size, w)) for w in ("cpp", "python", "backward", "forward_backward")}
     if got["cpp"] and got["python"]:
         print(f"\n[{size}] CG {ITERS} its: cpp {got['cpp'] * 1e3:.2f} ms, python {got['python'] * 1e3:.2f} ms, "
               f"python/cpp = {got['python'] / got['cpp']:.2f}x")
@@ -105,6 +113,9 @@ def _report(size: str) -> None:
         line = f"[{size}] one CG iteration / one backward = {per_iter / got['backward']:.2f}"
         if got["forward_backward"]:
             line += f", / one forward+backward = {per_iter / got['forward_backward']:.2f}"
+        flops = problem(size).matmul_flops()
+        line += (f"; matmul FLOPs: hvp/backward = {flops['hvp'] / flops['backward']:.2f}, "
+                 f"hvp/(forward+backward) = {flops['hvp'] / (flops['forward'] + flops['backward']):.2f}")
         print(line)
 
 
@@ -120,66 +131,57 @@ def test_correctness_cpp_matches_python(size):
     assert all(bool(torch.isfinite(u).all()) for u in xc)
 
 
-@needs_ext
-@pytest.mark.parametrize("size", SELECTED)
-def test_cg_cpp(benchmark, size):
-    benchmark.group = f"cg-{size}"
+CASES = [(size, what) for size in SELECTED for what in ("cpp", "python", "backward", "forward_backward")]
+
+
+@pytest.mark.parametrize("size,what", CASES, ids=[f"{s}-{w}" for s, w in CASES])
+def test_bench(benchmark, size, what):
+    """One timing per (size, what), run size by size so that load drift on a shared machine hits the
+    four measurements of one size alike. Ratios use the minimum over rounds (load only adds time)."""
+    if what == "cpp" and not bidfcl.EXTENSION_LOADED:
+        pytest.skip("needs the compiled extension")
     prob = problem(size)
-    benchmark.pedantic(prob.solve, args=("cpp",), rounds=ROUNDS[size], warmup_rounds=1)
-    _record(benchmark, size, "cpp")
-
-
-@pytest.mark.parametrize("size", SELECTED)
-def test_cg_python(benchmark, size):
-    benchmark.group = f"cg-{size}"
-    prob = problem(size)
-    benchmark.pedantic(prob.solve, args=("python",), rounds=ROUNDS[size], warmup_rounds=1)
-    _record(benchmark, size, "python")
-
-
-@pytest.mark.parametrize("size", SELECTED)
-def test_forward_backward(benchmark, size):
-    benchmark.group = f"pass-{size}"
-    prob = problem(size)
-    benchmark.pedantic(prob.forward_backward, rounds=5 * ROUNDS[size], warmup_rounds=2)
-    _record(benchmark, size, "forward_backward")
-
-
-@pytest.mark.parametrize("size", SELECTED)
-def test_backward(benchmark, size):
-    benchmark.group = f"pass-{size}"
-    prob = problem(size)
-    benchmark.pedantic(prob.backward, rounds=5 * ROUNDS[size], warmup_rounds=2)
-    _record(benchmark, size, "backward")
-    _report(size)
-
-
-def _min_time(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    benchmark.group = f"implicit-{size}"
+    if what in ("cpp", "python"):
+        benchmark.pedantic(prob.solve, args=(what,), rounds=ROUNDS[size], warmup_rounds=1)
+    else:
+        fn = prob.backward if what == "backward" else prob.forward_backward
+        benchmark.pedantic(fn, rounds=10 * ROUNDS[size], warmup_rounds=2)
+    _BEST[(size, what)] = benchmark.stats.stats.min
+    if what == "forward_backward":
+        _report(size)
 
 
 def main() -> None:
-    """Interleaved min-of-N timings (robust on a shared machine), one line per size."""
+    """Interleaved min-of-N timings (robust on a shared machine: load only adds time), one line per size.
+
+    Each round times the compiled solve, the Python solve, one backward and one forward+backward
+    back to back, so a load spike hits all four; the minimum over rounds is reported.
+    """
+    rounds_scale = float(os.environ.get("BIDFCL_BENCH_ROUNDS_SCALE", "1"))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, extension {bidfcl.EXTENSION_LOADED}")
     for size in SELECTED:
         prob = problem(size)
-        reps = ROUNDS[size]
-        cpp = py = float("inf")
-        for _ in range(reps):  # interleave so that load changes hit both alike
-            if bidfcl.EXTENSION_LOADED:
-                cpp = min(cpp, _min_time(lambda: prob.solve("cpp"), 1))
-            py = min(py, _min_time(lambda: prob.solve("python"), 1))
-        bwd = _min_time(prob.backward, 10 * reps)
-        fwbwd = _min_time(prob.forward_backward, 10 * reps)
+        best = dict(cpp=float("inf"), python=float("inf"), backward=float("inf"), forward_backward=float("inf"))
+        fns = dict(cpp=lambda: prob.solve("cpp"), python=lambda: prob.solve("python"),
+                   backward=prob.backward, forward_backward=prob.forward_backward)
+        if not bidfcl.EXTENSION_LOADED:
+            del fns["cpp"]
+        for fn in fns.values():
+            fn()  # warm up
+        for _ in range(max(1, int(2 * ROUNDS[size] * rounds_scale))):
+            for what, fn in fns.items():
+                for _ in range(1 if what in ("cpp", "python") else 5):
+                    start = time.perf_counter()
+                    fn()
+                    best[what] = min(best[what], time.perf_counter() - start)
+        cpp, py = best["cpp"], best["python"]
+        flops = prob.matmul_flops()
         it = (cpp if bidfcl.EXTENSION_LOADED else py) / ITERS
         print(f"{size:7s} CG{ITERS}: cpp {cpp * 1e3:9.2f} ms  python {py * 1e3:9.2f} ms  python/cpp {py / cpp:5.2f}x"
-              f"  | iteration/backward {it / bwd:4.2f}  iteration/(forward+backward) {it / fwbwd:4.2f}", flush=True)
+              f"  | iteration/backward {it / best['backward']:4.2f}"
+              f"  iteration/(forward+backward) {it / best['forward_backward']:4.2f}"
+              f"  | matmul FLOPs hvp/backward {flops['hvp'] / flops['backward']:4.2f}", flush=True)
 
 
 if __name__ == "__main__":
