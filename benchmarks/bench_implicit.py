@@ -135,7 +135,7 @@ CASES = [(size, what) for size in SELECTED for what in ("cpp", "python", "backwa
 
 
 @pytest.mark.parametrize("size,what", CASES, ids=[f"{s}-{w}" for s, w in CASES])
-def test_bench(benchmark, size, what):
+def test_bench(benchmark, record, size, what):
     """One timing per (size, what), run size by size so that load drift on a shared machine hits the
     four measurements of one size alike. Ratios use the minimum over rounds (load only adds time)."""
     if what == "cpp" and not bidfcl.EXTENSION_LOADED:
@@ -144,6 +144,7 @@ def test_bench(benchmark, size, what):
     benchmark.group = f"implicit-{size}"
     if what in ("cpp", "python"):
         benchmark.pedantic(prob.solve, args=(what,), rounds=ROUNDS[size], warmup_rounds=1)
+        record(f"implicit-cg{ITERS}-{size}", what, benchmark)  # benchmarks/conftest.py prints python / cpp
     else:
         fn = prob.backward if what == "backward" else prob.forward_backward
         benchmark.pedantic(fn, rounds=10 * ROUNDS[size], warmup_rounds=2)
