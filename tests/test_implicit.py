@@ -20,6 +20,17 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skip
     not torch.cuda.is_available(), reason="no CUDA device")])]
 
 
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """These problems are tiny: with 2 intra-op threads on a busy 2-core machine each small op can wait
+    milliseconds for a descheduled worker (30x slower suite). Thread counts are exercised on purpose
+    in test_hessian_cg_deterministic_across_threads."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def random_spd(n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
     """M'M/n + I/2: a well-conditioned SPD matrix (Marchenko-Pastur spectrum shifted by 1/2)."""
     g = torch.Generator().manual_seed(seed)
