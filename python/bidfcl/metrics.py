@@ -197,6 +197,13 @@ def _uplift_cumulants(score: torch.Tensor, treatment: torch.Tensor, outcome: tor
     return n_t[k], n_c[k], y_t[k], y_c[k]
 
 
+def _normalised_area(curve: torch.Tensor, q: int) -> torch.Tensor:
+    """sum of the q + 1 curve points / (last point * (q + 1)); NaN when the last point is 0."""
+    last = curve[-1]
+    nan = torch.full_like(last, float("nan"))
+    return torch.where(last != 0, curve.sum() / (last * (q + 1)), nan)
+
+
 def qini(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q: int = 200) -> torch.Tensor:
     """Normalised area under the Qini curve of an uplift ranking (binary treatment).
 
@@ -208,12 +215,12 @@ def qini(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q:
         qini = sum_q' Q(k_q') / (Q(N) (q + 1)),
 
     so a random ranking gives about 0.5 (this normalisation, like AUCC's, differs from the Qini
-    coefficient's "area minus the random diagonal"). 0-d float64.
+    coefficient's "area minus the random diagonal"). 0-d float64; NaN when Q(N) == 0.
     """
     n_t, n_c, y_t, y_c = _uplift_cumulants(score, treatment, outcome, q)
     ratio = torch.where(n_c > 0, n_t / n_c.clamp(min=1), torch.zeros_like(n_t))
     curve = y_t - y_c * ratio
-    return curve.sum() / (curve[-1] * (q + 1))
+    return _normalised_area(curve, q)
 
 
 def auuc(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q: int = 200) -> torch.Tensor:
@@ -223,10 +230,12 @@ def auuc(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q:
     ``U(k) = (Y_T(k) / N_T(k) - Y_C(k) / N_C(k)) * k`` (0 while either arm is empty in the top k),
     read at ``k_q' = floor(q' N / q)``, and
 
-        auuc = sum_q' U(k_q') / (U(N) (q + 1))      (random ranking: about 0.5). 0-d float64.
+        auuc = sum_q' U(k_q') / (U(N) (q + 1))      (random ranking: about 0.5).
+
+    0-d float64; NaN when U(N) == 0.
     """
     n_t, n_c, y_t, y_c = _uplift_cumulants(score, treatment, outcome, q)
     both = (n_t > 0) & (n_c > 0)
     lift = torch.where(both, y_t / n_t.clamp(min=1) - y_c / n_c.clamp(min=1), torch.zeros_like(y_t))
     curve = lift * (n_t + n_c)
-    return curve.sum() / (curve[-1] * (q + 1))
+    return _normalised_area(curve, q)
