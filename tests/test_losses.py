@@ -288,10 +288,11 @@ def test_linear_model_trained_with_ppl_improves_true_policy_value():
 
     weight = (0.01 * torch.randn(d, m, generator=g, dtype=F64)).requires_grad_()
     start = true_value(weight.detach())
-    opt = torch.optim.Adam([weight], lr=0.05)
-    for _ in range(150):
+    opt = torch.optim.Adam([weight], lr=0.1)
+    prop = torch.full((n,), 1.0 / m, dtype=F64)  # the design's assignment probability
+    for _ in range(60):
         opt.zero_grad()
-        losses.ppl_loss(x @ weight, costs, t, rev, lam, tau=0.5).backward()
+        losses.ppl_loss(x @ weight, costs, t, rev, lam, prop, tau=0.5).backward()
         opt.step()
     end = true_value(weight.detach())
     best = float((mu - lam * costs).max(1).values.mean())

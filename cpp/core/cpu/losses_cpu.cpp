@@ -478,24 +478,31 @@ Status aucc_cpu(const AuccParams<T>& p) {
   if (n1 == 0 || n0 == 0) return {Code::kBadTreatment, -1, 2, double(n1 == 0 ? 1 : 0)};
 
   const std::vector<uint32_t> order = radix_argsort(keys, p.num_threads);
-  // C(k), R(k) for k = 0..n, and the running max of C
+  // per-rank increments (random reads, in parallel), then C(k), R(k) for k = 0..n and the running
+  // max of C by one sequential scan (the sums' order is fixed: rank order)
   std::vector<double> cum_c(n + 1), cum_r(n + 1), max_c(n + 1);
-  cum_c[0] = cum_r[0] = max_c[0] = 0.0;
   const double dn1 = double(n1), dn0 = double(n0);
-  double cc = 0, rr = 0, mc = 0;
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t i = order[k];
-    if (p.treatment[i] == 1) {
-      cc += double(p.cost[i]) / dn1;
-      rr += double(p.revenue[i]) / dn1;
-    } else {
-      cc -= double(p.cost[i]) / dn0;
-      rr -= double(p.revenue[i]) / dn0;
+  parallel_chunks(chunks.num_chunks, p.num_threads, [&](int64_t ch) {
+    for (int64_t k = chunks.begin(ch); k < chunks.end(ch); ++k) {
+      const int64_t i = order[k];
+      if (p.treatment[i] == 1) {
+        cum_c[k + 1] = double(p.cost[i]) / dn1;
+        cum_r[k + 1] = double(p.revenue[i]) / dn1;
+      } else {
+        cum_c[k + 1] = -(double(p.cost[i]) / dn0);
+        cum_r[k + 1] = -(double(p.revenue[i]) / dn0);
+      }
     }
-    cum_c[k + 1] = cc;
-    cum_r[k + 1] = rr;
+  });
+  cum_c[0] = cum_r[0] = max_c[0] = 0.0;
+  double cc = 0, rr = 0, mc = 0;
+  for (int64_t k = 1; k <= n; ++k) {
+    cc += cum_c[k];
+    rr += cum_r[k];
+    cum_c[k] = cc;
+    cum_r[k] = rr;
     mc = std::max(mc, cc);
-    max_c[k + 1] = mc;
+    max_c[k] = mc;
   }
   const double c_tot = cum_c[n], r_tot = cum_r[n];
   double area = 0;
