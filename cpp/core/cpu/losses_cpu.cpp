@@ -6,11 +6,14 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <limits>
 #include <vector>
 
 #include "bidfcl/core/losses.h"
 #include "bidfcl/core/parallel.h"
+
 
 namespace bidfcl::core {
 namespace {
@@ -56,6 +59,37 @@ inline T row_weight(const DecisionBatch<T>& in, int64_t i, T lam) {
   return reward / (static_cast<T>(in.n) * in.propensity[i]);
 }
 
+// True when every entry of x[0 .. count) is finite: branch-free over the exponent bits, so the
+// loop vectorises; the exact per-row check runs only when this fails.
+template <typename T>
+inline bool all_finite(const T* x, int64_t count) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr U kExp = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  U bad = 0;
+  for (int64_t k = 0; k < count; ++k) {
+    U u;
+    std::memcpy(&u, x + k, sizeof(U));
+    bad |= U((u & kExp) == kExp);
+  }
+  return bad == 0;
+}
+
+// Fast check of rows [i0, i1): the same conditions as check_decision_row, without locating.
+template <typename T>
+bool rows_valid(const DecisionBatch<T>& in, int64_t i0, int64_t i1) {
+  const int64_t cnt = i1 - i0;
+  if (!all_finite(in.r_hat + i0 * in.m, cnt * in.m) || !all_finite(in.c_hat + i0 * in.m, cnt * in.m)) return false;
+  if (!all_finite(in.revenue + i0, cnt)) return false;
+  if (in.cost && !all_finite(in.cost + i0, cnt)) return false;
+  int bad = 0;
+  for (int64_t i = i0; i < i1; ++i) {
+    const T p = in.propensity[i];
+    bad |= int(!(p > T(0))) | int(!(p <= T(1)));
+  }
+  for (int64_t i = i0; i < i1; ++i) bad |= int(in.treatment[i] < 0) | int(in.treatment[i] >= in.m);
+  return bad == 0;
+}
+
 // Runs fn(i) over all rows in chunks, validating each row first; returns the first error.
 // fn returns the row's loss contribution (double); the chunk sums are combined in order.
 template <typename T, typename Fn>
@@ -67,14 +101,16 @@ Status for_rows(const DecisionBatch<T>& in, double* total, Fn&& fn) {
   std::vector<Status> status(chunks.num_chunks);
   parallel_chunks(chunks.num_chunks, in.num_threads, [&](int64_t ch) {
     double acc = 0;
-    for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
-      Status rs = check_decision_row(in, i);
-      if (!rs.ok()) {
-        status[ch] = rs;
-        return;
+    if (!rows_valid(in, chunks.begin(ch), chunks.end(ch))) {
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {  // find the first bad row
+        Status rs = check_decision_row(in, i);
+        if (!rs.ok()) {
+          status[ch] = rs;
+          return;
+        }
       }
-      acc += fn(i);
     }
+    for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) acc += fn(i);
     partial[ch] = acc;
   });
   Status first;
@@ -90,20 +126,6 @@ Status for_rows(const DecisionBatch<T>& in, double* total, Fn&& fn) {
 template <typename T>
 inline void row_scores(const T* r, const T* c, T lam, int64_t m, T* a) {
   for (int64_t j = 0; j < m; ++j) a[j] = r[j] - lam * c[j];
-}
-
-// Softmax of a / tau in place into z (input dtype); returns nothing. Max-shifted for stability.
-template <typename T>
-inline void row_softmax(const T* a, int64_t m, T inv_tau, T* z) {
-  T mx = a[0];
-  for (int64_t j = 1; j < m; ++j) mx = std::max(mx, a[j]);
-  T sum = 0;
-  for (int64_t j = 0; j < m; ++j) {
-    z[j] = std::exp((a[j] - mx) * inv_tau);
-    sum += z[j];
-  }
-  const T inv = T(1) / sum;
-  for (int64_t j = 0; j < m; ++j) z[j] *= inv;
 }
 
 // Chosen option (first max) and runner-up (first max among the others).
@@ -131,22 +153,130 @@ inline T inv_gap(T gap, double clip) {
 
 }  // namespace
 
+namespace {
+
+constexpr int64_t kBlockRows = 64;  // rows processed together so the per-option loops vectorise
+
+// exp for float32 that the compiler can vectorise (no libm call): exp(x) = 2^k exp(r) with
+// k = round(x / ln 2), |r| <= ln2 / 2, and a degree-6 Taylor polynomial for exp(r) (relative error
+// below 1e-7, about one float ulp). For x <= 0 only (softmax arguments): inputs below -87 are
+// clamped to it (exp(-87) ~ 1.6e-38 stands in for anything smaller).
+inline float vector_exp(float x) {
+  // clamp below at -87 on the bit pattern (an integer select, which vectorises; for negative
+  // floats a larger pattern is a more negative number)
+  const uint32_t limit = 0xC2AE0000u;  // bits of -87.0f
+  uint32_t u = std::bit_cast<uint32_t>(x);
+  u = u > limit ? limit : u;
+  x = std::bit_cast<float>(u);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const float k = (x * 1.44269504088896341f + magic) - magic;
+  float r = x - k * 0.693145751953125f;
+  r = r - k * 1.428606765330187045e-06f;
+  float poly = 1.0f / 720.0f;
+  poly = poly * r + 1.0f / 120.0f;
+  poly = poly * r + 1.0f / 24.0f;
+  poly = poly * r + 1.0f / 6.0f;
+  poly = poly * r + 0.5f;
+  poly = poly * r + 1.0f;
+  poly = poly * r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
+  return poly * std::bit_cast<float>(bits);
+}
+inline double vector_exp(double x) { return std::exp(x); }  // float64 keeps libm's accuracy
+
+// e[b] = exp((e[b] - mx[b]) * inv_tau), sum[b] += e[b]  (one option column of a block).
+template <typename T>
+inline void exp_shifted(T* __restrict e, const T* __restrict mx, T* __restrict sum, int64_t nb, T inv_tau) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const T x = vector_exp((e[b] - mx[b]) * inv_tau);
+    e[b] = x;
+    sum[b] += x;
+  }
+}
+
+// Softmax pieces of rows [i0, i0 + nb) for one multiplier, option-major in e ([m][nb]):
+// e[j][b] = exp((a_bj - max_j a_bj) / tau), inv_sum[b] = 1 / sum_j e[j][b], zt[b] = e[t_b][b] * inv_sum[b],
+// w[b] = reward / (n p) of the row.
+template <typename T>
+void softmax_block(const DecisionBatch<T>& in, int64_t i0, int64_t nb, T lam, T inv_tau, T* e, T* inv_sum, T* zt,
+                   T* w, T* arm) {
+  const int64_t m = in.m;
+  const T* r = in.r_hat + i0 * m;
+  const T* c = in.c_hat + i0 * m;
+  T mx[kBlockRows], sum[kBlockRows];
+  for (int64_t b = 0; b < nb; ++b) {
+    const T a0 = r[b * m] - lam * c[b * m];
+    e[b] = a0;
+    mx[b] = a0;
+    sum[b] = T(0);
+  }
+  for (int64_t j = 1; j < m; ++j) {
+    T* __restrict ej = e + j * nb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const T a = r[b * m + j] - lam * c[b * m + j];
+      ej[b] = a;
+      mx[b] = a > mx[b] ? a : mx[b];
+    }
+  }
+  for (int64_t j = 0; j < m; ++j) exp_shifted(e + j * nb, mx, sum, nb, inv_tau);
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t i = i0 + b;
+    arm[b] = static_cast<T>(in.treatment[i]);
+    inv_sum[b] = T(1) / sum[b];
+    zt[b] = e[in.treatment[i] * nb + b] * inv_sum[b];
+    w[b] = row_weight(in, i, lam);
+  }
+}
+
+// Like for_rows, but hands fn whole blocks of validated rows: fn(i0, nb, scratch) -> double.
+template <typename T, typename Fn>
+Status for_blocks(const DecisionBatch<T>& in, double* total, Fn&& fn) {
+  Status s = check_lam(in);
+  if (!s.ok()) return s;
+  const Chunking chunks = Chunking::make(in.n, kRowsPerChunk, 256);
+  std::vector<double> partial(chunks.num_chunks, 0.0);
+  std::vector<Status> status(chunks.num_chunks);
+  parallel_chunks(chunks.num_chunks, in.num_threads, [&](int64_t ch) {
+    std::vector<T> scratch(static_cast<size_t>(in.m * kBlockRows + 5 * kBlockRows));
+    double acc = 0;
+    if (!rows_valid(in, chunks.begin(ch), chunks.end(ch))) {
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {  // find the first bad row
+        Status rs = check_decision_row(in, i);
+        if (!rs.ok()) {
+          status[ch] = rs;
+          return;
+        }
+      }
+    }
+    for (int64_t i0 = chunks.begin(ch); i0 < chunks.end(ch); i0 += kBlockRows) {
+      acc += fn(i0, std::min(kBlockRows, chunks.end(ch) - i0), scratch.data());
+    }
+    partial[ch] = acc;
+  });
+  Status first;
+  for (const auto& st : status) keep_first(first, st);
+  if (!first.ok()) return first;
+  double sum = 0;
+  for (double x : partial) sum += x;
+  if (total) *total = sum;
+  return Status::Ok();
+}
+
+}  // namespace
+
 template <typename T>
 Status softmax_loss_cpu(const SoftmaxLossParams<T>& p) {
   const auto& in = p.in;
-  const int64_t m = in.m;
   const T inv_tau = static_cast<T>(1.0 / p.tau);
   double total = 0;
-  Status s = for_rows(in, &total, [&](int64_t i) {
-    T a[kMaxLossOptions], z[kMaxLossOptions];
-    const T* r = in.r_hat + i * m;
-    const T* c = in.c_hat + i * m;
-    const int64_t t = in.treatment[i];
+  Status s = for_blocks(in, &total, [&](int64_t i0, int64_t nb, T* scratch) {
+    T* e = scratch;
+    T* inv_sum = e + in.m * kBlockRows;
+    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows, *arm = w + kBlockRows;
     double acc = 0;
     for (int64_t l = 0; l < in.l; ++l) {
-      row_scores(r, c, in.lam[l], m, a);
-      row_softmax(a, m, inv_tau, z);
-      acc -= double(z[t] * row_weight(in, i, in.lam[l]));
+      softmax_block(in, i0, nb, in.lam[l], inv_tau, e, inv_sum, zt, w, arm);
+      for (int64_t b = 0; b < nb; ++b) acc -= double(zt[b] * w[b]);
     }
     return acc;
   });
@@ -161,24 +291,32 @@ Status softmax_loss_backward_cpu(const SoftmaxLossBackwardParams<T>& p) {
   const int64_t m = in.m;
   const T inv_tau = static_cast<T>(1.0 / p.tau);
   const T go = p.grad_output[0];
-  return for_rows(in, nullptr, [&](int64_t i) {
-    T a[kMaxLossOptions], z[kMaxLossOptions];
-    const T* r = in.r_hat + i * m;
-    const T* c = in.c_hat + i * m;
-    T* gr = p.grad_r_hat + i * m;
-    T* gc = p.grad_c_hat + i * m;
-    for (int64_t j = 0; j < m; ++j) gr[j] = gc[j] = T(0);
-    const int64_t t = in.treatment[i];
+  return for_blocks(in, nullptr, [&](int64_t i0, int64_t nb, T* scratch) {
+    T* e = scratch;
+    T* inv_sum = e + m * kBlockRows;
+    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows, *arm = w + kBlockRows;
+    T* gr = p.grad_r_hat + i0 * m;
+    T* gc = p.grad_c_hat + i0 * m;
+    for (int64_t x = 0; x < nb * m; ++x) gr[x] = gc[x] = T(0);
+    T coef[kBlockRows];
     for (int64_t l = 0; l < in.l; ++l) {
       const T lam = in.lam[l];
-      row_scores(r, c, lam, m, a);
-      row_softmax(a, m, inv_tau, z);
-      // dL/da_j = -(w / tau) z_t (1[j == t] - z_j), times the upstream gradient
-      const T coef = -(row_weight(in, i, lam) * inv_tau) * z[t] * go;
+      softmax_block(in, i0, nb, lam, inv_tau, e, inv_sum, zt, w, arm);
+      // dL/da_j = coef (1[j == t] - z_j) with coef = -(w / tau) z_t, times the upstream gradient
+      for (int64_t b = 0; b < nb; ++b) coef[b] = -(w[b] * inv_tau) * zt[b] * go;
+      // -coef z_j on every cell, then +coef on the cell of the row's arm
       for (int64_t j = 0; j < m; ++j) {
-        const T g = coef * ((j == t ? T(1) : T(0)) - z[j]);
-        gr[j] += g;
-        gc[j] -= lam * g;
+        const T* ej = e + j * nb;
+        for (int64_t b = 0; b < nb; ++b) {
+          const T g = -(coef[b] * (ej[b] * inv_sum[b]));
+          gr[b * m + j] += g;
+          gc[b * m + j] -= lam * g;
+        }
+      }
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t cell = b * m + in.treatment[i0 + b];
+        gr[cell] += coef[b];
+        gc[cell] -= lam * coef[b];
       }
     }
     return 0.0;
