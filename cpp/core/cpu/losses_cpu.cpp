@@ -199,7 +199,7 @@ inline void exp_shifted(T* __restrict e, const T* __restrict mx, T* __restrict s
 // w[b] = reward / (n p) of the row.
 template <typename T>
 void softmax_block(const DecisionBatch<T>& in, int64_t i0, int64_t nb, T lam, T inv_tau, T* e, T* inv_sum, T* zt,
-                   T* w, T* arm) {
+                   T* w) {
   const int64_t m = in.m;
   const T* r = in.r_hat + i0 * m;
   const T* c = in.c_hat + i0 * m;
@@ -221,7 +221,6 @@ void softmax_block(const DecisionBatch<T>& in, int64_t i0, int64_t nb, T lam, T 
   for (int64_t j = 0; j < m; ++j) exp_shifted(e + j * nb, mx, sum, nb, inv_tau);
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t i = i0 + b;
-    arm[b] = static_cast<T>(in.treatment[i]);
     inv_sum[b] = T(1) / sum[b];
     zt[b] = e[in.treatment[i] * nb + b] * inv_sum[b];
     w[b] = row_weight(in, i, lam);
@@ -237,7 +236,7 @@ Status for_blocks(const DecisionBatch<T>& in, double* total, Fn&& fn) {
   std::vector<double> partial(chunks.num_chunks, 0.0);
   std::vector<Status> status(chunks.num_chunks);
   parallel_chunks(chunks.num_chunks, in.num_threads, [&](int64_t ch) {
-    std::vector<T> scratch(static_cast<size_t>(in.m * kBlockRows + 5 * kBlockRows));
+    std::vector<T> scratch(static_cast<size_t>(in.m * kBlockRows + 3 * kBlockRows));
     double acc = 0;
     if (!rows_valid(in, chunks.begin(ch), chunks.end(ch))) {
       for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {  // find the first bad row
@@ -272,10 +271,10 @@ Status softmax_loss_cpu(const SoftmaxLossParams<T>& p) {
   Status s = for_blocks(in, &total, [&](int64_t i0, int64_t nb, T* scratch) {
     T* e = scratch;
     T* inv_sum = e + in.m * kBlockRows;
-    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows, *arm = w + kBlockRows;
+    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
     double acc = 0;
     for (int64_t l = 0; l < in.l; ++l) {
-      softmax_block(in, i0, nb, in.lam[l], inv_tau, e, inv_sum, zt, w, arm);
+      softmax_block(in, i0, nb, in.lam[l], inv_tau, e, inv_sum, zt, w);
       for (int64_t b = 0; b < nb; ++b) acc -= double(zt[b] * w[b]);
     }
     return acc;
@@ -294,14 +293,14 @@ Status softmax_loss_backward_cpu(const SoftmaxLossBackwardParams<T>& p) {
   return for_blocks(in, nullptr, [&](int64_t i0, int64_t nb, T* scratch) {
     T* e = scratch;
     T* inv_sum = e + m * kBlockRows;
-    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows, *arm = w + kBlockRows;
+    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
     T* gr = p.grad_r_hat + i0 * m;
     T* gc = p.grad_c_hat + i0 * m;
     for (int64_t x = 0; x < nb * m; ++x) gr[x] = gc[x] = T(0);
     T coef[kBlockRows];
     for (int64_t l = 0; l < in.l; ++l) {
       const T lam = in.lam[l];
-      softmax_block(in, i0, nb, lam, inv_tau, e, inv_sum, zt, w, arm);
+      softmax_block(in, i0, nb, lam, inv_tau, e, inv_sum, zt, w);
       // dL/da_j = coef (1[j == t] - z_j) with coef = -(w / tau) z_t, times the upstream gradient
       for (int64_t b = 0; b < nb; ++b) coef[b] = -(w[b] * inv_tau) * zt[b] * go;
       // -coef z_j on every cell, then +coef on the cell of the row's arm

@@ -46,6 +46,8 @@ struct DecisionBatch {
 
 // PPL / DPL / MER forward:
 //   z[l, i, :] = softmax(a[l, i, :] / tau),   L = -sum_l sum_i z[l, i, t_i] * w[l, i]
+// (On the CPU, float32 evaluates exp with a vectorisable polynomial, relative error < 1e-7;
+// float64 uses libm.)
 template <typename T>
 struct SoftmaxLossParams {
   DecisionBatch<T> in;
