@@ -489,3 +489,17 @@ def test_cuda_matches_cpu(dtype, with_cost):
     bad[7] = 9
     with pytest.raises(RuntimeError, match="treatment must be in"):
         ops.ppl_loss(rc, cc, bad, revc, costc, lamc, propc, 0.7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_softmax_loss_many_blocks_and_chunks_match_twin(dtype):
+    # N spans several 64-row blocks and 4096-row chunks, with a partial block at the end
+    r, c, t, rev, cost, prop = make_batch(n=9_001, m=3, dtype=dtype, seed=70, with_cost=True)
+    lam = lam_of([0.25, 1.5], dtype)
+    g = torch.tensor(0.9, dtype=dtype)
+    tol = dict(rtol=1e-12, atol=1e-14) if dtype == F64 else dict(rtol=2e-5, atol=1e-7)
+    torch.testing.assert_close(ops.ppl_loss(r, c, t, rev, cost, lam, prop, 0.6),
+                               ref.ppl_loss(r, c, t, rev, cost, lam, prop, 0.6), **tol)
+    for a, b in zip(ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6),
+                    ref.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6)):
+        torch.testing.assert_close(a, b, **tol)
