@@ -61,7 +61,7 @@ def _first_bad(mask: torch.Tensor, t: torch.Tensor, what: str) -> None:
     if bool(mask.any()):
         pos = torch.nonzero(mask)[0].tolist()
         val = t[tuple(pos)].item()
-        raise RuntimeError(f"bidfcl: {what}, got {val} at {pos}")
+        raise RuntimeError(f"bidfcl: {what}, got {val:g} at {pos}")
 
 
 def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str) -> None:
@@ -75,9 +75,9 @@ def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str) -> No
         raise RuntimeError(f"bidfcl: values and budgets must be on the same device, got {values.device} and {budgets.device}")
     for k, b in enumerate(budgets.tolist()):
         if b != b or b in (float("inf"), float("-inf")):
-            raise RuntimeError(f"bidfcl: budgets must be finite, got {b} at index {k}")
+            raise RuntimeError(f"bidfcl: budgets must be finite, got {b:g} at index {k}")
         if b < 0:
-            raise RuntimeError(f"bidfcl: budgets must be >= 0 ({what}), got {b} at index {k}")
+            raise RuntimeError(f"bidfcl: budgets must be >= 0 ({what}), got {b:g} at index {k}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,11 +353,11 @@ def _check_rct_inputs(values, treatment, cost_obs, propensity) -> None:
     bad = ~((propensity > 0) & (propensity <= 1))
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
-        raise RuntimeError(f"bidfcl: propensity must be in (0, 1], got {float(propensity[i])} at row {i}")
+        raise RuntimeError(f"bidfcl: propensity must be in (0, 1], got {float(propensity[i]):g} at row {i}")
     bad = ~torch.isfinite(cost_obs)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
-        raise RuntimeError(f"bidfcl: cost_obs must be finite, got {float(cost_obs[i])} at row {i}")
+        raise RuntimeError(f"bidfcl: cost_obs must be finite, got {float(cost_obs[i]):g} at row {i}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,7 +398,7 @@ def _check_treatment(treatment, like: torch.Tensor, n: int) -> None:
 def _first_bad_row(mask: torch.Tensor, t: torch.Tensor, what: str, where: str = "row") -> None:
     if bool(mask.any()):
         i = int(torch.nonzero(mask)[0])
-        raise RuntimeError(f"bidfcl: {what}, got {t[i].item()} at {where} {i}")
+        raise RuntimeError(f"bidfcl: {what}, got {t[i].item():g} at {where} {i}")
 
 
 def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> None:

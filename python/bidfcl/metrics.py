@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from ._ops import ops
-from .solver import _budgets, solve_mckp_rct
+from .solver import solve_mckp_rct
 
 __all__ = ["PolicyValue", "EomResult", "AuccCurve", "policy_value", "eom", "eom_curve", "aucc", "aucc_curve",
            "qini", "auuc"]
@@ -128,14 +128,11 @@ def eom_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     r_hat = _tensor(r_hat, "r_hat")
     cost = _tensor(cost, "cost").to(r_hat.dtype)
     revenue = _tensor(revenue, "revenue").to(r_hat.dtype)
-    budget_tensor, scalar = _budgets(budgets, r_hat)
     prop = _policy_propensity(propensity, _tensor(treatment, "treatment"), r_hat.dtype)
-    sol = solve_mckp_rct(r_hat, c_hat, treatment, cost, budget_tensor, prop)
+    # a number gives 0-d fields, a [K] tensor [K] fields (solve_mckp_rct squeezes the same way)
+    sol = solve_mckp_rct(r_hat, c_hat, treatment, cost, budgets, prop)
     pv = policy_value(sol.choice, treatment, revenue, cost, prop, normalize)
-    out = EomResult(pv.value, pv.cost, pv.value_se, pv.cost_se, sol.lam, sol.feasible)
-    if scalar:
-        out = EomResult(*(t[0] for t in out))
-    return out
+    return EomResult(pv.value, pv.cost, pv.value_se, pv.cost_se, sol.lam, sol.feasible)
 
 
 def eom(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,

@@ -61,15 +61,24 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     return x
 
 
+#: Budgets are compared with this relative slack. Totals over millions of rows are float64 sums
+#: whose last bits depend on the summation order (CPU chunks, GPU trees, the caller's own
+#: ``torch.sum``); a budget computed as exactly the spend of a policy must admit that policy. The
+#: returned spend can therefore exceed the budget by at most ~1e-12 of it.
+BUDGET_SLACK = 2.0**-40
+
+
 def _budgets(budget, values: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Budgets as a float64 [K] tensor on values' device, and whether the caller gave a scalar."""
+    """Budgets as a float64 [K] tensor on values' device (with the slack), and whether a scalar was given."""
     if isinstance(budget, torch.Tensor):
         scalar = budget.dim() == 0
         b = budget.reshape(1) if scalar else budget
-        return b.to(device=values.device, dtype=torch.float64), scalar
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        b = b.to(device=values.device, dtype=torch.float64)
+    elif isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise TypeError(f"bidfcl: budget must be a number or a 1-D tensor, got {type(budget).__name__}")
-    return torch.tensor([float(budget)], dtype=torch.float64, device=values.device), True
+    else:
+        b, scalar = torch.tensor([float(budget)], dtype=torch.float64, device=values.device), True
+    return b * (1.0 + BUDGET_SLACK), scalar
 
 
 def _squeeze(result, scalar: bool):

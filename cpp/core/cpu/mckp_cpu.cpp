@@ -22,6 +22,7 @@ namespace bidfcl::core {
 namespace {
 
 constexpr int kBucketBits = 14;
+constexpr int kRankSortMaxOptions = 16;  // up to this many options, order rows by counting ranks
 constexpr int64_t kNumBuckets = int64_t(1) << kBucketBits;
 
 // Order-preserving bucket of a non-negative breakpoint: the top bits of its float32 image. The
@@ -31,6 +32,19 @@ inline int64_t bucket_of(T bp) {
   const float f = static_cast<float>(bp);
   return static_cast<int64_t>(std::bit_cast<uint32_t>(f) >> (31 - kBucketBits));
 }
+
+// Finer buckets (256 per octave) for the bracketed fast path, where the histograms are small.
+constexpr int kFineBits = 16;
+constexpr int64_t kNumFine = int64_t(1) << kFineBits;
+
+template <typename T>
+inline int64_t fine_bucket_of(T bp) {
+  return static_cast<int64_t>(std::bit_cast<uint32_t>(static_cast<float>(bp)) >> (31 - kFineBits));
+}
+
+// Smallest float whose bucket is b: every value of a bucket >= b is >= it, up to the rounding of a
+// double to float (so callers step one bucket further for a strict bound).
+inline float fine_bucket_low(int64_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << (31 - kFineBits)); }
 
 struct Hulls {
   int64_t n = 0, m = 0;
@@ -59,20 +73,24 @@ inline Status check_row(const T* r, const T* c, int64_t i, int64_t m) {
 // then a monotone chain that pops only on a strictly convex turn (collinear points stay).
 template <typename T>
 inline int build_hull(const T* r, const T* c, int m, uint8_t* out, uint8_t* order) {
-  for (int j = 0; j < m; ++j) order[j] = static_cast<uint8_t>(j);
-  auto before = [&](int a, int b) {  // true if option a sorts before option b
-    if (c[a] != c[b]) return c[a] < c[b];
-    if (r[a] != r[b]) return r[a] > r[b];
-    return a < b;
-  };
-  for (int x = 1; x < m; ++x) {  // insertion sort: m is small and rows are often nearly sorted
-    const uint8_t v = order[x];
-    int y = x - 1;
-    while (y >= 0 && before(v, order[y])) {
-      order[y + 1] = order[y];
-      --y;
+  if (m <= kRankSortMaxOptions) {
+    // Branchless: the rank of option j is the number of options that sort before it. The order is
+    // a strict total order (the index breaks every tie), so the ranks are a permutation. O(m^2)
+    // compares, but they vectorise and never mispredict, unlike a comparison sort on random rows.
+    for (int j = 0; j < m; ++j) {
+      const T cj = c[j], rj = r[j];
+      int rank = 0;
+      for (int k = 0; k < m; ++k)
+        rank += (c[k] < cj) | ((c[k] == cj) & ((r[k] > rj) | ((r[k] == rj) & (k < j))));
+      order[rank] = static_cast<uint8_t>(j);
     }
-    order[y + 1] = v;
+  } else {
+    for (int j = 0; j < m; ++j) order[j] = static_cast<uint8_t>(j);
+    std::sort(order, order + m, [&](int a, int b) {
+      if (c[a] != c[b]) return c[a] < c[b];
+      if (r[a] != r[b]) return r[a] > r[b];
+      return a < b;
+    });
   }
   int len = 0;
   for (int x = 0; x < m; ++x) {
@@ -307,11 +325,413 @@ void write_solution(const MckpSolveParams<T>& p, int64_t kk, const Cut<T>& cut, 
   }
 }
 
+// ---- bracketed fast path (one budget, large N) --------------------------------------------------
+//
+// Most individuals are nowhere near indifferent at lam*. A small exact sample brackets lam* in
+// [lo, hi]; then one pass over everyone settles an individual without building its hull when one
+// option j is the unique optimum over the whole bracket with a safety margin:
+//   costlier k:  r_k - r_j <= 0  or  r_k - r_j < lo (1 - eps) (c_k - c_j)
+//   cheaper k:   r_j - r_k > hi (1 + eps) (c_j - c_k)
+//   equal cost:  r_k < r_j, or r_k == r_j and k > j.
+// With eps = 64 ulp (far above the few ulp of rounding in these tests and in a breakpoint), j is
+// then on the hull, every computed breakpoint before j is > hi and every one after it is < lo, so
+// the exact algorithm would choose j too and no step of j's individual lies in the bracket. Only
+// the unsettled individuals get hulls; their bracket steps are sorted exactly for the cut. If the
+// bracket misses lam*, the caller falls back to the full algorithm: the answer never depends on it.
+constexpr int64_t kBracketMinN = int64_t(1) << 15;
+constexpr int64_t kSampleStride = 32;
+
+// Row kernels with the option count as a template parameter (M > 0), so that the compiler unrolls
+// and vectorises them; M == 0 is the generic runtime-m version.
+template <typename T, int M>
+struct RowKernels {
+  static int count(int m) { return M > 0 ? M : m; }
+
+  // All finite and costs >= 0. x - x == 0 is false exactly for NaN and +-Inf.
+  static bool valid(const T* r, const T* c, int m) {
+    int bad = 0;
+    for (int k = 0; k < count(m); ++k)
+      bad |= !(r[k] - r[k] == T(0)) | !(c[k] - c[k] == T(0)) | (c[k] < T(0));
+    return bad == 0;
+  }
+
+  // argmax_k (r_k - lam c_k); any candidate will do for the settle test, so ties are unimportant.
+  static int argmax_at(const T* r, const T* c, int m, T lam) {
+    int j = 0;
+    T best = r[0] - lam * c[0];
+    for (int k = 1; k < count(m); ++k) {
+      const T score = r[k] - lam * c[k];
+      const bool better = score > best;
+      best = better ? score : best;
+      j = better ? k : j;
+    }
+    return j;
+  }
+
+  static bool settled(const T* r, const T* c, int m, int j, T lo_m, T hi_m) {
+    const T cj = c[j], rj = r[j];
+    int bad = 0;  // an OR-reduction of comparisons: vectorises, never branches
+    for (int k = 0; k < count(m); ++k) {
+      const T dc = c[k] - cj, dr = r[k] - rj;
+      const int costlier_bad = (dc > T(0)) & (dr > T(0)) & !(dr < lo_m * dc);
+      const int cheaper_bad = (dc < T(0)) & !(dr < hi_m * dc);  // r_j - r_k > hi_m (c_j - c_k)
+      const int equal_bad = (dc == T(0)) & (dr >= T(0)) & ((dr > T(0)) | (k < j));
+      bad |= costlier_bad | cheaper_bad | equal_bad;
+    }
+    return bad == 0;
+  }
+};
+
+// The same three kernels on 16-byte vectors (GCC/Clang vector extensions, SSE2 width: no -march
+// flag needed), for rows whose option count fills whole vectors. Same arithmetic, lane by lane.
+template <typename T>
+struct VecTypes;
+template <>
+struct VecTypes<float> {
+  typedef float V __attribute__((vector_size(16)));
+  typedef int32_t I __attribute__((vector_size(16)));
+};
+template <>
+struct VecTypes<double> {
+  typedef double V __attribute__((vector_size(16)));
+  typedef int64_t I __attribute__((vector_size(16)));
+};
+
+template <typename T, int M>
+struct VecRowKernels {
+  using V = typename VecTypes<T>::V;
+  using I = typename VecTypes<T>::I;
+  static constexpr int W = 16 / sizeof(T);
+  static_assert(M % W == 0, "rows must fill whole vectors");
+  static constexpr int B = M / W;
+
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static V splat(T x) { return V{} + x; }  // scalar operands broadcast to every lane
+  static I lanes() {
+    I idx;
+    for (int l = 0; l < W; ++l) idx[l] = l;
+    return idx;
+  }
+  static bool none(I bad) {
+    for (int l = 1; l < W; ++l) bad[0] |= bad[l];
+    return bad[0] == 0;
+  }
+  static bool valid(const T* r, const T* c, int) {
+    I bad = {};
+    const V zero = splat(T(0));
+    for (int b = 0; b < B; ++b) {
+      const V rv = load(r + b * W), cv = load(c + b * W);
+      bad |= ~((rv - rv) == zero) | ~((cv - cv) == zero) | (cv < zero);
+    }
+    return none(bad);
+  }
+  static int argmax_at(const T* r, const T* c, int, T lam) {
+    T scores[M];
+    const V lv = splat(lam);
+    for (int b = 0; b < B; ++b) {
+      const V s = load(r + b * W) - lv * load(c + b * W);
+      std::memcpy(scores + b * W, &s, sizeof(V));
+    }
+    int j = 0;
+    T best = scores[0];
+    for (int k = 1; k < M; ++k) {
+      const bool better = scores[k] > best;
+      best = better ? scores[k] : best;
+      j = better ? k : j;
+    }
+    return j;
+  }
+  static bool settled(const T* r, const T* c, int, int j, T lo_m, T hi_m) {
+    const V cj = splat(c[j]), rj = splat(r[j]), lo = splat(lo_m), hi = splat(hi_m), zero = splat(T(0));
+    static const I first_lanes = lanes();
+    I idx = first_lanes;
+    const I jv = I{} + j;
+    I bad = {};
+    for (int b = 0; b < B; ++b) {
+      const V dc = load(c + b * W) - cj, dr = load(r + b * W) - rj;
+      const I costlier_bad = (dc > zero) & (dr > zero) & ~(dr < lo * dc);
+      const I cheaper_bad = (dc < zero) & ~(dr < hi * dc);
+      const I equal_bad = (dc == zero) & (dr >= zero) & ((dr > zero) | (idx < jv));
+      bad |= costlier_bad | cheaper_bad | equal_bad;
+      idx += W;
+    }
+    return none(bad);
+  }
+};
+
+template <typename T>
+struct Candidate {
+  T bp;
+  int64_t id;
+  double dc;
+};
+
+enum class FastPath { kSolved, kFallBack, kError };
+
+template <typename T>
+FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
+  const MckpInput<T>& in = p.in;
+  const int64_t n = in.n, m = in.m;
+  const double budget = p.budgets[0];
+
+  // 1. Sample every kSampleStride-th individual exactly (in parallel) and read a bracket off the
+  //    sample's spend curve, from a histogram of its steps (no sort: the bracket only needs to be
+  //    roughly right, the verification below keeps the answer exact).
+  const int64_t ns = (n + kSampleStride - 1) / kSampleStride;
+  const Chunking sch = Chunking::make(ns, 512, 64);
+  std::vector<std::vector<std::pair<T, double>>> sparts(sch.num_chunks);
+  std::vector<double> sbase(sch.num_chunks, 0.0);
+  std::vector<char> sbad(sch.num_chunks, 0);
+  parallel_chunks(sch.num_chunks, in.num_threads, [&](int64_t ch) {
+    uint8_t order[kMaxOptions], hull[kMaxOptions];
+    for (int64_t q = sch.begin(ch); q < sch.end(ch); ++q) {
+      const int64_t i = q * kSampleStride;
+      const T* r = in.values + i * m;
+      const T* c = in.costs + i * m;
+      if (!check_row(r, c, i, m).ok()) {
+        sbad[ch] = 1;  // the full algorithm reports it with its position
+        return;
+      }
+      const int len = build_hull(r, c, static_cast<int>(m), hull, order);
+      sbase[ch] += double(c[hull[0]]);
+      for (int s = 1; s < len; ++s)
+        sparts[ch].push_back({slope(r, c, hull[s - 1], hull[s]), double(c[hull[s]]) - double(c[hull[s - 1]])});
+    }
+  });
+  double sample_base = 0;
+  for (int64_t ch = 0; ch < sch.num_chunks; ++ch) {
+    if (sbad[ch]) return FastPath::kFallBack;
+    sample_base += sbase[ch];
+  }
+  const double budget_sample = budget * double(ns) / double(n);  // the budget in sample units
+  if (sample_base > budget_sample) return FastPath::kFallBack;
+  std::vector<int64_t> cnt(kNumFine, 0);
+  std::vector<double> wsum(kNumFine, 0.0);
+  int64_t P = 0;
+  for (const auto& part : sparts)
+    for (const auto& [bp, dc] : part) {
+      const int64_t b = fine_bucket_of(bp);
+      ++cnt[b];
+      wsum[b] += dc;
+      ++P;
+    }
+  if (P == 0) return FastPath::kFallBack;
+  // cross: number of sample steps above the crossing bucket; cross_end: including it
+  int64_t cross = P, cross_end = P;
+  {
+    double cum = sample_base;
+    int64_t pos = 0;
+    for (int64_t b = kNumFine - 1; b >= 0; --b) {
+      if (cnt[b] == 0) continue;
+      if (cum + wsum[b] > budget_sample) {
+        cross = pos;
+        cross_end = pos + cnt[b];
+        break;
+      }
+      cum += wsum[b];
+      pos += cnt[b];
+    }
+  }
+  // The sampled spend at a position is off by about sqrt(position) steps; 3.5 of those plus a few
+  // keep fall-backs rare while the bracket stays narrow.
+  const int64_t delta = 8 + static_cast<int64_t>(3.5 * std::sqrt(double(std::min(cross, P - cross) + 1)));
+  auto bucket_at = [&](int64_t position) {  // the bucket holding the step at this position (descending)
+    int64_t pos = 0;
+    for (int64_t b = kNumFine - 1; b >= 0; --b) {
+      pos += cnt[b];
+      if (pos > position) return b;
+    }
+    return int64_t(0);
+  };
+  const int64_t b_hi = bucket_at(std::max<int64_t>(cross - delta, 0));
+  const T hi = b_hi + 1 < kNumFine ? T(fine_bucket_low(b_hi + 1)) : std::numeric_limits<T>::infinity();
+  T lo = T(0);
+  if (cross_end + delta < P) {
+    const int64_t b_lo = bucket_at(cross_end + delta);
+    lo = b_lo > 0 ? T(fine_bucket_low(b_lo - 1)) : T(0);
+  }
+  if (!std::isfinite(double(hi)) || !(hi > lo)) return FastPath::kFallBack;
+  const T eps = T(64) * std::numeric_limits<T>::epsilon();
+  const T hi_m = hi * (T(1) + eps), lo_m = lo * (T(1) - eps), mid = lo + (hi - lo) / T(2);
+
+  // 2. One pass: settle whom we can, build hulls for the rest.
+  const Chunking chunks = Chunking::make(n, 1 << 14, 64);
+  const int64_t nc = chunks.num_chunks;
+  struct ChunkOut {
+    Status status;
+    double spend_hi = 0, settled_cost = 0, settled_value = 0;
+    std::vector<int64_t> rows;     // unsettled individuals
+    std::vector<uint8_t> hulls;    // their hulls, m entries each
+    std::vector<uint16_t> lens;
+    std::vector<Candidate<T>> cands;  // their steps with lo <= bp <= hi
+  };
+  std::vector<ChunkOut> outs(nc);
+  int64_t* choice = p.choice;
+  auto pass = [&](auto kernels) {
+    using K = decltype(kernels);
+    parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
+      ChunkOut& o = outs[ch];
+      uint8_t ord[kMaxOptions], h[kMaxOptions];
+      const int mm = static_cast<int>(m);
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
+        const T* r = in.values + i * m;
+        const T* c = in.costs + i * m;
+        if (!K::valid(r, c, mm)) {
+          o.status = check_row(r, c, i, m);
+          return;
+        }
+        const int j = K::argmax_at(r, c, mm, mid);
+        if (K::settled(r, c, mm, j, lo_m, hi_m)) {
+          choice[i] = j;
+          o.spend_hi += double(c[j]);
+          o.settled_cost += double(c[j]);
+          o.settled_value += double(r[j]);
+          continue;
+        }
+        const int len = build_hull(r, c, mm, h, ord);
+        int above = 0;
+        for (int st = 1; st < len; ++st) {
+          const T bp = slope(r, c, h[st - 1], h[st]);
+          if (bp > hi) above = st;
+          else if (bp >= lo) o.cands.push_back({bp, i * m + st, double(c[h[st]]) - double(c[h[st - 1]])});
+        }
+        o.spend_hi += double(c[h[above]]);
+        o.rows.push_back(i);
+        o.hulls.insert(o.hulls.end(), h, h + m);
+        o.lens.push_back(static_cast<uint16_t>(len));
+      }
+    });
+  };
+  // Fixed-size kernels for common option counts (vectorised when rows fill whole vectors).
+  auto fixed = [&]<int M>() {
+    if constexpr (M % (16 / sizeof(T)) == 0) pass(VecRowKernels<T, M>{});
+    else pass(RowKernels<T, M>{});
+  };
+  switch (m) {
+    case 2: fixed.template operator()<2>(); break;
+    case 3: fixed.template operator()<3>(); break;
+    case 4: fixed.template operator()<4>(); break;
+    case 5: fixed.template operator()<5>(); break;
+    case 6: fixed.template operator()<6>(); break;
+    case 8: fixed.template operator()<8>(); break;
+    case 12: fixed.template operator()<12>(); break;
+    case 16: fixed.template operator()<16>(); break;
+    default: pass(RowKernels<T, 0>{}); break;
+  }
+  for (const auto& o : outs) keep_first(status, o.status);
+  if (!status.ok()) return FastPath::kError;
+  double spend_hi = 0, settled_cost = 0, settled_value = 0;
+  std::vector<Candidate<T>> cands;
+  for (auto& o : outs) {
+    spend_hi += o.spend_hi;
+    settled_cost += o.settled_cost;
+    settled_value += o.settled_value;
+    cands.insert(cands.end(), o.cands.begin(), o.cands.end());
+    std::vector<Candidate<T>>().swap(o.cands);
+  }
+  if (spend_hi > budget) return FastPath::kFallBack;  // lam* > hi
+
+  // 3. The cut: the bracket's steps in the global order, histogrammed so that only the bucket
+  //    where the budget runs out is sorted exactly.
+  Cut<T> cut;
+  {
+    std::fill(cnt.begin(), cnt.end(), 0);
+    std::fill(wsum.begin(), wsum.end(), 0.0);
+    for (const auto& cd : cands) {
+      const int64_t b = fine_bucket_of(cd.bp);
+      ++cnt[b];
+      wsum[b] += cd.dc;
+    }
+    double spend = spend_hi;
+    bool found = false;
+    for (int64_t from = kNumFine - 1; !found;) {
+      int64_t bc = -1;
+      for (int64_t b = from; b >= 0; --b) {
+        if (cnt[b] == 0) continue;
+        if (spend + wsum[b] > budget) {
+          bc = b;
+          break;
+        }
+        spend += wsum[b];
+      }
+      if (bc < 0) break;
+      std::vector<Candidate<T>> here;
+      here.reserve(cnt[bc]);
+      for (const auto& cd : cands)
+        if (fine_bucket_of(cd.bp) == bc) here.push_back(cd);
+      std::sort(here.begin(), here.end(), [](const Candidate<T>& a, const Candidate<T>& b) {
+        if (a.bp != b.bp) return a.bp > b.bp;
+        return a.id < b.id;
+      });
+      for (const auto& cd : here) {
+        if (spend + cd.dc > budget) {
+          cut.lam = cd.bp;
+          cut.individual = cd.id / m;
+          cut.step = cd.id % m;
+          found = true;
+          break;
+        }
+        spend += cd.dc;
+      }
+      from = bc - 1;  // only if the bucket's exact walk fit after all (its total rounded up)
+    }
+    if (!found) {
+      if (lo > T(0)) return FastPath::kFallBack;  // lam* < lo
+      cut.take_all = true;
+    }
+  }
+
+  // 4. Choices of the unsettled individuals; totals.
+  const double lam = cut.take_all ? 0.0 : double(cut.lam);
+  std::vector<PolicyTotals> parts(nc);
+  parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
+    const ChunkOut& o = outs[ch];
+    PolicyTotals acc;
+    for (size_t q = 0; q < o.rows.size(); ++q) {
+      const int64_t i = o.rows[q];
+      const T* r = in.values + i * m;
+      const T* c = in.costs + i * m;
+      const uint8_t* h = o.hulls.data() + q * m;
+      int taken, above;
+      steps_taken(r, c, h, o.lens[q], i, cut, taken, above);
+      const int j = h[taken];
+      choice[i] = j;
+      acc.spend += double(c[j]);
+      acc.value += double(r[j]);
+      acc.lagrangian += double(r[h[above]]) - lam * double(c[h[above]]);
+    }
+    parts[ch] = acc;
+  });
+  PolicyTotals t;
+  t.spend = settled_cost;
+  t.value = settled_value;
+  t.lagrangian = settled_value - lam * settled_cost;
+  for (const auto& q : parts) {
+    t.spend += q.spend;
+    t.value += q.value;
+    t.lagrangian += q.lagrangian;
+  }
+  write_solution(p, 0, cut, t);
+  return FastPath::kSolved;
+}
+
 }  // namespace
 
 template <typename T>
 Status solve_mckp_exact_cpu(const MckpSolveParams<T>& p) {
   const MckpInput<T>& in = p.in;
+  if (p.k == 1 && in.n >= kBracketMinN) {
+    Status st;
+    switch (bracketed_solve(p, st)) {
+      case FastPath::kSolved: return Status::Ok();
+      case FastPath::kError: return st;
+      case FastPath::kFallBack: break;
+    }
+  }
   Pass1<T> p1;
   Status st = build_hulls(in, p1, /*with_histogram=*/true);
   if (!st.ok()) return st;

@@ -1,0 +1,65 @@
+// CUDA launchers for the MCKP solvers of mckp.h. Torch-free: raw device pointers, sizes, a stream
+// and a caller-provided workspace (so the torch glue can hand out caching-allocator memory).
+//
+// Same inputs, outputs and semantics as the CPU routines in mckp.h, with these differences:
+//   - every pointer in the Params structs is a DEVICE pointer (budgets included), except where a
+//     launcher takes an extra host pointer explicitly;
+//   - `num_threads` in MckpInput is ignored;
+//   - float64 totals (spend, value, dual bound, cumulative spends) are summed in a fixed order that
+//     differs from the CPU's, so they agree to rounding; hulls, breakpoints, the step order, cuts,
+//     choices and lam are bit-identical to the CPU whenever the cumulative spends compare the same
+//     way against the budgets (always, for instance, on integer-valued data);
+//   - results are deterministic: no floating-point atomics, fixed reduction trees and grid sizes
+//     that depend only on the problem size.
+// Bad input is reported through the returned Status (first offending entry in row-major order, the
+// same as the CPU). CUDA runtime failures throw std::runtime_error.
+// All work is enqueued on `stream`; the launchers synchronise it only to read small results back
+// (error flags, the number of hull steps, and, for bisection, the spend at each multiplier).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "bidfcl/core/mckp.h"
+#include "bidfcl/core/status.h"
+
+namespace bidfcl::core {
+
+// Device scratch memory. allocate() returns at least `bytes` bytes aligned to 256, usable by work
+// enqueued on the launcher's stream, and valid until the workspace object is destroyed (which the
+// caller does after the launcher returns; stream-ordered allocators make that safe).
+class DeviceWorkspace {
+ public:
+  virtual ~DeviceWorkspace() = default;
+  virtual void* allocate(size_t bytes) = 0;
+};
+
+// Output buffers of the frontier; their length (P + 1) is only known once the hulls are built, so
+// the launcher asks the caller for them through a callback.
+template <typename T>
+struct FrontierDeviceOutput {
+  T* lam = nullptr;         // [P+1] device
+  double* spend = nullptr;  // [P+1] device
+  double* value = nullptr;  // [P+1] device
+};
+
+template <typename T>
+Status solve_mckp_exact_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream);
+
+// budgets_host: the same [k] budgets as p.out.budgets, on the host (the bisection loop runs there).
+template <typename T>
+Status solve_mckp_bisection_cuda(const MckpBisectionParams<T>& p, const double* budgets_host, DeviceWorkspace& ws,
+                                 cudaStream_t stream);
+
+// make_output(len) is called once, with len = P + 1, and returns device buffers of that length.
+template <typename T>
+Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output,
+                            DeviceWorkspace& ws, cudaStream_t stream);
+
+template <typename T>
+Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream);
+
+}  // namespace bidfcl::core

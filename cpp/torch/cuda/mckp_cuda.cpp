@@ -1,0 +1,168 @@
+// CUDA glue for the MCKP solver ops: the same checks and outputs as the CPU glue, then the launchers
+// of mckp_cuda.h on the current stream (c10::cuda::getCurrentCUDAStream, the same as at::cuda::), with temporaries from the caching allocator.
+#include <ATen/ATen.h>
+// c10's stream header, not ATen/cuda/CUDAContext.h: the latter pulls in cuSPARSE/cuBLAS headers
+// that a minimal CUDA toolkit (the compile-check machine) does not ship.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../mckp_common.h"
+#include "bidfcl/core/mckp_cuda.h"
+
+namespace bidfcl::mckp {
+namespace {
+
+// Scratch memory as byte tensors on the op's device. They live until the op returns; the caching
+// allocator is stream-ordered, so freeing them while kernels on the current stream still use them is
+// safe.
+class TorchWorkspace final : public core::DeviceWorkspace {
+ public:
+  explicit TorchWorkspace(const at::Device& device) : opts_(at::TensorOptions().dtype(at::kByte).device(device)) {}
+  void* allocate(size_t bytes) override {
+    blocks_.push_back(at::empty({static_cast<int64_t>(bytes)}, opts_));
+    return blocks_.back().data_ptr();
+  }
+
+ private:
+  at::TensorOptions opts_;
+  std::vector<at::Tensor> blocks_;
+};
+
+template <typename T>
+core::MckpInput<T> make_input(const at::Tensor& values, const at::Tensor& costs) {
+  core::MckpInput<T> in;
+  in.values = values.data_ptr<T>();
+  in.costs = costs.data_ptr<T>();
+  in.n = values.size(0);
+  in.m = values.size(1);
+  return in;
+}
+
+template <typename T>
+core::MckpSolveParams<T> make_solve_params(const at::Tensor& values, const at::Tensor& costs,
+                                           const at::Tensor& budgets, SolveOutputs& o) {
+  core::MckpSolveParams<T> p;
+  p.in = make_input<T>(values, costs);
+  p.budgets = budgets.data_ptr<double>();
+  p.k = budgets.size(0);
+  p.lam = o.lam.data_ptr<T>();
+  p.choice = o.choice.data_ptr<int64_t>();
+  p.spend = o.spend.data_ptr<double>();
+  p.value = o.value.data_ptr<double>();
+  p.dual_bound = o.dual_bound.data_ptr<double>();
+  p.feasible = o.feasible.data_ptr<bool>();
+  return p;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_cuda(
+    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in) {
+  check_solver_problem(values_in, costs_in);
+  check_budgets(values_in, budgets_in, "total budgets");
+  const c10::cuda::CUDAGuard guard(values_in.device());
+  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
+  SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
+  TorchWorkspace ws(values.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp", [&] {
+    checks::raise_if_error(
+        core::solve_mckp_exact_cuda<scalar_t>(make_solve_params<scalar_t>(values, costs, budgets, o), ws, stream));
+  });
+  return o.tuple();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_bisection_cuda(
+    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in, int64_t max_iter,
+    double tol) {
+  check_solver_problem(values_in, costs_in);
+  check_budgets(values_in, budgets_in, "total budgets");
+  TORCH_CHECK(max_iter >= 0, "bidfcl: max_iter must be >= 0, got ", max_iter);
+  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "bidfcl: tol must be finite and >= 0, got ", tol);
+  const c10::cuda::CUDAGuard guard(values_in.device());
+  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
+  const at::Tensor budgets_host = budgets.to(at::kCPU).contiguous();
+  SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
+  TorchWorkspace ws(values.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_bisection", [&] {
+    core::MckpBisectionParams<scalar_t> p;
+    p.out = make_solve_params<scalar_t>(values, costs, budgets, o);
+    p.max_iter = max_iter;
+    p.tol = tol;
+    checks::raise_if_error(
+        core::solve_mckp_bisection_cuda<scalar_t>(p, budgets_host.data_ptr<double>(), ws, stream));
+  });
+  return o.tuple();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cuda(const at::Tensor& values_in,
+                                                                    const at::Tensor& costs_in) {
+  check_solver_problem(values_in, costs_in);
+  const c10::cuda::CUDAGuard guard(values_in.device());
+  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
+  at::Tensor lam, spend, value;
+  TorchWorkspace ws(values.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::budget_frontier", [&] {
+    auto make_output = [&](int64_t len) {
+      lam = at::empty({len}, values.options());
+      spend = at::empty({len}, values.options().dtype(at::kDouble));
+      value = at::empty({len}, values.options().dtype(at::kDouble));
+      core::FrontierDeviceOutput<scalar_t> out;
+      out.lam = lam.data_ptr<scalar_t>();
+      out.spend = spend.data_ptr<double>();
+      out.value = value.data_ptr<double>();
+      return out;
+    };
+    checks::raise_if_error(
+        core::budget_frontier_cuda<scalar_t>(make_input<scalar_t>(values, costs), make_output, ws, stream));
+  });
+  return {lam, spend, value};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cuda(
+    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& treatment_in,
+    const at::Tensor& cost_obs_in, const at::Tensor& propensity_in, const at::Tensor& budgets_in) {
+  check_solver_problem(values_in, costs_in);
+  check_rct_inputs(values_in, treatment_in, cost_obs_in, propensity_in);
+  check_budgets(values_in, budgets_in, "per-capita budgets");
+  const c10::cuda::CUDAGuard guard(values_in.device());
+  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
+  const at::Tensor treatment = treatment_in.contiguous(), cost_obs = cost_obs_in.contiguous();
+  const at::Tensor propensity = propensity_in.contiguous(), budgets = budgets_in.contiguous();
+  const int64_t k = budgets.size(0);
+  at::Tensor lam = at::empty({k}, values.options());
+  at::Tensor choice = at::empty({k, values.size(0)}, values.options().dtype(at::kLong));
+  at::Tensor spend = at::empty({k}, values.options().dtype(at::kDouble));
+  at::Tensor feasible = at::empty({k}, values.options().dtype(at::kBool));
+  TorchWorkspace ws(values.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
+    core::MckpRctParams<scalar_t> p;
+    p.in = make_input<scalar_t>(values, costs);
+    p.treatment = treatment.data_ptr<int64_t>();
+    p.cost_obs = cost_obs.data_ptr<scalar_t>();
+    p.propensity = propensity.data_ptr<scalar_t>();
+    p.budgets = budgets.data_ptr<double>();
+    p.k = k;
+    p.lam = lam.data_ptr<scalar_t>();
+    p.choice = choice.data_ptr<int64_t>();
+    p.spend = spend.data_ptr<double>();
+    p.feasible = feasible.data_ptr<bool>();
+    checks::raise_if_error(core::solve_mckp_rct_cuda<scalar_t>(p, ws, stream), "values", "costs", "cost_obs");
+  });
+  return {lam, choice, spend, feasible};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(bidfcl, CUDA, m) {
+  m.impl("solve_mckp", &solve_mckp_cuda);
+  m.impl("solve_mckp_bisection", &solve_mckp_bisection_cuda);
+  m.impl("budget_frontier", &budget_frontier_cuda);
+  m.impl("solve_mckp_rct", &solve_mckp_rct_cuda);
+}
+
+}  // namespace bidfcl::mckp

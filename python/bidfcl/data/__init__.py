@@ -1,0 +1,32 @@
+"""Data for bidfcl: a ground-truth marketing simulator, the paper's OBS/RCT protocol, loaders.
+
+* :func:`make_marketing` -> :class:`MarketingData` (RCT / OBS / validation / test splits with the
+  true expected revenue and cost of every option, :meth:`MarketingData.true_value`,
+  :meth:`MarketingData.oracle`).
+* :func:`hybrid_split` -> :class:`HybridSplit`: METHOD.md section 6 "Hybrid" protocol on any RCT data.
+* :func:`load_criteo_uplift`, :func:`load_table`: local CSV (optionally gzip) / Parquet files
+  (pyarrow, an optional dependency).
+* :class:`UpliftDataset`: the rows every trainer consumes, in memory or memory-mapped, in batches.
+"""
+
+from .dataset import DataError, UpliftDataset
+from .loaders import CRITEO_COLUMNS, CRITEO_FEATURES, load_criteo_uplift, load_table
+from .protocol import HybridSplit, RidgeTLearner, hybrid_split
+from .synthetic import SPLITS, MarketingData, MarketingWorld, OraclePolicy, make_marketing
+
+__all__ = [
+    "DataError",
+    "UpliftDataset",
+    "SPLITS",
+    "MarketingData",
+    "MarketingWorld",
+    "OraclePolicy",
+    "make_marketing",
+    "HybridSplit",
+    "RidgeTLearner",
+    "hybrid_split",
+    "CRITEO_COLUMNS",
+    "CRITEO_FEATURES",
+    "load_criteo_uplift",
+    "load_table",
+]
