@@ -1,13 +1,11 @@
 """Benchmarks: decision losses (forward + backward) and AUCC, compiled op vs pure-PyTorch twin.
 
-Run: PYTHONPATH=python python -m pytest benchmarks/bench_losses.py --benchmark-only -q -s
-Each case checks op == twin first, then times both in the same run; the ratio (twin median / op
-median) is printed and stored in the benchmark's extra_info.
+Run: PYTHONPATH=python python -m pytest benchmarks/bench_losses.py --benchmark-only -q
+Each op benchmark first checks op == twin; the twin is timed in the same run, and the summary
+(benchmarks/conftest.py) prints "twin / op" per group: the op's speedup over its twin.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ pytestmark = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="compares th
 
 LOSS_ROWS = 300_000
 AUCC_ROWS = 4_190_000
-_medians: dict[tuple, float] = {}
+CASES = [(loss, m) for m in (2, 8) for loss in ("ppl", "pifd")]
 
 
 def loss_batch(m: int, dtype=torch.float32):
@@ -44,48 +42,45 @@ def forward_backward(impl, loss_name, r, c, t, rev, lam, prop):
     return loss.detach(), rg.grad, cg.grad
 
 
-def _median_seconds(fn, repeats=7):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+def group(loss_name, m):
+    return f"{loss_name}_loss fwd+bwd N={LOSS_ROWS:.0e} M={m} float32"
 
 
-@pytest.mark.parametrize("loss_name", ["ppl", "pifd"])
-@pytest.mark.parametrize("m", [2, 8])
-def test_loss_forward_backward(benchmark, loss_name, m):
+@pytest.mark.parametrize("loss_name,m", CASES)
+def test_loss_op(benchmark, record, loss_name, m):
     args = loss_batch(m)
     got = forward_backward(torch.ops.bidfcl, loss_name, *args)
     exp = forward_backward(ref, loss_name, *args)
-    for a, b in zip(got, exp):  # correctness first (float32: tolerance of the twin's own rounding)
+    for a, b in zip(got, exp):  # correctness first (float32: the twin's own rounding)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     benchmark(forward_backward, torch.ops.bidfcl, loss_name, *args)
-    op_s = benchmark.stats.stats.median
-    twin_s = _median_seconds(lambda: forward_backward(ref, loss_name, *args))
-    ratio = twin_s / op_s
-    benchmark.extra_info.update(twin_median_s=twin_s, speedup_vs_twin=ratio)
-    print(f"\n{loss_name}_loss fwd+bwd N={LOSS_ROWS} M={m} float32 threads={torch.get_num_threads()}: "
-          f"op {op_s * 1e3:.2f} ms, twin {twin_s * 1e3:.2f} ms, speedup {ratio:.1f}x")
+    record(group(loss_name, m), "op", benchmark)
 
 
-def test_aucc(benchmark):
+@pytest.mark.parametrize("loss_name,m", CASES)
+def test_loss_twin(benchmark, record, loss_name, m):
+    args = loss_batch(m)
+    benchmark.pedantic(forward_backward, args=(ref, loss_name, *args), rounds=5, iterations=1, warmup_rounds=1)
+    record(group(loss_name, m), "twin", benchmark)
+
+
+def aucc_inputs():
     g = torch.Generator().manual_seed(0)
     n = AUCC_ROWS
-    r = torch.rand(n, 2, generator=g)
-    c = torch.rand(n, 2, generator=g)
-    t = torch.randint(0, 2, (n,), generator=g)
-    rev = torch.rand(n, generator=g) * 3
-    cost = torch.rand(n, generator=g)
-    got = torch.ops.bidfcl.aucc(r, c, t, rev, cost, 200)
-    exp = ref.aucc(r, c, t, rev, cost, 200)
+    return (torch.rand(n, 2, generator=g), torch.rand(n, 2, generator=g), torch.randint(0, 2, (n,), generator=g),
+            torch.rand(n, generator=g) * 3, torch.rand(n, generator=g), 200)
+
+
+def test_aucc_op(benchmark, record):
+    args = aucc_inputs()
+    got = torch.ops.bidfcl.aucc(*args)
+    exp = ref.aucc(*args)
     torch.testing.assert_close(got[0], exp[0], rtol=1e-9, atol=1e-12)
-    benchmark(torch.ops.bidfcl.aucc, r, c, t, rev, cost, 200)
-    op_s = benchmark.stats.stats.median
-    twin_s = _median_seconds(lambda: ref.aucc(r, c, t, rev, cost, 200), repeats=3)
-    ratio = twin_s / op_s
-    benchmark.extra_info.update(twin_median_s=twin_s, speedup_vs_twin=ratio)
-    print(f"\naucc N={n} float32 threads={torch.get_num_threads()}: op {op_s * 1e3:.1f} ms, "
-          f"twin {twin_s * 1e3:.1f} ms, speedup {ratio:.1f}x")
+    benchmark.pedantic(torch.ops.bidfcl.aucc, args=args, rounds=5, iterations=1, warmup_rounds=1)
+    record(f"aucc N={AUCC_ROWS:.3g} float32", "op", benchmark)
+
+
+def test_aucc_twin(benchmark, record):
+    args = aucc_inputs()
+    benchmark.pedantic(ref.aucc, args=args, rounds=3, iterations=1, warmup_rounds=1)
+    record(f"aucc N={AUCC_ROWS:.3g} float32", "twin", benchmark)
