@@ -14,9 +14,16 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 
 #include "bidfcl/core/mckp.h"
 #include "bidfcl/core/parallel.h"
+
+// 32-byte vector types pass through internal, inlined helpers only; GCC's note that their calling
+// convention differs without AVX concerns external ABIs, which none of these functions have.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 namespace bidfcl::core {
 namespace {
@@ -386,24 +393,24 @@ struct RowKernels {
 // The same classification on 16-byte vectors (GCC/Clang vector extensions, SSE2 width: no -march
 // flag needed), for rows whose option count fills whole vectors. Same arithmetic, lane by lane,
 // and a single horizontal reduction in the common (valid and settled) case.
-template <typename T>
+template <typename T, int VB>
 struct VecTypes;
-template <>
-struct VecTypes<float> {
-  typedef float V __attribute__((vector_size(16)));
-  typedef int32_t I __attribute__((vector_size(16)));
+template <int VB>
+struct VecTypes<float, VB> {
+  typedef float V __attribute__((vector_size(VB)));
+  typedef int32_t I __attribute__((vector_size(VB)));
 };
-template <>
-struct VecTypes<double> {
-  typedef double V __attribute__((vector_size(16)));
-  typedef int64_t I __attribute__((vector_size(16)));
+template <int VB>
+struct VecTypes<double, VB> {
+  typedef double V __attribute__((vector_size(VB)));
+  typedef int64_t I __attribute__((vector_size(VB)));
 };
 
-template <typename T, int M>
+template <typename T, int M, int VB = 16>  // VB: vector bytes (16 = SSE2; 32 for the AVX2 clone)
 struct VecRowKernels {
-  using V = typename VecTypes<T>::V;
-  using I = typename VecTypes<T>::I;
-  static constexpr int W = 16 / sizeof(T);
+  using V = typename VecTypes<T, VB>::V;
+  using I = typename VecTypes<T, VB>::I;
+  static constexpr int W = VB / sizeof(T);
   static_assert(M % W == 0, "rows must fill whole vectors");
   static constexpr int B = M / W;
   struct Consts {
@@ -411,23 +418,23 @@ struct VecRowKernels {
     I lanes;
   };
 
-  static V splat(T x) { return V{} + x; }  // scalar operands broadcast to every lane
-  static Consts consts(T lo_m, T hi_m, T mid) {
+  [[gnu::always_inline]] static V splat(T x) { return V{} + x; }  // scalars broadcast to every lane
+  [[gnu::always_inline]] static Consts consts(T lo_m, T hi_m, T mid) {
     Consts k{splat(lo_m), splat(hi_m), splat(mid), splat(T(0)), {}};
     for (int l = 0; l < W; ++l) k.lanes[l] = l;
     return k;
   }
-  static V load(const T* p) {
+  [[gnu::always_inline]] static V load(const T* p) {
     V v;
     std::memcpy(&v, p, sizeof(V));
     return v;
   }
-  static bool none(I bad) {
+  [[gnu::always_inline]] static bool none(I bad) {
     for (int l = 1; l < W; ++l) bad[0] |= bad[l];
     return bad[0] == 0;
   }
 
-  static Verdict classify(const T* r, const T* c, int, const Consts& k, int& j_out) {
+  [[gnu::always_inline]] static Verdict classify(const T* r, const T* c, int, const Consts& k, int& j_out) {
     V rv[B], cv[B];
     I invalid = {};
     T scores[M];
@@ -469,6 +476,83 @@ struct Candidate {
   int64_t id;
   double dc;
 };
+
+// One chunk's share of the bracketed pass.
+template <typename T>
+struct BracketChunk {
+  Status status;
+  double spend_hi = 0, settled_cost = 0, settled_value = 0;
+  std::vector<int64_t> rows;        // unsettled individuals
+  std::vector<uint8_t> hulls;       // their hulls, m entries each
+  std::vector<uint16_t> lens;
+  std::vector<Candidate<T>> cands;  // their steps with lo <= bp <= hi
+};
+
+template <typename T>
+struct Bracket {
+  T lo, hi;         // the bracket
+  T lo_m, hi_m;     // with the safety margin
+  T mid;            // where the candidate option is taken
+};
+
+// Settles rows [begin, end) or builds their hulls (see the comment on the fast path above).
+template <typename T, typename K>
+[[gnu::always_inline]] inline void classify_rows(const MckpInput<T>& in, int64_t begin, int64_t end, const Bracket<T>& br,
+                          BracketChunk<T>& o, int64_t* choice) {
+  const int64_t m = in.m;
+  const int mm = static_cast<int>(m);
+  uint8_t ord[kMaxOptions], h[kMaxOptions];
+  const typename K::Consts consts = K::consts(br.lo_m, br.hi_m, br.mid);
+  for (int64_t i = begin; i < end; ++i) {
+    const T* r = in.values + i * m;
+    const T* c = in.costs + i * m;
+    int j = 0;
+    const Verdict verdict = K::classify(r, c, mm, consts, j);
+    if (verdict == kInvalid) {
+      o.status = check_row(r, c, i, m);
+      return;
+    }
+    if (verdict == kSettled) {
+      choice[i] = j;
+      o.spend_hi += double(c[j]);
+      o.settled_cost += double(c[j]);
+      o.settled_value += double(r[j]);
+      continue;
+    }
+    const int len = build_hull(r, c, mm, h, ord);
+    int above = 0;
+    for (int st = 1; st < len; ++st) {
+      const T bp = slope(r, c, h[st - 1], h[st]);
+      if (bp > br.hi) above = st;
+      else if (bp >= br.lo) o.cands.push_back({bp, i * m + st, double(c[h[st]]) - double(c[h[st - 1]])});
+    }
+    o.spend_hi += double(c[h[above]]);
+    o.rows.push_back(i);
+    o.hulls.insert(o.hulls.end(), h, h + m);
+    o.lens.push_back(static_cast<uint16_t>(len));
+  }
+}
+
+// The most common shape (float32, 8 options) also gets an AVX2 version, chosen at run time on CPUs
+// that have it: one 8-lane vector per row. AVX2 without FMA, so no contraction: the arithmetic and
+// hence the result are the same on every CPU.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define BIDFCL_HAVE_AVX2_PATH 1
+__attribute__((target("avx2"))) void classify_rows_f32_m8_avx2(const MckpInput<float>& in, int64_t begin,
+                                                              int64_t end, const Bracket<float>& br,
+                                                              BracketChunk<float>& o, int64_t* choice) {
+  classify_rows<float, VecRowKernels<float, 8, 32>>(in, begin, end, br, o, choice);
+}
+#endif
+
+void classify_rows_f32_m8(const MckpInput<float>& in, int64_t begin, int64_t end, const Bracket<float>& br,
+                          BracketChunk<float>& o, int64_t* choice) {
+#ifdef BIDFCL_HAVE_AVX2_PATH
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return classify_rows_f32_m8_avx2(in, begin, end, br, o, choice);
+#endif
+  classify_rows<float, VecRowKernels<float, 8, 16>>(in, begin, end, br, o, choice);
+}
 
 enum class FastPath { kSolved, kFallBack, kError };
 
@@ -561,50 +645,16 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   // 2. One pass: settle whom we can, build hulls for the rest.
   const Chunking chunks = Chunking::make(n, 1 << 14, 64);
   const int64_t nc = chunks.num_chunks;
-  struct ChunkOut {
-    Status status;
-    double spend_hi = 0, settled_cost = 0, settled_value = 0;
-    std::vector<int64_t> rows;     // unsettled individuals
-    std::vector<uint8_t> hulls;    // their hulls, m entries each
-    std::vector<uint16_t> lens;
-    std::vector<Candidate<T>> cands;  // their steps with lo <= bp <= hi
-  };
-  std::vector<ChunkOut> outs(nc);
+  std::vector<BracketChunk<T>> outs(nc);
   int64_t* choice = p.choice;
   auto pass = [&](auto kernels) {
     using K = decltype(kernels);
     parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
-      ChunkOut& o = outs[ch];
-      uint8_t ord[kMaxOptions], h[kMaxOptions];
-      const int mm = static_cast<int>(m);
-      const typename K::Consts consts = K::consts(lo_m, hi_m, mid);
-      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
-        const T* r = in.values + i * m;
-        const T* c = in.costs + i * m;
-        int j = 0;
-        const Verdict verdict = K::classify(r, c, mm, consts, j);
-        if (verdict == kInvalid) {
-          o.status = check_row(r, c, i, m);
-          return;
-        }
-        if (verdict == kSettled) {
-          choice[i] = j;
-          o.spend_hi += double(c[j]);
-          o.settled_cost += double(c[j]);
-          o.settled_value += double(r[j]);
-          continue;
-        }
-        const int len = build_hull(r, c, mm, h, ord);
-        int above = 0;
-        for (int st = 1; st < len; ++st) {
-          const T bp = slope(r, c, h[st - 1], h[st]);
-          if (bp > hi) above = st;
-          else if (bp >= lo) o.cands.push_back({bp, i * m + st, double(c[h[st]]) - double(c[h[st - 1]])});
-        }
-        o.spend_hi += double(c[h[above]]);
-        o.rows.push_back(i);
-        o.hulls.insert(o.hulls.end(), h, h + m);
-        o.lens.push_back(static_cast<uint16_t>(len));
+      const Bracket<T> br{lo, hi, lo_m, hi_m, mid};
+      if constexpr (std::is_same_v<K, VecRowKernels<float, 8>>) {
+        classify_rows_f32_m8(in, chunks.begin(ch), chunks.end(ch), br, outs[ch], choice);
+      } else {
+        classify_rows<T, K>(in, chunks.begin(ch), chunks.end(ch), br, outs[ch], choice);
       }
     });
   };
@@ -691,7 +741,7 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   const double lam = cut.take_all ? 0.0 : double(cut.lam);
   std::vector<PolicyTotals> parts(nc);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
-    const ChunkOut& o = outs[ch];
+    const BracketChunk<T>& o = outs[ch];
     PolicyTotals acc;
     for (size_t q = 0; q < o.rows.size(); ++q) {
       const int64_t i = o.rows[q];
