@@ -252,11 +252,16 @@ inline BucketScan scan_buckets(const std::vector<double>& total, double base, do
   return out;
 }
 
+// The breakpoints of a hull: bp[s] for its steps s = 1 .. len-1.
+template <typename T>
+inline void hull_breakpoints(const T* r, const T* c, const uint8_t* h, int len, T* bp) {
+  for (int s = 1; s < len; ++s) bp[s] = slope(r, c, h[s - 1], h[s]);
+}
+
 // Number of steps individual i takes under the cut (a prefix of its hull steps), and the number of
 // steps with bp strictly above lam (the Lagrangian choice before tie upgrades).
 template <typename T>
-inline void steps_taken(const T* r, const T* c, const uint8_t* h, int len, int64_t i, const Cut<T>& cut,
-                        int& taken, int& above) {
+inline void steps_taken(const T* bp, int len, int64_t i, const Cut<T>& cut, int& taken, int& above) {
   if (cut.infeasible) {
     taken = above = 0;
     return;
@@ -265,15 +270,14 @@ inline void steps_taken(const T* r, const T* c, const uint8_t* h, int len, int64
     taken = len - 1;
     above = 0;
     for (int s = 1; s < len; ++s)
-      if (slope(r, c, h[s - 1], h[s]) > T(0)) above = s;
+      if (bp[s] > T(0)) above = s;
     return;
   }
   taken = above = 0;
   for (int s = 1; s < len; ++s) {
-    const T bp = slope(r, c, h[s - 1], h[s]);
-    if (bp > cut.lam) {
+    if (bp[s] > cut.lam) {
       taken = above = s;
-    } else if (bp == cut.lam && (i < cut.individual || (i == cut.individual && s < cut.step))) {
+    } else if (bp[s] == cut.lam && (i < cut.individual || (i == cut.individual && s < cut.step))) {
       taken = s;
     } else {
       break;  // bp is non-increasing along the hull: no later step is taken either
@@ -283,37 +287,48 @@ inline void steps_taken(const T* r, const T* c, const uint8_t* h, int len, int64
 
 struct PolicyTotals {
   double spend = 0, value = 0, lagrangian = 0;
+  void add(double c, double r, double lagr) {
+    spend += c;
+    value += r;
+    lagrangian += lagr;
+  }
+  void add(const PolicyTotals& o) { add(o.spend, o.value, o.lagrangian); }
 };
 
-// Pass 3: writes the choices for one cut and returns spend, value and sum_i max_j (r - lam c).
+// Pass 3: for every cut k, writes the choices into choice[k * n ...] and returns spend, value and
+// sum_i max_j (r - lam c). One pass over the individuals serves all cuts (each hull's breakpoints
+// are computed once); each cut's sums keep the chunk order, so they do not depend on K.
 template <typename T>
-PolicyTotals apply_cut(const MckpInput<T>& in, const Pass1<T>& p1, const Cut<T>& cut, int64_t* choice) {
-  const int64_t nc = p1.chunks.num_chunks, m = in.m;
-  std::vector<PolicyTotals> parts(nc);
-  const double lam = cut.infeasible || cut.take_all ? 0.0 : double(cut.lam);
+std::vector<PolicyTotals> apply_cuts(const MckpInput<T>& in, const Pass1<T>& p1, const std::vector<Cut<T>>& cuts,
+                                     int64_t* choice) {
+  const int64_t nc = p1.chunks.num_chunks, m = in.m, n = in.n;
+  const int64_t k = static_cast<int64_t>(cuts.size());
+  std::vector<double> lams(k);
+  for (int64_t q = 0; q < k; ++q)
+    lams[q] = cuts[q].infeasible || cuts[q].take_all ? 0.0 : double(cuts[q].lam);
+  std::vector<PolicyTotals> parts(nc * k);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
-    PolicyTotals acc;
+    PolicyTotals* acc = parts.data() + ch * k;
+    T bp[kMaxOptions];
     for (int64_t i = p1.chunks.begin(ch); i < p1.chunks.end(ch); ++i) {
       const T* r = in.values + i * m;
       const T* c = in.costs + i * m;
       const uint8_t* h = p1.hulls.row(i);
-      int taken, above;
-      steps_taken(r, c, h, p1.hulls.len[i], i, cut, taken, above);
-      const int j = h[taken];
-      choice[i] = j;
-      acc.spend += double(c[j]);
-      acc.value += double(r[j]);
-      acc.lagrangian += double(r[h[above]]) - lam * double(c[h[above]]);
+      const int len = p1.hulls.len[i];
+      hull_breakpoints(r, c, h, len, bp);
+      for (int64_t q = 0; q < k; ++q) {
+        int taken, above;
+        steps_taken(bp, len, i, cuts[q], taken, above);
+        const int j = h[taken];
+        choice[q * n + i] = j;
+        acc[q].add(double(c[j]), double(r[j]), double(r[h[above]]) - lams[q] * double(c[h[above]]));
+      }
     }
-    parts[ch] = acc;
   });
-  PolicyTotals total;
-  for (const auto& p : parts) {
-    total.spend += p.spend;
-    total.value += p.value;
-    total.lagrangian += p.lagrangian;
-  }
-  return total;
+  std::vector<PolicyTotals> totals(k);
+  for (int64_t ch = 0; ch < nc; ++ch)
+    for (int64_t q = 0; q < k; ++q) totals[q].add(parts[ch * k + q]);
+  return totals;
 }
 
 template <typename T>
@@ -743,30 +758,24 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
     const BracketChunk<T>& o = outs[ch];
     PolicyTotals acc;
+    T bp[kMaxOptions];
     for (size_t q = 0; q < o.rows.size(); ++q) {
       const int64_t i = o.rows[q];
       const T* r = in.values + i * m;
       const T* c = in.costs + i * m;
       const uint8_t* h = o.hulls.data() + q * m;
+      hull_breakpoints(r, c, h, o.lens[q], bp);
       int taken, above;
-      steps_taken(r, c, h, o.lens[q], i, cut, taken, above);
+      steps_taken(bp, o.lens[q], i, cut, taken, above);
       const int j = h[taken];
       choice[i] = j;
-      acc.spend += double(c[j]);
-      acc.value += double(r[j]);
-      acc.lagrangian += double(r[h[above]]) - lam * double(c[h[above]]);
+      acc.add(double(c[j]), double(r[j]), double(r[h[above]]) - lam * double(c[h[above]]));
     }
     parts[ch] = acc;
   });
   PolicyTotals t;
-  t.spend = settled_cost;
-  t.value = settled_value;
-  t.lagrangian = settled_value - lam * settled_cost;
-  for (const auto& q : parts) {
-    t.spend += q.spend;
-    t.value += q.value;
-    t.lagrangian += q.lagrangian;
-  }
+  t.add(settled_cost, settled_value, settled_value - lam * settled_cost);
+  for (const auto& q : parts) t.add(q);
   write_solution(p, 0, cut, t);
   return FastPath::kSolved;
 }
@@ -848,10 +857,8 @@ Status solve_mckp_exact_cpu(const MckpSolveParams<T>& p) {
     }
     pending.swap(still);
   }
-  for (int64_t kk = 0; kk < p.k; ++kk) {
-    const PolicyTotals t = apply_cut(in, p1, cuts[kk], p.choice + kk * in.n);
-    write_solution(p, kk, cuts[kk], t);
-  }
+  const std::vector<PolicyTotals> totals = apply_cuts(in, p1, cuts, p.choice);
+  for (int64_t kk = 0; kk < p.k; ++kk) write_solution(p, kk, cuts[kk], totals[kk]);
   return Status::Ok();
 }
 
@@ -1094,9 +1101,10 @@ Status solve_mckp_rct_cpu(const MckpRctParams<T>& p) {
     pm = std::max(pm, acc);
     prefix_max[e] = pm;
   }
+  std::vector<Cut<T>> cuts(p.k);
   for (int64_t kk = 0; kk < p.k; ++kk) {
     const double budget = p.budgets[kk];
-    Cut<T> cut;
+    Cut<T>& cut = cuts[kk];
     double spend;
     if (base > budget) {
       cut.infeasible = true;
@@ -1114,11 +1122,11 @@ Status solve_mckp_rct_cpu(const MckpRctParams<T>& p) {
         spend = e > 0 ? spend_after[e - 1] : base;
       }
     }
-    apply_cut(in, p1, cut, p.choice + kk * n);
     p.lam[kk] = cut.infeasible ? std::numeric_limits<T>::infinity() : (cut.take_all ? T(0) : cut.lam);
     p.spend[kk] = spend;
     p.feasible[kk] = !cut.infeasible;
   }
+  apply_cuts(in, p1, cuts, p.choice);
   return Status::Ok();
 }
 
