@@ -1,13 +1,15 @@
 // CPU implementation of the MCKP solvers in mckp.h.
 //
-// Exact solve, in three passes over the individuals (fixed chunks, so results do not depend on the
-// thread count):
+// Exact solve, full algorithm (any number of budgets), in three passes over the individuals (fixed
+// chunks, so results do not depend on the thread count):
 //   1. hulls: per individual the upper concave hull (stored as uint8 option indices), the cheapest
 //      policy's spend and value, and a per-chunk histogram of step costs keyed by the breakpoint's
 //      top float bits (64 buckets per octave);
-//   2. the bucket where the cumulative spend (steps in decreasing bp) crosses the budget; the
-//      steps in that bucket are gathered and sorted exactly, giving the cut;
-//   3. choices from the cut, with spend, value and the dual bound.
+//   2. per budget, the bucket where the cumulative spend (steps in decreasing bp) crosses it; the
+//      steps in those buckets are gathered and sorted exactly, giving each budget's cut;
+//   3. choices for all cuts in one pass, with spend, value and the dual bound.
+// One budget on a large N first tries the bracketed fast path (see "bracketed fast path" below),
+// which settles most individuals without a hull and falls back here when its bracket misses.
 // No tolerance anywhere: lam* is one of the breakpoints (or 0).
 #include <algorithm>
 #include <bit>
