@@ -1,0 +1,186 @@
+r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
+
+* Teacher ``F_psi``: TSM on RCT rows (``teacher_epochs``, selected on validation), then frozen.
+* Target ``F_theta``: warm-started on OBS with the prediction loss (``warm_start_epochs``), then
+  trained on OBS with the gate-weighted distillation lower loss
+
+      L_low = mean_i [ (r_i - r_hat[i,t_i])^2 + (c_i - c_hat[i,t_i])^2
+                       + sum_{j != t_i} w_r[i,j] (r_psi[i,j] - r_hat[i,j])^2 + w_c[i,j] (c_psi[i,j] - c_hat[i,j])^2 ]
+
+  with gates ``w = sigmoid(G_phi(x))`` of the bridge ``G_phi`` (one per individual, option and
+  revenue|cost). ``bridge_mode = "weight"`` (ablation) uses one IPW-like sample weight per row
+  instead, ``L_low = mean_i 2 sigmoid(G_phi(x_i)[t_i]) * factual_i`` (no distillation).
+* Every ``k``-th OBS batch: copy theta (and its Adam state) to theta', take ``k`` steps of L_low on
+  the batch (the assumed lower-level solve), evaluate the upper loss ``L_up`` (``ppl`` or ``pifd`` on
+  RCT rows, lam* of theta' at the training budget) and take one bridge step along the implicit
+  hypergradient (:func:`bidfcl.implicit.hypergradient`: CG with ``cg_iters`` Hessian-vector
+  products, ``damping``). ``hypergradient = "unrolled"`` (ablation) differentiates instead through
+  ``k`` SGD steps of size ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`).
+* Every batch: one Adam step of theta on L_low with the current (detached) gates.
+
+The deployed model is the target, selected on validation like the others.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from torch.func import functional_call
+
+from ..data import UpliftDataset
+from ..models import MultiHeadMLP
+from .datasets import factual_rows
+from .dfcl import decision_loss
+from .loop import Phase, Trainer, factual_loss
+
+__all__ = ["BidfclTrainer", "lower_loss"]
+
+
+def lower_loss(r_hat, c_hat, gate_r_logit, gate_c_logit, batch: UpliftDataset, teach_r, teach_c,
+               mode: str = "gate") -> torch.Tensor:
+    """The target's loss on OBS rows with bridge outputs (logits) ``gate_*_logit`` ``[N, M]``."""
+    fact = factual_loss(r_hat, c_hat, batch, reduce=False)
+    if mode == "weight":
+        w = 2.0 * torch.sigmoid(gate_r_logit.gather(1, batch.treatment.unsqueeze(1)).squeeze(1))
+        return (w * fact).mean()
+    off = torch.ones_like(r_hat).scatter_(1, batch.treatment.unsqueeze(1), 0.0)
+    distill = off * (torch.sigmoid(gate_r_logit) * (teach_r - r_hat) ** 2
+                     + torch.sigmoid(gate_c_logit) * (teach_c - c_hat) ** 2)
+    return (fact + distill.sum(1)).mean()
+
+
+class BidfclTrainer(Trainer):
+    method = "bidfcl"
+    deployed_name = "target"
+
+    def __init__(self, cfg, data, *, teacher: Optional[MultiHeadMLP] = None, **kw):
+        self._given_teacher = teacher
+        super().__init__(cfg, data, **kw)
+
+    def build(self) -> None:
+        from .config import ConfigError
+
+        if self.data.obs is None:
+            raise ConfigError("bidfcl: method 'bidfcl' needs OBS rows (data.obs)")
+        t, m = self.cfg.train, self.cfg.model
+        self.teacher = self.new_model()
+        self.target = self.new_model()
+        self.bridge = self.new_model(output="linear", hidden=m.bridge_hidden or m.hidden)
+        if self._given_teacher is not None:
+            self.teacher.load_state_dict(self._given_teacher.state_dict())
+        self.teacher_opt = self.adam(self.teacher)
+        self.opt = self.adam(self.target)
+        self.bridge_opt = self.adam(self.bridge, lr=t.bridge_lr)
+        self.rct_gen = torch.Generator().manual_seed(self.seed + 7919)
+        self.obs_rows = factual_rows(self.data.obs)
+        self.teach_r = self.teach_c = None
+        self.t_names = [n for n, _ in self.target.named_parameters()]
+        self.b_names = [n for n, _ in self.bridge.named_parameters()]
+        self.cg_warm = None
+
+    def modules(self) -> dict:
+        return {"teacher": self.teacher, "target": self.target, "bridge": self.bridge}
+
+    def optimizers(self) -> dict:
+        return {"teacher": self.teacher_opt, "target": self.opt, "bridge": self.bridge_opt}
+
+    def generators(self) -> dict:
+        return {"rct": self.rct_gen}
+
+    # -------------------------------------------------------------------------------- phases
+    def teacher_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        self.teacher_opt.zero_grad(set_to_none=True)
+        loss = factual_loss(*self.teacher(batch.x), batch)
+        loss.backward()
+        self.teacher_opt.step()
+        return {"mse": loss.detach()}
+
+    def warm_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        self.opt.zero_grad(set_to_none=True)
+        loss = factual_loss(*self.target(batch.x), batch)
+        loss.backward()
+        self.opt.step()
+        return {"mse": loss.detach()}
+
+    def begin_bilevel(self) -> None:
+        self.teacher.requires_grad_(False)
+        self.teach_r, self.teach_c = self.teacher.predict(self.obs_rows.x)
+
+    def rct_batch(self) -> UpliftDataset:
+        n, bs = len(self.data.rct), self.cfg.train.rct_batch_size
+        if bs == 0 or bs >= n:
+            return self.data.rct
+        idx = torch.randperm(n, generator=self.rct_gen)[:bs]
+        return self.data.rct.subset(idx.sort().values)
+
+    def _upper(self, r, c, batch: UpliftDataset) -> torch.Tensor:
+        t = self.cfg.train
+        return decision_loss(t.loss, r, c, batch, self.train_budget, tau=t.tau, clip=t.clip)
+
+    def bilevel_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        from .. import implicit
+
+        t = self.cfg.train
+        tr, tc = self.teach_r[index], self.teach_c[index]
+        out = {}
+        if self.position["batch"] % t.k == 0:
+            rct = self.rct_batch()
+
+            def lower(inner, outer, model):
+                r, c = functional_call(model, dict(zip(self.t_names, inner)), (batch.x,))
+                gr, gc = functional_call(self.bridge, dict(zip(self.b_names, outer)), (batch.x,))
+                return lower_loss(r, c, gr, gc, batch, tr, tc, t.bridge_mode)
+
+            outer = list(self.bridge.parameters())
+            if t.hypergradient == "cg":
+                inner_model = copy.deepcopy(self.target)
+                inner_opt = torch.optim.Adam(inner_model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+                inner_opt.load_state_dict(copy.deepcopy(self.opt.state_dict()))
+                with torch.no_grad():
+                    gr, gc = self.bridge(batch.x)
+                for _ in range(t.k):
+                    inner_opt.zero_grad(set_to_none=True)
+                    lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode).backward()
+                    inner_opt.step()
+                upper = lambda inner, outer: self._upper(  # noqa: E731
+                    *functional_call(inner_model, dict(zip(self.t_names, inner)), (rct.x,)), rct)
+                res = implicit.hypergradient(lambda i, o: lower(i, o, inner_model), upper,
+                                             list(inner_model.parameters()), outer, max_iter=t.cg_iters,
+                                             tol=t.cg_tol, damping=t.damping)
+                out["cg_iters"] = float(res.state.iter_num)
+            else:
+                upper = lambda inner, outer: self._upper(  # noqa: E731
+                    *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct)
+                res = implicit.unrolled(lambda i, o: lower(i, o, self.target), upper, list(self.target.parameters()),
+                                        outer, max_iter=t.k, lr=t.inner_lr)
+            self.bridge_opt.zero_grad(set_to_none=True)
+            for p, g in zip(outer, res.grads):
+                p.grad = g.detach().clone()
+            self.bridge_opt.step()
+            out["up"] = float(res.upper_loss)
+        with torch.no_grad():
+            gr, gc = self.bridge(batch.x)
+        self.opt.zero_grad(set_to_none=True)
+        loss = lower_loss(*self.target(batch.x), gr, gc, batch, tr, tc, t.bridge_mode)
+        loss.backward()
+        self.opt.step()
+        out["low"] = loss.detach()
+        return out
+
+    def phases(self) -> list[Phase]:
+        t = self.cfg.train
+        teacher_epochs = 0 if self._given_teacher is not None else t.teacher_epochs
+        return [Phase("teacher", teacher_epochs, factual_rows(self.data.rct), self.teacher_step, select="teacher"),
+                Phase("target-warm", t.warm_start_epochs, self.obs_rows, self.warm_step),
+                Phase(f"bidfcl-{t.loss}", t.epochs, self.obs_rows, self.bilevel_step, select="target",
+                      begin=self.begin_bilevel)]
+
+    @torch.no_grad()
+    def validation_loss(self, name: str) -> float:
+        model = self.modules()[name]
+        r, c = model.predict(self.val_ds.x)
+        if name == "teacher":
+            return float(factual_loss(r, c, self.val_ds))
+        return float(self._upper(r, c, self.val_ds))
