@@ -9,6 +9,8 @@ the dearest option"), lam* comes from the RCT-calibrated exact solve of the mode
   ``eom_mean`` is the mean over the budgets (normalise by the TSM-SL-on-RCT run to compare methods);
 * **true value** (synthetic data): ``(1/N) sum_i r_true[i, choice_i]`` and the true cost, and the
   share of the oracle's gain ``(V - V_0) / (V_oracle(b) - V_0)`` (``V_0``: nobody treated);
+* where even the model's cheapest policy overspends a budget (``feasible`` false: lam* = inf), the
+  policy scored is the feasible fallback "everyone gets the cheapest arm" (lowest mean observed cost);
 * **AUCC** when M = 2 (:func:`bidfcl.metrics.aucc`, when that module is available).
 """
 
@@ -29,6 +31,13 @@ def budget_levels(ds: UpliftDataset, n_budgets: int) -> list[float]:
     """``n_budgets`` per-capita budgets evenly spaced strictly inside ``(0, C_max)``."""
     top = max_arm_cost(ds)
     return [top * k / (n_budgets + 1) for k in range(1, n_budgets + 1)]
+
+
+def cheapest_arm(ds: UpliftDataset) -> int:
+    """The arm with the lowest mean observed cost (the fallback policy when a model cannot allocate)."""
+    means = [float(ds.cost[ds.treatment == j].to(torch.float64).mean()) if bool((ds.treatment == j).any())
+             else float("inf") for j in range(ds.n_options)]
+    return int(min(range(len(means)), key=means.__getitem__))
 
 
 def ipw_value(choice: torch.Tensor, ds: UpliftDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,11 +63,17 @@ def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDat
     b = torch.tensor(budgets, dtype=torch.float64)
     c_hat = c_hat.clamp_min(0.0)  # an unconstrained cost head may dip below zero; costs are >= 0
     sol = solve_mckp_rct(r_hat, c_hat, ds.treatment, ds.cost, b, propensity=ds.propensity)
-    value, cost, se = ipw_value(sol.choice, ds)
+    choice = sol.choice
+    if not bool(sol.feasible.all()):
+        # even the cheapest policy by the model's costs overspends: the model cannot allocate this
+        # budget; score the feasible fallback of giving everyone the cheapest arm (by observed cost)
+        choice = torch.where(sol.feasible.unsqueeze(1), choice, torch.full_like(choice, cheapest_arm(ds)))
+    value, cost, se = ipw_value(choice, ds)
     out = {"budgets": [float(v) for v in budgets], "eom": value.tolist(), "eom_se": se.tolist(),
-           "eom_cost": cost.tolist(), "lam": [float(v) for v in sol.lam], "eom_mean": float(value.mean())}
+           "eom_cost": cost.tolist(), "lam": [float(v) for v in sol.lam], "feasible": sol.feasible.tolist(),
+           "eom_mean": float(value.mean())}
     if truth is not None and split is not None:
-        tv, tc = truth.true_value(sol.choice, split)
+        tv, tc = truth.true_value(choice, split)
         oracle = truth.oracle(b, split)
         none_v, _ = truth.true_value(torch.zeros(len(ds), dtype=torch.int64), split)
         gain = (tv - none_v) / (oracle.value - none_v).clamp_min(1e-300)
