@@ -304,7 +304,8 @@ def test_experiment_table(tmp_path):
     logs = []
     out = run_experiment(cfg, str(tmp_path), log=logs.append)
     rows = {r["method"]: r for r in out["rows"]}
-    assert set(rows) == set(methods) and len(logs) >= 2 * len(methods)
+    assert set(rows) == set(methods) | {"oracle (true r, c)"} and len(logs) >= 2 * len(methods)
+    assert rows["oracle (true r, c)"]["true_rel"][0] > 1.0
     assert rows["tsm-rct"]["eom_rel"][0] == pytest.approx(1.0) and rows["tsm-rct"]["true_rel"][0] == pytest.approx(1.0)
     assert all(r["seeds"] == 2 for r in rows.values())
     for f in ("results.md", "results.csv", "curves.csv", "results.json"):

@@ -8,7 +8,9 @@ every method with ``train.seed + s``. Per run, the test split is scored at the s
   (TSM-SL on RCT by default = 1.0000, the papers' normalisation);
 * ``true/ref``: the same ratio of the true per-capita revenue (synthetic data);
 * ``gain share``: share of the oracle's gain over "nobody treated" that the policy reaches;
-* a paired t-test across seeds of the true value (else EOM) against the reference.
+* a paired t-test across seeds of the true value (else EOM) against the reference;
+* on synthetic data a last row, the oracle (the best policy from the true r, c at the same
+  budgets): the ceiling of ``true/ref``.
 
 Method names are presets (:data:`PRESETS`) or any name given in ``experiment.overrides`` with its
 own ``train.method``; ``experiment.overrides = {name = {"train.epochs" = 5}}`` adjusts a preset.
@@ -129,6 +131,15 @@ def summarize(runs: list[dict], methods: list[str], reference: str) -> list[dict
                "gain_share": _mean_se(gain), "aucc": _mean_se(aucc), "t_vs_ref": t, "p_vs_ref": p,
                "epoch_seconds": _mean_se(epoch_s)[0], "fit_seconds": _mean_se(fit_s)[0]}
         rows.append(row)
+    if has_truth and any((s, reference) in by for s in seeds):
+        # the ceiling: the oracle policy from the true r, c at the same budgets (no EOM: it is not
+        # a model scored on the RCT rows)
+        rel = [by[(s, reference)]["evaluation"]["oracle_value_mean"] / by[(s, reference)]["evaluation"]["true_value_mean"]
+               for s in seeds if (s, reference) in by]
+        nan = (float("nan"), float("nan"))
+        rows.append({"method": "oracle (true r, c)", "seeds": len(rel), "eom_rel": nan, "true_rel": _mean_se(rel),
+                     "gain_share": (1.0, float("nan")), "aucc": nan, "t_vs_ref": float("nan"),
+                     "p_vs_ref": float("nan"), "epoch_seconds": float("nan"), "fit_seconds": float("nan")})
     return rows
 
 
@@ -150,7 +161,8 @@ def markdown_table(rows: list[dict], reference: str) -> str:
             cells.append(_fmt(r["aucc"]))
         t, p = r["t_vs_ref"], r["p_vs_ref"]
         cells += [f"{t:.2f}" if math.isfinite(t) else "-", f"{p:.3g}" if math.isfinite(p) else "-",
-                  f"{r['epoch_seconds']:.2f}", f"{r['fit_seconds']:.1f}"]
+                  f"{r['epoch_seconds']:.2f}" if math.isfinite(r["epoch_seconds"]) else "-",
+                  f"{r['fit_seconds']:.1f}" if math.isfinite(r["fit_seconds"]) else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
