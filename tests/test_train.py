@@ -320,3 +320,12 @@ def test_experiment_unknown_method():
     cfg = cfg_of({}, experiment={"methods": ["tsm-rct", "magic"], "seeds": [0]})
     with pytest.raises(ConfigError, match="unknown method 'magic'"):
         run_experiment(cfg)
+
+
+def test_example_configs_load():
+    root = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+    for name in ("bidfcl.toml", "tsm_pooled.toml", "experiment.toml"):
+        cfg = load_config(os.path.join(root, name))
+        assert cfg.train.method in ("tsm", "bidfcl")
+    with pytest.raises(ConfigError, match="rct.parquet.*does not exist"):
+        load_config(os.path.join(root, "dfcl_files.toml"))
