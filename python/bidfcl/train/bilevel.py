@@ -12,7 +12,8 @@ r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
   instead, ``L_low = mean_i 2 sigmoid(G_phi(x_i)[t_i]) * factual_i`` (no distillation).
 * Every ``k``-th OBS batch: copy theta (and its Adam state) to theta', take ``k`` steps of L_low on
   the batch (the assumed lower-level solve), evaluate the upper loss ``L_up`` (``ppl`` or ``pifd`` on
-  RCT rows, lam* of theta' at the training budget) and take one bridge step along the implicit
+  RCT rows: ``rct_batch_size`` rows drawn at random, all with 0; lam* of theta' at the training
+  budget) and take one bridge step along the implicit
   hypergradient (:func:`bidfcl.implicit.hypergradient`: CG with ``cg_iters`` Hessian-vector
   products, ``damping``). ``hypergradient = "unrolled"`` (ablation) differentiates instead through
   ``k`` SGD steps of size ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`).

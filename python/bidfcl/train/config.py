@@ -128,7 +128,7 @@ class TrainConfig:
     hypergradient: str = "cg"  #: cg | unrolled
     inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
     bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
-    rct_batch_size: int = 0  #: rows of RCT per upper-loss evaluation (0 = all)
+    rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)
 
 
 @dataclass
