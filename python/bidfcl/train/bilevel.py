@@ -151,6 +151,8 @@ class BidfclTrainer(Trainer):
                                              list(inner_model.parameters()), outer, max_iter=t.cg_iters,
                                              tol=t.cg_tol, damping=t.damping)
                 out["cg_iters"] = float(res.state.iter_num)
+                # share of solves stopped by negative curvature of the network's Hessian (see damping)
+                out["cg_negcurv"] = float(res.state.status == "nonpositive_curvature")
             else:
                 upper = lambda inner, outer: self._upper(  # noqa: E731
                     *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct)
