@@ -329,3 +329,11 @@ def test_example_configs_load():
         assert cfg.train.method in ("tsm", "bidfcl")
     with pytest.raises(ConfigError, match="rct.parquet.*does not exist"):
         load_config(os.path.join(root, "dfcl_files.toml"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bidfcl.metrics") is None, reason="bidfcl.metrics not in this build")
+def test_two_options_report_aucc():
+    cfg = config_from_dict({"data": {**TINY, "n_options": 2}, "model": {"hidden": [8]},
+                            "train": {"epochs": 2, "batch_size": 128}, "output": {"progress": "none"}})
+    res = make_trainer(cfg, load_run_data(cfg.data)).fit()
+    assert 0.0 < res["evaluation"]["aucc"] < 1.0
