@@ -342,48 +342,50 @@ constexpr int64_t kBracketMinN = int64_t(1) << 15;
 constexpr int64_t kSampleStride = 32;
 
 // Row kernels with the option count as a template parameter (M > 0), so that the compiler unrolls
-// and vectorises them; M == 0 is the generic runtime-m version.
+// them; M == 0 is the generic runtime-m version. classify() returns a candidate j (argmax of
+// r - mid c) and a verdict: kSettled (j is the unique optimum over the bracket, see above),
+// kUnsettled, or kInvalid (a NaN/Inf entry or a negative cost; the caller locates it).
+enum Verdict : int { kSettled = 0, kUnsettled = 1, kInvalid = 2 };
+
+template <typename T>
+struct BracketScalars {
+  T lo_m, hi_m, mid;
+};
+
 template <typename T, int M>
 struct RowKernels {
+  using Consts = BracketScalars<T>;
+  static Consts consts(T lo_m, T hi_m, T mid) { return {lo_m, hi_m, mid}; }
   static int count(int m) { return M > 0 ? M : m; }
 
-  // All finite and costs >= 0. x - x == 0 is false exactly for NaN and +-Inf.
-  static bool valid(const T* r, const T* c, int m) {
-    int bad = 0;
-    for (int k = 0; k < count(m); ++k)
-      bad |= !(r[k] - r[k] == T(0)) | !(c[k] - c[k] == T(0)) | (c[k] < T(0));
-    return bad == 0;
-  }
-
-  // argmax_k (r_k - lam c_k); any candidate will do for the settle test, so ties are unimportant.
-  static int argmax_at(const T* r, const T* c, int m, T lam) {
+  static Verdict classify(const T* r, const T* c, int m, const Consts& k, int& j_out) {
+    int bad = 0;  // x - x == 0 is false exactly for NaN and +-Inf
+    for (int q = 0; q < count(m); ++q) bad |= !(r[q] - r[q] == T(0)) | !(c[q] - c[q] == T(0)) | (c[q] < T(0));
+    if (bad) return kInvalid;
     int j = 0;
-    T best = r[0] - lam * c[0];
-    for (int k = 1; k < count(m); ++k) {
-      const T score = r[k] - lam * c[k];
+    T best = r[0] - k.mid * c[0];
+    for (int q = 1; q < count(m); ++q) {
+      const T score = r[q] - k.mid * c[q];
       const bool better = score > best;
       best = better ? score : best;
-      j = better ? k : j;
+      j = better ? q : j;
     }
-    return j;
-  }
-
-  static bool settled(const T* r, const T* c, int m, int j, T lo_m, T hi_m) {
+    j_out = j;
     const T cj = c[j], rj = r[j];
-    int bad = 0;  // an OR-reduction of comparisons: vectorises, never branches
-    for (int k = 0; k < count(m); ++k) {
-      const T dc = c[k] - cj, dr = r[k] - rj;
-      const int costlier_bad = (dc > T(0)) & (dr > T(0)) & !(dr < lo_m * dc);
-      const int cheaper_bad = (dc < T(0)) & !(dr < hi_m * dc);  // r_j - r_k > hi_m (c_j - c_k)
-      const int equal_bad = (dc == T(0)) & (dr >= T(0)) & ((dr > T(0)) | (k < j));
+    for (int q = 0; q < count(m); ++q) {  // an OR-reduction of comparisons: no branches
+      const T dc = c[q] - cj, dr = r[q] - rj;
+      const int costlier_bad = (dc > T(0)) & (dr > T(0)) & !(dr < k.lo_m * dc);
+      const int cheaper_bad = (dc < T(0)) & !(dr < k.hi_m * dc);  // r_j - r_q > hi_m (c_j - c_q)
+      const int equal_bad = (dc == T(0)) & (dr >= T(0)) & ((dr > T(0)) | (q < j));
       bad |= costlier_bad | cheaper_bad | equal_bad;
     }
-    return bad == 0;
+    return bad ? kUnsettled : kSettled;
   }
 };
 
-// The same three kernels on 16-byte vectors (GCC/Clang vector extensions, SSE2 width: no -march
-// flag needed), for rows whose option count fills whole vectors. Same arithmetic, lane by lane.
+// The same classification on 16-byte vectors (GCC/Clang vector extensions, SSE2 width: no -march
+// flag needed), for rows whose option count fills whole vectors. Same arithmetic, lane by lane,
+// and a single horizontal reduction in the common (valid and settled) case.
 template <typename T>
 struct VecTypes;
 template <>
@@ -404,62 +406,60 @@ struct VecRowKernels {
   static constexpr int W = 16 / sizeof(T);
   static_assert(M % W == 0, "rows must fill whole vectors");
   static constexpr int B = M / W;
+  struct Consts {
+    V lo, hi, mid, zero;
+    I lanes;
+  };
 
+  static V splat(T x) { return V{} + x; }  // scalar operands broadcast to every lane
+  static Consts consts(T lo_m, T hi_m, T mid) {
+    Consts k{splat(lo_m), splat(hi_m), splat(mid), splat(T(0)), {}};
+    for (int l = 0; l < W; ++l) k.lanes[l] = l;
+    return k;
+  }
   static V load(const T* p) {
     V v;
     std::memcpy(&v, p, sizeof(V));
     return v;
   }
-  static V splat(T x) { return V{} + x; }  // scalar operands broadcast to every lane
-  static I lanes() {
-    I idx;
-    for (int l = 0; l < W; ++l) idx[l] = l;
-    return idx;
-  }
   static bool none(I bad) {
     for (int l = 1; l < W; ++l) bad[0] |= bad[l];
     return bad[0] == 0;
   }
-  static bool valid(const T* r, const T* c, int) {
-    I bad = {};
-    const V zero = splat(T(0));
-    for (int b = 0; b < B; ++b) {
-      const V rv = load(r + b * W), cv = load(c + b * W);
-      bad |= ~((rv - rv) == zero) | ~((cv - cv) == zero) | (cv < zero);
-    }
-    return none(bad);
-  }
-  static int argmax_at(const T* r, const T* c, int, T lam) {
+
+  static Verdict classify(const T* r, const T* c, int, const Consts& k, int& j_out) {
+    V rv[B], cv[B];
+    I invalid = {};
     T scores[M];
-    const V lv = splat(lam);
     for (int b = 0; b < B; ++b) {
-      const V s = load(r + b * W) - lv * load(c + b * W);
+      rv[b] = load(r + b * W);
+      cv[b] = load(c + b * W);
+      invalid |= ~((rv[b] - rv[b]) == k.zero) | ~((cv[b] - cv[b]) == k.zero) | (cv[b] < k.zero);
+      const V s = rv[b] - k.mid * cv[b];
       std::memcpy(scores + b * W, &s, sizeof(V));
     }
-    int j = 0;
+    int j = 0;  // any candidate will do (the test decides); NaN rows are caught by `invalid`
     T best = scores[0];
-    for (int k = 1; k < M; ++k) {
-      const bool better = scores[k] > best;
-      best = better ? scores[k] : best;
-      j = better ? k : j;
+    for (int q = 1; q < M; ++q) {
+      const bool better = scores[q] > best;
+      best = better ? scores[q] : best;
+      j = better ? q : j;
     }
-    return j;
-  }
-  static bool settled(const T* r, const T* c, int, int j, T lo_m, T hi_m) {
-    const V cj = splat(c[j]), rj = splat(r[j]), lo = splat(lo_m), hi = splat(hi_m), zero = splat(T(0));
-    static const I first_lanes = lanes();
-    I idx = first_lanes;
+    j_out = j;
+    const V cj = splat(c[j]), rj = splat(r[j]);
     const I jv = I{} + j;
-    I bad = {};
+    I idx = k.lanes;
+    I bad = invalid;
     for (int b = 0; b < B; ++b) {
-      const V dc = load(c + b * W) - cj, dr = load(r + b * W) - rj;
-      const I costlier_bad = (dc > zero) & (dr > zero) & ~(dr < lo * dc);
-      const I cheaper_bad = (dc < zero) & ~(dr < hi * dc);
-      const I equal_bad = (dc == zero) & (dr >= zero) & ((dr > zero) | (idx < jv));
+      const V dc = cv[b] - cj, dr = rv[b] - rj;
+      const I costlier_bad = (dc > k.zero) & (dr > k.zero) & ~(dr < k.lo * dc);
+      const I cheaper_bad = (dc < k.zero) & ~(dr < k.hi * dc);
+      const I equal_bad = (dc == k.zero) & (dr >= k.zero) & ((dr > k.zero) | (idx < jv));
       bad |= costlier_bad | cheaper_bad | equal_bad;
       idx += W;
     }
-    return none(bad);
+    if (none(bad)) return kSettled;
+    return none(invalid) ? kUnsettled : kInvalid;
   }
 };
 
@@ -577,15 +577,17 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
       ChunkOut& o = outs[ch];
       uint8_t ord[kMaxOptions], h[kMaxOptions];
       const int mm = static_cast<int>(m);
+      const typename K::Consts consts = K::consts(lo_m, hi_m, mid);
       for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
         const T* r = in.values + i * m;
         const T* c = in.costs + i * m;
-        if (!K::valid(r, c, mm)) {
+        int j = 0;
+        const Verdict verdict = K::classify(r, c, mm, consts, j);
+        if (verdict == kInvalid) {
           o.status = check_row(r, c, i, m);
           return;
         }
-        const int j = K::argmax_at(r, c, mm, mid);
-        if (K::settled(r, c, mm, j, lo_m, hi_m)) {
+        if (verdict == kSettled) {
           choice[i] = j;
           o.spend_hi += double(c[j]);
           o.settled_cost += double(c[j]);

@@ -1,0 +1,393 @@
+"""Implicit differentiation for bi-level problems (METHOD.md section 4).
+
+For ``theta*(phi) = argmin_theta L_low(theta, phi)`` and an upper objective ``L_up(theta, phi)``, the
+implicit function theorem at a stationary point ``theta*`` gives the hypergradient
+
+    dL_up/dphi = grad_phi L_up - (d2 L_low / dphi dtheta) H^{-1} grad_theta L_up,
+    H = d2 L_low / dtheta2 (+ damping I).
+
+:func:`hypergradient` solves ``H v = grad_theta L_up`` by conjugate gradient with Hessian-vector
+products (double backward) and returns ``grad_phi L_up - grad_phi (v . grad_theta L_low)``; by
+default the CG loop runs in the compiled driver (``bidfcl._C.hessian_cg_from_grads``: no Python per
+iteration, fused vector updates over all parameters), otherwise in the pure-PyTorch twin
+(:mod:`bidfcl.linear_solve`), which produces the same iterates. :func:`neumann` replaces ``H^{-1}`` by a
+truncated Neumann series and :func:`unrolled` differentiates through ``k`` explicit inner gradient
+steps (the paper's ablations).
+
+Losses are callables of the parameter *lists*, ``lower_loss(inner, outer)`` and
+``upper_loss(inner, outer)``, each returning a scalar tensor; ``inner``/``outer`` are passed in the
+order of ``inner_params``/``outer_params``. The implicit variants call them with the given tensors
+themselves; :func:`unrolled` calls ``lower_loss`` with the updated inner tensors. For an
+``nn.Module`` use :func:`torch.func.functional_call`::
+
+    names = [n for n, _ in target.named_parameters()]
+    def lower(inner, outer):
+        out = torch.func.functional_call(target, dict(zip(names, inner)), (x_obs,))
+        return gated_distillation_loss(out, bridge_gates(outer), ...)
+
+    res = bidfcl.implicit.hypergradient(lower, upper, list(target.parameters()), list(bridge.parameters()))
+    for p, g in zip(bridge.parameters(), res.grads):
+        p.grad = g
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import torch
+
+from . import _ops
+from .linear_solve import STATUS_NAMES, CGResult, CGState, _check_options, _default_check_every, _run_flat, cg
+
+__all__ = [
+    "cg",
+    "CGState",
+    "CGResult",
+    "HypergradientResult",
+    "solve_hessian",
+    "hypergradient",
+    "neumann",
+    "unrolled",
+]
+
+LossFn = Callable[[list, list], torch.Tensor]
+
+
+class HypergradientResult(NamedTuple):
+    """Result of :func:`hypergradient`, :func:`neumann` and :func:`unrolled`."""
+
+    grads: list  #: one tensor per outer parameter, shaped like it (zeros where it has no influence)
+    state: CGState  #: solver diagnostics (iter_num, error, status, num_matvec, backend)
+    upper_loss: torch.Tensor  #: the upper loss at the given parameters (detached)
+
+
+# --------------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _param_list(params, name: str, need_grad: bool = True) -> list[torch.Tensor]:
+    if isinstance(params, torch.Tensor):
+        params = [params]
+    try:
+        out = list(params)
+    except TypeError:
+        raise TypeError(f"bidfcl.implicit: expected {name} as a list of tensors, got {type(params).__name__}") from None
+    if not out:
+        raise ValueError(f"bidfcl.implicit: expected {name} to hold at least one tensor, got an empty list")
+    for i, p in enumerate(out):
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"bidfcl.implicit: expected {name}[{i}] to be a tensor, got {type(p).__name__}")
+        if not p.dtype.is_floating_point:
+            raise TypeError(f"bidfcl.implicit: expected floating-point {name}, got {name}[{i}] as {p.dtype}")
+        if need_grad and not p.requires_grad:
+            raise ValueError(f"bidfcl.implicit: expected {name}[{i}] to require grad (call .requires_grad_())")
+    return out
+
+
+def _same_dtype_device(params: list[torch.Tensor], name: str) -> None:
+    dtype, device = params[0].dtype, params[0].device
+    for i, p in enumerate(params):
+        if p.dtype != dtype or p.device != device:
+            raise TypeError(
+                f"bidfcl.implicit: expected every tensor of {name} as {dtype} on {device} (CG runs on one flat "
+                f"vector), got {name}[{i}] as {p.dtype} on {p.device}"
+            )
+
+
+def _check_disjoint(inner: list[torch.Tensor], outer: list[torch.Tensor]) -> None:
+    ids = {id(p) for p in inner}
+    for i, p in enumerate(outer):
+        if id(p) in ids:
+            raise ValueError(f"bidfcl.implicit: outer_params[{i}] is also in inner_params; the two lists must be disjoint")
+
+
+def _scalar(loss, name: str) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"bidfcl.implicit: expected {name} to return a tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"bidfcl.implicit: expected {name} to return a scalar loss, got shape {tuple(loss.shape)}")
+    if not loss.dtype.is_floating_point:
+        raise TypeError(f"bidfcl.implicit: expected {name} to return a floating-point loss, got {loss.dtype}")
+    return loss.reshape(())
+
+
+def _backend(backend: str) -> str:
+    if backend not in ("auto", "cpp", "python"):
+        raise ValueError(f"bidfcl.implicit: expected backend 'auto', 'cpp' or 'python', got {backend!r}")
+    if backend == "cpp" and not _ops.EXTENSION_LOADED:
+        raise RuntimeError("bidfcl.implicit: backend='cpp' needs the compiled extension (unset BIDFCL_NO_EXTENSION)")
+    if backend == "auto":
+        return "cpp" if _ops.EXTENSION_LOADED else "python"
+    return backend
+
+
+def _grad_or_zeros(grads, params) -> list[torch.Tensor]:
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+# --------------------------------------------------------------------------------------------------
+# CG on a Hessian given by first-order gradients with a graph
+# --------------------------------------------------------------------------------------------------
+
+
+def _hvp_into(grads: Sequence[Optional[torch.Tensor]], params: list[torch.Tensor]):
+    """``matvec_into(p_views, out)`` writing ``H p = d/dtheta <grads, p>`` into the flat ``out``.
+
+    Blocks whose gradient has no graph (the loss is at most linear in them) contribute nothing.
+    """
+    index = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    outputs = [grads[i] for i in index]
+    zero_blocks = [p.new_zeros(p.numel()) for p in params]
+
+    def matvec_into(p_views: list[torch.Tensor], out: torch.Tensor) -> None:
+        if not outputs:
+            out.zero_()
+            return
+        hp = torch.autograd.grad(
+            outputs, params, grad_outputs=[p_views[i] for i in index], retain_graph=True, allow_unused=True
+        )
+        torch.cat([z if h is None else h.reshape(-1) for h, z in zip(hp, zero_blocks)], out=out)
+
+    return matvec_into
+
+
+def _cg_from_grads(grads, params, b, x0, max_iter, tol, damping, check_every, stop, backend) -> tuple[list, CGState]:
+    if check_every is None:
+        check_every = _default_check_every(params[0].device)
+    _check_options(max_iter, tol, damping, check_every)
+    if x0 is not None:
+        x0 = _param_list(x0, "x0", need_grad=False)
+        if len(x0) != len(params) or any(u.shape != p.shape for u, p in zip(x0, params)):
+            raise ValueError("bidfcl.implicit: expected x0 with one tensor per parameter, shaped like it")
+    if backend == "cpp":
+        solution, iters, matvecs, error, code = _ops._C.hessian_cg_from_grads(
+            list(grads), params, b, x0, max_iter, float(tol), float(damping), check_every, bool(stop)
+        )
+        return list(solution), CGState(int(iters), float(error), STATUS_NAMES[int(code)], int(matvecs), "cpp")
+    return _run_flat(_hvp_into(grads, params), b, x0, max_iter, float(tol), float(damping), check_every, bool(stop))
+
+
+def solve_hessian(
+    loss: torch.Tensor,
+    params,
+    b,
+    max_iter: int = 50,
+    tol: float = 1e-6,
+    damping: float = 0.0,
+    x0=None,
+    check_every: Optional[int] = None,
+    stop_on_nonpositive_curvature: bool = True,
+    backend: str = "auto",
+) -> CGResult:
+    """Solve ``(H + damping I) v = b``, ``H = d2 loss / dparams2``, by CG with Hessian-vector products.
+
+    ``loss`` is a scalar built from ``params`` (a list of tensors that require grad, one dtype and
+    device); ``b`` is a list shaped like ``params``. ``backend='cpp'`` runs the whole loop in the
+    compiled driver (default when the extension is loaded), ``'python'`` in the pure-PyTorch twin.
+    Returns ``CGResult(solution list, CGState)``.
+    """
+    params = _param_list(params, "params")
+    _same_dtype_device(params, "params")
+    loss = _scalar(loss, "loss")
+    b = _param_list(b, "b", need_grad=False)
+    if len(b) != len(params):
+        raise ValueError(f"bidfcl.implicit: expected b to have one tensor per parameter ({len(params)}), got {len(b)}")
+    for i, (u, p) in enumerate(zip(b, params)):
+        if u.shape != p.shape or u.dtype != p.dtype or u.device != p.device:
+            raise ValueError(
+                f"bidfcl.implicit: expected b[{i}] of shape {tuple(p.shape)} ({p.dtype}, {p.device}), got "
+                f"{tuple(u.shape)} ({u.dtype}, {u.device})"
+            )
+    if not loss.requires_grad:
+        raise ValueError("bidfcl.implicit: expected a loss that requires grad (built from params)")
+    backend = _backend(backend)
+    with torch.enable_grad():
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    solution, state = _cg_from_grads(
+        grads, params, [u.detach() for u in b], x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend
+    )
+    return CGResult(solution, state)
+
+
+# --------------------------------------------------------------------------------------------------
+# hypergradients
+# --------------------------------------------------------------------------------------------------
+
+
+def _prepare(lower_loss, upper_loss, inner_params, outer_params):
+    if not callable(lower_loss) or not callable(upper_loss):
+        raise TypeError("bidfcl.implicit: expected lower_loss and upper_loss as callables (inner, outer) -> scalar loss")
+    inner = _param_list(inner_params, "inner_params")
+    outer = _param_list(outer_params, "outer_params")
+    _same_dtype_device(inner, "inner_params")
+    _check_disjoint(inner, outer)
+    return inner, outer
+
+
+def _upper_gradients(upper_loss, inner, outer):
+    """``L_up``, ``grad_theta L_up`` (zeros where unused) and ``grad_phi L_up`` (direct term)."""
+    with torch.enable_grad():
+        up = _scalar(upper_loss(inner, outer), "upper_loss")
+        if up.requires_grad:
+            g = torch.autograd.grad(up, inner + outer, allow_unused=True)
+        else:
+            g = [None] * (len(inner) + len(outer))
+    g = _grad_or_zeros(g, inner + outer)
+    return up.detach(), [t.detach() for t in g[: len(inner)]], [t.detach() for t in g[len(inner):]]
+
+
+def _lower_gradients(lower_loss, inner, outer):
+    with torch.enable_grad():
+        low = _scalar(lower_loss(inner, outer), "lower_loss")
+        if not low.requires_grad:
+            raise ValueError("bidfcl.implicit: expected lower_loss to depend on inner_params (it does not require grad)")
+        return torch.autograd.grad(low, inner, create_graph=True, allow_unused=True)
+
+
+def _mixed_term(grads_low, v, outer) -> list[torch.Tensor]:
+    """``grad_phi (v . grad_theta L_low)`` = (d2 L_low / dphi dtheta) v, zeros where phi has no influence."""
+    index = [i for i, g in enumerate(grads_low) if g is not None and g.requires_grad]
+    if not index:
+        return [torch.zeros_like(p) for p in outer]
+    mixed = torch.autograd.grad(
+        [grads_low[i] for i in index], outer, grad_outputs=[v[i] for i in index], allow_unused=True
+    )
+    return _grad_or_zeros(mixed, outer)
+
+
+def hypergradient(
+    lower_loss: LossFn,
+    upper_loss: LossFn,
+    inner_params,
+    outer_params,
+    max_iter: int = 50,
+    tol: float = 1e-6,
+    damping: float = 0.0,
+    x0=None,
+    check_every: Optional[int] = None,
+    stop_on_nonpositive_curvature: bool = True,
+    backend: str = "auto",
+) -> HypergradientResult:
+    """Implicit hypergradient at the current inner parameters (assumed stationary for ``L_low``):
+
+        dL_up/dphi = grad_phi L_up - (d2 L_low / dphi dtheta) v,   (H + damping I) v = grad_theta L_up
+
+    with ``v`` from conjugate gradient on Hessian-vector products (``max_iter``, relative ``tol``,
+    ``damping``, ``check_every``, ``stop_on_nonpositive_curvature`` as in :func:`bidfcl.implicit.cg`;
+    ``x0`` warm-starts CG, e.g. with the previous ``v``). ``lower_loss(inner, outer)`` and
+    ``upper_loss(inner, outer)`` return scalar losses. Inner parameters share one dtype and device;
+    parameters that a loss does not use get zero blocks. ``backend``: ``'auto'`` (compiled driver
+    when loaded), ``'cpp'`` or ``'python'``. Returns ``HypergradientResult(grads, state, upper_loss)``.
+    """
+    inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
+    backend = _backend(backend)
+    up, b, direct = _upper_gradients(upper_loss, inner, outer)
+    grads_low = _lower_gradients(lower_loss, inner, outer)
+    v, state = _cg_from_grads(
+        grads_low, inner, b, x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend
+    )
+    mixed = _mixed_term(grads_low, v, outer)
+    grads = [d - m for d, m in zip(direct, mixed)]
+    return HypergradientResult(grads, state, up)
+
+
+def neumann(
+    lower_loss: LossFn,
+    upper_loss: LossFn,
+    inner_params,
+    outer_params,
+    max_iter: int = 50,
+    alpha: float = 1.0,
+    damping: float = 0.0,
+) -> HypergradientResult:
+    """Hypergradient with ``H^{-1}`` replaced by a truncated Neumann series (``max_iter`` products):
+
+        v = alpha sum_{j=0}^{K} (I - alpha (H + damping I))^j grad_theta L_up,   K = max_iter,
+
+    which converges to ``(H + damping I)^{-1} grad_theta L_up`` when ``0 < alpha < 2 / lambda_max``
+    and ``H + damping I`` is positive definite. ``state.error`` is the norm of the last series term
+    relative to ``||grad_theta L_up||`` (how much the series still moved). Same conventions as
+    :func:`hypergradient`.
+    """
+    inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"bidfcl.implicit: expected an integer max_iter >= 0, got {max_iter!r}")
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"bidfcl.implicit: expected a finite alpha > 0, got {alpha!r}")
+    if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
+        raise ValueError(f"bidfcl.implicit: expected a finite damping >= 0, got {damping!r}")
+    up, b, direct = _upper_gradients(upper_loss, inner, outer)
+    grads_low = _lower_gradients(lower_loss, inner, outer)
+    matvec_into = _hvp_into(grads_low, inner)
+    shapes = [p.shape for p in inner]
+    with torch.no_grad():
+        term = torch.cat([t.reshape(-1) for t in b])
+        b_norm = float(torch.linalg.vector_norm(term))
+        total = term.clone()
+        hp = torch.empty_like(term)
+        views = [term.narrow(0, o, n).view(s) for o, n, s in _offsets(shapes)]
+        for _ in range(max_iter):
+            matvec_into(views, hp)
+            if damping:
+                hp.add_(term, alpha=damping)
+            term.add_(hp, alpha=-alpha)  # term <- (I - alpha A) term, in place (views follow)
+            total.add_(term)
+        total.mul_(alpha)
+        last = float(torch.linalg.vector_norm(term)) * alpha
+    v = [total.narrow(0, o, n).view(s) for o, n, s in _offsets(shapes)]
+    mixed = _mixed_term(grads_low, v, outer)
+    grads = [d - m for d, m in zip(direct, mixed)]
+    error = last / (alpha * b_norm) if b_norm > 0 else 0.0
+    return HypergradientResult(grads, CGState(max_iter, error, "max_iter", max_iter, "python"), up)
+
+
+def _offsets(shapes):
+    offset = 0
+    for s in shapes:
+        n = math.prod(s)
+        yield offset, n, s
+        offset += n
+
+
+def unrolled(
+    lower_loss: LossFn,
+    upper_loss: LossFn,
+    inner_params,
+    outer_params,
+    max_iter: int = 5,
+    lr: float = 0.1,
+) -> HypergradientResult:
+    """Hypergradient by differentiating through ``K = max_iter`` explicit gradient steps on ``L_low``:
+
+        theta_0 = theta (detached copy),   theta_{k+1} = theta_k - lr grad_theta L_low(theta_k, phi),
+        result = d/dphi L_up(theta_K(phi), phi).
+
+    Started at a minimiser this tends to the implicit hypergradient as ``K -> inf`` when
+    ``0 < lr < 2 / lambda_max(H)`` (its error is the Neumann tail of :func:`neumann` with
+    ``alpha = lr``). ``state.error`` is ``||grad_theta L_low||`` at the last step taken. The given
+    inner tensors are not modified. ``upper_loss`` is reported at ``theta_K``.
+    """
+    inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"bidfcl.implicit: expected an integer max_iter >= 0, got {max_iter!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"bidfcl.implicit: expected a finite lr > 0, got {lr!r}")
+    last_norm = 0.0
+    with torch.enable_grad():
+        theta = [p.detach().requires_grad_(True) for p in inner]
+        for _ in range(max_iter):
+            low = _scalar(lower_loss(theta, outer), "lower_loss")
+            if not low.requires_grad:
+                raise ValueError("bidfcl.implicit: expected lower_loss to depend on inner_params (it does not require grad)")
+            g = torch.autograd.grad(low, theta, create_graph=True, allow_unused=True)
+            last_norm = math.sqrt(sum(float(t.detach().pow(2).sum()) for t in g if t is not None))
+            theta = [t if gi is None else t - lr * gi for t, gi in zip(theta, g)]
+        up = _scalar(upper_loss(theta, outer), "upper_loss")
+        if up.requires_grad:
+            grads = _grad_or_zeros(torch.autograd.grad(up, outer, allow_unused=True), outer)
+        else:
+            grads = [torch.zeros_like(p) for p in outer]
+    state = CGState(max_iter, last_norm, "max_iter", max_iter, "python")
+    return HypergradientResult([g.detach() for g in grads], state, up.detach())
