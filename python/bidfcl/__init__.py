@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from ._ops import EXTENSION_LOADED, build_info  # noqa: E402  (loads the ops first)
 from .solver import MckpSolution, RctSolution, budget_frontier, solve_mckp, solve_mckp_rct  # noqa: E402
-from . import data, implicit, linear_solve  # noqa: E402,F401  (pyarrow is imported only when a loader runs)
+from . import data, implicit, linear_solve, losses, metrics  # noqa: E402,F401  (pyarrow is imported only when a loader runs)
 
 __all__ = [
     "__version__",
@@ -22,4 +22,9 @@ __all__ = [
     "budget_frontier",
     "solve_mckp",
     "solve_mckp_rct",
+    "data",
+    "implicit",
+    "linear_solve",
+    "losses",
+    "metrics",
 ]

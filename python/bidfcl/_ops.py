@@ -107,3 +107,60 @@ if EXTENSION_LOADED:
             values.new_empty(k, dtype=torch.float64),
             values.new_empty(k, dtype=torch.bool),
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# decision losses, policy estimators and AUCC: fake kernels and autograd
+# --------------------------------------------------------------------------------------------------
+
+if EXTENSION_LOADED:
+
+    @torch.library.register_fake("bidfcl::ppl_loss")
+    def _ppl_loss_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau):
+        return r_hat.new_empty(())
+
+    @torch.library.register_fake("bidfcl::ppl_loss_backward")
+    def _ppl_loss_backward_fake(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau):
+        return r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
+
+    @torch.library.register_fake("bidfcl::pifd_loss")
+    def _pifd_loss_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+        return r_hat.new_empty(())
+
+    @torch.library.register_fake("bidfcl::pifd_loss_backward")
+    def _pifd_loss_backward_fake(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+        return r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
+
+    @torch.library.register_fake("bidfcl::policy_value")
+    def _policy_value_fake(choice, treatment, revenue, cost, propensity, hajek):
+        k = choice.shape[0]
+        return tuple(revenue.new_empty(k, dtype=torch.float64) for _ in range(4))
+
+    @torch.library.register_fake("bidfcl::aucc")
+    def _aucc_fake(r_hat, c_hat, treatment, revenue, cost, q):
+        return (
+            r_hat.new_empty((), dtype=torch.float64),
+            r_hat.new_empty(q + 1, dtype=torch.float64),
+            r_hat.new_empty(q + 1, dtype=torch.float64),
+        )
+
+    # Autograd: gradients flow to r_hat and c_hat only; labels, propensities and lam are constants.
+    def _decision_setup_context(ctx, inputs, output):
+        r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra = inputs
+        ctx.save_for_backward(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+        ctx.extra = extra  # tau (PPL) or clip (PIFD)
+
+    def _ppl_loss_backward(ctx, grad):
+        r_hat, c_hat, treatment, revenue, cost, lam, propensity = ctx.saved_tensors
+        gr, gc = torch.ops.bidfcl.ppl_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
+                                                    ctx.extra)
+        return gr, gc, None, None, None, None, None, None
+
+    def _pifd_loss_backward(ctx, grad):
+        r_hat, c_hat, treatment, revenue, cost, lam, propensity = ctx.saved_tensors
+        gr, gc = torch.ops.bidfcl.pifd_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
+                                                     ctx.extra)
+        return gr, gc, None, None, None, None, None, None
+
+    torch.library.register_autograd("bidfcl::ppl_loss", _ppl_loss_backward, setup_context=_decision_setup_context)
+    torch.library.register_autograd("bidfcl::pifd_loss", _pifd_loss_backward, setup_context=_decision_setup_context)

@@ -358,3 +358,324 @@ def _check_rct_inputs(values, treatment, cost_obs, propensity) -> None:
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
         raise RuntimeError(f"bidfcl: cost_obs must be finite, got {float(cost_obs[i]):g} at row {i}")
+
+
+# --------------------------------------------------------------------------------------------------
+# decision losses, policy estimators and AUCC (METHOD.md sections 2-3; core: bidfcl/core/losses.h)
+# --------------------------------------------------------------------------------------------------
+
+#: PIFD: a flip that needs a score move of exactly zero (a tie at the top), without a clip, is
+#: taken as a move of this many score units, so the estimate stays finite.
+PIFD_ZERO_GAP_FLOOR = 1e-6
+#: AUCC: predicted incremental costs below this are raised to it before dividing (ROI ranking).
+AUCC_MIN_COST_GAP = 1e-12
+
+
+def _check_float_vector(t, name: str, like: torch.Tensor, n: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
+    if t.dtype not in (torch.float32, torch.float64):
+        raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
+    if t.dim() != 1 or t.shape[0] != n:
+        raise RuntimeError(f"bidfcl: {name} must have shape [{n}] (one entry per row), got {list(t.shape)}")
+    if t.dtype != like.dtype:
+        raise RuntimeError(f"bidfcl: r_hat and {name} must have the same dtype, got {like.dtype} and {t.dtype}")
+    if t.device != like.device:
+        raise RuntimeError(f"bidfcl: r_hat and {name} must be on the same device, got {like.device} and {t.device}")
+
+
+def _check_treatment(treatment, like: torch.Tensor, n: int) -> None:
+    if not isinstance(treatment, torch.Tensor):
+        raise TypeError(f"bidfcl: treatment must be a tensor, got {type(treatment).__name__}")
+    if treatment.dtype != torch.long:
+        raise RuntimeError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
+    if treatment.dim() != 1 or treatment.shape[0] != n:
+        raise RuntimeError(f"bidfcl: treatment must have shape [{n}] (one entry per row), got {list(treatment.shape)}")
+    if treatment.device != like.device:
+        raise RuntimeError(f"bidfcl: r_hat and treatment must be on the same device, got {like.device} and {treatment.device}")
+
+
+def _first_bad_row(mask: torch.Tensor, t: torch.Tensor, what: str, where: str = "row") -> None:
+    if bool(mask.any()):
+        i = int(torch.nonzero(mask)[0])
+        raise RuntimeError(f"bidfcl: {what}, got {t[i].item():g} at {where} {i}")
+
+
+def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> None:
+    """The checks of cpp/torch/losses_common.h (check_decision_inputs) plus the core's value checks."""
+    for name, t in (("r_hat", r_hat), ("c_hat", c_hat)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
+        if t.dtype not in (torch.float32, torch.float64):
+            raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
+        if t.dim() != 2:
+            raise RuntimeError(f"bidfcl: {name} must be 2-D [N individuals, M options], got shape {list(t.shape)}")
+    if r_hat.dtype != c_hat.dtype:
+        raise RuntimeError(f"bidfcl: r_hat and c_hat must have the same dtype, got {r_hat.dtype} and {c_hat.dtype}")
+    if r_hat.device != c_hat.device:
+        raise RuntimeError(f"bidfcl: r_hat and c_hat must be on the same device, got {r_hat.device} and {c_hat.device}")
+    if r_hat.shape != c_hat.shape:
+        raise RuntimeError(
+            f"bidfcl: r_hat and c_hat must have the same shape, got {list(r_hat.shape)} and {list(c_hat.shape)}"
+        )
+    n, m = r_hat.shape
+    if m < 2:
+        raise RuntimeError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape {list(r_hat.shape)}")
+    if m > 256:
+        raise RuntimeError(f"bidfcl: at most 256 options are supported, got M = {m}")
+    _check_treatment(treatment, r_hat, n)
+    _check_float_vector(revenue, "revenue", r_hat, n)
+    _check_float_vector(propensity, "propensity", r_hat, n)
+    if cost is not None:
+        _check_float_vector(cost, "cost", r_hat, n)
+    if not isinstance(lam, torch.Tensor) or lam.dtype not in (torch.float32, torch.float64):
+        raise RuntimeError(f"bidfcl: lam must be a float32 or float64 tensor, got {getattr(lam, 'dtype', type(lam))}")
+    if lam.dim() != 1 or lam.shape[0] < 1:
+        raise RuntimeError(f"bidfcl: lam must be 1-D [L >= 1] (one entry per multiplier), got shape {list(lam.shape)}")
+    if lam.dtype != r_hat.dtype:
+        raise RuntimeError(f"bidfcl: r_hat and lam must have the same dtype, got {r_hat.dtype} and {lam.dtype}")
+    if lam.device != r_hat.device:
+        raise RuntimeError(f"bidfcl: r_hat and lam must be on the same device, got {r_hat.device} and {lam.device}")
+    _first_bad_row(~torch.isfinite(lam), lam, "lam must be finite", "index")
+    _first_bad(~torch.isfinite(r_hat), r_hat, "r_hat must be finite")
+    _first_bad(~torch.isfinite(c_hat), c_hat, "c_hat must be finite")
+    bad = (treatment < 0) | (treatment >= m)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise RuntimeError(f"bidfcl: treatment must be in [0, M) = [0, {m}), got {int(treatment[i])} at row {i}")
+    _first_bad_row(~torch.isfinite(revenue), revenue, "revenue must be finite")
+    if cost is not None:
+        _first_bad_row(~torch.isfinite(cost), cost, "cost must be finite")
+    _first_bad_row(~((propensity > 0) & (propensity <= 1)), propensity, "propensity must be in (0, 1]")
+
+
+def _check_tau(tau: float) -> None:
+    if not (tau > 0 and tau != float("inf")):
+        raise RuntimeError(f"bidfcl: tau must be finite and > 0, got {tau}")
+
+
+def _check_clip(clip) -> float:
+    if clip is None:
+        return 0.0
+    if not (clip > 0 and clip != float("inf")):
+        raise RuntimeError(f"bidfcl: clip must be None or finite and > 0, got {clip}")
+    return float(clip)
+
+
+def _check_grad(grad: torch.Tensor, like: torch.Tensor) -> None:
+    if grad.numel() != 1:
+        raise RuntimeError(f"bidfcl: grad must hold one element (the loss is a scalar), got shape {list(grad.shape)}")
+    if grad.dtype != like.dtype:
+        raise RuntimeError(f"bidfcl: r_hat and grad must have the same dtype, got {like.dtype} and {grad.dtype}")
+
+
+def _scores(r_hat: torch.Tensor, c_hat: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """a[l, i, j] = r_hat[i, j] - lam[l] c_hat[i, j]  ->  [L, N, M] (lam is a constant)."""
+    return r_hat.unsqueeze(0) - lam.detach().view(-1, 1, 1) * c_hat.unsqueeze(0)
+
+
+def _row_weights(revenue, cost, lam, propensity) -> torch.Tensor:
+    """w[l, i] = reward[l, i] / (N p_i), reward = revenue (or revenue - lam[l] cost): [L, N]."""
+    n = revenue.shape[0]
+    lam = lam.detach().view(-1, 1)
+    reward = revenue.unsqueeze(0) if cost is None else revenue.unsqueeze(0) - lam * cost.unsqueeze(0)
+    return reward.expand(lam.shape[0], n) / (n * propensity).unsqueeze(0)
+
+
+def _take_arm(x: torch.Tensor, treatment: torch.Tensor) -> torch.Tensor:
+    """x[l, i, t_i] for an [L, N, M] tensor -> [L, N]."""
+    idx = treatment.view(1, -1, 1).expand(x.shape[0], -1, 1)
+    return x.gather(2, idx).squeeze(2)
+
+
+def ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float):
+    """Twin of ``bidfcl::ppl_loss`` (differentiable by plain autograd; lam is a constant).
+
+        L = -sum_l sum_i softmax(a[l, i, :] / tau)[t_i] * reward[l, i] / (N p_i)
+    """
+    _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+    _check_tau(tau)
+    z = torch.softmax(_scores(r_hat, c_hat, lam) / tau, dim=2)
+    return -(_take_arm(z, treatment) * _row_weights(revenue, cost, lam, propensity)).sum()
+
+
+def ppl_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float):
+    """Twin of ``bidfcl::ppl_loss_backward``:
+    dL/da[l,i,j] = -(w[l,i]/tau) z[l,i,t_i] (1[j == t_i] - z[l,i,j]);  dr = sum_l dL/da, dc = -sum_l lam dL/da.
+    """
+    _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+    _check_grad(grad, r_hat)
+    _check_tau(tau)
+    with torch.no_grad():
+        inv_tau = 1.0 / tau
+        z = torch.softmax(_scores(r_hat, c_hat, lam) * inv_tau, dim=2)
+        coef = -(_row_weights(revenue, cost, lam, propensity) * inv_tau) * _take_arm(z, treatment) * grad.reshape(())
+        onehot = torch.nn.functional.one_hot(treatment, r_hat.shape[1]).to(r_hat.dtype).unsqueeze(0)
+        g = coef.unsqueeze(2) * (onehot - z)
+        return g.sum(0), -(lam.detach().view(-1, 1, 1) * g).sum(0)
+
+
+def _flip_value(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> torch.Tensor:
+    a = _scores(r_hat, c_hat, lam)
+    chosen = a.argmax(dim=2)  # first maximal index: ties to the lowest option
+    matched = chosen == treatment.unsqueeze(0)
+    w = _row_weights(revenue, cost, lam, propensity)
+    return -(w * matched.to(w.dtype)).sum()
+
+
+def pifd_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+    """Twin of ``bidfcl::pifd_loss_backward``: the flip estimates of METHOD.md section 3.
+
+    Per row with chosen k, runner-up s (first max among the others), C = w[l, i] * grad:
+    matched (k == t): cell k gets -C/gap(a_k - a_s), every other cell j +C/gap(a_k - a_j);
+    unmatched: cell t gets -C/gap(a_k - a_t), and cell k +C/gap(a_k - a_t) when s == t.
+    gap(g): with clip h, g < h -> h and g > h -> cell zeroed; without, g == 0 -> PIFD_ZERO_GAP_FLOOR.
+    """
+    _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+    _check_grad(grad, r_hat)
+    h = _check_clip(clip)
+    with torch.no_grad():
+        a = _scores(r_hat, c_hat, lam)
+        L, n, m = a.shape
+        best, k = a.max(dim=2, keepdim=True)
+        others = a.scatter(2, k, float("-inf"))
+        second, s = others.max(dim=2, keepdim=True)
+        t = treatment.view(1, n, 1).expand(L, n, 1)
+
+        def inv_gap(gap):
+            if h > 0:
+                hh = torch.tensor(h, dtype=gap.dtype, device=gap.device)
+                return torch.where(gap > hh, torch.zeros_like(gap), 1.0 / torch.maximum(gap, hh))
+            floor = torch.tensor(1.0 / PIFD_ZERO_GAP_FLOOR, dtype=gap.dtype, device=gap.device)
+            return torch.where(gap == 0, floor, 1.0 / gap)
+
+        cw = (_row_weights(revenue, cost, lam, propensity) * grad.reshape(())).unsqueeze(2)  # [L, N, 1]
+        matched = (k == t)
+        cols = torch.arange(m, device=a.device).view(1, 1, m)
+        is_k, is_t = cols == k, cols == t
+        # matched rows
+        g_matched = torch.where(is_k, -cw * inv_gap(best - second), cw * inv_gap(best - a))
+        # unmatched rows
+        ig_t = inv_gap(best - a.gather(2, t))
+        g_unmatched = torch.where(is_t, -cw * ig_t, torch.zeros_like(a))
+        g_unmatched = torch.where(is_k & (s == t), cw * ig_t, g_unmatched)
+        g = torch.where(matched, g_matched, g_unmatched)
+        return g.sum(0), -(lam.detach().view(-1, 1, 1) * g).sum(0)
+
+
+class _FlipLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+        ctx.save_for_backward(r_hat, c_hat, treatment, revenue, lam, propensity)
+        ctx.cost, ctx.clip = cost, clip
+        return _flip_value(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+
+    @staticmethod
+    def backward(ctx, grad):
+        r_hat, c_hat, treatment, revenue, lam, propensity = ctx.saved_tensors
+        gr, gc = pifd_loss_backward(grad, r_hat, c_hat, treatment, revenue, ctx.cost, lam, propensity, ctx.clip)
+        return gr, gc, None, None, None, None, None, None
+
+
+def pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+    """Twin of ``bidfcl::pifd_loss``: L = -sum_l sum_i 1[argmax_j a[l,i,j] == t_i] reward[l,i]/(N p_i),
+    differentiable through :func:`pifd_loss_backward` (``clip`` only matters there)."""
+    _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+    _check_clip(clip)
+    if torch.is_grad_enabled() and (r_hat.requires_grad or c_hat.requires_grad):
+        return _FlipLoss.apply(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip)
+    return _flip_value(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+
+
+def policy_value(choice, treatment, revenue, cost, propensity, hajek: bool):
+    """Twin of ``bidfcl::policy_value`` (float64 [K] each).
+
+    y_i = 1[choice_i == t_i] revenue_i / p_i.  ipw: V = mean(y), se = sqrt(var(y, ddof=1) / N).
+    hajek: V = sum y / sum 1[match]/p, se = sqrt(N/(N-1) sum (1[match]/p)^2 (revenue - V)^2) / sum 1[match]/p.
+    """
+    if choice.dtype != torch.long or choice.dim() != 2:
+        raise RuntimeError(f"bidfcl: choice must be int64 2-D [K policies, N rows], got {choice.dtype} {list(choice.shape)}")
+    n = choice.shape[1]
+    if treatment.dtype != torch.long:
+        raise RuntimeError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
+    for name, t in (("treatment", treatment), ("revenue", revenue), ("cost", cost), ("propensity", propensity)):
+        if t.dim() != 1 or t.shape[0] != n:
+            raise RuntimeError(f"bidfcl: {name} must have shape [{n}] (one entry per row (column of choice)), got {list(t.shape)}")
+    for name, t in (("revenue", revenue), ("cost", cost), ("propensity", propensity)):
+        if t.dtype not in (torch.float32, torch.float64):
+            raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
+    for name, t in (("cost", cost), ("propensity", propensity)):
+        if t.dtype != revenue.dtype:
+            raise RuntimeError(f"bidfcl: revenue and {name} must have the same dtype, got {revenue.dtype} and {t.dtype}")
+    _first_bad_row(~torch.isfinite(revenue), revenue, "revenue must be finite")
+    _first_bad_row(~torch.isfinite(cost), cost, "cost must be finite")
+    _first_bad_row(~((propensity > 0) & (propensity <= 1)), propensity, "propensity must be in (0, 1]")
+    nan = float("nan")
+    match = (choice == treatment.unsqueeze(0)).to(_F64)
+    inv_p = 1.0 / propensity.to(_F64)
+    rev, cst = revenue.to(_F64), cost.to(_F64)
+    y, x = match * (rev * inv_p), match * (cst * inv_p)
+    wsum = (match * inv_p).sum(1)
+    denom = wsum if hajek else torch.full_like(wsum, float(n))
+    ok = (denom > 0) & (n > 0)
+    value = torch.where(ok, y.sum(1) / denom, torch.full_like(denom, nan))
+    cost_value = torch.where(ok, x.sum(1) / denom, torch.full_like(denom, nan))
+    if hajek:
+        ey = match * inv_p * (rev.unsqueeze(0) - value.unsqueeze(1))
+        ex = match * inv_p * (cst.unsqueeze(0) - cost_value.unsqueeze(1))
+        f = n / (n - 1) if n > 1 else nan
+        value_se = torch.sqrt(f * (ey * ey).sum(1)) / wsum
+        cost_se = torch.sqrt(f * (ex * ex).sum(1)) / wsum
+    else:
+        dy, dx = y - value.unsqueeze(1), x - cost_value.unsqueeze(1)
+        value_se = torch.sqrt((dy * dy).sum(1) / (n - 1) / n) if n > 1 else torch.full_like(value, nan)
+        cost_se = torch.sqrt((dx * dx).sum(1) / (n - 1) / n) if n > 1 else torch.full_like(value, nan)
+    bad = ~ok | (n < 2)
+    value_se = torch.where(bad, torch.full_like(value_se, nan), value_se)
+    cost_se = torch.where(bad, torch.full_like(cost_se, nan), cost_se)
+    return value, cost_value, value_se, cost_se
+
+
+def aucc(r_hat, c_hat, treatment, revenue, cost, q: int):
+    """Twin of ``bidfcl::aucc``: (aucc, cost_curve [q+1], revenue_curve [q+1]), float64.
+
+    roi = (r1 - r0) / max(c1 - c0, AUCC_MIN_COST_GAP), ranked descending (ties by row index).
+    C(k) = sum_{treated in top k} cost/n1 - sum_{control in top k} cost/n0 (R(k) likewise);
+    k_q' = first k with cummax C(k) >= C(n) q'/q;  AUCC = sum_q' R(k_q') / (R(n) (q + 1)).
+    """
+    _check_problem_pair = _check_decision  # same shape/dtype rules, minus lam and propensity
+    if r_hat.dim() != 2 or r_hat.shape[1] != 2:
+        raise RuntimeError(f"bidfcl: aucc needs exactly two options (control, treatment), got shape {list(r_hat.shape)}")
+    n = r_hat.shape[0]
+    ones = torch.ones(n, dtype=r_hat.dtype, device=r_hat.device)
+    lam_unused = torch.zeros(1, dtype=r_hat.dtype, device=r_hat.device)
+    _check_problem_pair(r_hat, c_hat, treatment, revenue, cost, lam_unused, ones)
+    if q < 1:
+        raise RuntimeError(f"bidfcl: q must be >= 1, got {q}")
+    if n == 0:
+        z = torch.zeros(q + 1, dtype=_F64, device=r_hat.device)
+        return torch.tensor(float("nan"), dtype=_F64, device=r_hat.device), z, z.clone()
+    n1 = int((treatment == 1).sum())
+    n0 = n - n1
+    if n1 == 0 or n0 == 0:
+        raise RuntimeError(
+            f"bidfcl: aucc needs rows in both arms (treatment 0 and 1), got none with treatment {1 if n1 == 0 else 0}"
+        )
+    dc = torch.clamp(c_hat[:, 1] - c_hat[:, 0], min=AUCC_MIN_COST_GAP)
+    roi = (r_hat[:, 1] - r_hat[:, 0]) / dc + 0.0
+    order = torch.argsort(roi, descending=True, stable=True)
+    t = treatment[order] == 1
+    c_o, r_o = cost[order].to(_F64), revenue[order].to(_F64)
+    dcost = torch.where(t, c_o / n1, -(c_o / n0))
+    drev = torch.where(t, r_o / n1, -(r_o / n0))
+    zero = torch.zeros(1, dtype=_F64, device=r_hat.device)
+    cum_c = torch.cat([zero, torch.cumsum(dcost, 0)])
+    cum_r = torch.cat([zero, torch.cumsum(drev, 0)])
+    max_c = torch.cummax(cum_c, 0).values
+    c_tot, r_tot = cum_c[-1], cum_r[-1]
+    levels = c_tot * (torch.arange(q + 1, dtype=_F64, device=r_hat.device) / q)
+    k = torch.searchsorted(max_c, levels).clamp(max=n)
+    cost_curve, revenue_curve = cum_c[k], cum_r[k]
+    ok = (c_tot > 0) & (r_tot != 0)
+    value = torch.where(ok, revenue_curve.sum() / (r_tot * (q + 1)), torch.full_like(r_tot, float("nan")))
+    return value, cost_curve, revenue_curve

@@ -1,0 +1,693 @@
+// CPU implementation of the decision losses, policy estimators and AUCC declared in losses.h.
+//
+// The losses are one pass over rows in fixed chunks (parallel.h): each chunk sums its rows' loss
+// into its own double slot and the slots are added in chunk order, so the result does not depend
+// on the thread count. Backward passes recompute the row's scores instead of storing them.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <limits>
+#include <vector>
+
+#include "bidfcl/core/losses.h"
+#include "bidfcl/core/parallel.h"
+
+
+namespace bidfcl::core {
+namespace {
+
+constexpr int64_t kRowsPerChunk = 1 << 12;
+
+template <typename T>
+Status check_lam(const DecisionBatch<T>& in) {
+  for (int64_t l = 0; l < in.l; ++l) {
+    if (!std::isfinite(in.lam[l])) {
+      return {Code::kNonFiniteInput, l, static_cast<int64_t>(LossInput::kLam), double(in.lam[l])};
+    }
+  }
+  return Status::Ok();
+}
+
+// Validates row i of a decision batch.
+template <typename T>
+inline Status check_decision_row(const DecisionBatch<T>& in, int64_t i) {
+  const T* r = in.r_hat + i * in.m;
+  const T* c = in.c_hat + i * in.m;
+  for (int64_t j = 0; j < in.m; ++j) {
+    if (!std::isfinite(r[j])) return {Code::kNonFiniteValue, i, j, double(r[j])};
+    if (!std::isfinite(c[j])) return {Code::kNonFiniteCost, i, j, double(c[j])};
+  }
+  const int64_t t = in.treatment[i];
+  if (t < 0 || t >= in.m) return {Code::kBadTreatment, i, in.m, double(t)};
+  if (!std::isfinite(in.revenue[i])) {
+    return {Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kRevenue), double(in.revenue[i])};
+  }
+  if (in.cost && !std::isfinite(in.cost[i])) {
+    return {Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kCost), double(in.cost[i])};
+  }
+  const T p = in.propensity[i];
+  if (!(p > T(0) && p <= T(1))) return {Code::kBadPropensity, i, 0, double(p)};
+  return Status::Ok();
+}
+
+// w[l, i] = reward / (n p_i), in the input dtype (as the twin computes it).
+template <typename T>
+inline T row_weight(const DecisionBatch<T>& in, int64_t i, T lam) {
+  const T reward = in.cost ? in.revenue[i] - lam * in.cost[i] : in.revenue[i];
+  return reward / (static_cast<T>(in.n) * in.propensity[i]);
+}
+
+// True when every entry of x[0 .. count) is finite: branch-free over the exponent bits, so the
+// loop vectorises; the exact per-row check runs only when this fails.
+template <typename T>
+inline bool all_finite(const T* x, int64_t count) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  constexpr U kExp = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  U bad = 0;
+  for (int64_t k = 0; k < count; ++k) {
+    U u;
+    std::memcpy(&u, x + k, sizeof(U));
+    bad |= U((u & kExp) == kExp);
+  }
+  return bad == 0;
+}
+
+// Fast check of rows [i0, i1): the same conditions as check_decision_row, without locating.
+template <typename T>
+bool rows_valid(const DecisionBatch<T>& in, int64_t i0, int64_t i1) {
+  const int64_t cnt = i1 - i0;
+  if (!all_finite(in.r_hat + i0 * in.m, cnt * in.m) || !all_finite(in.c_hat + i0 * in.m, cnt * in.m)) return false;
+  if (!all_finite(in.revenue + i0, cnt)) return false;
+  if (in.cost && !all_finite(in.cost + i0, cnt)) return false;
+  int bad = 0;
+  for (int64_t i = i0; i < i1; ++i) {
+    const T p = in.propensity[i];
+    bad |= int(!(p > T(0))) | int(!(p <= T(1)));
+  }
+  for (int64_t i = i0; i < i1; ++i) bad |= int(in.treatment[i] < 0) | int(in.treatment[i] >= in.m);
+  return bad == 0;
+}
+
+// Runs fn(i) over all rows in chunks, validating each row first; returns the first error.
+// fn returns the row's loss contribution (double); the chunk sums are combined in order.
+template <typename T, typename Fn>
+Status for_rows(const DecisionBatch<T>& in, double* total, Fn&& fn) {
+  Status s = check_lam(in);
+  if (!s.ok()) return s;
+  const Chunking chunks = Chunking::make(in.n, kRowsPerChunk, 256);
+  std::vector<double> partial(chunks.num_chunks, 0.0);
+  std::vector<Status> status(chunks.num_chunks);
+  parallel_chunks(chunks.num_chunks, in.num_threads, [&](int64_t ch) {
+    double acc = 0;
+    if (!rows_valid(in, chunks.begin(ch), chunks.end(ch))) {
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {  // find the first bad row
+        Status rs = check_decision_row(in, i);
+        if (!rs.ok()) {
+          status[ch] = rs;
+          return;
+        }
+      }
+    }
+    for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) acc += fn(i);
+    partial[ch] = acc;
+  });
+  Status first;
+  for (const auto& st : status) keep_first(first, st);
+  if (!first.ok()) return first;
+  double sum = 0;
+  for (double x : partial) sum += x;
+  if (total) *total = sum;
+  return Status::Ok();
+}
+
+// Scores of one row for one multiplier.
+template <typename T>
+inline void row_scores(const T* r, const T* c, T lam, int64_t m, T* a) {
+  for (int64_t j = 0; j < m; ++j) a[j] = r[j] - lam * c[j];
+}
+
+// Chosen option (first max) and runner-up (first max among the others).
+template <typename T>
+inline void top_two(const T* a, int64_t m, int64_t& k, int64_t& s) {
+  k = 0;
+  for (int64_t j = 1; j < m; ++j)
+    if (a[j] > a[k]) k = j;
+  s = (k == 0) ? 1 : 0;
+  for (int64_t j = s + 1; j < m; ++j)
+    if (j != k && a[j] > a[s]) s = j;
+}
+
+// 1 / effective gap, or 0 when the clip zeroes the cell.
+template <typename T>
+inline T inv_gap(T gap, double clip) {
+  if (clip > 0) {
+    const T h = static_cast<T>(clip);
+    if (gap > h) return T(0);
+    return T(1) / std::max(gap, h);
+  }
+  if (gap == T(0)) return static_cast<T>(1.0 / kPifdZeroGapFloor);
+  return T(1) / gap;
+}
+
+}  // namespace
+
+namespace {
+
+constexpr int64_t kBlockRows = 64;  // rows processed together so the per-option loops vectorise
+
+// exp for float32 that the compiler can vectorise (no libm call): exp(x) = 2^k exp(r) with
+// k = round(x / ln 2), |r| <= ln2 / 2, and a degree-6 Taylor polynomial for exp(r) (relative error
+// below 1e-7, about one float ulp). For x <= 0 only (softmax arguments): inputs below -87 are
+// clamped to it (exp(-87) ~ 1.6e-38 stands in for anything smaller).
+inline float vector_exp(float x) {
+  // clamp below at -87 on the bit pattern (an integer select, which vectorises; for negative
+  // floats a larger pattern is a more negative number)
+  const uint32_t limit = 0xC2AE0000u;  // bits of -87.0f
+  uint32_t u = std::bit_cast<uint32_t>(x);
+  u = u > limit ? limit : u;
+  x = std::bit_cast<float>(u);
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+  const float k = (x * 1.44269504088896341f + magic) - magic;
+  float r = x - k * 0.693145751953125f;
+  r = r - k * 1.428606765330187045e-06f;
+  float poly = 1.0f / 720.0f;
+  poly = poly * r + 1.0f / 120.0f;
+  poly = poly * r + 1.0f / 24.0f;
+  poly = poly * r + 1.0f / 6.0f;
+  poly = poly * r + 0.5f;
+  poly = poly * r + 1.0f;
+  poly = poly * r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(k) + 127) << 23;
+  return poly * std::bit_cast<float>(bits);
+}
+inline double vector_exp(double x) { return std::exp(x); }  // float64 keeps libm's accuracy
+
+// e[b] = exp((e[b] - mx[b]) * inv_tau), sum[b] += e[b]  (one option column of a block).
+template <typename T>
+inline void exp_shifted(T* __restrict e, const T* __restrict mx, T* __restrict sum, int64_t nb, T inv_tau) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const T x = vector_exp((e[b] - mx[b]) * inv_tau);
+    e[b] = x;
+    sum[b] += x;
+  }
+}
+
+// The float32 loop is the hot spot: on x86-64 with GCC, also compile an AVX2 clone and let the
+// loader pick it on CPUs that have AVX2 (same arithmetic, wider vectors; no FMA contraction).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+void exp_shifted_f32(float* __restrict e, const float* __restrict mx, float* __restrict sum, int64_t nb,
+                     float inv_tau) {
+  exp_shifted<float>(e, mx, sum, nb, inv_tau);
+}
+inline void exp_column(float* e, const float* mx, float* sum, int64_t nb, float inv_tau) {
+  exp_shifted_f32(e, mx, sum, nb, inv_tau);
+}
+inline void exp_column(double* e, const double* mx, double* sum, int64_t nb, double inv_tau) {
+  exp_shifted<double>(e, mx, sum, nb, inv_tau);
+}
+
+// Softmax pieces of rows [i0, i0 + nb) for one multiplier, option-major in e ([m][nb]):
+// e[j][b] = exp((a_bj - max_j a_bj) / tau), inv_sum[b] = 1 / sum_j e[j][b], zt[b] = e[t_b][b] * inv_sum[b],
+// w[b] = reward / (n p) of the row.
+template <typename T>
+void softmax_block(const DecisionBatch<T>& in, int64_t i0, int64_t nb, T lam, T inv_tau, T* e, T* inv_sum, T* zt,
+                   T* w) {
+  const int64_t m = in.m;
+  const T* r = in.r_hat + i0 * m;
+  const T* c = in.c_hat + i0 * m;
+  T mx[kBlockRows], sum[kBlockRows];
+  for (int64_t b = 0; b < nb; ++b) {
+    const T a0 = r[b * m] - lam * c[b * m];
+    e[b] = a0;
+    mx[b] = a0;
+    sum[b] = T(0);
+  }
+  for (int64_t j = 1; j < m; ++j) {
+    T* __restrict ej = e + j * nb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const T a = r[b * m + j] - lam * c[b * m + j];
+      ej[b] = a;
+      mx[b] = a > mx[b] ? a : mx[b];
+    }
+  }
+  for (int64_t j = 0; j < m; ++j) exp_column(e + j * nb, mx, sum, nb, inv_tau);
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t i = i0 + b;
+    inv_sum[b] = T(1) / sum[b];
+    zt[b] = e[in.treatment[i] * nb + b] * inv_sum[b];
+    w[b] = row_weight(in, i, lam);
+  }
+}
+
+// Like for_rows, but hands fn whole blocks of validated rows: fn(i0, nb, scratch) -> double.
+template <typename T, typename Fn>
+Status for_blocks(const DecisionBatch<T>& in, double* total, Fn&& fn) {
+  Status s = check_lam(in);
+  if (!s.ok()) return s;
+  const Chunking chunks = Chunking::make(in.n, kRowsPerChunk, 256);
+  std::vector<double> partial(chunks.num_chunks, 0.0);
+  std::vector<Status> status(chunks.num_chunks);
+  parallel_chunks(chunks.num_chunks, in.num_threads, [&](int64_t ch) {
+    std::vector<T> scratch(static_cast<size_t>(in.m * kBlockRows + 3 * kBlockRows));
+    double acc = 0;
+    if (!rows_valid(in, chunks.begin(ch), chunks.end(ch))) {
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {  // find the first bad row
+        Status rs = check_decision_row(in, i);
+        if (!rs.ok()) {
+          status[ch] = rs;
+          return;
+        }
+      }
+    }
+    for (int64_t i0 = chunks.begin(ch); i0 < chunks.end(ch); i0 += kBlockRows) {
+      acc += fn(i0, std::min(kBlockRows, chunks.end(ch) - i0), scratch.data());
+    }
+    partial[ch] = acc;
+  });
+  Status first;
+  for (const auto& st : status) keep_first(first, st);
+  if (!first.ok()) return first;
+  double sum = 0;
+  for (double x : partial) sum += x;
+  if (total) *total = sum;
+  return Status::Ok();
+}
+
+}  // namespace
+
+template <typename T>
+Status softmax_loss_cpu(const SoftmaxLossParams<T>& p) {
+  const auto& in = p.in;
+  const T inv_tau = static_cast<T>(1.0 / p.tau);
+  double total = 0;
+  Status s = for_blocks(in, &total, [&](int64_t i0, int64_t nb, T* scratch) {
+    T* e = scratch;
+    T* inv_sum = e + in.m * kBlockRows;
+    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
+    double acc = 0;
+    for (int64_t l = 0; l < in.l; ++l) {
+      softmax_block(in, i0, nb, in.lam[l], inv_tau, e, inv_sum, zt, w);
+      for (int64_t b = 0; b < nb; ++b) acc -= double(zt[b] * w[b]);
+    }
+    return acc;
+  });
+  if (!s.ok()) return s;
+  p.loss[0] = static_cast<T>(total);
+  return Status::Ok();
+}
+
+template <typename T>
+Status softmax_loss_backward_cpu(const SoftmaxLossBackwardParams<T>& p) {
+  const auto& in = p.in;
+  const int64_t m = in.m;
+  const T inv_tau = static_cast<T>(1.0 / p.tau);
+  const T go = p.grad_output[0];
+  return for_blocks(in, nullptr, [&](int64_t i0, int64_t nb, T* scratch) {
+    T* e = scratch;
+    T* inv_sum = e + m * kBlockRows;
+    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
+    T* gr = p.grad_r_hat + i0 * m;
+    T* gc = p.grad_c_hat + i0 * m;
+    T coef[kBlockRows];
+    for (int64_t l = 0; l < in.l; ++l) {
+      const T lam = in.lam[l];
+      softmax_block(in, i0, nb, lam, inv_tau, e, inv_sum, zt, w);
+      // dL/da_j = coef (1[j == t] - z_j) with coef = -(w / tau) z_t, times the upstream gradient:
+      // -coef z_j on every cell (computed in place, option-major), then +coef on the row's arm
+      for (int64_t b = 0; b < nb; ++b) coef[b] = -(w[b] * inv_tau) * zt[b] * go;
+      for (int64_t j = 0; j < m; ++j) {
+        T* __restrict ej = e + j * nb;
+        for (int64_t b = 0; b < nb; ++b) ej[b] = -(coef[b] * (ej[b] * inv_sum[b]));
+      }
+      for (int64_t b = 0; b < nb; ++b) {
+        T* gr_row = gr + b * m;
+        T* gc_row = gc + b * m;
+        if (l == 0) {
+          for (int64_t j = 0; j < m; ++j) {
+            gr_row[j] = e[j * nb + b];
+            gc_row[j] = -(lam * e[j * nb + b]);
+          }
+        } else {
+          for (int64_t j = 0; j < m; ++j) {
+            gr_row[j] += e[j * nb + b];
+            gc_row[j] -= lam * e[j * nb + b];
+          }
+        }
+        const int64_t t = in.treatment[i0 + b];
+        gr_row[t] += coef[b];
+        gc_row[t] -= lam * coef[b];
+      }
+    }
+    return 0.0;
+  });
+}
+
+template <typename T>
+Status flip_loss_cpu(const FlipLossParams<T>& p) {
+  const auto& in = p.in;
+  const int64_t m = in.m;
+  double total = 0;
+  Status s = for_rows(in, &total, [&](int64_t i) {
+    const T* r = in.r_hat + i * m;
+    const T* c = in.c_hat + i * m;
+    const int64_t t = in.treatment[i];
+    double acc = 0;
+    for (int64_t l = 0; l < in.l; ++l) {
+      const T lam = in.lam[l];
+      int64_t k = 0;
+      T best = r[0] - lam * c[0];
+      for (int64_t j = 1; j < m; ++j) {
+        const T aj = r[j] - lam * c[j];
+        if (aj > best) {
+          best = aj;
+          k = j;
+        }
+      }
+      if (k == t) acc -= double(row_weight(in, i, lam));
+    }
+    return acc;
+  });
+  if (!s.ok()) return s;
+  p.loss[0] = static_cast<T>(total);
+  return Status::Ok();
+}
+
+template <typename T>
+Status flip_loss_backward_cpu(const FlipLossBackwardParams<T>& p) {
+  const auto& in = p.in;
+  const int64_t m = in.m;
+  const T go = p.grad_output[0];
+  return for_rows(in, nullptr, [&](int64_t i) {
+    T a[kMaxLossOptions];
+    const T* r = in.r_hat + i * m;
+    const T* c = in.c_hat + i * m;
+    T* gr = p.grad_r_hat + i * m;
+    T* gc = p.grad_c_hat + i * m;
+    for (int64_t j = 0; j < m; ++j) gr[j] = gc[j] = T(0);
+    const int64_t t = in.treatment[i];
+    for (int64_t l = 0; l < in.l; ++l) {
+      const T lam = in.lam[l];
+      row_scores(r, c, lam, m, a);
+      int64_t k, s;
+      top_two(a, m, k, s);
+      const T cw = row_weight(in, i, lam) * go;
+      auto add = [&](int64_t j, T g) {
+        gr[j] += g;
+        gc[j] -= lam * g;
+      };
+      if (k == t) {
+        // matched: any flip loses the contribution; a_k moves down to a_s, a_j up to a_k
+        add(k, -cw * inv_gap(a[k] - a[s], p.clip));
+        for (int64_t j = 0; j < m; ++j)
+          if (j != k) add(j, cw * inv_gap(a[k] - a[j], p.clip));
+      } else {
+        // unmatched: only a flip onto t gains it: a_t up to a_k, or a_k down when t is runner-up
+        const T ig = inv_gap(a[k] - a[t], p.clip);
+        add(t, -cw * ig);
+        if (s == t) add(k, cw * ig);
+      }
+    }
+    return 0.0;
+  });
+}
+
+template <typename T>
+Status policy_value_cpu(const PolicyValueParams<T>& p) {
+  const int64_t n = p.n;
+  // validate once (shared by all policies)
+  {
+    const Chunking chunks = Chunking::make(n, 1 << 14, 256);
+    std::vector<Status> status(chunks.num_chunks);
+    parallel_chunks(chunks.num_chunks, p.num_threads, [&](int64_t ch) {
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
+        if (!std::isfinite(p.revenue[i])) {
+          status[ch] = {Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kRevenue), double(p.revenue[i])};
+          return;
+        }
+        if (!std::isfinite(p.cost[i])) {
+          status[ch] = {Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kCost), double(p.cost[i])};
+          return;
+        }
+        const T pr = p.propensity[i];
+        if (!(pr > T(0) && pr <= T(1))) {
+          status[ch] = {Code::kBadPropensity, i, 0, double(pr)};
+          return;
+        }
+      }
+    });
+    Status first;
+    for (const auto& st : status) keep_first(first, st);
+    if (!first.ok()) return first;
+  }
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const Chunking chunks = Chunking::make(n, 1 << 14, 256);
+  const int64_t nc = chunks.num_chunks;
+  // Per policy: pass 1 sums (y, x, match weight), pass 2 squared residuals around the estimate.
+  std::vector<double> s1(nc * 3), s2(nc * 2);
+  for (int64_t kk = 0; kk < p.k; ++kk) {
+    const int64_t* choice = p.choice + kk * n;
+    parallel_chunks(nc, p.num_threads, [&](int64_t ch) {
+      double sy = 0, sx = 0, sw = 0;
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
+        if (choice[i] != p.treatment[i]) continue;
+        const double inv_p = 1.0 / double(p.propensity[i]);
+        sy += double(p.revenue[i]) * inv_p;
+        sx += double(p.cost[i]) * inv_p;
+        sw += inv_p;
+      }
+      s1[ch * 3] = sy;
+      s1[ch * 3 + 1] = sx;
+      s1[ch * 3 + 2] = sw;
+    });
+    double sy = 0, sx = 0, sw = 0;
+    for (int64_t ch = 0; ch < nc; ++ch) {
+      sy += s1[ch * 3];
+      sx += s1[ch * 3 + 1];
+      sw += s1[ch * 3 + 2];
+    }
+    const double denom = p.hajek ? sw : double(n);
+    const double v = n > 0 && denom > 0 ? sy / denom : nan;
+    const double cv = n > 0 && denom > 0 ? sx / denom : nan;
+    parallel_chunks(nc, p.num_threads, [&](int64_t ch) {
+      double ry = 0, rx = 0;
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
+        const bool match = choice[i] == p.treatment[i];
+        const double inv_p = 1.0 / double(p.propensity[i]);
+        if (p.hajek) {
+          if (!match) continue;
+          const double ey = inv_p * (double(p.revenue[i]) - v), ex = inv_p * (double(p.cost[i]) - cv);
+          ry += ey * ey;
+          rx += ex * ex;
+        } else {
+          const double y = match ? double(p.revenue[i]) * inv_p : 0.0;
+          const double x = match ? double(p.cost[i]) * inv_p : 0.0;
+          ry += (y - v) * (y - v);
+          rx += (x - cv) * (x - cv);
+        }
+      }
+      s2[ch * 2] = ry;
+      s2[ch * 2 + 1] = rx;
+    });
+    double ry = 0, rx = 0;
+    for (int64_t ch = 0; ch < nc; ++ch) {
+      ry += s2[ch * 2];
+      rx += s2[ch * 2 + 1];
+    }
+    p.value[kk] = v;
+    p.cost_value[kk] = cv;
+    if (n < 2 || !(denom > 0)) {
+      p.value_se[kk] = p.cost_se[kk] = nan;
+    } else if (p.hajek) {
+      const double f = double(n) / double(n - 1);
+      p.value_se[kk] = std::sqrt(f * ry) / sw;
+      p.cost_se[kk] = std::sqrt(f * rx) / sw;
+    } else {
+      p.value_se[kk] = std::sqrt(ry / double(n - 1) / double(n));
+      p.cost_se[kk] = std::sqrt(rx / double(n - 1) / double(n));
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+// Order-preserving unsigned image of a float: a < b  <=>  key(a) < key(b) (for non-NaN, +0 == -0
+// after the caller adds 0.0).
+inline uint32_t ordered_key(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline uint64_t ordered_key(double f) {
+  const uint64_t u = std::bit_cast<uint64_t>(f);
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+// Stable LSD radix sort of (key, index) pairs by key ascending, 11 bits per pass. Returns the
+// indices in order. Passes whose digit is constant over all keys are skipped.
+template <typename K>
+std::vector<uint32_t> radix_argsort(std::vector<K>& keys, int num_threads) {
+  const int64_t n = static_cast<int64_t>(keys.size());
+  constexpr int kBits = 11;
+  constexpr int64_t kRadix = int64_t(1) << kBits;
+  constexpr int kPasses = (int(sizeof(K)) * 8 + kBits - 1) / kBits;
+  std::vector<uint32_t> idx(n), idx_tmp(n);
+  std::vector<K> key_tmp(n);
+  for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<uint32_t>(i);
+  const Chunking chunks = Chunking::make(n, 1 << 16, 64);
+  const int64_t nc = chunks.num_chunks;
+  std::vector<int64_t> hist(nc * kRadix);
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int shift = pass * kBits;
+    std::fill(hist.begin(), hist.end(), 0);
+    parallel_chunks(nc, num_threads, [&](int64_t ch) {
+      int64_t* h = hist.data() + ch * kRadix;
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) ++h[(keys[i] >> shift) & (kRadix - 1)];
+    });
+    // skip a pass where every key has the same digit
+    bool constant = false;
+    for (int64_t d = 0; d < kRadix && !constant; ++d) {
+      int64_t tot = 0;
+      for (int64_t ch = 0; ch < nc; ++ch) tot += hist[ch * kRadix + d];
+      if (tot == n) constant = true;
+      if (tot != 0 && tot != n) break;
+    }
+    if (constant) continue;
+    // exclusive offsets: digit-major, chunk-minor (keeps the sort stable)
+    int64_t run = 0;
+    for (int64_t d = 0; d < kRadix; ++d) {
+      for (int64_t ch = 0; ch < nc; ++ch) {
+        const int64_t c = hist[ch * kRadix + d];
+        hist[ch * kRadix + d] = run;
+        run += c;
+      }
+    }
+    parallel_chunks(nc, num_threads, [&](int64_t ch) {
+      int64_t* h = hist.data() + ch * kRadix;
+      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
+        const int64_t pos = h[(keys[i] >> shift) & (kRadix - 1)]++;
+        key_tmp[pos] = keys[i];
+        idx_tmp[pos] = idx[i];
+      }
+    });
+    keys.swap(key_tmp);
+    idx.swap(idx_tmp);
+  }
+  return idx;
+}
+
+}  // namespace
+
+template <typename T>
+Status aucc_cpu(const AuccParams<T>& p) {
+  const int64_t n = p.n;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (n == 0) {  // nothing to rank
+    p.aucc[0] = nan;
+    std::fill(p.cost_curve, p.cost_curve + p.q + 1, 0.0);
+    std::fill(p.revenue_curve, p.revenue_curve + p.q + 1, 0.0);
+    return Status::Ok();
+  }
+  using Key = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  std::vector<Key> keys(n);
+  const Chunking chunks = Chunking::make(n, 1 << 14, 256);
+  std::vector<Status> status(chunks.num_chunks);
+  std::vector<int64_t> treated(chunks.num_chunks, 0);
+  parallel_chunks(chunks.num_chunks, p.num_threads, [&](int64_t ch) {
+    int64_t n1 = 0;
+    for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
+      const T* r = p.r_hat + 2 * i;
+      const T* c = p.c_hat + 2 * i;
+      for (int j = 0; j < 2; ++j) {
+        if (!std::isfinite(r[j])) {
+          status[ch] = {Code::kNonFiniteValue, i, j, double(r[j])};
+          return;
+        }
+        if (!std::isfinite(c[j])) {
+          status[ch] = {Code::kNonFiniteCost, i, j, double(c[j])};
+          return;
+        }
+      }
+      if (p.treatment[i] != 0 && p.treatment[i] != 1) {
+        status[ch] = {Code::kBadTreatment, i, 2, double(p.treatment[i])};
+        return;
+      }
+      if (!std::isfinite(p.revenue[i])) {
+        status[ch] = {Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kRevenue), double(p.revenue[i])};
+        return;
+      }
+      if (!std::isfinite(p.cost[i])) {
+        status[ch] = {Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kCost), double(p.cost[i])};
+        return;
+      }
+      n1 += p.treatment[i];
+      const T dc = std::max(c[1] - c[0], static_cast<T>(kAuccMinCostGap));
+      const T roi = (r[1] - r[0]) / dc + T(0);  // + 0 turns -0 into +0
+      keys[i] = ~ordered_key(roi);              // ascending key = descending roi
+    }
+    treated[ch] = n1;
+  });
+  Status first;
+  for (const auto& st : status) keep_first(first, st);
+  if (!first.ok()) return first;
+  int64_t n1 = 0;
+  for (int64_t x : treated) n1 += x;
+  const int64_t n0 = n - n1;
+  if (n1 == 0 || n0 == 0) return {Code::kBadTreatment, -1, 2, double(n1 == 0 ? 1 : 0)};
+
+  const std::vector<uint32_t> order = radix_argsort(keys, p.num_threads);
+  // per-rank increments (random reads, in parallel), then C(k), R(k) for k = 0..n and the running
+  // max of C by one sequential scan (the sums' order is fixed: rank order)
+  std::vector<double> cum_c(n + 1), cum_r(n + 1), max_c(n + 1);
+  const double dn1 = double(n1), dn0 = double(n0);
+  parallel_chunks(chunks.num_chunks, p.num_threads, [&](int64_t ch) {
+    for (int64_t k = chunks.begin(ch); k < chunks.end(ch); ++k) {
+      const int64_t i = order[k];
+      if (p.treatment[i] == 1) {
+        cum_c[k + 1] = double(p.cost[i]) / dn1;
+        cum_r[k + 1] = double(p.revenue[i]) / dn1;
+      } else {
+        cum_c[k + 1] = -(double(p.cost[i]) / dn0);
+        cum_r[k + 1] = -(double(p.revenue[i]) / dn0);
+      }
+    }
+  });
+  cum_c[0] = cum_r[0] = max_c[0] = 0.0;
+  double cc = 0, rr = 0, mc = 0;
+  for (int64_t k = 1; k <= n; ++k) {
+    cc += cum_c[k];
+    rr += cum_r[k];
+    cum_c[k] = cc;
+    cum_r[k] = rr;
+    mc = std::max(mc, cc);
+    max_c[k] = mc;
+  }
+  const double c_tot = cum_c[n], r_tot = cum_r[n];
+  double area = 0;
+  for (int64_t qq = 0; qq <= p.q; ++qq) {
+    const double level = c_tot * (double(qq) / double(p.q));
+    const int64_t k = std::lower_bound(max_c.begin(), max_c.end(), level) - max_c.begin();
+    const int64_t kk = std::min(k, n);
+    p.cost_curve[qq] = cum_c[kk];
+    p.revenue_curve[qq] = cum_r[kk];
+    area += cum_r[kk];
+  }
+  p.aucc[0] = (c_tot > 0 && r_tot != 0) ? area / (r_tot * double(p.q + 1)) : nan;
+  return Status::Ok();
+}
+
+#define BIDFCL_INSTANTIATE(T)                                                          \
+  template Status softmax_loss_cpu<T>(const SoftmaxLossParams<T>&);                    \
+  template Status softmax_loss_backward_cpu<T>(const SoftmaxLossBackwardParams<T>&);   \
+  template Status flip_loss_cpu<T>(const FlipLossParams<T>&);                          \
+  template Status flip_loss_backward_cpu<T>(const FlipLossBackwardParams<T>&);         \
+  template Status policy_value_cpu<T>(const PolicyValueParams<T>&);                    \
+  template Status aucc_cpu<T>(const AuccParams<T>&);
+BIDFCL_INSTANTIATE(float)
+BIDFCL_INSTANTIATE(double)
+#undef BIDFCL_INSTANTIATE
+
+}  // namespace bidfcl::core

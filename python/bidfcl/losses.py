@@ -1,0 +1,139 @@
+"""Surrogate decision losses: gradients through the allocation argmax (METHOD.md section 3).
+
+Every loss scores options with ``a[i, j] = r_hat[i, j] - lam * c_hat[i, j]`` (lam a constant: no
+gradient flows into it) and is estimated without bias on randomised (RCT) rows
+``(t_i, revenue_i[, cost_i])`` by inverse propensity weighting, ``w_i = reward_i / (N p_{t_i})``.
+
+Primal losses (one multiplier, reward = revenue):
+
+* :func:`ppl_loss` -- softmax policy: ``L = -(1/N) sum_i softmax(a_i / tau)[t_i] revenue_i / p_{t_i}``.
+* :func:`pifd_loss` -- the exact discrete loss ``-V(argmax policy)`` with flip-based finite
+  differences as its gradient (see its docstring).
+
+DFCL's dual losses (a grid of multipliers ``lams``, reward = ``revenue - lam * cost``, summed over
+the grid): :func:`dpl_loss` (softmax, tau = 1), :func:`mer_loss` (softmax with temperature tau),
+:func:`difd_loss` (finite differences).
+
+Propensity: ``None`` uses the arm shares of the batch, ``p_t = N_t / N``; a per-row ``[N]`` or
+per-arm ``[M]`` tensor is accepted too (per-row wins when N == M).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._ops import ops
+from ._reference import PIFD_ZERO_GAP_FLOOR
+from .solver import _row_propensity
+
+__all__ = ["ppl_loss", "pifd_loss", "dpl_loss", "mer_loss", "difd_loss", "PIFD_ZERO_GAP_FLOOR"]
+
+
+def _check_tensor(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"bidfcl: {name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _lam_grid(lam, like: torch.Tensor, name: str, single: bool) -> torch.Tensor:
+    """lam as a detached 1-D tensor in like's dtype and device."""
+    if isinstance(lam, torch.Tensor):
+        grid = lam.detach().to(device=like.device, dtype=like.dtype).reshape(-1)
+    elif isinstance(lam, (int, float)) and not isinstance(lam, bool):
+        grid = torch.tensor([float(lam)], dtype=like.dtype, device=like.device)
+    elif isinstance(lam, (list, tuple)):
+        grid = torch.tensor([float(v) for v in lam], dtype=like.dtype, device=like.device)
+    else:
+        raise TypeError(f"bidfcl: {name} must be a number or a tensor, got {type(lam).__name__}")
+    if single and grid.shape[0] != 1:
+        raise ValueError(f"bidfcl: {name} must hold one multiplier, got {grid.shape[0]}")
+    return grid
+
+
+def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single: bool):
+    r_hat, c_hat = _check_tensor(r_hat, "r_hat"), _check_tensor(c_hat, "c_hat")
+    treatment, revenue = _check_tensor(treatment, "treatment"), _check_tensor(revenue, "revenue")
+    if r_hat.dim() != 2:
+        raise ValueError(f"bidfcl: r_hat must be 2-D [N individuals, M options], got shape {list(r_hat.shape)}")
+    revenue = revenue.to(r_hat.dtype)
+    if cost is not None:
+        cost = _check_tensor(cost, "cost").to(r_hat.dtype)
+    grid = _lam_grid(lam, r_hat, "lam" if single else "lams", single)
+    prop = _row_propensity(propensity, treatment, r_hat)
+    return r_hat, c_hat, treatment, revenue, cost, grid, prop
+
+
+def ppl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, lam,
+             propensity=None, tau: float = 1.0) -> torch.Tensor:
+    """Primal policy learning loss (DFCL's PPL): the softened decision loss.
+
+        z[i, :] = softmax((r_hat[i, :] - lam c_hat[i, :]) / tau)
+        L = -(1/N) sum_i z[i, t_i] * revenue_i / p_{t_i}
+
+    Args:
+        r_hat, c_hat: ``[N, M]`` predicted revenue and cost per option (M >= 2), float32/float64.
+        treatment: int64 ``[N]`` randomised arm of each row.
+        revenue: ``[N]`` observed revenue under that arm.
+        lam: the multiplier (number or one-element tensor), e.g. lam* from ``solve_mckp_rct``;
+            treated as a constant.
+        propensity: None (arm shares), per-row ``[N]`` or per-arm ``[M]``.
+        tau: softmax temperature (> 0).
+
+    Returns:
+        0-d loss in the input dtype, differentiable w.r.t. ``r_hat`` and ``c_hat``
+        (``dL/dc_hat = -lam dL/dr_hat``).
+    """
+    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
+                                                               propensity, single=True)
+    return ops.ppl_loss(r_hat, c_hat, treatment, revenue, None, grid, prop, float(tau))
+
+
+def pifd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, lam,
+              propensity=None, clip=None) -> torch.Tensor:
+    """Primal improved finite difference loss (DFCL's PIFD): the exact decision loss.
+
+    Forward: ``L = -V = -(1/N) sum_i 1[argmax_j a_ij == t_i] revenue_i / p_{t_i}`` with
+    ``a = r_hat - lam c_hat`` (ties to the lowest option).
+
+    Backward: per cell, the change of the exact V when only ``a[i, j]`` moves by the smallest amount
+    that changes row i's decision, divided by that move (chosen k, runner-up s, C = revenue/(N p)):
+
+    * matched row (k == t_i): ``dL/da_ik = -C/(a_k - a_s)``, ``dL/da_ij = +C/(a_k - a_j)`` for j != k;
+    * unmatched row: ``dL/da_it = -C/(a_k - a_t)``; and ``dL/da_ik = +C/(a_k - a_t)`` when s == t;
+      every other cell 0.
+
+    ``dL/dr_hat = dL/da`` and ``dL/dc_hat = -lam dL/da``. With ``clip = h`` gaps below h count as h
+    and cells whose gap exceeds h get 0 (DFCL used 0.3); without a clip a gap of exactly zero (a
+    tie at the top) counts as ``PIFD_ZERO_GAP_FLOOR`` = 1e-6.
+    """
+    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
+                                                               propensity, single=True)
+    return ops.pifd_loss(r_hat, c_hat, treatment, revenue, None, grid, prop, None if clip is None else float(clip))
+
+
+def mer_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
+             cost: torch.Tensor, lams, propensity=None, tau: float = 1.0) -> torch.Tensor:
+    """DFCL's maximum-entropy-regularised dual loss over a grid of multipliers:
+
+        L = -sum_l (1/N) sum_i softmax(a_l[i, :] / tau)[t_i] * (revenue_i - lam_l cost_i) / p_{t_i}
+
+    with ``a_l = r_hat - lam_l c_hat``. ``lams``: numbers or a 1-D tensor (constants).
+    """
+    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
+                                                                  propensity, single=False)
+    return ops.ppl_loss(r_hat, c_hat, treatment, revenue, cost, grid, prop, float(tau))
+
+
+def dpl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
+             cost: torch.Tensor, lams, propensity=None) -> torch.Tensor:
+    """DFCL's dual policy learning loss: :func:`mer_loss` with tau = 1."""
+    return mer_loss(r_hat, c_hat, treatment, revenue, cost, lams, propensity, tau=1.0)
+
+
+def difd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
+              cost: torch.Tensor, lams, propensity=None, clip=None) -> torch.Tensor:
+    """DFCL's dual improved finite difference loss: :func:`pifd_loss` per multiplier of the grid with
+    reward ``revenue - lam_l cost``, summed over the grid (same flip gradient, same clip rule)."""
+    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
+                                                                  propensity, single=False)
+    return ops.pifd_loss(r_hat, c_hat, treatment, revenue, cost, grid, prop, None if clip is None else float(clip))

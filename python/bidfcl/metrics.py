@@ -1,0 +1,238 @@
+"""Unbiased decision quality on randomised (RCT) data (METHOD.md section 2).
+
+* :func:`policy_value` -- IPW (or Hajek) per-capita revenue and cost of a fixed policy, with
+  standard errors.
+* :func:`eom` / :func:`eom_curve` -- the expected outcome metric: lam* from the RCT-calibrated
+  solve of the model's predictions at a per-capita budget, then :func:`policy_value` of that policy.
+  Papers report it normalised by a baseline model's EOM (TSM-SL on RCT = 1.0000); divide yourself.
+* :func:`aucc` / :func:`aucc_curve` -- area under the cost curve for two options (ROI ranking).
+* :func:`qini` / :func:`auuc` -- uplift-ranking areas for users with a single outcome.
+
+Propensity everywhere: ``None`` uses the arm shares ``p_t = N_t / N`` of the rows given; a per-row
+``[N]`` or per-arm ``[M]`` tensor is accepted too (per-row wins when N == M).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ._ops import ops
+from .solver import solve_mckp_rct
+
+__all__ = ["PolicyValue", "EomResult", "AuccCurve", "policy_value", "eom", "eom_curve", "aucc", "aucc_curve",
+           "qini", "auuc"]
+
+
+class PolicyValue(NamedTuple):
+    """Per-capita estimates, float64; ``[K]`` for K policies or 0-d for one."""
+
+    value: torch.Tensor  #: revenue per capita of the policy
+    cost: torch.Tensor  #: cost per capita of the policy
+    value_se: torch.Tensor  #: standard error of ``value``
+    cost_se: torch.Tensor  #: standard error of ``cost``
+
+
+class EomResult(NamedTuple):
+    """:func:`eom` at one budget (0-d fields) or :func:`eom_curve` at K budgets (``[K]`` fields)."""
+
+    value: torch.Tensor  #: EOM: per-capita revenue of the lam* policy (float64)
+    cost: torch.Tensor  #: its per-capita cost (float64)
+    value_se: torch.Tensor
+    cost_se: torch.Tensor
+    lam: torch.Tensor  #: lam* of the RCT-calibrated solve (input dtype)
+    feasible: torch.Tensor  #: False where even the cheapest policy exceeds the budget
+
+
+class AuccCurve(NamedTuple):
+    aucc: torch.Tensor  #: 0-d float64
+    cost_curve: torch.Tensor  #: ``[q + 1]`` incremental per-capita cost at each point
+    revenue_curve: torch.Tensor  #: ``[q + 1]`` incremental per-capita revenue at each point
+
+
+def _tensor(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"bidfcl: {name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _policy_propensity(propensity, treatment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per-row propensity of each row's own arm: arm shares, per-row [N] or per-arm [M]."""
+    n = treatment.shape[0]
+    if n and bool((treatment < 0).any()):
+        i = int(torch.nonzero(treatment < 0)[0])
+        raise ValueError(f"bidfcl: treatment must be >= 0, got {int(treatment[i])} at row {i}")
+    if propensity is None:
+        if n == 0:
+            return torch.ones(0, dtype=dtype, device=treatment.device)
+        counts = torch.bincount(treatment).to(dtype)
+        return (counts / n)[treatment]
+    if isinstance(propensity, (list, tuple)):
+        propensity = torch.tensor(propensity, dtype=dtype, device=treatment.device)
+    propensity = _tensor(propensity, "propensity").to(device=treatment.device, dtype=dtype)
+    if propensity.dim() == 1 and propensity.shape[0] == n:
+        return propensity
+    if propensity.dim() == 1:
+        m = propensity.shape[0]
+        if n and bool((treatment >= m).any()):
+            i = int(torch.nonzero(treatment >= m)[0])
+            raise ValueError(f"bidfcl: treatment must be in [0, M) = [0, {m}) for a per-arm propensity, "
+                             f"got {int(treatment[i])} at row {i}")
+        return propensity[treatment]
+    raise ValueError(f"bidfcl: propensity must be None, per-row [N={n}] or per-arm [M], got shape {list(propensity.shape)}")
+
+
+def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, cost: torch.Tensor,
+                 propensity=None, normalize: str = "ipw") -> PolicyValue:
+    """Unbiased per-capita revenue and cost of a fixed policy on RCT rows, with standard errors.
+
+    With ``y_i = 1[choice_i == t_i] revenue_i / p_{t_i}`` (cost likewise):
+
+    * ``normalize="ipw"``:   ``V = (1/N) sum_i y_i``,  ``se = sqrt(sum_i (y_i - V)^2 / (N - 1) / N)``;
+    * ``normalize="hajek"``: ``V = sum_i y_i / W`` with ``W = sum_i 1[match_i] / p_{t_i}``, and the
+      linearised ``se = sqrt(N/(N-1) sum_i (1[match_i]/p_i)^2 (revenue_i - V)^2) / W``.
+
+    IPW is unbiased when the propensities are the true assignment probabilities; Hajek trades a
+    small bias for lower variance. NaN where nothing can be estimated (N < 2 for the standard
+    errors, no matched row for Hajek).
+
+    Args:
+        choice: int64 ``[N]`` (one policy) or ``[K, N]`` (K policies on the same rows).
+        treatment: int64 ``[N]`` randomised arm; revenue, cost: ``[N]`` observed outcomes.
+    """
+    choice, treatment = _tensor(choice, "choice"), _tensor(treatment, "treatment")
+    revenue, cost = _tensor(revenue, "revenue"), _tensor(cost, "cost")
+    if normalize not in ("ipw", "hajek"):
+        raise ValueError(f"bidfcl: normalize must be 'ipw' or 'hajek', got {normalize!r}")
+    single = choice.dim() == 1
+    choice2 = choice.unsqueeze(0) if single else choice
+    if not revenue.is_floating_point():
+        revenue = revenue.to(torch.float64)
+    cost = cost.to(revenue.dtype)
+    prop = _policy_propensity(propensity, treatment, revenue.dtype)
+    out = ops.policy_value(choice2, treatment, revenue, cost, prop, normalize == "hajek")
+    if single:
+        out = tuple(t[0] for t in out)
+    return PolicyValue(*out)
+
+
+def eom_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
+              cost: torch.Tensor, budgets, propensity=None, normalize: str = "ipw") -> EomResult:
+    """Expected outcome metric at K per-capita budgets in one call.
+
+    For each budget b, lam* and the policy ``argmax_j (r_hat - lam* c_hat)`` come from the exact
+    RCT-calibrated solve (:func:`bidfcl.solve_mckp_rct`: the IPW spend estimate of the policy meets
+    b), and EOM is that policy's :func:`policy_value` on the same rows.
+    """
+    r_hat = _tensor(r_hat, "r_hat")
+    cost = _tensor(cost, "cost").to(r_hat.dtype)
+    revenue = _tensor(revenue, "revenue").to(r_hat.dtype)
+    prop = _policy_propensity(propensity, _tensor(treatment, "treatment"), r_hat.dtype)
+    # a number gives 0-d fields, a [K] tensor [K] fields (solve_mckp_rct squeezes the same way)
+    sol = solve_mckp_rct(r_hat, c_hat, treatment, cost, budgets, prop)
+    pv = policy_value(sol.choice, treatment, revenue, cost, prop, normalize)
+    return EomResult(pv.value, pv.cost, pv.value_se, pv.cost_se, sol.lam, sol.feasible)
+
+
+def eom(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
+        cost: torch.Tensor, budget_per_capita, propensity=None, normalize: str = "ipw") -> EomResult:
+    """Expected outcome metric at one per-capita budget (see :func:`eom_curve`)."""
+    return eom_curve(r_hat, c_hat, treatment, revenue, cost, budget_per_capita, propensity, normalize)
+
+
+def aucc_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
+               cost: torch.Tensor, q: int = 200) -> AuccCurve:
+    """AUCC with its curve. See :func:`aucc` for the definition."""
+    r_hat, c_hat = _tensor(r_hat, "r_hat"), _tensor(c_hat, "c_hat")
+    revenue = _tensor(revenue, "revenue").to(r_hat.dtype)
+    cost = _tensor(cost, "cost").to(r_hat.dtype)
+    return AuccCurve(*ops.aucc(r_hat, c_hat, _tensor(treatment, "treatment"), revenue, cost, int(q)))
+
+
+def aucc(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
+         cost: torch.Tensor, q: int = 200) -> torch.Tensor:
+    """Area under the cost curve for two options (0 = control, 1 = treatment), vectorised.
+
+    Rows are ranked by predicted ROI ``(r_hat[:,1] - r_hat[:,0]) / max(c_hat[:,1] - c_hat[:,0], 1e-12)``,
+    descending, ties by row index. Treating the top k rows of the ranking, the incremental cost and
+    revenue per capita are estimated as treated minus control over the full arm sizes n1, n0:
+
+        C(k) = sum_{treated in top k} cost / n1 - sum_{control in top k} cost / n0      (R(k) alike)
+
+    The curve is read at q + 1 cost levels ``C(n) * q'/q`` (q' = 0..q): ``k_q'`` is the first k whose
+    running maximum of C reaches the level, and
+
+        AUCC = sum_q' R(k_q') / (R(n) (q + 1)).
+
+    A random ranking gives about 0.5, a better ROI ranking more. NaN when C(n) <= 0 or R(n) == 0.
+    Returns a 0-d float64 tensor.
+    """
+    return aucc_curve(r_hat, c_hat, treatment, revenue, cost, q).aucc
+
+
+def _uplift_cumulants(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q: int):
+    """Counts and outcome sums per arm among the top k_q' = floor(q' N / q) rows of the ranking."""
+    score, treatment, outcome = _tensor(score, "score"), _tensor(treatment, "treatment"), _tensor(outcome, "outcome")
+    n = score.shape[0]
+    if score.dim() != 1 or treatment.shape != (n,) or outcome.shape != (n,):
+        raise ValueError(f"bidfcl: score, treatment and outcome must all be [N], got {list(score.shape)}, "
+                         f"{list(treatment.shape)} and {list(outcome.shape)}")
+    if q < 1:
+        raise ValueError(f"bidfcl: q must be >= 1, got {q}")
+    if n and bool(((treatment != 0) & (treatment != 1)).any()):
+        raise ValueError("bidfcl: treatment must be 0 (control) or 1 (treated) for uplift metrics")
+    order = torch.argsort(score, descending=True, stable=True)
+    t = (treatment[order] == 1).to(torch.float64)
+    y = outcome[order].to(torch.float64)
+    zero = torch.zeros(1, dtype=torch.float64, device=score.device)
+    n_t = torch.cat([zero, torch.cumsum(t, 0)])
+    n_c = torch.cat([zero, torch.cumsum(1 - t, 0)])
+    y_t = torch.cat([zero, torch.cumsum(t * y, 0)])
+    y_c = torch.cat([zero, torch.cumsum((1 - t) * y, 0)])
+    k = torch.div(torch.arange(q + 1, device=score.device) * n, q, rounding_mode="floor")
+    return n_t[k], n_c[k], y_t[k], y_c[k]
+
+
+def _normalised_area(curve: torch.Tensor, q: int) -> torch.Tensor:
+    """sum of the q + 1 curve points / (last point * (q + 1)); NaN when the last point is 0."""
+    last = curve[-1]
+    nan = torch.full_like(last, float("nan"))
+    return torch.where(last != 0, curve.sum() / (last * (q + 1)), nan)
+
+
+def qini(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q: int = 200) -> torch.Tensor:
+    """Normalised area under the Qini curve of an uplift ranking (binary treatment).
+
+    Rank rows by ``score`` (descending, ties by row index). Among the top ``k`` rows let
+    ``N_T(k), N_C(k)`` be the treated/control counts and ``Y_T(k), Y_C(k)`` their outcome sums. The
+    Qini curve is ``Q(k) = Y_T(k) - Y_C(k) N_T(k) / N_C(k)`` (``Y_T(k)`` while ``N_C(k) = 0``), read
+    at ``k_q' = floor(q' N / q)``, q' = 0..q, and
+
+        qini = sum_q' Q(k_q') / (Q(N) (q + 1)),
+
+    so a random ranking gives about 0.5 (this normalisation, like AUCC's, differs from the Qini
+    coefficient's "area minus the random diagonal"). 0-d float64; NaN when Q(N) == 0.
+    """
+    n_t, n_c, y_t, y_c = _uplift_cumulants(score, treatment, outcome, q)
+    ratio = torch.where(n_c > 0, n_t / n_c.clamp(min=1), torch.zeros_like(n_t))
+    curve = y_t - y_c * ratio
+    return _normalised_area(curve, q)
+
+
+def auuc(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q: int = 200) -> torch.Tensor:
+    """Normalised area under the uplift curve of an uplift ranking (binary treatment).
+
+    With the notation of :func:`qini`, the uplift curve is
+    ``U(k) = (Y_T(k) / N_T(k) - Y_C(k) / N_C(k)) * k`` (0 while either arm is empty in the top k),
+    read at ``k_q' = floor(q' N / q)``, and
+
+        auuc = sum_q' U(k_q') / (U(N) (q + 1))      (random ranking: about 0.5).
+
+    0-d float64; NaN when U(N) == 0.
+    """
+    n_t, n_c, y_t, y_c = _uplift_cumulants(score, treatment, outcome, q)
+    both = (n_t > 0) & (n_c > 0)
+    lift = torch.where(both, y_t / n_t.clamp(min=1) - y_c / n_c.clamp(min=1), torch.zeros_like(y_t))
+    curve = lift * (n_t + n_c)
+    return _normalised_area(curve, q)
