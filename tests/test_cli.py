@@ -116,5 +116,13 @@ def test_experiment_command(tmp_path, cfg_path, capsys):
 
 
 def test_solver_demo_still_runs(capsys):
-    assert main(["demo", "--users", "2000", "--options", "3", "--threads", "1"]) == 0
+    assert main(["solve-demo", "--users", "2000", "--options", "3", "--threads", "1"]) == 0
     assert "lam*" in capsys.readouterr().out
+
+
+def test_learning_demo_quick(tmp_path, capsys):
+    assert main(["demo", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for m in ("tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd", "oracle"):
+        assert f"| {m}" in out
+    assert (tmp_path / "results.md").exists()

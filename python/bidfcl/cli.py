@@ -26,7 +26,7 @@ def random_allocation_problem(n: int, m: int, seed: int = 0, dtype: torch.dtype 
     return values.to(dtype), costs.to(dtype)
 
 
-def _demo(args) -> int:
+def _solve_demo(args) -> int:
     import bidfcl
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -46,7 +46,7 @@ def _demo(args) -> int:
     _ = values.sum() + costs.sum()
     t_stream = time.perf_counter() - t0
     gap = float(sol.dual_bound) - float(sol.value)
-    print(f"bidfcl {bidfcl.__version__} demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)")
+    print(f"bidfcl {bidfcl.__version__} solve-demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)")
     print(f"  problem generated in {t_gen:.2f} s; budget = {budget:,.2f} ({args.budget_fraction:.0%} of the way from the cheapest to the dearest policy)")
     print(f"  method            {args.method}")
     print(f"  lam*              {float(sol.lam):.9g}")
@@ -322,7 +322,15 @@ def _learning_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bidfcl", description="Budget-constrained marketing allocation, learned for the decision.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time")
+    learn = sub.add_parser("demo", help="the main job in small: TSM (RCT/OBS/pooled), DFCL-PPL, Bi-DFCL-PPL/-PIFD on "
+                                        "built-in synthetic data, scored against the truth (about 3 minutes on 2 cores)")
+    learn.add_argument("--seeds", default="0", help="comma-separated seeds (one table row per method, mean over seeds)")
+    learn.add_argument("--threads", type=int, default=2, help="torch threads")
+    learn.add_argument("--out", help="also write results.md/.csv, curves.csv, results.json here")
+    learn.add_argument("--quick", action="store_true", help="tiny data and few epochs (a smoke run, seconds)")
+    learn.set_defaults(func=_learning_demo)
+
+    demo = sub.add_parser("solve-demo", help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time")
     demo.add_argument("--users", type=int, default=1_000_000)
     demo.add_argument("--options", type=int, default=8)
     demo.add_argument("--budget-fraction", type=float, default=0.3, help="budget between the cheapest (0) and dearest (1) policy")
@@ -330,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_solve_demo)
 
     tr = sub.add_parser("train", help="train one model from a TOML config (writes model.pt, metrics.json, history.csv)")
     tr.add_argument("--config", required=True, help="TOML file ([data], [model], [train], [eval], [output])")
@@ -375,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("demo", "solve-demo"):
+    if args.command != "solve-demo":
         from .train.config import ConfigError
         from .data import DataError
 
