@@ -113,6 +113,15 @@ def test_experiment_command(tmp_path, cfg_path, capsys):
                  "--out", str(tmp_path / "exp"), "--set", "train.epochs=1"]) == 0
     out = capsys.readouterr().out
     assert "| tsm-obs |" in out and (tmp_path / "exp" / "results.csv").exists()
+    # seeds run in another process merge into one table
+    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct,tsm-obs", "--seeds", "2",
+                 "--out", str(tmp_path / "exp2"), "--set", "train.epochs=1"]) == 0
+    assert main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp2'}", "--out",
+                 str(tmp_path / "all")]) == 0
+    assert "| tsm-obs | 3 |" in capsys.readouterr().out
+    assert main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp'}", "--out",
+                 str(tmp_path / "dup")]) == 2
+    assert "more than one folder" in capsys.readouterr().err
 
 
 def test_solver_demo_still_runs(capsys):

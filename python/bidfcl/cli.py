@@ -251,8 +251,20 @@ def _allocate(args) -> int:
 
 
 def _experiment(args) -> int:
-    from .train.experiment import run_experiment
+    from .train.experiment import combine_results, run_experiment
     from .train.loop import Progress
+
+    if args.combine:
+        if not args.out:
+            print("bidfcl experiment: --combine needs --out (where the merged table goes)", file=sys.stderr)
+            return 2
+        out = combine_results([d for d in args.combine.split(",") if d], args.out)
+        print(out["table"], end="")
+        print(f"wrote {args.out}/results.md, results.csv, curves.csv, results.json")
+        return 0
+    if not args.config:
+        print("bidfcl experiment: give --config (or --combine DIR,DIR --out DIR)", file=sys.stderr)
+        return 2
 
     over = _parse_sets(args.set)
     if args.seeds:
@@ -372,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     al.set_defaults(func=_allocate)
 
     ex = sub.add_parser("experiment", help="methods x seeds -> results table (Markdown, CSV) and EOM-vs-budget plot")
-    ex.add_argument("--config", required=True)
+    ex.add_argument("--config", help="TOML config ([experiment] methods, seeds, reference, overrides)")
+    ex.add_argument("--combine", help="comma-separated experiment output folders to merge into one table (no training)")
     ex.add_argument("--out", help="output folder (overrides output.dir)")
     ex.add_argument("--seeds", help="comma-separated seeds (overrides experiment.seeds)")
     ex.add_argument("--methods", help="comma-separated methods (overrides experiment.methods)")

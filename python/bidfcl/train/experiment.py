@@ -32,7 +32,7 @@ from .config import ConfigError, RunConfig
 from .datasets import load_run_data
 from .loop import Progress, _atomic_text
 
-__all__ = ["PRESETS", "method_config", "run_experiment", "summarize", "markdown_table"]
+__all__ = ["PRESETS", "method_config", "run_experiment", "combine_results", "summarize", "markdown_table"]
 
 PRESETS = {
     "tsm-rct": {"train.method": "tsm", "train.data": "rct"},
@@ -272,14 +272,45 @@ def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: O
     out = {"rows": rows, "runs": runs, "table": table, "seconds": time.perf_counter() - t_all,
            "config": cfg.to_dict(), "plot": None}
     if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        _atomic_text(table, os.path.join(out_dir, "results.md"))
-        _atomic_text(_csv(rows), os.path.join(out_dir, "results.csv"))
-        _atomic_text(_curves_csv(runs), os.path.join(out_dir, "curves.csv"))
-        _atomic_text(json.dumps({k: v for k, v in out.items() if k != "table"}, indent=1, default=str),
-                     os.path.join(out_dir, "results.json"))
-        msg = plot_curves(runs, methods, os.path.join(out_dir, "eom_vs_budget.png"))
-        out["plot"] = msg or os.path.join(out_dir, "eom_vs_budget.png")
-        if msg:
-            log(msg)
+        _write(out, runs, rows, methods, out_dir, log)
+    return out
+
+
+def _write(out: dict, runs: list[dict], rows: list[dict], methods: list[str], out_dir: str, log) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    _atomic_text(out["table"], os.path.join(out_dir, "results.md"))
+    _atomic_text(_csv(rows), os.path.join(out_dir, "results.csv"))
+    _atomic_text(_curves_csv(runs), os.path.join(out_dir, "curves.csv"))
+    _atomic_text(json.dumps({k: v for k, v in out.items() if k != "table"}, indent=1, default=str),
+                 os.path.join(out_dir, "results.json"))
+    msg = plot_curves(runs, methods, os.path.join(out_dir, "eom_vs_budget.png"))
+    out["plot"] = msg or os.path.join(out_dir, "eom_vs_budget.png")
+    if msg:
+        log(msg)
+
+
+def combine_results(dirs: list[str], out_dir: Optional[str] = None, *, log=print) -> dict:
+    """Merge the runs of several ``bidfcl experiment`` outputs (e.g. seeds run in separate processes)
+    into one table. Methods and reference come from the first folder; a (seed, method) pair seen
+    twice is an error."""
+    runs, seen, first = [], set(), None
+    for d in dirs:
+        path = os.path.join(d, "results.json")
+        if not os.path.exists(path):
+            raise ConfigError(f"bidfcl: {path} does not exist (not an experiment output folder)")
+        with open(path) as fh:
+            blob = json.load(fh)
+        first = first or blob["config"]["experiment"]
+        for r in blob["runs"]:
+            key = (r["seed"], r["method"])
+            if key in seen:
+                raise ConfigError(f"bidfcl: seed {key[0]} of {key[1]!r} appears in more than one folder")
+            seen.add(key)
+            runs.append(r)
+    methods = [m for m in first["methods"] if any(r["method"] == m for r in runs)]
+    rows = summarize(runs, methods, first["reference"])
+    out = {"rows": rows, "runs": runs, "table": markdown_table(rows, first["reference"]), "config": {"combined": dirs},
+           "seconds": sum(r["fit_seconds"] for r in runs), "plot": None}
+    if out_dir is not None:
+        _write(out, runs, rows, methods, out_dir, log)
     return out
