@@ -60,7 +60,7 @@ def _solve_demo(args) -> int:
 
 def _parse_sets(items) -> dict:
     """``--set section.key=value`` (value as a TOML literal; a bare word is a string)."""
-    import tomllib
+    from .train.config import tomllib
 
     out = {}
     for item in items or []:
@@ -69,7 +69,7 @@ def _parse_sets(items) -> dict:
         key, value = item.split("=", 1)
         try:
             out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
+        except Exception:  # not a TOML literal (or no tomllib): keep the text
             out[key.strip()] = value
     return out
 
