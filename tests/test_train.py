@@ -310,7 +310,10 @@ def test_experiment_table(tmp_path):
     assert all(r["seeds"] == 2 for r in rows.values())
     for f in ("results.md", "results.csv", "curves.csv", "results.json"):
         assert (tmp_path / f).exists()
-    assert "| tsm-pooled |" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "| tsm-pooled |" in md
+    if "bidfcl-ppl" in methods:
+        assert "| bidfcl-ppl vs tsm-pooled | 2 |" in md
     assert (tmp_path / "eom_vs_budget.png").exists() == (importlib.util.find_spec("matplotlib") is not None)
 
 

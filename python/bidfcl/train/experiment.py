@@ -143,6 +143,32 @@ def summarize(runs: list[dict], methods: list[str], reference: str) -> list[dict
     return rows
 
 
+def pairwise_table(runs: list[dict], methods: list[str]) -> str:
+    """Paired comparisons across seeds: every Bi-DFCL method against every other method, on the true
+    value (synthetic data) or else EOM: mean relative difference, t and two-sided p."""
+    by = {(r["seed"], r["method"]): r for r in runs}
+    seeds = sorted({r["seed"] for r in runs})
+    key = "true_value_mean" if all("true_value_mean" in r["evaluation"] for r in runs) else "eom_mean"
+    ours = [m for m in methods if m.startswith("bidfcl")]
+    others = [m for m in methods if not m.startswith("bidfcl")]
+    if not ours or not others or len(seeds) < 2:
+        return ""
+    lines = [f"| {key.replace('_mean', '').replace('_', ' ')}: A vs B | seeds | mean (A - B) / B | wins | t | p |",
+             "|---|---|---|---|---|---|"]
+    for a in ours:
+        for b in others:
+            pairs = [(by[(s, a)]["evaluation"][key], by[(s, b)]["evaluation"][key]) for s in seeds
+                     if (s, a) in by and (s, b) in by]
+            if len(pairs) < 2:
+                continue
+            rel = _mean_se([x / y - 1.0 for x, y in pairs])
+            t, p = paired_test([x for x, _ in pairs], [y for _, y in pairs])
+            wins = sum(x > y for x, y in pairs)
+            lines.append(f"| {a} vs {b} | {len(pairs)} | {rel[0]:+.2%} ± {rel[1]:.2%} | {wins}/{len(pairs)} | "
+                         f"{t:.2f} | {p:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(ms: tuple[float, float], digits: int = 4) -> str:
     m, se = ms
     if not math.isfinite(m):
@@ -269,6 +295,9 @@ def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: O
             log(f"seed {s} {m:<20} eom={ev['eom_mean']:.4f}{extra} ({rec['fit_seconds']:.1f} s)")
     rows = summarize(runs, methods, x.reference)
     table = markdown_table(rows, x.reference)
+    pairs = pairwise_table(runs, methods)
+    if pairs:
+        table += "\n" + pairs
     out = {"rows": rows, "runs": runs, "table": table, "seconds": time.perf_counter() - t_all,
            "config": cfg.to_dict(), "plot": None}
     if out_dir is not None:
@@ -309,7 +338,11 @@ def combine_results(dirs: list[str], out_dir: Optional[str] = None, *, log=print
             runs.append(r)
     methods = [m for m in first["methods"] if any(r["method"] == m for r in runs)]
     rows = summarize(runs, methods, first["reference"])
-    out = {"rows": rows, "runs": runs, "table": markdown_table(rows, first["reference"]), "config": {"combined": dirs},
+    table = markdown_table(rows, first["reference"])
+    pairs = pairwise_table(runs, methods)
+    if pairs:
+        table += "\n" + pairs
+    out = {"rows": rows, "runs": runs, "table": table, "config": {"combined": dirs},
            "seconds": sum(r["fit_seconds"] for r in runs), "plot": None}
     if out_dir is not None:
         _write(out, runs, rows, methods, out_dir, log)
