@@ -26,7 +26,6 @@ import os
 import time
 from typing import Optional
 
-import torch
 
 from .config import ConfigError, RunConfig
 from .datasets import load_run_data

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..data import UpliftDataset
 from ..models import MultiHeadMLP, model_from_config
-from .config import ConfigError, RunConfig, config_from_dict
+from .config import ConfigError, RunConfig
 from .datasets import RunData, max_arm_cost
 from .evaluate import budget_levels, evaluate_model
 
@@ -394,7 +394,3 @@ def history_csv(history: list[dict]) -> str:
     for rec in history:
         w.writerow({k: (f"{v:.8g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in rec.items()})
     return buf.getvalue()
-
-
-def trainer_config_from_checkpoint(blob: dict) -> RunConfig:
-    return config_from_dict(blob["run_config"])
