@@ -41,15 +41,12 @@ def cheapest_arm(ds: UpliftDataset) -> int:
 
 
 def ipw_value(choice: torch.Tensor, ds: UpliftDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """IPW per-capita revenue, cost and revenue standard error of policies ``choice`` ``[K, N]``."""
-    prop = ds.row_propensity().to(torch.float64)
-    match = (choice == ds.treatment.unsqueeze(0)).to(torch.float64)
-    y = match * (ds.revenue.to(torch.float64) / prop).unsqueeze(0)
-    cst = match * (ds.cost.to(torch.float64) / prop).unsqueeze(0)
-    n = max(len(ds), 1)
-    value = y.mean(1)
-    se = y.std(1) / n ** 0.5 if len(ds) > 1 else torch.full_like(value, float("nan"))
-    return value, cst.mean(1), se
+    """IPW per-capita revenue, cost and revenue standard error of policies ``choice`` ``[K, N]``
+    (:func:`bidfcl.metrics.policy_value` with the rows' propensities, or their arm shares)."""
+    from ..metrics import policy_value
+
+    pv = policy_value(choice, ds.treatment, ds.revenue, ds.cost, ds.propensity)
+    return pv.value, pv.cost, pv.value_se
 
 
 def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDataset, budgets: list[float], *,
