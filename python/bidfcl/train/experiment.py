@@ -289,6 +289,10 @@ def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: O
                    "main_epoch_seconds": main[-1] if main else float("nan"), "epoch_seconds": result["epoch_seconds"],
                    "best": result["best"]}
             runs.append(rec)
+            if out_dir is not None:  # keep what is done if the experiment is stopped
+                os.makedirs(out_dir, exist_ok=True)
+                _atomic_text(json.dumps({"config": cfg.to_dict(), "runs": runs}, default=str),
+                             os.path.join(out_dir, "partial.json"))
             ev = rec["evaluation"]
             extra = f" true={ev['true_value_mean']:.4f} gain={ev['gain_share_mean']:.3f}" if "true_value_mean" in ev else ""
             log(f"seed {s} {m:<20} eom={ev['eom_mean']:.4f}{extra} ({rec['fit_seconds']:.1f} s)")
@@ -318,14 +322,16 @@ def _write(out: dict, runs: list[dict], rows: list[dict], methods: list[str], ou
 
 
 def combine_results(dirs: list[str], out_dir: Optional[str] = None, *, log=print) -> dict:
-    """Merge the runs of several ``bidfcl experiment`` outputs (e.g. seeds run in separate processes)
-    into one table. Methods and reference come from the first folder; a (seed, method) pair seen
+    """Merge the runs of several ``bidfcl experiment`` outputs (e.g. seeds run in separate processes;
+    a folder of a stopped experiment contributes the runs it finished) into one table. Methods and reference come from the first folder; a (seed, method) pair seen
     twice is an error."""
     runs, seen, first = [], set(), None
     for d in dirs:
         path = os.path.join(d, "results.json")
+        if not os.path.exists(path):  # an experiment stopped early: the runs it finished
+            path = os.path.join(d, "partial.json")
         if not os.path.exists(path):
-            raise ConfigError(f"bidfcl: {path} does not exist (not an experiment output folder)")
+            raise ConfigError(f"bidfcl: {d} holds neither results.json nor partial.json (not an experiment output folder)")
         with open(path) as fh:
             blob = json.load(fh)
         first = first or blob["config"]["experiment"]
