@@ -16,7 +16,9 @@ r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
   budget) and take one bridge step along the implicit
   hypergradient (:func:`bidfcl.implicit.hypergradient`: CG with ``cg_iters`` Hessian-vector
   products, ``damping``). ``hypergradient = "unrolled"`` (ablation) differentiates instead through
-  ``k`` SGD steps of size ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`).
+  ``k`` SGD steps of size ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`);
+  ``curvature = "gauss-newton"`` solves with the (positive semi-definite) Gauss-Newton part of the
+  lower loss's Hessian instead of the full Hessian, whose negative curvature stops CG early.
 * Every batch: one Adam step of theta on L_low with the current (detached) gates.
 
 The deployed model is the target, selected on validation like the others.
@@ -145,11 +147,7 @@ class BidfclTrainer(Trainer):
                     inner_opt.zero_grad(set_to_none=True)
                     lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode).backward()
                     inner_opt.step()
-                upper = lambda inner, outer: self._upper(  # noqa: E731
-                    *functional_call(inner_model, dict(zip(self.t_names, inner)), (rct.x,)), rct)
-                res = implicit.hypergradient(lambda i, o: lower(i, o, inner_model), upper,
-                                             list(inner_model.parameters()), outer, max_iter=t.cg_iters,
-                                             tol=t.cg_tol, damping=t.damping)
+                res = self.implicit_hypergradient(inner_model, batch, index, rct)
                 out["cg_iters"] = float(res.state.iter_num)
                 # share of solves stopped by negative curvature of the network's Hessian (see damping)
                 out["cg_negcurv"] = float(res.state.status == "nonpositive_curvature")
@@ -171,6 +169,78 @@ class BidfclTrainer(Trainer):
         self.opt.step()
         out["low"] = loss.detach()
         return out
+
+    def implicit_hypergradient(self, inner_model: MultiHeadMLP, batch: UpliftDataset, index: torch.Tensor,
+                               rct: UpliftDataset):
+        """dL_up/dphi at the target parameters of ``inner_model`` (taken as the lower-level solution):
+        CG on the full Hessian (``curvature = "hessian"``) or its Gauss-Newton part."""
+        from .. import implicit
+
+        t = self.cfg.train
+        tr, tc = self.teach_r[index], self.teach_c[index]
+        outer = list(self.bridge.parameters())
+
+        def lower(inner, outer):
+            r, c = functional_call(inner_model, dict(zip(self.t_names, inner)), (batch.x,))
+            gr, gc = functional_call(self.bridge, dict(zip(self.b_names, outer)), (batch.x,))
+            return lower_loss(r, c, gr, gc, batch, tr, tc, t.bridge_mode)
+
+        def upper(inner, outer):
+            return self._upper(*functional_call(inner_model, dict(zip(self.t_names, inner)), (rct.x,)), rct)
+
+        if t.curvature == "gauss-newton":
+            return self._gauss_newton_hypergradient(inner_model, batch, lower, upper, outer)
+        return implicit.hypergradient(lower, upper, list(inner_model.parameters()), outer, max_iter=t.cg_iters,
+                                      tol=t.cg_tol, damping=t.damping)
+
+    def _gauss_newton_hypergradient(self, inner_model, batch: UpliftDataset, lower, upper, outer):
+        """The implicit hypergradient with the lower loss's Hessian replaced by its Gauss-Newton part.
+
+        L_low is a weighted sum of squared residuals of the outputs o = [r_hat | c_hat],
+        ``L_low = (1/N) sum_ik W_ik (o_ik - y_ik)^2`` (W: 1 on logged cells, the detached gates on the
+        others), so ``G = J' diag(2 W / N) J`` (J = do/dtheta) is positive semi-definite: CG on
+        ``(G + damping I) v = grad_theta L_up`` does not meet the negative curvature of the full
+        network Hessian. Products ``G v`` are one forward-mode and one reverse-mode pass.
+        """
+        from .. import implicit
+
+        t = self.cfg.train
+        names = self.t_names
+        inner = [p.detach() for p in inner_model.parameters()]
+        x = batch.x
+
+        def outputs(*ps):
+            r, c = functional_call(inner_model, dict(zip(names, ps)), (x,))
+            return torch.cat([r, c], 1)
+
+        with torch.no_grad():
+            gr, gc = self.bridge(x)
+            n, m = gr.shape
+            logged = torch.zeros_like(gr).scatter_(1, batch.treatment.unsqueeze(1), 1.0)
+            if t.bridge_mode == "weight":
+                w_row = 2.0 * torch.sigmoid(gr.gather(1, batch.treatment.unsqueeze(1)))
+                weight = torch.cat([logged, logged], 1) * w_row
+            else:
+                weight = torch.cat([logged + (1 - logged) * torch.sigmoid(gr),
+                                    logged + (1 - logged) * torch.sigmoid(gc)], 1)
+            weight = weight * (2.0 / max(n, 1))
+        _, vjp_fn = torch.func.vjp(outputs, *inner)
+
+        def matvec(v):
+            _, jv = torch.func.jvp(outputs, tuple(inner), tuple(v))
+            return list(vjp_fn(weight * jv))
+
+        with torch.enable_grad():
+            theta = [p.requires_grad_(True) for p in (q.clone() for q in inner)]
+            up = upper(theta, outer)
+            b = list(torch.autograd.grad(up, theta, allow_unused=True))
+            b = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, b)]
+            sol = implicit.cg(matvec, b, max_iter=t.cg_iters, tol=t.cg_tol, damping=t.damping)
+            low = lower(theta, outer)
+            g_low = torch.autograd.grad(low, theta, create_graph=True)
+            mixed = torch.autograd.grad(g_low, outer, grad_outputs=list(sol.solution), allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else -g for p, g in zip(outer, mixed)]
+        return implicit.HypergradientResult(grads, sol.state, up.detach())
 
     def phases(self) -> list[Phase]:
         t = self.cfg.train

@@ -126,6 +126,7 @@ class TrainConfig:
     damping: float = 0.0
     bridge_lr: float = 1e-3
     hypergradient: str = "cg"  #: cg | unrolled
+    curvature: str = "hessian"  #: cg: hessian (exact double backward) | gauss-newton (PSD part)
     inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
     bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
     rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)
@@ -290,6 +291,8 @@ def _validate(cfg: RunConfig) -> None:
     _require(t.k >= 1, f"expected train.k >= 1, got {t.k}")
     _require(t.hypergradient in ("cg", "unrolled"), f"expected train.hypergradient 'cg' or 'unrolled', "
                                                     f"got {t.hypergradient!r}")
+    _require(t.curvature in ("hessian", "gauss-newton"), f"expected train.curvature 'hessian' or 'gauss-newton', "
+                                                         f"got {t.curvature!r}")
     _require(t.bridge_mode in ("gate", "weight"), f"expected train.bridge_mode 'gate' or 'weight', "
                                                   f"got {t.bridge_mode!r}")
     _require(e.n_budgets >= 1, f"expected eval.n_budgets >= 1, got {e.n_budgets}")

@@ -47,6 +47,8 @@ PRESETS = {
     "bidfcl-ppl-weight": {"train.method": "bidfcl", "train.loss": "ppl", "train.bridge_mode": "weight"},
     "bidfcl-ppl-unrolled": {"train.method": "bidfcl", "train.loss": "ppl", "train.hypergradient": "unrolled"},
     "bidfcl-ppl-k1": {"train.method": "bidfcl", "train.loss": "ppl", "train.k": 1},
+    "bidfcl-ppl-gn": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "gauss-newton"},
+    "bidfcl-pifd-gn": {"train.method": "bidfcl", "train.loss": "pifd", "train.curvature": "gauss-newton"},
 }
 
 
