@@ -27,6 +27,7 @@ The deployed model is the target, selected on validation like the others.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Optional
 
 import torch
@@ -227,7 +228,9 @@ class BidfclTrainer(Trainer):
         _, vjp_fn = torch.func.vjp(outputs, *inner)
 
         def matvec(v):
-            _, jv = torch.func.jvp(outputs, tuple(inner), tuple(v))
+            with warnings.catch_warnings():  # torch's forward-mode AD calls the deprecated torch.jit.script
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+                _, jv = torch.func.jvp(outputs, tuple(inner), tuple(v))
             return list(vjp_fn(weight * jv))
 
         with torch.enable_grad():
