@@ -38,7 +38,11 @@ def ratio_table() -> list[str]:
         for name, t in impls.items():
             if name == base_name:
                 continue
-            lines.append(f"    {name} / {base_name} = {t / impls[base_name]:.2f}x")
+            base_t = impls[base_name]
+            if t >= base_t:
+                lines.append(f"    {name} / {base_name} = {t / base_t:.2f}x")
+            else:
+                lines.append(f"    {base_name} / {name} = {base_t / t:.2f}x")
     return lines
 
 

@@ -51,6 +51,34 @@ inline SolveOutputs alloc_solve_outputs(const at::Tensor& values, int64_t k) {
   return o;
 }
 
+// The border to the core: tensor data pointers into params structs (host or device pointers alike).
+template <typename T>
+core::MckpInput<T> make_input(const at::Tensor& values, const at::Tensor& costs, int num_threads = 1) {
+  core::MckpInput<T> in;
+  in.values = values.data_ptr<T>();
+  in.costs = costs.data_ptr<T>();
+  in.n = values.size(0);
+  in.m = values.size(1);
+  in.num_threads = num_threads;
+  return in;
+}
+
+template <typename T>
+core::MckpSolveParams<T> make_solve_params(const at::Tensor& values, const at::Tensor& costs,
+                                           const at::Tensor& budgets, SolveOutputs& o, int num_threads = 1) {
+  core::MckpSolveParams<T> p;
+  p.in = make_input<T>(values, costs, num_threads);
+  p.budgets = budgets.data_ptr<double>();
+  p.k = budgets.size(0);
+  p.lam = o.lam.data_ptr<T>();
+  p.choice = o.choice.data_ptr<int64_t>();
+  p.spend = o.spend.data_ptr<double>();
+  p.value = o.value.data_ptr<double>();
+  p.dual_bound = o.dual_bound.data_ptr<double>();
+  p.feasible = o.feasible.data_ptr<bool>();
+  return p;
+}
+
 inline void check_rct_inputs(const at::Tensor& values, const at::Tensor& treatment, const at::Tensor& cost_obs,
                              const at::Tensor& propensity) {
   const int64_t n = values.size(0);

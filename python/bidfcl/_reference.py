@@ -30,22 +30,25 @@ _F64 = torch.float64
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_problem(values: torch.Tensor, costs: torch.Tensor) -> None:
-    for name, t in (("values", values), ("costs", costs)):
+def _check_matrix_pair(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> None:
+    """Two [N, M] float tensors of one dtype, device and shape (checks.h: check_problem)."""
+    for name, t in ((na, a), (nb, b)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
         if t.dtype not in (torch.float32, torch.float64):
             raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
         if t.dim() != 2:
             raise RuntimeError(f"bidfcl: {name} must be 2-D [N individuals, M options], got shape {list(t.shape)}")
-    if values.dtype != costs.dtype:
-        raise RuntimeError(f"bidfcl: values and costs must have the same dtype, got {values.dtype} and {costs.dtype}")
-    if values.device != costs.device:
-        raise RuntimeError(f"bidfcl: values and costs must be on the same device, got {values.device} and {costs.device}")
-    if values.shape != costs.shape:
-        raise RuntimeError(
-            f"bidfcl: values and costs must have the same shape, got {list(values.shape)} and {list(costs.shape)}"
-        )
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"bidfcl: {na} and {nb} must have the same dtype, got {a.dtype} and {b.dtype}")
+    if a.device != b.device:
+        raise RuntimeError(f"bidfcl: {na} and {nb} must be on the same device, got {a.device} and {b.device}")
+    if a.shape != b.shape:
+        raise RuntimeError(f"bidfcl: {na} and {nb} must have the same shape, got {list(a.shape)} and {list(b.shape)}")
+
+
+def _check_problem(values: torch.Tensor, costs: torch.Tensor) -> None:
+    _check_matrix_pair(values, costs, "values", "costs")
     if values.shape[1] < 1:
         raise RuntimeError(f"bidfcl: values must have at least one option (M >= 1), got shape {list(values.shape)}")
     if values.shape[0] < 1:
@@ -403,21 +406,7 @@ def _first_bad_row(mask: torch.Tensor, t: torch.Tensor, what: str, where: str = 
 
 def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> None:
     """The checks of cpp/torch/losses_common.h (check_decision_inputs) plus the core's value checks."""
-    for name, t in (("r_hat", r_hat), ("c_hat", c_hat)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
-        if t.dtype not in (torch.float32, torch.float64):
-            raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
-        if t.dim() != 2:
-            raise RuntimeError(f"bidfcl: {name} must be 2-D [N individuals, M options], got shape {list(t.shape)}")
-    if r_hat.dtype != c_hat.dtype:
-        raise RuntimeError(f"bidfcl: r_hat and c_hat must have the same dtype, got {r_hat.dtype} and {c_hat.dtype}")
-    if r_hat.device != c_hat.device:
-        raise RuntimeError(f"bidfcl: r_hat and c_hat must be on the same device, got {r_hat.device} and {c_hat.device}")
-    if r_hat.shape != c_hat.shape:
-        raise RuntimeError(
-            f"bidfcl: r_hat and c_hat must have the same shape, got {list(r_hat.shape)} and {list(c_hat.shape)}"
-        )
+    _check_matrix_pair(r_hat, c_hat, "r_hat", "c_hat")
     n, m = r_hat.shape
     if m < 2:
         raise RuntimeError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape {list(r_hat.shape)}")

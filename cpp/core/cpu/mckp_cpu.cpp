@@ -1,22 +1,31 @@
 // CPU implementation of the MCKP solvers in mckp.h.
 //
-// Exact solve, in three passes over the individuals (fixed chunks, so results do not depend on the
-// thread count):
+// Exact solve, full algorithm (any number of budgets), in three passes over the individuals (fixed
+// chunks, so results do not depend on the thread count):
 //   1. hulls: per individual the upper concave hull (stored as uint8 option indices), the cheapest
 //      policy's spend and value, and a per-chunk histogram of step costs keyed by the breakpoint's
 //      top float bits (64 buckets per octave);
-//   2. the bucket where the cumulative spend (steps in decreasing bp) crosses the budget; the
-//      steps in that bucket are gathered and sorted exactly, giving the cut;
-//   3. choices from the cut, with spend, value and the dual bound.
+//   2. per budget, the bucket where the cumulative spend (steps in decreasing bp) crosses it; the
+//      steps in those buckets are gathered and sorted exactly, giving each budget's cut;
+//   3. choices for all cuts in one pass, with spend, value and the dual bound.
+// One budget on a large N first tries the bracketed fast path (see "bracketed fast path" below),
+// which settles most individuals without a hull and falls back here when its bracket misses.
 // No tolerance anywhere: lam* is one of the breakpoints (or 0).
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <type_traits>
 
 #include "bidfcl/core/mckp.h"
 #include "bidfcl/core/parallel.h"
+
+// 32-byte vector types pass through internal, inlined helpers only; GCC's note that their calling
+// convention differs without AVX concerns external ABIs, which none of these functions have.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 namespace bidfcl::core {
 namespace {
@@ -245,11 +254,16 @@ inline BucketScan scan_buckets(const std::vector<double>& total, double base, do
   return out;
 }
 
+// The breakpoints of a hull: bp[s] for its steps s = 1 .. len-1.
+template <typename T>
+inline void hull_breakpoints(const T* r, const T* c, const uint8_t* h, int len, T* bp) {
+  for (int s = 1; s < len; ++s) bp[s] = slope(r, c, h[s - 1], h[s]);
+}
+
 // Number of steps individual i takes under the cut (a prefix of its hull steps), and the number of
 // steps with bp strictly above lam (the Lagrangian choice before tie upgrades).
 template <typename T>
-inline void steps_taken(const T* r, const T* c, const uint8_t* h, int len, int64_t i, const Cut<T>& cut,
-                        int& taken, int& above) {
+inline void steps_taken(const T* bp, int len, int64_t i, const Cut<T>& cut, int& taken, int& above) {
   if (cut.infeasible) {
     taken = above = 0;
     return;
@@ -258,15 +272,14 @@ inline void steps_taken(const T* r, const T* c, const uint8_t* h, int len, int64
     taken = len - 1;
     above = 0;
     for (int s = 1; s < len; ++s)
-      if (slope(r, c, h[s - 1], h[s]) > T(0)) above = s;
+      if (bp[s] > T(0)) above = s;
     return;
   }
   taken = above = 0;
   for (int s = 1; s < len; ++s) {
-    const T bp = slope(r, c, h[s - 1], h[s]);
-    if (bp > cut.lam) {
+    if (bp[s] > cut.lam) {
       taken = above = s;
-    } else if (bp == cut.lam && (i < cut.individual || (i == cut.individual && s < cut.step))) {
+    } else if (bp[s] == cut.lam && (i < cut.individual || (i == cut.individual && s < cut.step))) {
       taken = s;
     } else {
       break;  // bp is non-increasing along the hull: no later step is taken either
@@ -276,37 +289,48 @@ inline void steps_taken(const T* r, const T* c, const uint8_t* h, int len, int64
 
 struct PolicyTotals {
   double spend = 0, value = 0, lagrangian = 0;
+  void add(double c, double r, double lagr) {
+    spend += c;
+    value += r;
+    lagrangian += lagr;
+  }
+  void add(const PolicyTotals& o) { add(o.spend, o.value, o.lagrangian); }
 };
 
-// Pass 3: writes the choices for one cut and returns spend, value and sum_i max_j (r - lam c).
+// Pass 3: for every cut k, writes the choices into choice[k * n ...] and returns spend, value and
+// sum_i max_j (r - lam c). One pass over the individuals serves all cuts (each hull's breakpoints
+// are computed once); each cut's sums keep the chunk order, so they do not depend on K.
 template <typename T>
-PolicyTotals apply_cut(const MckpInput<T>& in, const Pass1<T>& p1, const Cut<T>& cut, int64_t* choice) {
-  const int64_t nc = p1.chunks.num_chunks, m = in.m;
-  std::vector<PolicyTotals> parts(nc);
-  const double lam = cut.infeasible || cut.take_all ? 0.0 : double(cut.lam);
+std::vector<PolicyTotals> apply_cuts(const MckpInput<T>& in, const Pass1<T>& p1, const std::vector<Cut<T>>& cuts,
+                                     int64_t* choice) {
+  const int64_t nc = p1.chunks.num_chunks, m = in.m, n = in.n;
+  const int64_t k = static_cast<int64_t>(cuts.size());
+  std::vector<double> lams(k);
+  for (int64_t q = 0; q < k; ++q)
+    lams[q] = cuts[q].infeasible || cuts[q].take_all ? 0.0 : double(cuts[q].lam);
+  std::vector<PolicyTotals> parts(nc * k);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
-    PolicyTotals acc;
+    PolicyTotals* acc = parts.data() + ch * k;
+    T bp[kMaxOptions];
     for (int64_t i = p1.chunks.begin(ch); i < p1.chunks.end(ch); ++i) {
       const T* r = in.values + i * m;
       const T* c = in.costs + i * m;
       const uint8_t* h = p1.hulls.row(i);
-      int taken, above;
-      steps_taken(r, c, h, p1.hulls.len[i], i, cut, taken, above);
-      const int j = h[taken];
-      choice[i] = j;
-      acc.spend += double(c[j]);
-      acc.value += double(r[j]);
-      acc.lagrangian += double(r[h[above]]) - lam * double(c[h[above]]);
+      const int len = p1.hulls.len[i];
+      hull_breakpoints(r, c, h, len, bp);
+      for (int64_t q = 0; q < k; ++q) {
+        int taken, above;
+        steps_taken(bp, len, i, cuts[q], taken, above);
+        const int j = h[taken];
+        choice[q * n + i] = j;
+        acc[q].add(double(c[j]), double(r[j]), double(r[h[above]]) - lams[q] * double(c[h[above]]));
+      }
     }
-    parts[ch] = acc;
   });
-  PolicyTotals total;
-  for (const auto& p : parts) {
-    total.spend += p.spend;
-    total.value += p.value;
-    total.lagrangian += p.lagrangian;
-  }
-  return total;
+  std::vector<PolicyTotals> totals(k);
+  for (int64_t ch = 0; ch < nc; ++ch)
+    for (int64_t q = 0; q < k; ++q) totals[q].add(parts[ch * k + q]);
+  return totals;
 }
 
 template <typename T>
@@ -386,24 +410,24 @@ struct RowKernels {
 // The same classification on 16-byte vectors (GCC/Clang vector extensions, SSE2 width: no -march
 // flag needed), for rows whose option count fills whole vectors. Same arithmetic, lane by lane,
 // and a single horizontal reduction in the common (valid and settled) case.
-template <typename T>
+template <typename T, int VB>
 struct VecTypes;
-template <>
-struct VecTypes<float> {
-  typedef float V __attribute__((vector_size(16)));
-  typedef int32_t I __attribute__((vector_size(16)));
+template <int VB>
+struct VecTypes<float, VB> {
+  typedef float V __attribute__((vector_size(VB)));
+  typedef int32_t I __attribute__((vector_size(VB)));
 };
-template <>
-struct VecTypes<double> {
-  typedef double V __attribute__((vector_size(16)));
-  typedef int64_t I __attribute__((vector_size(16)));
+template <int VB>
+struct VecTypes<double, VB> {
+  typedef double V __attribute__((vector_size(VB)));
+  typedef int64_t I __attribute__((vector_size(VB)));
 };
 
-template <typename T, int M>
+template <typename T, int M, int VB = 16>  // VB: vector bytes (16 = SSE2; 32 for the AVX2 clone)
 struct VecRowKernels {
-  using V = typename VecTypes<T>::V;
-  using I = typename VecTypes<T>::I;
-  static constexpr int W = 16 / sizeof(T);
+  using V = typename VecTypes<T, VB>::V;
+  using I = typename VecTypes<T, VB>::I;
+  static constexpr int W = VB / sizeof(T);
   static_assert(M % W == 0, "rows must fill whole vectors");
   static constexpr int B = M / W;
   struct Consts {
@@ -411,23 +435,23 @@ struct VecRowKernels {
     I lanes;
   };
 
-  static V splat(T x) { return V{} + x; }  // scalar operands broadcast to every lane
-  static Consts consts(T lo_m, T hi_m, T mid) {
+  [[gnu::always_inline]] static V splat(T x) { return V{} + x; }  // scalars broadcast to every lane
+  [[gnu::always_inline]] static Consts consts(T lo_m, T hi_m, T mid) {
     Consts k{splat(lo_m), splat(hi_m), splat(mid), splat(T(0)), {}};
     for (int l = 0; l < W; ++l) k.lanes[l] = l;
     return k;
   }
-  static V load(const T* p) {
+  [[gnu::always_inline]] static V load(const T* p) {
     V v;
     std::memcpy(&v, p, sizeof(V));
     return v;
   }
-  static bool none(I bad) {
+  [[gnu::always_inline]] static bool none(I bad) {
     for (int l = 1; l < W; ++l) bad[0] |= bad[l];
     return bad[0] == 0;
   }
 
-  static Verdict classify(const T* r, const T* c, int, const Consts& k, int& j_out) {
+  [[gnu::always_inline]] static Verdict classify(const T* r, const T* c, int, const Consts& k, int& j_out) {
     V rv[B], cv[B];
     I invalid = {};
     T scores[M];
@@ -469,6 +493,83 @@ struct Candidate {
   int64_t id;
   double dc;
 };
+
+// One chunk's share of the bracketed pass.
+template <typename T>
+struct BracketChunk {
+  Status status;
+  double spend_hi = 0, settled_cost = 0, settled_value = 0;
+  std::vector<int64_t> rows;        // unsettled individuals
+  std::vector<uint8_t> hulls;       // their hulls, m entries each
+  std::vector<uint16_t> lens;
+  std::vector<Candidate<T>> cands;  // their steps with lo <= bp <= hi
+};
+
+template <typename T>
+struct Bracket {
+  T lo, hi;         // the bracket
+  T lo_m, hi_m;     // with the safety margin
+  T mid;            // where the candidate option is taken
+};
+
+// Settles rows [begin, end) or builds their hulls (see the comment on the fast path above).
+template <typename T, typename K>
+[[gnu::always_inline]] inline void classify_rows(const MckpInput<T>& in, int64_t begin, int64_t end, const Bracket<T>& br,
+                          BracketChunk<T>& o, int64_t* choice) {
+  const int64_t m = in.m;
+  const int mm = static_cast<int>(m);
+  uint8_t ord[kMaxOptions], h[kMaxOptions];
+  const typename K::Consts consts = K::consts(br.lo_m, br.hi_m, br.mid);
+  for (int64_t i = begin; i < end; ++i) {
+    const T* r = in.values + i * m;
+    const T* c = in.costs + i * m;
+    int j = 0;
+    const Verdict verdict = K::classify(r, c, mm, consts, j);
+    if (verdict == kInvalid) {
+      o.status = check_row(r, c, i, m);
+      return;
+    }
+    if (verdict == kSettled) {
+      choice[i] = j;
+      o.spend_hi += double(c[j]);
+      o.settled_cost += double(c[j]);
+      o.settled_value += double(r[j]);
+      continue;
+    }
+    const int len = build_hull(r, c, mm, h, ord);
+    int above = 0;
+    for (int st = 1; st < len; ++st) {
+      const T bp = slope(r, c, h[st - 1], h[st]);
+      if (bp > br.hi) above = st;
+      else if (bp >= br.lo) o.cands.push_back({bp, i * m + st, double(c[h[st]]) - double(c[h[st - 1]])});
+    }
+    o.spend_hi += double(c[h[above]]);
+    o.rows.push_back(i);
+    o.hulls.insert(o.hulls.end(), h, h + m);
+    o.lens.push_back(static_cast<uint16_t>(len));
+  }
+}
+
+// The most common shape (float32, 8 options) also gets an AVX2 version, chosen at run time on CPUs
+// that have it: one 8-lane vector per row. AVX2 without FMA, so no contraction: the arithmetic and
+// hence the result are the same on every CPU.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define BIDFCL_HAVE_AVX2_PATH 1
+__attribute__((target("avx2"))) void classify_rows_f32_m8_avx2(const MckpInput<float>& in, int64_t begin,
+                                                              int64_t end, const Bracket<float>& br,
+                                                              BracketChunk<float>& o, int64_t* choice) {
+  classify_rows<float, VecRowKernels<float, 8, 32>>(in, begin, end, br, o, choice);
+}
+#endif
+
+void classify_rows_f32_m8(const MckpInput<float>& in, int64_t begin, int64_t end, const Bracket<float>& br,
+                          BracketChunk<float>& o, int64_t* choice) {
+#ifdef BIDFCL_HAVE_AVX2_PATH
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) return classify_rows_f32_m8_avx2(in, begin, end, br, o, choice);
+#endif
+  classify_rows<float, VecRowKernels<float, 8, 16>>(in, begin, end, br, o, choice);
+}
 
 enum class FastPath { kSolved, kFallBack, kError };
 
@@ -561,50 +662,16 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   // 2. One pass: settle whom we can, build hulls for the rest.
   const Chunking chunks = Chunking::make(n, 1 << 14, 64);
   const int64_t nc = chunks.num_chunks;
-  struct ChunkOut {
-    Status status;
-    double spend_hi = 0, settled_cost = 0, settled_value = 0;
-    std::vector<int64_t> rows;     // unsettled individuals
-    std::vector<uint8_t> hulls;    // their hulls, m entries each
-    std::vector<uint16_t> lens;
-    std::vector<Candidate<T>> cands;  // their steps with lo <= bp <= hi
-  };
-  std::vector<ChunkOut> outs(nc);
+  std::vector<BracketChunk<T>> outs(nc);
   int64_t* choice = p.choice;
   auto pass = [&](auto kernels) {
     using K = decltype(kernels);
     parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
-      ChunkOut& o = outs[ch];
-      uint8_t ord[kMaxOptions], h[kMaxOptions];
-      const int mm = static_cast<int>(m);
-      const typename K::Consts consts = K::consts(lo_m, hi_m, mid);
-      for (int64_t i = chunks.begin(ch); i < chunks.end(ch); ++i) {
-        const T* r = in.values + i * m;
-        const T* c = in.costs + i * m;
-        int j = 0;
-        const Verdict verdict = K::classify(r, c, mm, consts, j);
-        if (verdict == kInvalid) {
-          o.status = check_row(r, c, i, m);
-          return;
-        }
-        if (verdict == kSettled) {
-          choice[i] = j;
-          o.spend_hi += double(c[j]);
-          o.settled_cost += double(c[j]);
-          o.settled_value += double(r[j]);
-          continue;
-        }
-        const int len = build_hull(r, c, mm, h, ord);
-        int above = 0;
-        for (int st = 1; st < len; ++st) {
-          const T bp = slope(r, c, h[st - 1], h[st]);
-          if (bp > hi) above = st;
-          else if (bp >= lo) o.cands.push_back({bp, i * m + st, double(c[h[st]]) - double(c[h[st - 1]])});
-        }
-        o.spend_hi += double(c[h[above]]);
-        o.rows.push_back(i);
-        o.hulls.insert(o.hulls.end(), h, h + m);
-        o.lens.push_back(static_cast<uint16_t>(len));
+      const Bracket<T> br{lo, hi, lo_m, hi_m, mid};
+      if constexpr (std::is_same_v<K, VecRowKernels<float, 8>>) {
+        classify_rows_f32_m8(in, chunks.begin(ch), chunks.end(ch), br, outs[ch], choice);
+      } else {
+        classify_rows<T, K>(in, chunks.begin(ch), chunks.end(ch), br, outs[ch], choice);
       }
     });
   };
@@ -691,32 +758,26 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   const double lam = cut.take_all ? 0.0 : double(cut.lam);
   std::vector<PolicyTotals> parts(nc);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
-    const ChunkOut& o = outs[ch];
+    const BracketChunk<T>& o = outs[ch];
     PolicyTotals acc;
+    T bp[kMaxOptions];
     for (size_t q = 0; q < o.rows.size(); ++q) {
       const int64_t i = o.rows[q];
       const T* r = in.values + i * m;
       const T* c = in.costs + i * m;
       const uint8_t* h = o.hulls.data() + q * m;
+      hull_breakpoints(r, c, h, o.lens[q], bp);
       int taken, above;
-      steps_taken(r, c, h, o.lens[q], i, cut, taken, above);
+      steps_taken(bp, o.lens[q], i, cut, taken, above);
       const int j = h[taken];
       choice[i] = j;
-      acc.spend += double(c[j]);
-      acc.value += double(r[j]);
-      acc.lagrangian += double(r[h[above]]) - lam * double(c[h[above]]);
+      acc.add(double(c[j]), double(r[j]), double(r[h[above]]) - lam * double(c[h[above]]));
     }
     parts[ch] = acc;
   });
   PolicyTotals t;
-  t.spend = settled_cost;
-  t.value = settled_value;
-  t.lagrangian = settled_value - lam * settled_cost;
-  for (const auto& q : parts) {
-    t.spend += q.spend;
-    t.value += q.value;
-    t.lagrangian += q.lagrangian;
-  }
+  t.add(settled_cost, settled_value, settled_value - lam * settled_cost);
+  for (const auto& q : parts) t.add(q);
   write_solution(p, 0, cut, t);
   return FastPath::kSolved;
 }
@@ -798,10 +859,8 @@ Status solve_mckp_exact_cpu(const MckpSolveParams<T>& p) {
     }
     pending.swap(still);
   }
-  for (int64_t kk = 0; kk < p.k; ++kk) {
-    const PolicyTotals t = apply_cut(in, p1, cuts[kk], p.choice + kk * in.n);
-    write_solution(p, kk, cuts[kk], t);
-  }
+  const std::vector<PolicyTotals> totals = apply_cuts(in, p1, cuts, p.choice);
+  for (int64_t kk = 0; kk < p.k; ++kk) write_solution(p, kk, cuts[kk], totals[kk]);
   return Status::Ok();
 }
 
@@ -1044,9 +1103,10 @@ Status solve_mckp_rct_cpu(const MckpRctParams<T>& p) {
     pm = std::max(pm, acc);
     prefix_max[e] = pm;
   }
+  std::vector<Cut<T>> cuts(p.k);
   for (int64_t kk = 0; kk < p.k; ++kk) {
     const double budget = p.budgets[kk];
-    Cut<T> cut;
+    Cut<T>& cut = cuts[kk];
     double spend;
     if (base > budget) {
       cut.infeasible = true;
@@ -1064,11 +1124,11 @@ Status solve_mckp_rct_cpu(const MckpRctParams<T>& p) {
         spend = e > 0 ? spend_after[e - 1] : base;
       }
     }
-    apply_cut(in, p1, cut, p.choice + kk * n);
     p.lam[kk] = cut.infeasible ? std::numeric_limits<T>::infinity() : (cut.take_all ? T(0) : cut.lam);
     p.spend[kk] = spend;
     p.feasible[kk] = !cut.infeasible;
   }
+  apply_cuts(in, p1, cuts, p.choice);
   return Status::Ok();
 }
 

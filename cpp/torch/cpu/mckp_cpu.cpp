@@ -8,33 +8,6 @@
 namespace bidfcl::mckp {
 namespace {
 
-template <typename T>
-core::MckpInput<T> make_input(const at::Tensor& values, const at::Tensor& costs) {
-  core::MckpInput<T> in;
-  in.values = values.data_ptr<T>();
-  in.costs = costs.data_ptr<T>();
-  in.n = values.size(0);
-  in.m = values.size(1);
-  in.num_threads = at::get_num_threads();
-  return in;
-}
-
-template <typename T>
-core::MckpSolveParams<T> make_solve_params(const at::Tensor& values, const at::Tensor& costs,
-                                           const at::Tensor& budgets, SolveOutputs& o) {
-  core::MckpSolveParams<T> p;
-  p.in = make_input<T>(values, costs);
-  p.budgets = budgets.data_ptr<double>();
-  p.k = budgets.size(0);
-  p.lam = o.lam.data_ptr<T>();
-  p.choice = o.choice.data_ptr<int64_t>();
-  p.spend = o.spend.data_ptr<double>();
-  p.value = o.value.data_ptr<double>();
-  p.dual_bound = o.dual_bound.data_ptr<double>();
-  p.feasible = o.feasible.data_ptr<bool>();
-  return p;
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_cpu(
     const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in) {
   check_solver_problem(values_in, costs_in);
@@ -42,7 +15,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
   SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp", [&] {
-    checks::raise_if_error(core::solve_mckp_exact_cpu<scalar_t>(make_solve_params<scalar_t>(values, costs, budgets, o)));
+    checks::raise_if_error(core::solve_mckp_exact_cpu<scalar_t>(make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads())));
   });
   return o.tuple();
 }
@@ -58,7 +31,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_bisection", [&] {
     core::MckpBisectionParams<scalar_t> p;
-    p.out = make_solve_params<scalar_t>(values, costs, budgets, o);
+    p.out = make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads());
     p.max_iter = max_iter;
     p.tol = tol;
     checks::raise_if_error(core::solve_mckp_bisection_cpu<scalar_t>(p));
@@ -73,7 +46,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cpu(const at::Ten
   at::Tensor lam, spend, value;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::budget_frontier", [&] {
     core::FrontierResult<scalar_t> r;
-    checks::raise_if_error(core::budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs), r));
+    checks::raise_if_error(core::budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs, at::get_num_threads()), r));
     const int64_t len = static_cast<int64_t>(r.lam.size());
     lam = at::empty({len}, values.options());
     spend = at::empty({len}, values.options().dtype(at::kDouble));
@@ -101,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cpu(
   at::Tensor feasible = at::empty({k}, values.options().dtype(at::kBool));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
     core::MckpRctParams<scalar_t> p;
-    p.in = make_input<scalar_t>(values, costs);
+    p.in = make_input<scalar_t>(values, costs, at::get_num_threads());
     p.treatment = treatment.data_ptr<int64_t>();
     p.cost_obs = cost_obs.data_ptr<scalar_t>();
     p.propensity = propensity.data_ptr<scalar_t>();

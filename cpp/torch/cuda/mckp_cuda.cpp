@@ -31,31 +31,6 @@ class TorchWorkspace final : public core::DeviceWorkspace {
   std::vector<at::Tensor> blocks_;
 };
 
-template <typename T>
-core::MckpInput<T> make_input(const at::Tensor& values, const at::Tensor& costs) {
-  core::MckpInput<T> in;
-  in.values = values.data_ptr<T>();
-  in.costs = costs.data_ptr<T>();
-  in.n = values.size(0);
-  in.m = values.size(1);
-  return in;
-}
-
-template <typename T>
-core::MckpSolveParams<T> make_solve_params(const at::Tensor& values, const at::Tensor& costs,
-                                           const at::Tensor& budgets, SolveOutputs& o) {
-  core::MckpSolveParams<T> p;
-  p.in = make_input<T>(values, costs);
-  p.budgets = budgets.data_ptr<double>();
-  p.k = budgets.size(0);
-  p.lam = o.lam.data_ptr<T>();
-  p.choice = o.choice.data_ptr<int64_t>();
-  p.spend = o.spend.data_ptr<double>();
-  p.value = o.value.data_ptr<double>();
-  p.dual_bound = o.dual_bound.data_ptr<double>();
-  p.feasible = o.feasible.data_ptr<bool>();
-  return p;
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_cuda(
     const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in) {
