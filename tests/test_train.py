@@ -351,7 +351,8 @@ def test_gauss_newton_equals_hessian_for_a_linear_model(data):
         cfg = config_from_dict({"data": TINY, "model": {"hidden": []},
                                 "train": {"method": "bidfcl", "curvature": curvature, "cg_iters": 200,
                                           "cg_tol": 1e-10, "damping": 1e-3, "epochs": 0, "teacher_epochs": 3,
-                                          "warm_start_epochs": 3, "batch_size": 128, "lr": 3e-3},
+                                          "warm_start_epochs": 3, "batch_size": 128, "lr": 3e-3,
+                                          "budget_fraction": 0.9},
                                 "output": {"progress": "none"}, "eval": {"select": "last"}})
         d64 = copy.copy(data)
         d64.rct, d64.obs, d64.val = (ds.to(dtype=torch.float64) for ds in (data.rct, data.obs, data.val))

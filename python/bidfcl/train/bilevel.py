@@ -119,9 +119,14 @@ class BidfclTrainer(Trainer):
         idx = torch.randperm(n, generator=self.rct_gen)[:bs]
         return self.data.rct.subset(idx.sort().values)
 
-    def _upper(self, r, c, batch: UpliftDataset) -> torch.Tensor:
+    def _upper(self, r, c, batch: UpliftDataset) -> Optional[torch.Tensor]:
         t = self.cfg.train
         return decision_loss(t.loss, r, c, batch, self.train_budget, tau=t.tau, clip=t.clip)
+
+    def _upper_or_zero(self, r, c, batch: UpliftDataset) -> torch.Tensor:
+        """The upper loss, or a zero with a graph (no bridge update) where lam* is infinite."""
+        up = self._upper(r, c, batch)
+        return (r.sum() + c.sum()) * 0.0 if up is None else up
 
     def bilevel_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         from .. import implicit
@@ -153,7 +158,7 @@ class BidfclTrainer(Trainer):
                 # share of solves stopped by negative curvature of the network's Hessian (see damping)
                 out["cg_negcurv"] = float(res.state.status == "nonpositive_curvature")
             else:
-                upper = lambda inner, outer: self._upper(  # noqa: E731
+                upper = lambda inner, outer: self._upper_or_zero(  # noqa: E731
                     *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct)
                 res = implicit.unrolled(lambda i, o: lower(i, o, self.target), upper, list(self.target.parameters()),
                                         outer, max_iter=t.k, lr=t.inner_lr)
@@ -187,7 +192,7 @@ class BidfclTrainer(Trainer):
             return lower_loss(r, c, gr, gc, batch, tr, tc, t.bridge_mode)
 
         def upper(inner, outer):
-            return self._upper(*functional_call(inner_model, dict(zip(self.t_names, inner)), (rct.x,)), rct)
+            return self._upper_or_zero(*functional_call(inner_model, dict(zip(self.t_names, inner)), (rct.x,)), rct)
 
         if t.curvature == "gauss-newton":
             return self._gauss_newton_hypergradient(inner_model, batch, lower, upper, outer)
@@ -259,4 +264,5 @@ class BidfclTrainer(Trainer):
         r, c = model.predict(self.val_ds.x)
         if name == "teacher":
             return float(factual_loss(r, c, self.val_ds))
-        return float(self._upper(r, c, self.val_ds))
+        up = self._upper(r, c, self.val_ds)
+        return float("inf") if up is None else float(up)

@@ -15,6 +15,8 @@ training budget (:func:`bidfcl.solve_mckp_rct`) and ``L_decision`` is ``train.lo
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ..data import UpliftDataset
@@ -36,13 +38,22 @@ def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budg
 
 
 def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita: float, *, tau: float = 1.0,
-                  clip=None, lams=None) -> torch.Tensor:
-    """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc)."""
+                  clip=None, lams=None) -> Optional[torch.Tensor]:
+    """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc).
+
+    Returns None for ``ppl``/``pifd`` when even the cheapest policy of the predictions overspends the
+    budget (lam* infinite): no multiplier makes the loss meaningful there, and a capped huge lam
+    would send ``-lam * g`` into the cost heads; callers then take a prediction-loss step instead.
+    """
     from .. import losses
 
     t, rev, prop = batch.treatment, batch.revenue, batch.propensity
     if kind in ("ppl", "pifd"):
-        lam = rct_lam(r_hat, c_hat, batch, budget_per_capita)
+        sol = solve_mckp_rct(r_hat.detach(), c_hat.detach().clamp_min(0.0), batch.treatment, batch.cost,
+                             budget_per_capita, propensity=batch.propensity)
+        if not bool(sol.feasible):
+            return None
+        lam = sol.lam
         if kind == "ppl":
             return losses.ppl_loss(r_hat, c_hat, t, rev, lam, prop, tau=tau)
         return losses.pifd_loss(r_hat, c_hat, t, rev, lam, prop, clip=clip)
@@ -94,12 +105,17 @@ class DfclTrainer(Trainer):
         self.opt.zero_grad(set_to_none=True)
         r, c = self.model(batch.x)
         dl = self._decision(r, c, batch)
-        out = {self.cfg.train.loss: dl.detach()}
-        loss = dl
-        if self.cfg.train.alpha > 0:
-            mse = factual_loss(r, c, batch)
-            loss = loss + self.cfg.train.alpha * mse
-            out["mse"] = mse.detach()
+        out = {}
+        if dl is None:  # the predictions cannot meet the budget: a prediction-loss step instead
+            loss = factual_loss(r, c, batch)
+            out["infeasible"] = 1.0
+        else:
+            out = {self.cfg.train.loss: dl.detach(), "infeasible": 0.0}
+            loss = dl
+            if self.cfg.train.alpha > 0:
+                mse = factual_loss(r, c, batch)
+                loss = loss + self.cfg.train.alpha * mse
+                out["mse"] = mse.detach()
         loss.backward()
         self.opt.step()
         return out
@@ -112,4 +128,5 @@ class DfclTrainer(Trainer):
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:
         r, c = self.modules()[name].predict(self.val_ds.x)
-        return float(self._decision(r, c, self.val_ds))
+        dl = self._decision(r, c, self.val_ds)
+        return float("inf") if dl is None else float(dl)
