@@ -1,6 +1,7 @@
 """DFCL: decision-focused learning on RCT rows (METHOD.md section 3).
 
-After ``warm_start_epochs`` of the prediction loss, each RCT mini-batch takes a step on
+After ``warm_start_epochs`` of the prediction loss (the warm-started model stays a candidate of the
+validation selection, as "epoch 0" of the decision phase), each RCT mini-batch takes a step on
 
     L = L_decision(r_hat, c_hat; lam*) + alpha * L_mse
 
@@ -123,7 +124,8 @@ class DfclTrainer(Trainer):
     def phases(self) -> list[Phase]:
         t = self.cfg.train
         return [Phase("dfcl-warm", t.warm_start_epochs, self.rows, self.warm_step),
-                Phase(f"dfcl-{t.loss}", t.epochs, self.rows, self.step, select="model", begin=self.begin_main)]
+                Phase(f"dfcl-{t.loss}", t.epochs, self.rows, self.step, select="model", begin=self.begin_main,
+                      select_initial=True)]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:

@@ -158,6 +158,7 @@ class Phase:
     step: Callable[[UpliftDataset, torch.Tensor], dict]
     select: Optional[str] = None
     begin: Optional[Callable[[], None]] = None
+    select_initial: bool = False  #: also a candidate for selection: the module as the phase starts
 
 
 def _mix_seed(*parts: int) -> int:
@@ -291,7 +292,7 @@ class Trainer:
         if phase.select is None or how == "last":
             return
         last = epoch + 1 == phase.epochs
-        if (epoch + 1) % self.cfg.eval.every and not last:
+        if epoch >= 0 and (epoch + 1) % self.cfg.eval.every and not last:
             return
         if how == "eom":
             metric = self.validation_eom(phase.select)
@@ -326,6 +327,9 @@ class Trainer:
                 ph.begin()
             n = len(ph.rows)
             nb = -(-n // bs)
+            if (ph.select_initial and ph.select is not None and ph.epochs > 0 and self.position["epoch"] == 0
+                    and self.position["batch"] == 0 and ph.name not in self.best):
+                self._select(ph, -1, {})  # "epoch 0": the starting point competes too
             for epoch in range(self.position["epoch"], ph.epochs):
                 perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix_seed(self.seed, pi, epoch)))
                 t0 = time.perf_counter()
