@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -25,7 +26,7 @@ def random_allocation_problem(n: int, m: int, seed: int = 0, dtype: torch.dtype 
     return values.to(dtype), costs.to(dtype)
 
 
-def _demo(args) -> int:
+def _solve_demo(args) -> int:
     import bidfcl
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -45,7 +46,7 @@ def _demo(args) -> int:
     _ = values.sum() + costs.sum()
     t_stream = time.perf_counter() - t0
     gap = float(sol.dual_bound) - float(sol.value)
-    print(f"bidfcl {bidfcl.__version__} demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)")
+    print(f"bidfcl {bidfcl.__version__} solve-demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)")
     print(f"  problem generated in {t_gen:.2f} s; budget = {budget:,.2f} ({args.budget_fraction:.0%} of the way from the cheapest to the dearest policy)")
     print(f"  method            {args.method}")
     print(f"  lam*              {float(sol.lam):.9g}")
@@ -57,10 +58,293 @@ def _demo(args) -> int:
     return 0
 
 
+def _parse_sets(items) -> dict:
+    """``--set section.key=value`` (value as a TOML literal; a bare word is a string)."""
+    from .train.config import tomllib
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"bidfcl: --set expects section.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except Exception:  # not a TOML literal (or no tomllib): keep the text
+            out[key.strip()] = value
+    return out
+
+
+def _threads(n: int) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
+def _load_cfg(args):
+    from .train import load_config
+
+    over = _parse_sets(getattr(args, "set", None))
+    if getattr(args, "out", None):
+        over["output.dir"] = args.out
+    return load_config(args.config, over)
+
+
+def _train(args) -> int:
+    from .train import load_run_data, make_trainer
+
+    cfg = _load_cfg(args)
+    _threads(args.threads or cfg.output.threads)
+    data = load_run_data(cfg.data)
+    trainer = make_trainer(cfg, data, out_dir=cfg.output.dir)
+    result = trainer.fit(resume=args.resume)
+    _print_evaluation(result["evaluation"], f"{cfg.train.method} on the {result['split']} split")
+    print(f"wrote {cfg.output.dir}/model.pt, metrics.json, history.csv, checkpoint.pt")
+    return 0
+
+
+def _print_evaluation(ev: dict, title: str) -> None:
+    print(f"{title}: EOM (IPW revenue per capita) at {len(ev['budgets'])} budgets")
+    truth = "true_value" in ev
+    head = f"  {'budget':>9} {'EOM':>9} {'± se':>8} {'spend':>9}" + (f" {'true':>9} {'oracle':>9} {'gain':>7}" if truth else "")
+    print(head)
+    for k, b in enumerate(ev["budgets"]):
+        line = f"  {b:9.4f} {ev['eom'][k]:9.4f} {ev['eom_se'][k]:8.4f} {ev['eom_cost'][k]:9.4f}"
+        if truth:
+            line += f" {ev['true_value'][k]:9.4f} {ev['oracle_value'][k]:9.4f} {ev['gain_share'][k]:7.3f}"
+        print(line)
+    line = f"  mean EOM {ev['eom_mean']:.4f}"
+    if truth:
+        line += f"; mean true value {ev['true_value_mean']:.4f} (oracle {ev['oracle_value_mean']:.4f}, gain share {ev['gain_share_mean']:.3f})"
+    if "aucc" in ev:
+        line += f"; AUCC {ev['aucc']:.4f}"
+    print(line)
+
+
+def _evaluate(args) -> int:
+    import json
+
+    from .train import config_from_dict, load_config, load_model, load_run_data
+    from .train.evaluate import budget_levels, evaluate_model
+
+    _threads(args.threads)
+    model, meta = load_model(args.model)
+    if args.config:
+        cfg = load_config(args.config, _parse_sets(args.set))
+    elif meta.get("run_config"):
+        cfg = config_from_dict(meta["run_config"])
+        if args.set:
+            cfg = cfg.replace(_parse_sets(args.set))
+    else:
+        print("bidfcl: the model file carries no run config; give --config", file=sys.stderr)
+        return 2
+    data = load_run_data(cfg.data)
+    split = args.split or cfg.eval.split
+    ds = getattr(data, split, None)
+    if ds is None:
+        print(f"bidfcl: the data has no {split!r} split", file=sys.stderr)
+        return 2
+    if ds.n_features != model.n_features or ds.n_options != model.n_options:
+        print(f"bidfcl: the model expects {model.n_features} features and {model.n_options} options, the data has "
+              f"{ds.n_features} and {ds.n_options}", file=sys.stderr)
+        return 2
+    ev = evaluate_model(model, ds, budget_levels(ds, args.budgets or cfg.eval.n_budgets), truth=data.marketing,
+                        split=split if data.marketing is not None else None)
+    _print_evaluation(ev, f"{meta.get('method') or 'model'} {args.model} on the {split} split")
+    if args.output:
+        with open(args.output, "w") as fh:
+            json.dump(ev, fh, indent=1)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _read_features(path: str, columns):
+    """Feature matrix (and the table) from a Parquet or CSV file via pyarrow."""
+    import numpy as np
+
+    try:
+        import pyarrow as pa  # noqa: F401
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SystemExit("bidfcl allocate: reading Parquet/CSV needs pyarrow (pip install pyarrow)") from None
+    low = path.lower()
+    table = pq.read_table(path) if low.endswith((".parquet", ".pq")) else pacsv.read_csv(path)
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise SystemExit(f"bidfcl allocate: {path} lacks feature column(s) {missing} (has {table.column_names})")
+    cols = []
+    for c in columns:
+        col = table.column(c).to_numpy(zero_copy_only=False)
+        if not np.issubdtype(col.dtype, np.number) and col.dtype != np.bool_:
+            raise SystemExit(f"bidfcl allocate: expected numeric column {c!r}, got {col.dtype}")
+        col = col.astype(np.float64)
+        if not np.all(np.isfinite(col)):
+            raise SystemExit(f"bidfcl allocate: column {c!r} has missing or non-finite values "
+                             f"(first at row {int(np.flatnonzero(~np.isfinite(col))[0])})")
+        cols.append(col)
+    x = np.stack(cols, axis=1) if cols else np.zeros((table.num_rows, 0))
+    return torch.from_numpy(x), table
+
+
+def _allocate(args) -> int:
+    import bidfcl
+
+    from .train import load_model
+
+    _threads(args.threads)
+    model, meta = load_model(args.model)
+    run = meta.get("run_config") or {}
+    if args.features:
+        features = [c.strip() for c in args.features.split(",") if c.strip()]
+    elif run.get("data", {}).get("source") == "files" and run["data"].get("features"):
+        features = list(run["data"]["features"])
+    else:
+        features = [f"x{j}" for j in range(model.n_features)]
+    if len(features) != model.n_features:
+        print(f"bidfcl allocate: the model expects {model.n_features} features, got {len(features)} columns",
+              file=sys.stderr)
+        return 2
+    x, table = _read_features(args.input, features)
+    x = x.to(model.mean.dtype)
+    r_hat, c_hat = model.predict(x)
+    c_hat = c_hat.clamp_min(0.0)
+    n = x.shape[0]
+    if (args.budget is None) == (args.total_budget is None):
+        print("bidfcl allocate: give exactly one of --budget (per capita) or --total-budget", file=sys.stderr)
+        return 2
+    total = args.total_budget if args.total_budget is not None else args.budget * n
+    if total < 0:
+        print(f"bidfcl allocate: expected a budget >= 0, got {total}", file=sys.stderr)
+        return 2
+    sol = bidfcl.solve_mckp(r_hat, c_hat, float(total))
+    choice = sol.choice
+    rows = torch.arange(n)
+    exp_rev = r_hat[rows, choice].to(torch.float64)
+    exp_cost = c_hat[rows, choice].to(torch.float64)
+    import pyarrow as pa
+
+    cols = {}
+    if args.id_column:
+        if args.id_column not in table.column_names:
+            print(f"bidfcl allocate: no id column {args.id_column!r} in {args.input}", file=sys.stderr)
+            return 2
+        cols[args.id_column] = table.column(args.id_column)
+    else:
+        cols["row"] = pa.array(rows.numpy())
+    cols["option"] = pa.array(choice.numpy())
+    cols["expected_revenue"] = pa.array(exp_rev.numpy())
+    cols["expected_spend"] = pa.array(exp_cost.numpy())
+    out = pa.table(cols)
+    if args.output.lower().endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        pq.write_table(out, args.output)
+    else:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(out, args.output)
+    counts = torch.bincount(choice, minlength=model.n_options).tolist()
+    print(f"allocated {n:,} users under a total budget of {total:,.4f}: lam* = {float(sol.lam):.6g}, "
+          f"expected spend {float(sol.spend):,.4f}, expected revenue {float(sol.value):,.4f}")
+    print(f"  users per option: {counts}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _experiment(args) -> int:
+    from .train.experiment import combine_results, run_experiment
+    from .train.loop import Progress
+
+    if args.combine:
+        if not args.out:
+            print("bidfcl experiment: --combine needs --out (where the merged table goes)", file=sys.stderr)
+            return 2
+        out = combine_results([d for d in args.combine.split(",") if d], args.out)
+        print(out["table"], end="")
+        print(f"wrote {args.out}/results.md, results.csv, curves.csv, results.json")
+        return 0
+    if not args.config:
+        print("bidfcl experiment: give --config (or --combine DIR,DIR --out DIR)", file=sys.stderr)
+        return 2
+
+    over = _parse_sets(args.set)
+    if args.seeds:
+        over["experiment.seeds"] = [int(s) for s in args.seeds.split(",")]
+    if args.methods:
+        over["experiment.methods"] = [m.strip() for m in args.methods.split(",")]
+    if args.out:
+        over["output.dir"] = args.out
+    from .train import load_config
+
+    cfg = load_config(args.config, over)
+    _threads(args.threads or cfg.output.threads)
+    out = run_experiment(cfg, cfg.output.dir, progress=Progress(args.progress))
+    print()
+    print(out["table"], end="")
+    print(f"wrote {cfg.output.dir}/results.md, results.csv, curves.csv, results.json"
+          + (f", {out['plot']}" if out["plot"] and out["plot"].endswith(".png") else ""))
+    return 0
+
+
+#: the learning demo: a complete small experiment on built-in synthetic data (about 3 minutes on 2 cores)
+DEMO_CONFIG = {
+    "data": {"n_rct": 10000, "n_obs": 100000, "n_val": 10000, "n_test": 50000},
+    "model": {"hidden": [128, 64, 32]},
+    "train": {"epochs": 15, "teacher_epochs": 30, "warm_start_epochs": 5, "batch_size": 1024, "lr": 1e-3,
+              "k": 5, "cg_iters": 50},
+    "experiment": {"methods": ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd"],
+                   "seeds": [0], "reference": "tsm-rct",
+                   # RCT-only models see 10x fewer rows per epoch: as many epochs as the teacher;
+                   # DFCL fine-tunes that TSM-on-RCT model (its warm start) with the decision loss
+                   "overrides": {"tsm-rct": {"train.epochs": 30},
+                                 "dfcl-ppl": {"train.epochs": 30, "train.warm_start_epochs": 30}}},
+    "output": {"progress": "none"},
+}
+
+
+def _learning_demo(args) -> int:
+    from .train import config_from_dict
+    from .train.experiment import run_experiment
+
+    torch.set_num_threads(args.threads)
+    raw = {k: dict(v) for k, v in DEMO_CONFIG.items()}
+    raw["experiment"] = dict(raw["experiment"], seeds=[int(s) for s in args.seeds.split(",")])
+    if args.quick:  # a smoke run: tiny data, few epochs
+        raw["data"] = {"n_rct": 1000, "n_obs": 5000, "n_val": 1000, "n_test": 5000}
+        raw["train"] = dict(raw["train"], epochs=2, teacher_epochs=2, warm_start_epochs=1, cg_iters=10)
+        raw["experiment"]["overrides"] = {}
+    cfg = config_from_dict(raw)
+    d, t = cfg.data, cfg.train
+    print(f"bidfcl {__import__('bidfcl').__version__} demo: learning to allocate a budget on synthetic marketing data "
+          f"with ground truth ({torch.get_num_threads()} threads)")
+    print(f"  data: {d.n_rct:,} RCT + {d.n_obs:,} biased OBS users (hidden confounder), {d.n_val:,} validation, "
+          f"{d.n_test:,} test; 5 options, option 0 free")
+    print(f"  methods: {', '.join(cfg.experiment.methods)}; seeds {cfg.experiment.seeds}; "
+          f"Bi-DFCL k = {t.k}, {t.cg_iters} CG iterations")
+    print("  each model is scored on the test users at 10 budgets: EOM (IPW estimate from the randomised test rows)")
+    print("  and the true revenue of its allocation (known here), against TSM on RCT (= 1.0000) and the oracle")
+    print()
+    out = run_experiment(cfg, args.out, log=lambda m: print("  " + m, flush=True))
+    print()
+    print(out["table"], end="")
+    print(f"\n({out['seconds']:.0f} s in all. Columns: EOM and true value are means over the 10 budgets divided by "
+          f"the reference's; oracle gain share = (V - V_nobody) / (V_oracle - V_nobody).)")
+    if args.out:
+        print(f"wrote {args.out}/results.md, results.csv, curves.csv, results.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bidfcl", description="Budget-constrained marketing allocation, learned for the decision.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time")
+    learn = sub.add_parser("demo", help="the main job in small: TSM (RCT/OBS/pooled), DFCL-PPL, Bi-DFCL-PPL/-PIFD on "
+                                        "built-in synthetic data, scored against the truth (about 3 minutes on 2 cores)")
+    learn.add_argument("--seeds", default="0", help="comma-separated seeds (one table row per method, mean over seeds)")
+    learn.add_argument("--threads", type=int, default=2, help="torch threads")
+    learn.add_argument("--out", help="also write results.md/.csv, curves.csv, results.json here")
+    learn.add_argument("--quick", action="store_true", help="tiny data and few epochs (a smoke run, seconds)")
+    learn.set_defaults(func=_learning_demo)
+
+    demo = sub.add_parser("solve-demo", help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time")
     demo.add_argument("--users", type=int, default=1_000_000)
     demo.add_argument("--options", type=int, default=8)
     demo.add_argument("--budget-fraction", type=float, default=0.3, help="budget between the cheapest (0) and dearest (1) policy")
@@ -68,12 +352,63 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    demo.set_defaults(func=_demo)
+    demo.set_defaults(func=_solve_demo)
+
+    tr = sub.add_parser("train", help="train one model from a TOML config (writes model.pt, metrics.json, history.csv)")
+    tr.add_argument("--config", required=True, help="TOML file ([data], [model], [train], [eval], [output])")
+    tr.add_argument("--out", help="output folder (overrides output.dir)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    tr.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    tr.add_argument("--threads", type=int, default=0)
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="score a saved model: EOM over the budget levels (true value on synthetic data)")
+    ev.add_argument("--model", required=True, help="model.pt (or checkpoint.pt) written by `bidfcl train`")
+    ev.add_argument("--config", help="TOML config for the data (default: the config saved with the model)")
+    ev.add_argument("--split", choices=["rct", "val", "test"], help="split to score (default: eval.split)")
+    ev.add_argument("--budgets", type=int, default=0, help="number of budget levels (default: eval.n_budgets)")
+    ev.add_argument("--output", help="write the evaluation as JSON here")
+    ev.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    ev.add_argument("--threads", type=int, default=0)
+    ev.set_defaults(func=_evaluate)
+
+    al = sub.add_parser("allocate", help="score users from a Parquet/CSV file and allocate a budget")
+    al.add_argument("--model", required=True)
+    al.add_argument("--input", required=True, help="Parquet (.parquet/.pq) or CSV file with the feature columns")
+    al.add_argument("--output", required=True, help="CSV or Parquet: id/row, option, expected_revenue, expected_spend")
+    al.add_argument("--budget", type=float, help="budget per user (per capita)")
+    al.add_argument("--total-budget", type=float, help="total budget")
+    al.add_argument("--features", help="comma-separated feature columns (default: the training config's, or x0..x{F-1})")
+    al.add_argument("--id-column", help="column copied to the output to identify users")
+    al.add_argument("--threads", type=int, default=0)
+    al.set_defaults(func=_allocate)
+
+    ex = sub.add_parser("experiment", help="methods x seeds -> results table (Markdown, CSV) and EOM-vs-budget plot")
+    ex.add_argument("--config", help="TOML config ([experiment] methods, seeds, reference, overrides)")
+    ex.add_argument("--combine", help="comma-separated experiment output folders to merge into one table (no training)")
+    ex.add_argument("--out", help="output folder (overrides output.dir)")
+    ex.add_argument("--seeds", help="comma-separated seeds (overrides experiment.seeds)")
+    ex.add_argument("--methods", help="comma-separated methods (overrides experiment.methods)")
+    ex.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    ex.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="none")
+    ex.add_argument("--threads", type=int, default=0)
+    ex.set_defaults(func=_experiment)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "solve-demo":
+        from .train.config import ConfigError
+        from .data import DataError
+
+        try:
+            return args.func(args)
+        except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+            if os.environ.get("BIDFCL_DEBUG"):
+                raise
+            print(exc if str(exc).startswith("bidfcl") else f"bidfcl {args.command}: {exc}", file=sys.stderr)
+            return 2
     if getattr(args, "users", 1) < 1 or getattr(args, "options", 1) < 1:
         print("bidfcl: --users and --options must be >= 1", file=sys.stderr)
         return 2

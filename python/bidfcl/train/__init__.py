@@ -1,0 +1,32 @@
+"""Trainers (TSM, DFCL, Bi-DFCL) on a shared loop, their configuration, evaluation and experiments.
+
+    from bidfcl.train import load_config, load_run_data, make_trainer
+    cfg = load_config("cfg.toml")
+    result = make_trainer(cfg, load_run_data(cfg.data), out_dir=cfg.output.dir).fit()
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OutputConfig, RunConfig,
+                     TrainConfig, config_from_dict, load_config)
+from .datasets import RunData, load_run_data
+from .evaluate import budget_levels, evaluate_model, evaluate_predictions
+from .loop import Phase, Progress, Trainer, factual_loss, load_model, save_model
+from .tsm import TsmTrainer
+from .dfcl import DfclTrainer
+from .bilevel import BidfclTrainer
+
+__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "EvalConfig", "OutputConfig",
+           "ExperimentConfig", "config_from_dict", "load_config", "RunData", "load_run_data", "budget_levels",
+           "evaluate_model", "evaluate_predictions", "Phase", "Progress", "Trainer", "factual_loss", "load_model",
+           "save_model", "TsmTrainer", "DfclTrainer", "BidfclTrainer", "TRAINERS", "make_trainer"]
+
+TRAINERS = {"tsm": TsmTrainer, "dfcl": DfclTrainer, "bidfcl": BidfclTrainer}
+
+
+def make_trainer(cfg: RunConfig, data: RunData, *, out_dir: Optional[str] = None, progress: Optional[Progress] = None,
+                 **kw) -> Trainer:
+    """The trainer of ``cfg.train.method`` (extra keywords, e.g. ``teacher=``, go to Bi-DFCL)."""
+    return TRAINERS[cfg.train.method](cfg, data, out_dir=out_dir, progress=progress, **kw)

@@ -1,0 +1,348 @@
+"""Run configuration: a TOML file with sections ``[data]``, ``[model]``, ``[train]``, ``[eval]``,
+``[output]`` (and ``[experiment]`` for ``bidfcl experiment``), checked key by key.
+
+Every key has a default (below); a file only lists what it changes. Unknown sections or keys,
+values of the wrong type and values out of range raise :class:`ConfigError` naming the key, what
+was expected and what arrived (with a "did you mean" hint for misspelt keys).
+
+Example::
+
+    [data]
+    source = "synthetic"        # make_marketing(...) with the keys below passed through
+    n_rct = 20000
+    seed = 0
+
+    [train]
+    method = "bidfcl"           # tsm | dfcl | bidfcl
+    loss = "ppl"                # ppl | pifd (dfcl also: dpl | mer | difd)
+    epochs = 20
+
+    [output]
+    dir = "runs/bidfcl-ppl"
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    tomllib = None
+
+__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "EvalConfig", "OutputConfig",
+           "ExperimentConfig", "load_config", "config_from_dict", "METHODS", "LOSSES"]
+
+METHODS = ("tsm", "dfcl", "bidfcl")
+LOSSES = ("ppl", "pifd", "dpl", "mer", "difd")
+PRIMAL_LOSSES = ("ppl", "pifd")
+TSM_DATA = ("rct", "obs", "pooled")
+#: keys of make_marketing that a synthetic [data] section may set
+SYNTHETIC_KEYS = ("n_rct", "n_obs", "n_val", "n_test", "n_features", "n_options", "outcome", "confounding",
+                  "selection", "hidden_confounder", "propensity", "obs_arm_shares", "seed", "world_seed",
+                  "dtype", "base_scale", "uplift_scale", "cost_scale", "cost_power", "u_strength",
+                  "revenue_noise", "cost_noise")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key, the expectation and the value."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  #: "synthetic" (make_marketing) or "files"
+    # synthetic: make_marketing keywords (None = its default)
+    n_rct: Optional[int] = None
+    n_obs: Optional[int] = None
+    n_val: Optional[int] = None
+    n_test: Optional[int] = None
+    n_features: Optional[int] = None
+    n_options: Optional[int] = None
+    outcome: Optional[str] = None
+    confounding: Optional[float] = None
+    selection: Optional[float] = None
+    hidden_confounder: Optional[bool] = None
+    propensity: Optional[list] = None
+    obs_arm_shares: Optional[list] = None
+    seed: Optional[int] = None
+    world_seed: Optional[int] = None
+    dtype: Optional[str] = None
+    base_scale: Optional[float] = None
+    uplift_scale: Optional[float] = None
+    cost_scale: Optional[float] = None
+    cost_power: Optional[float] = None
+    u_strength: Optional[float] = None
+    revenue_noise: Optional[float] = None
+    cost_noise: Optional[float] = None
+    # files: one table per split (Parquet or CSV), a column mapping, optional per-row propensity
+    rct: Optional[str] = None
+    obs: Optional[str] = None
+    val: Optional[str] = None
+    test: Optional[str] = None
+    features: Optional[list] = None
+    treatment: str = "treatment"
+    revenue: str = "revenue"
+    cost: str = "cost"
+    propensity_column: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    hidden: list = field(default_factory=lambda: [128, 64, 32])
+    activation: str = "relu"
+    output: str = "linear"  #: linear | sigmoid | softplus
+    cost_output: Optional[str] = None
+    dropout: float = 0.0
+    bridge_hidden: Optional[list] = None  #: Bi-DFCL bridge widths (default: ``hidden``)
+
+
+@dataclass
+class TrainConfig:
+    method: str = "tsm"  #: tsm | dfcl | bidfcl
+    data: str = "rct"  #: tsm only: rct | obs | pooled
+    epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    budget_fraction: float = 0.3  #: training budget per capita as a share of the largest arm's mean cost
+    # dfcl / bidfcl
+    loss: str = "ppl"  #: decision loss: ppl | pifd (dfcl also dpl | mer | difd)
+    tau: float = 1.0  #: softmax temperature of ppl / mer
+    clip: Optional[float] = None  #: pifd / difd gap clip h (None = none)
+    lams: Optional[list] = None  #: dual-loss multiplier grid (None: lam* at 5 budget shares)
+    alpha: float = 0.0  #: dfcl: weight of the prediction (MSE) loss added to the decision loss
+    warm_start_epochs: int = 5  #: dfcl / bidfcl: prediction-loss epochs before the decision loss
+    # bidfcl
+    teacher_epochs: int = 20  #: epochs of the RCT teacher (TSM on RCT)
+    k: int = 5  #: hypergradient every k target batches, with k assumed inner steps
+    cg_iters: int = 50
+    cg_tol: float = 1e-6
+    damping: float = 0.0
+    bridge_lr: float = 1e-3
+    hypergradient: str = "cg"  #: cg | unrolled
+    curvature: str = "hessian"  #: cg: hessian (exact double backward) | gauss-newton (PSD part)
+    inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
+    bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
+    rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)
+
+
+@dataclass
+class EvalConfig:
+    n_budgets: int = 10  #: budget levels, evenly spaced in (0, largest arm's mean cost)
+    split: str = "test"
+    select: str = "eom"  #: model selection on validation: eom | loss | last
+    every: int = 1  #: validate every this many epochs
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/bidfcl"
+    checkpoint_every: int = 0  #: also checkpoint every this many batches (0 = at epoch ends only)
+    progress: str = "auto"  #: auto | bar | lines | none
+    threads: int = 0  #: torch threads (0 = leave torch's setting)
+
+
+@dataclass
+class ExperimentConfig:
+    methods: list = field(default_factory=lambda: ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl",
+                                                   "bidfcl-pifd"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    reference: str = "tsm-rct"  #: EOM normaliser (= 1.0000) and the paired-test baseline
+    overrides: dict = field(default_factory=dict)  #: per method: {"section.key": value}
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, overrides: dict) -> "RunConfig":
+        """A copy with ``{"section.key": value}`` overrides applied (checked like a file)."""
+        d = self.to_dict()
+        for dotted, value in overrides.items():
+            if "." not in dotted:
+                raise ConfigError(f"bidfcl config: expected an override key 'section.key', got {dotted!r}")
+            section, key = dotted.split(".", 1)
+            if section not in d:
+                raise ConfigError(f"bidfcl config: unknown section [{section}] in override {dotted!r}")
+            d[section][key] = value
+        return config_from_dict(d)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+             "output": OutputConfig, "experiment": ExperimentConfig}
+
+# expected kinds for keys whose default is None (the default tells the kind otherwise)
+_KINDS = {
+    "n_rct": int, "n_obs": int, "n_val": int, "n_test": int, "n_features": int, "n_options": int, "seed": int,
+    "world_seed": int, "outcome": str, "dtype": str, "hidden_confounder": bool, "propensity": list,
+    "obs_arm_shares": list, "confounding": float, "selection": float, "base_scale": float, "uplift_scale": float,
+    "cost_scale": float, "cost_power": float, "u_strength": float, "revenue_noise": float, "cost_noise": float,
+    "rct": str, "obs": str, "val": str, "test": str, "features": list, "propensity_column": str,
+    "cost_output": str, "bridge_hidden": list, "clip": float, "lams": list,
+}
+
+
+def _kind_name(kind) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list",
+            dict: "a table"}[kind]
+
+
+def _check_kind(section: str, key: str, value: Any, kind) -> Any:
+    where = f"{section}.{key}"
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"bidfcl config: expected {where} to be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"bidfcl config: expected {where} to be finite, got {value!r}")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"bidfcl config: expected {where} to be an integer, got {value!r}")
+        return value
+    if kind is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"bidfcl config: expected {where} to be a list, got {value!r}")
+        return value
+    if not isinstance(value, kind):
+        raise ConfigError(f"bidfcl config: expected {where} to be {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _section(name: str, cls, raw: Any):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"bidfcl config: expected [{name}] to be a table, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    default = cls()
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(known)})"
+            raise ConfigError(f"bidfcl config: unknown key {key!r} in [{name}]{extra}")
+        if value is None:
+            values[key] = None
+            continue
+        d = getattr(default, key)
+        kind = _KINDS.get(key) if d is None else (float if isinstance(d, float) else type(d))
+        values[key] = _check_kind(name, key, value, kind) if kind is not None else value
+    return cls(**values)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError("bidfcl config: " + message)
+
+
+def _validate(cfg: RunConfig) -> None:
+    d, m, t, e, o, x = cfg.data, cfg.model, cfg.train, cfg.eval, cfg.output, cfg.experiment
+    _require(d.source in ("synthetic", "files"), f"expected data.source 'synthetic' or 'files', got {d.source!r}")
+    if d.source == "files":
+        _require(d.rct is not None, "data.source = 'files' needs data.rct (path of the RCT table)")
+        _require(bool(d.features), "data.source = 'files' needs data.features (a list of feature columns)")
+        for key in ("rct", "obs", "val", "test"):
+            path = getattr(d, key)
+            _require(path is None or os.path.exists(path), f"data.{key}: file {path!r} does not exist")
+    _require(all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden),
+             f"expected model.hidden to be positive integers, got {m.hidden!r}")
+    if m.bridge_hidden is not None:
+        _require(all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.bridge_hidden),
+                 f"expected model.bridge_hidden to be positive integers, got {m.bridge_hidden!r}")
+    from ..models import ACTIVATIONS, OUTPUTS
+    _require(m.activation in ACTIVATIONS, f"expected model.activation in {sorted(ACTIVATIONS)}, got {m.activation!r}")
+    for key in ("output", "cost_output"):
+        v = getattr(m, key)
+        _require(v is None or v in OUTPUTS, f"expected model.{key} in {list(OUTPUTS)}, got {v!r}")
+    _require(0.0 <= m.dropout < 1.0, f"expected model.dropout in [0, 1), got {m.dropout!r}")
+    _require(t.method in METHODS, f"expected train.method in {list(METHODS)}, got {t.method!r}")
+    _require(t.data in TSM_DATA, f"expected train.data in {list(TSM_DATA)}, got {t.data!r}")
+    _require(t.epochs >= 0, f"expected train.epochs >= 0, got {t.epochs}")
+    _require(t.batch_size > 0, f"expected train.batch_size > 0, got {t.batch_size}")
+    for key in ("lr", "bridge_lr", "inner_lr", "tau"):
+        _require(getattr(t, key) > 0, f"expected train.{key} > 0, got {getattr(t, key)}")
+    for key in ("weight_decay", "alpha", "damping", "cg_tol"):
+        _require(getattr(t, key) >= 0, f"expected train.{key} >= 0, got {getattr(t, key)}")
+    _require(0.0 < t.budget_fraction <= 1.0, f"expected train.budget_fraction in (0, 1], got {t.budget_fraction}")
+    _require(t.loss in LOSSES, f"expected train.loss in {list(LOSSES)}, got {t.loss!r}")
+    if t.method == "bidfcl":
+        _require(t.loss in PRIMAL_LOSSES, f"expected train.loss in {list(PRIMAL_LOSSES)} for method 'bidfcl', "
+                                          f"got {t.loss!r}")
+    _require(t.clip is None or t.clip > 0, f"expected train.clip > 0 or absent, got {t.clip}")
+    if t.lams is not None:
+        _require(len(t.lams) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                                         for v in t.lams), f"expected train.lams to be numbers >= 0, got {t.lams!r}")
+    for key in ("warm_start_epochs", "teacher_epochs", "cg_iters", "rct_batch_size"):
+        _require(getattr(t, key) >= 0, f"expected train.{key} >= 0, got {getattr(t, key)}")
+    _require(t.k >= 1, f"expected train.k >= 1, got {t.k}")
+    _require(t.hypergradient in ("cg", "unrolled"), f"expected train.hypergradient 'cg' or 'unrolled', "
+                                                    f"got {t.hypergradient!r}")
+    _require(t.curvature in ("hessian", "gauss-newton"), f"expected train.curvature 'hessian' or 'gauss-newton', "
+                                                         f"got {t.curvature!r}")
+    _require(t.bridge_mode in ("gate", "weight"), f"expected train.bridge_mode 'gate' or 'weight', "
+                                                  f"got {t.bridge_mode!r}")
+    _require(e.n_budgets >= 1, f"expected eval.n_budgets >= 1, got {e.n_budgets}")
+    _require(e.split in ("rct", "val", "test"), f"expected eval.split in ['rct', 'val', 'test'], got {e.split!r}")
+    _require(e.select in ("eom", "loss", "last"), f"expected eval.select in ['eom', 'loss', 'last'], got {e.select!r}")
+    _require(e.every >= 1, f"expected eval.every >= 1, got {e.every}")
+    _require(o.checkpoint_every >= 0, f"expected output.checkpoint_every >= 0, got {o.checkpoint_every}")
+    _require(o.progress in ("auto", "bar", "lines", "none"),
+             f"expected output.progress in ['auto', 'bar', 'lines', 'none'], got {o.progress!r}")
+    _require(o.threads >= 0, f"expected output.threads >= 0, got {o.threads}")
+    _require(len(x.methods) > 0 and all(isinstance(v, str) for v in x.methods),
+             f"expected experiment.methods to be a non-empty list of names, got {x.methods!r}")
+    _require(len(x.seeds) > 0 and all(isinstance(v, int) and not isinstance(v, bool) for v in x.seeds),
+             f"expected experiment.seeds to be a non-empty list of integers, got {x.seeds!r}")
+
+
+def config_from_dict(raw: dict) -> RunConfig:
+    """Check a parsed TOML document (or equivalent dict) and build a :class:`RunConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"bidfcl config: expected a table of sections, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    parts = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            hint = difflib.get_close_matches(name, _SECTIONS, n=1)
+            extra = f" (did you mean [{hint[0]}]?)" if hint else f" (known sections: {', '.join(_SECTIONS)})"
+            raise ConfigError(f"bidfcl config: unknown section [{name}]{extra}")
+        parts[name] = _section(name, _SECTIONS[name], value)
+    cfg = RunConfig(**parts)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: Optional[dict] = None) -> RunConfig:
+    """Read and check a TOML configuration file; relative data paths are taken from the file's folder."""
+    if tomllib is None:  # pragma: no cover
+        raise ConfigError("bidfcl config: reading TOML needs Python >= 3.11 (tomllib)")
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"bidfcl config: file {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"bidfcl config: {path} is not valid TOML: {exc}") from None
+    base = os.path.dirname(os.path.abspath(path))
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("rct", "obs", "val", "test"):
+            if isinstance(data.get(key), str) and not os.path.isabs(data[key]):
+                data[key] = os.path.join(base, data[key])
+    cfg = config_from_dict(raw)
+    return cfg.replace(overrides) if overrides else cfg

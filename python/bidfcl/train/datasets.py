@@ -1,0 +1,98 @@
+"""The splits a run trains and evaluates on, built from the ``[data]`` section of a config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..data import MarketingData, UpliftDataset, make_marketing
+from .config import SYNTHETIC_KEYS, ConfigError, DataConfig
+
+__all__ = ["RunData", "load_run_data", "factual_rows", "max_arm_cost"]
+
+
+@dataclass
+class RunData:
+    """RCT (always), OBS, validation and test rows; ``marketing`` holds the ground truth (synthetic)."""
+
+    rct: UpliftDataset
+    obs: Optional[UpliftDataset]
+    val: Optional[UpliftDataset]
+    test: Optional[UpliftDataset]
+    marketing: Optional[MarketingData] = None
+
+    @property
+    def n_options(self) -> int:
+        return self.rct.n_options
+
+    @property
+    def n_features(self) -> int:
+        return self.rct.n_features
+
+    def split(self, name: str) -> UpliftDataset:
+        ds = getattr(self, name, None)
+        if ds is None:
+            raise ConfigError(f"bidfcl: the run's data has no {name!r} split (give data.{name})")
+        return ds
+
+    def validation(self) -> UpliftDataset:
+        """The model-selection split: ``val`` if present, else the RCT training rows."""
+        return self.val if self.val is not None else self.rct
+
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "torch.float32": torch.float32,
+           "torch.float64": torch.float64}
+
+
+def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
+    """Generate (``source = "synthetic"``) or read (``source = "files"``) the run's splits.
+
+    ``seed_offset`` is added to the synthetic ``seed`` (``bidfcl experiment`` draws a fresh sample of
+    the same world per seed).
+    """
+    if cfg.source == "synthetic":
+        kwargs = {k: getattr(cfg, k) for k in SYNTHETIC_KEYS if getattr(cfg, k) is not None}
+        if "dtype" in kwargs:
+            if kwargs["dtype"] not in _DTYPES:
+                raise ConfigError(f"bidfcl config: expected data.dtype 'float32' or 'float64', got {kwargs['dtype']!r}")
+            kwargs["dtype"] = _DTYPES[kwargs["dtype"]]
+        kwargs["seed"] = int(kwargs.get("seed", 0)) + int(seed_offset)
+        try:
+            md = make_marketing(**kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"bidfcl config: [data] rejected by make_marketing: {exc}") from None
+        return RunData(md.rct, md.obs, md.val, md.test, md)
+    from ..data import load_table
+
+    def read(path: Optional[str], rct: bool) -> Optional[UpliftDataset]:
+        if path is None:
+            return None
+        return load_table(path, list(cfg.features), cfg.treatment, cfg.revenue, cfg.cost, cfg.propensity_column,
+                          require_all_arms=rct)
+
+    rct = read(cfg.rct, True)
+    obs, val, test = read(cfg.obs, False), read(cfg.val, True), read(cfg.test, True)
+    m = max(d.n_options for d in (rct, obs, val, test) if d is not None)
+    fix = lambda d: None if d is None else d._replace(n_options=m)  # noqa: E731
+    return RunData(fix(rct), fix(obs), fix(val), fix(test), None)
+
+
+def factual_rows(ds: UpliftDataset) -> UpliftDataset:
+    """Only ``x, treatment, revenue, cost`` (what a prediction loss uses; lets RCT and OBS concatenate)."""
+    return UpliftDataset(ds.x, ds.treatment, ds.revenue, ds.cost, n_options=ds.n_options)
+
+
+def max_arm_cost(ds: UpliftDataset) -> float:
+    """Largest per-arm mean observed cost: an RCT estimate of the per-capita spend of the dearest
+    option, the top of the budget range used for training and evaluation."""
+    t = ds.treatment
+    best = 0.0
+    for j in range(ds.n_options):
+        mask = t == j
+        if bool(mask.any()):
+            best = max(best, float(ds.cost[mask].to(torch.float64).mean()))
+    if best <= 0:
+        raise ConfigError("bidfcl: every arm has zero mean cost; no budget range to allocate over")
+    return best

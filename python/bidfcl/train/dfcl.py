@@ -1,0 +1,134 @@
+"""DFCL: decision-focused learning on RCT rows (METHOD.md section 3).
+
+After ``warm_start_epochs`` of the prediction loss (the warm-started model stays a candidate of the
+validation selection, as "epoch 0" of the decision phase), each RCT mini-batch takes a step on
+
+    L = L_decision(r_hat, c_hat; lam*) + alpha * L_mse
+
+where lam* is the RCT-calibrated multiplier of the batch's own (detached) predictions at the
+training budget (:func:`bidfcl.solve_mckp_rct`) and ``L_decision`` is ``train.loss``:
+
+* ``ppl``  -- softmax policy value (``tau``), :func:`bidfcl.losses.ppl_loss`;
+* ``pifd`` -- exact policy value with flip finite differences (``clip``), :func:`bidfcl.losses.pifd_loss`;
+* ``dpl`` / ``mer`` / ``difd`` -- DFCL's dual losses over a fixed multiplier grid ``lams`` (default:
+  lam* of the warm-started model on all RCT rows at 10%, 20%, ..., 50% of the largest arm cost).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..data import UpliftDataset
+from ..solver import solve_mckp_rct
+from .loop import Phase, Trainer, factual_loss
+
+__all__ = ["DfclTrainer", "rct_lam", "decision_loss"]
+
+#: lam used when even the cheapest predicted policy overspends (the solve reports +inf)
+LAM_CAP = 1e6
+
+
+def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budget_per_capita) -> torch.Tensor:
+    """lam* of the RCT-calibrated exact solve on detached predictions (finite: capped at ``LAM_CAP``;
+    predicted costs below zero count as zero)."""
+    sol = solve_mckp_rct(r_hat.detach(), c_hat.detach().clamp_min(0.0), batch.treatment, batch.cost, budget_per_capita,
+                         propensity=batch.propensity)
+    return torch.nan_to_num(sol.lam, posinf=LAM_CAP).clamp(max=LAM_CAP)
+
+
+def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita: float, *, tau: float = 1.0,
+                  clip=None, lams=None) -> Optional[torch.Tensor]:
+    """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc).
+
+    Returns None for ``ppl``/``pifd`` when even the cheapest policy of the predictions overspends the
+    budget (lam* infinite): no multiplier makes the loss meaningful there, and a capped huge lam
+    would send ``-lam * g`` into the cost heads; callers then take a prediction-loss step instead.
+    """
+    from .. import losses
+
+    t, rev, prop = batch.treatment, batch.revenue, batch.propensity
+    if kind in ("ppl", "pifd"):
+        sol = solve_mckp_rct(r_hat.detach(), c_hat.detach().clamp_min(0.0), batch.treatment, batch.cost,
+                             budget_per_capita, propensity=batch.propensity)
+        if not bool(sol.feasible):
+            return None
+        lam = sol.lam
+        if kind == "ppl":
+            return losses.ppl_loss(r_hat, c_hat, t, rev, lam, prop, tau=tau)
+        return losses.pifd_loss(r_hat, c_hat, t, rev, lam, prop, clip=clip)
+    if kind == "dpl":
+        return losses.dpl_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop)
+    if kind == "mer":
+        return losses.mer_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, tau=tau)
+    if kind == "difd":
+        return losses.difd_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, clip=clip)
+    raise ValueError(f"bidfcl: unknown decision loss {kind!r}")
+
+
+class DfclTrainer(Trainer):
+    method = "dfcl"
+
+    def build(self) -> None:
+        self.model = self.new_model()
+        self.opt = self.adam(self.model)
+        self.rows = self.data.rct
+        self.lams = None if self.cfg.train.lams is None else [float(v) for v in self.cfg.train.lams]
+
+    def extra_state(self) -> dict:
+        return {"lams": self.lams}
+
+    def load_extra_state(self, extra: dict) -> None:
+        self.lams = extra.get("lams")
+
+    def warm_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        self.opt.zero_grad(set_to_none=True)
+        loss = factual_loss(*self.model(batch.x), batch)
+        loss.backward()
+        self.opt.step()
+        return {"mse": loss.detach()}
+
+    def _decision(self, r, c, batch) -> torch.Tensor:
+        t = self.cfg.train
+        return decision_loss(t.loss, r, c, batch, self.train_budget, tau=t.tau, clip=t.clip, lams=self.lams)
+
+    def begin_main(self) -> None:
+        if self.cfg.train.loss in ("dpl", "mer", "difd") and self.lams is None:
+            from .datasets import max_arm_cost
+
+            r, c = self.model.predict(self.rows.x)
+            top = max_arm_cost(self.rows)
+            budgets = torch.tensor([top * f for f in (0.1, 0.2, 0.3, 0.4, 0.5)], dtype=torch.float64)
+            self.lams = [float(v) for v in rct_lam(r, c, self.rows, budgets)]
+
+    def step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        self.opt.zero_grad(set_to_none=True)
+        r, c = self.model(batch.x)
+        dl = self._decision(r, c, batch)
+        out = {}
+        if dl is None:  # the predictions cannot meet the budget: a prediction-loss step instead
+            loss = factual_loss(r, c, batch)
+            out["infeasible"] = 1.0
+        else:
+            out = {self.cfg.train.loss: dl.detach(), "infeasible": 0.0}
+            loss = dl
+            if self.cfg.train.alpha > 0:
+                mse = factual_loss(r, c, batch)
+                loss = loss + self.cfg.train.alpha * mse
+                out["mse"] = mse.detach()
+        loss.backward()
+        self.opt.step()
+        return out
+
+    def phases(self) -> list[Phase]:
+        t = self.cfg.train
+        return [Phase("dfcl-warm", t.warm_start_epochs, self.rows, self.warm_step),
+                Phase(f"dfcl-{t.loss}", t.epochs, self.rows, self.step, select="model", begin=self.begin_main,
+                      select_initial=True)]
+
+    @torch.no_grad()
+    def validation_loss(self, name: str) -> float:
+        r, c = self.modules()[name].predict(self.val_ds.x)
+        dl = self._decision(r, c, self.val_ds)
+        return float("inf") if dl is None else float(dl)

@@ -1,0 +1,94 @@
+r"""Decision quality of a trained model (METHOD.md section 2).
+
+At ``n_budgets`` per-capita budgets ``b_k = k / (n + 1) * C_max`` (k = 1..n, ``C_max`` the largest
+arm's mean observed cost on the split: the feasible range from "nobody treated" to "everybody gets
+the dearest option"), lam* comes from the RCT-calibrated exact solve of the model's predictions
+(:func:`bidfcl.solve_mckp_rct`), and the policy ``choice = argmax_j (r_hat - lam* c_hat)`` is scored:
+
+* **EOM** (IPW): ``V = (1/N) sum_i 1[choice_i = t_i] revenue_i / p_{t_i}`` with its standard error;
+  ``eom_mean`` is the mean over the budgets (normalise by the TSM-SL-on-RCT run to compare methods);
+* **true value** (synthetic data): ``(1/N) sum_i r_true[i, choice_i]`` and the true cost, and the
+  share of the oracle's gain ``(V - V_0) / (V_oracle(b) - V_0)`` (``V_0``: nobody treated);
+* where even the model's cheapest policy overspends a budget (``feasible`` false: lam* = inf), the
+  policy scored is the feasible fallback "everyone gets the cheapest arm" (lowest mean observed cost);
+* **AUCC** when M = 2 (:func:`bidfcl.metrics.aucc`, when that module is available).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..data import MarketingData, UpliftDataset
+from ..solver import solve_mckp_rct
+from .datasets import max_arm_cost
+
+__all__ = ["budget_levels", "ipw_value", "evaluate_predictions", "evaluate_model"]
+
+
+def budget_levels(ds: UpliftDataset, n_budgets: int) -> list[float]:
+    """``n_budgets`` per-capita budgets evenly spaced strictly inside ``(0, C_max)``."""
+    top = max_arm_cost(ds)
+    return [top * k / (n_budgets + 1) for k in range(1, n_budgets + 1)]
+
+
+def cheapest_arm(ds: UpliftDataset) -> int:
+    """The arm with the lowest mean observed cost (the fallback policy when a model cannot allocate)."""
+    means = [float(ds.cost[ds.treatment == j].to(torch.float64).mean()) if bool((ds.treatment == j).any())
+             else float("inf") for j in range(ds.n_options)]
+    return int(min(range(len(means)), key=means.__getitem__))
+
+
+def ipw_value(choice: torch.Tensor, ds: UpliftDataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """IPW per-capita revenue, cost and revenue standard error of policies ``choice`` ``[K, N]``
+    (:func:`bidfcl.metrics.policy_value` with the rows' propensities, or their arm shares)."""
+    from ..metrics import policy_value
+
+    pv = policy_value(choice, ds.treatment, ds.revenue, ds.cost, ds.propensity)
+    return pv.value, pv.cost, pv.value_se
+
+
+def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDataset, budgets: list[float], *,
+                         truth: Optional[MarketingData] = None, split: Optional[str] = None) -> dict:
+    """Score the lam*-policies of predictions ``r_hat, c_hat`` ``[N, M]`` on the RCT-like rows ``ds``.
+
+    Returns a JSON-ready dict: ``budgets``, ``eom``, ``eom_se``, ``eom_cost``, ``lam``, ``eom_mean``,
+    and with ``truth``/``split`` also ``true_value``, ``true_cost``, ``oracle_value``,
+    ``none_value``, ``gain_share``, ``true_value_mean``, ``gain_share_mean``; ``aucc`` when M = 2.
+    """
+    b = torch.tensor(budgets, dtype=torch.float64)
+    c_hat = c_hat.clamp_min(0.0)  # an unconstrained cost head may dip below zero; costs are >= 0
+    sol = solve_mckp_rct(r_hat, c_hat, ds.treatment, ds.cost, b, propensity=ds.propensity)
+    choice = sol.choice
+    if not bool(sol.feasible.all()):
+        # even the cheapest policy by the model's costs overspends: the model cannot allocate this
+        # budget; score the feasible fallback of giving everyone the cheapest arm (by observed cost)
+        choice = torch.where(sol.feasible.unsqueeze(1), choice, torch.full_like(choice, cheapest_arm(ds)))
+    value, cost, se = ipw_value(choice, ds)
+    out = {"budgets": [float(v) for v in budgets], "eom": value.tolist(), "eom_se": se.tolist(),
+           "eom_cost": cost.tolist(), "lam": [float(v) for v in sol.lam], "feasible": sol.feasible.tolist(),
+           "eom_mean": float(value.mean())}
+    if truth is not None and split is not None:
+        tv, tc = truth.true_value(choice, split)
+        oracle = truth.oracle(b, split)
+        none_v, _ = truth.true_value(torch.zeros(len(ds), dtype=torch.int64), split)
+        gain = (tv - none_v) / (oracle.value - none_v).clamp_min(1e-300)
+        out.update(true_value=tv.tolist(), true_cost=tc.tolist(), oracle_value=oracle.value.tolist(),
+                   none_value=float(none_v), gain_share=gain.tolist(), true_value_mean=float(tv.mean()),
+                   oracle_value_mean=float(oracle.value.mean()), gain_share_mean=float(gain.mean()))
+    if r_hat.shape[1] == 2:
+        try:
+            from ..metrics import aucc
+        except ImportError:  # the metrics module is not part of this build
+            aucc = None
+        if aucc is not None:
+            out["aucc"] = float(aucc(r_hat, c_hat, ds.treatment, ds.revenue, ds.cost))
+    return out
+
+
+def evaluate_model(model, ds: UpliftDataset, budgets: list[float], *, truth: Optional[MarketingData] = None,
+                   split: Optional[str] = None) -> dict:
+    """:func:`evaluate_predictions` of ``model.predict(ds.x)``."""
+    r_hat, c_hat = model.predict(ds.x)
+    return evaluate_predictions(r_hat, c_hat, ds, budgets, truth=truth, split=split)

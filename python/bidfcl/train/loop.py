@@ -1,0 +1,400 @@
+"""The loop every trainer shares: phases of epochs of shuffled mini-batches, validation and model
+selection, a progress bar, metrics files, and atomic, exactly resumable checkpoints.
+
+A trainer is a list of :class:`Phase` objects (e.g. Bi-DFCL: teacher, target warm start, bi-level)
+plus the modules, optimizers and random generators that make up its state. The shuffle of epoch e
+of phase p comes from a generator seeded with ``(seed, p, e)``, so a run resumed from any
+checkpoint (written at epoch ends, and every ``output.checkpoint_every`` batches) replays the same
+batches with the same parameters, optimizer moments and generator states: on CPU it ends with
+exactly the parameters of an uninterrupted run.
+
+Files in ``output.dir`` (when given): ``checkpoint.pt`` (latest state, for ``--resume``),
+``model.pt`` (the deployed model, see :func:`save_model`), ``metrics.json`` (final evaluation,
+history, timings), ``history.csv`` (one row per epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..data import UpliftDataset
+from ..models import MultiHeadMLP, model_from_config
+from .config import ConfigError, RunConfig
+from .datasets import RunData, max_arm_cost
+from .evaluate import budget_levels, evaluate_model
+
+__all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_save", "factual_loss"]
+
+CHECKPOINT_VERSION = 1
+
+
+def factual_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, reduce: bool = True) -> torch.Tensor:
+    """Squared error on the logged cells: ``(r_hat[i, t_i] - revenue_i)^2 + (c_hat[i, t_i] - cost_i)^2``
+    (mean over rows, or per row with ``reduce=False``)."""
+    t = batch.treatment.unsqueeze(1)
+    err = (r_hat.gather(1, t).squeeze(1) - batch.revenue.to(r_hat.dtype)) ** 2 \
+        + (c_hat.gather(1, t).squeeze(1) - batch.cost.to(c_hat.dtype)) ** 2
+    return err.mean() if reduce else err
+
+
+def atomic_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never half-written)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_text(text: str, path: str) -> None:
+    tmp = path + f".{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def save_model(model: MultiHeadMLP, path: str, *, run_config: Optional[dict] = None, method: str = "",
+               extra: Optional[dict] = None) -> None:
+    """Write a deployable model: constructor config, weights (with the feature scaler), the run's config."""
+    atomic_save({"format": "bidfcl.model", "version": 1, "model_config": model.config(),
+                 "state_dict": model.state_dict(), "run_config": run_config, "method": method,
+                 "extra": extra or {}}, path)
+
+
+def load_model(path: str) -> tuple[MultiHeadMLP, dict]:
+    """Read :func:`save_model`'s file (or a trainer checkpoint) -> ``(model, metadata)``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"bidfcl: model file {path!r} does not exist")
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format") not in ("bidfcl.model", "bidfcl.checkpoint"):
+        raise ValueError(f"bidfcl: {path!r} is not a bidfcl model or checkpoint file")
+    if blob["format"] == "bidfcl.checkpoint":
+        name = blob["deployed"]
+        blob = {"model_config": blob["model_configs"][name], "state_dict": blob["modules"][name],
+                "run_config": blob["run_config"], "method": blob["method"], "extra": {}}
+    model = model_from_config(blob["model_config"])
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, blob
+
+
+class Progress:
+    """A dependency-free progress line on stderr with the running losses.
+
+    ``mode``: ``bar`` (rewritten in place), ``lines`` (one line per epoch), ``none``, or ``auto``
+    (``bar`` on a terminal, else ``lines``).
+    """
+
+    def __init__(self, mode: str = "auto", stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        if mode == "auto":
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "lines"
+        self.mode = mode
+        self._last = 0.0
+
+    @staticmethod
+    def _losses(running: dict) -> str:
+        return " ".join(f"{k}={s / max(n, 1):.4g}" for k, (s, n) in running.items())
+
+    def batch(self, phase: str, epoch: int, epochs: int, done: int, total: int, running: dict) -> None:
+        if self.mode != "bar":
+            return
+        now = time.perf_counter()
+        if done < total and now - self._last < 0.2:
+            return
+        self._last = now
+        width = 24
+        fill = int(width * done / max(total, 1))
+        self.stream.write(f"\r{phase} {epoch + 1}/{epochs} [{'#' * fill}{'.' * (width - fill)}] "
+                          f"{done}/{total} {self._losses(running)}\033[K")
+        self.stream.flush()
+
+    def epoch(self, phase: str, epoch: int, epochs: int, running: dict, seconds: float, extra: str = "") -> None:
+        if self.mode == "none":
+            return
+        prefix = "\r" if self.mode == "bar" else ""
+        self.stream.write(f"{prefix}{phase} {epoch + 1}/{epochs} {self._losses(running)} ({seconds:.2f} s){extra}"
+                          + ("\033[K" if self.mode == "bar" else "") + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.mode != "none":
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+@dataclass
+class Phase:
+    """A stage of training: ``epochs`` passes of shuffled ``rows`` through ``step``.
+
+    ``step(batch, index)`` takes one optimisation step and returns ``{name: loss value}``;
+    ``select`` names the module chosen on validation after this phase's epochs (None: no
+    selection); ``begin`` runs at the phase's start (also when resuming inside it) and must be
+    idempotent.
+    """
+
+    name: str
+    epochs: int
+    rows: UpliftDataset
+    step: Callable[[UpliftDataset, torch.Tensor], dict]
+    select: Optional[str] = None
+    begin: Optional[Callable[[], None]] = None
+    select_initial: bool = False  #: also a candidate for selection: the module as the phase starts
+
+
+def _mix_seed(*parts: int) -> int:
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) + 0x632BE59BD9B4E019 + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class Trainer:
+    """Base class: subclasses build modules in :meth:`build` and list :meth:`phases`."""
+
+    method = "base"
+    deployed_name = "model"
+
+    def __init__(self, cfg: RunConfig, data: RunData, *, out_dir: Optional[str] = None,
+                 progress: Optional[Progress] = None):
+        if data.rct is None or len(data.rct) == 0:
+            raise ConfigError("bidfcl: training needs RCT rows (data.rct)")
+        self.cfg, self.data = cfg, data
+        self.out_dir = out_dir
+        self.progress = progress if progress is not None else Progress(cfg.output.progress)
+        t = cfg.train
+        self.seed = int(t.seed)
+        self.train_budget = t.budget_fraction * max_arm_cost(data.rct)  # per capita
+        self.val_ds = data.validation()
+        self.val_budgets = budget_levels(self.val_ds, cfg.eval.n_budgets)
+        self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
+        self.history: list[dict] = []
+        self.best: dict = {}
+        self.running: dict = {}
+        self.timings: dict = {}
+        torch.manual_seed(self.seed)
+        self.build()
+
+    # ------------------------------------------------------------------------ subclass interface
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def modules(self) -> dict:
+        return {"model": self.model}
+
+    def optimizers(self) -> dict:
+        return {"model": self.opt}
+
+    def generators(self) -> dict:
+        return {}
+
+    def validation_loss(self, name: str) -> float:
+        """The trainer's own objective of module ``name`` on the validation split (lower is better)."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------------- helpers
+    def new_model(self, output: Optional[str] = None, hidden=None) -> MultiHeadMLP:
+        m = self.cfg.model
+        model = MultiHeadMLP(self.data.n_features, self.data.n_options, hidden=hidden or m.hidden,
+                             activation=m.activation, output=output or m.output,
+                             cost_output=None if output else m.cost_output, dropout=m.dropout)
+        model.fit_scaler(self.data.rct.x if self.data.obs is None else torch.cat([self.data.rct.x, self.data.obs.x]))
+        return model.to(self.data.rct.dtype)
+
+    def adam(self, module: nn.Module, lr: Optional[float] = None) -> torch.optim.Optimizer:
+        return torch.optim.Adam(module.parameters(), lr=lr or self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+
+    @property
+    def deployed(self) -> MultiHeadMLP:
+        return self.modules()[self.deployed_name]
+
+    def validation_eom(self, name: str) -> float:
+        return evaluate_model(self.modules()[name], self.val_ds, self.val_budgets)["eom_mean"]
+
+    # ------------------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Optional[str]:
+        return None if self.out_dir is None else os.path.join(self.out_dir, "checkpoint.pt")
+
+    def _comparable_config(self) -> dict:
+        d = self.cfg.to_dict()
+        return {k: d[k] for k in ("data", "model", "train", "eval")}
+
+    def state(self) -> dict:
+        return {"format": "bidfcl.checkpoint", "version": CHECKPOINT_VERSION, "method": self.method,
+                "deployed": self.deployed_name, "run_config": self.cfg.to_dict(),
+                "model_configs": {k: m.config() for k, m in self.modules().items()},
+                "modules": {k: m.state_dict() for k, m in self.modules().items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+                "generators": {k: g.get_state() for k, g in self.generators().items()},
+                "torch_rng": torch.get_rng_state(), "position": dict(self.position),
+                "history": copy.deepcopy(self.history), "best": self.best, "running": dict(self.running),
+                "timings": dict(self.timings), "extra": self.extra_state()}
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, extra: dict) -> None:
+        pass
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is not None:
+            atomic_save(self.state(), self.checkpoint_path)
+
+    def load_checkpoint(self, path: str) -> None:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(blob, dict) or blob.get("format") != "bidfcl.checkpoint":
+            raise ValueError(f"bidfcl: {path!r} is not a bidfcl checkpoint")
+        if blob["version"] != CHECKPOINT_VERSION or blob["method"] != self.method:
+            raise ValueError(f"bidfcl: checkpoint {path!r} is a {blob['method']!r} checkpoint v{blob['version']}, "
+                             f"expected {self.method!r} v{CHECKPOINT_VERSION}")
+        saved = {k: blob["run_config"][k] for k in ("data", "model", "train", "eval")}
+        if saved != self._comparable_config():
+            diff = [f"{s}.{k}" for s in saved for k in saved[s] if saved[s][k] != self._comparable_config()[s].get(k)]
+            raise ConfigError(f"bidfcl: checkpoint {path!r} was written with a different configuration "
+                              f"(differs in {', '.join(diff)}); use a new output.dir or the same config")
+        for k, m in self.modules().items():
+            m.load_state_dict(blob["modules"][k])
+        for k, o in self.optimizers().items():
+            o.load_state_dict(blob["optimizers"][k])
+        for k, g in self.generators().items():
+            g.set_state(blob["generators"][k])
+        torch.set_rng_state(blob["torch_rng"])
+        self.position, self.history, self.best = dict(blob["position"]), blob["history"], blob["best"]
+        self.running, self.timings = dict(blob["running"]), dict(blob["timings"])
+        self.load_extra_state(blob["extra"])
+
+    # -------------------------------------------------------------------------------- the loop
+    def _select(self, phase: Phase, epoch: int, record: dict) -> None:
+        how = self.cfg.eval.select
+        if phase.select is None or how == "last":
+            return
+        last = epoch + 1 == phase.epochs
+        if epoch >= 0 and (epoch + 1) % self.cfg.eval.every and not last:
+            return
+        if how == "eom":
+            metric = self.validation_eom(phase.select)
+            better = lambda a, b: a > b  # noqa: E731
+        else:
+            metric = self.validation_loss(phase.select)
+            better = lambda a, b: a < b  # noqa: E731
+        record[f"val_{how}"] = metric
+        cur = self.best.get(phase.name)
+        if cur is None or better(metric, cur["metric"]):
+            self.best[phase.name] = {"metric": metric, "epoch": epoch + 1,
+                                     "state": copy.deepcopy(self.modules()[phase.select].state_dict())}
+
+    def _finish_phase(self, phase: Phase) -> None:
+        best = self.best.get(phase.name)
+        if phase.select is not None and best is not None and self.cfg.eval.select != "last":
+            self.modules()[phase.select].load_state_dict(best["state"])
+
+    def fit(self, resume: bool = False) -> dict:
+        """Run (or, with ``resume`` and a checkpoint in ``out_dir``, continue) training; return the result."""
+        if resume and self.checkpoint_path is not None and os.path.exists(self.checkpoint_path):
+            self.load_checkpoint(self.checkpoint_path)
+            pos = self.position
+            self.progress.message(f"resuming {self.method} at phase {pos['phase']} epoch {pos['epoch']} "
+                                  f"batch {pos['batch']} from {self.checkpoint_path}")
+        bs, every = self.cfg.train.batch_size, self.cfg.output.checkpoint_every
+        phases = self.phases()
+        t_start = time.perf_counter()
+        for pi in range(self.position["phase"], len(phases)):
+            ph = phases[pi]
+            if ph.begin is not None:
+                ph.begin()
+            n = len(ph.rows)
+            nb = -(-n // bs)
+            if (ph.select_initial and ph.select is not None and ph.epochs > 0 and self.position["epoch"] == 0
+                    and self.position["batch"] == 0 and ph.name not in self.best):
+                self._select(ph, -1, {})  # "epoch 0": the starting point competes too
+            for epoch in range(self.position["epoch"], ph.epochs):
+                perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix_seed(self.seed, pi, epoch)))
+                t0 = time.perf_counter()
+                for b in range(self.position["batch"], nb):
+                    idx = perm[b * bs:(b + 1) * bs]
+                    losses = ph.step(ph.rows.subset(idx), idx)
+                    for k, v in losses.items():
+                        s, c = self.running.get(k, (0.0, 0))
+                        self.running[k] = (s + float(v), c + 1)
+                    self.position["batch"] = b + 1
+                    self.position["step"] += 1
+                    self.progress.batch(ph.name, epoch, ph.epochs, b + 1, nb, self.running)
+                    if every and (b + 1) % every == 0 and b + 1 < nb:
+                        self.save_checkpoint()
+                seconds = time.perf_counter() - t0
+                s, c = self.timings.get(ph.name, (0.0, 0))
+                self.timings[ph.name] = (s + seconds, c + 1)
+                record = {"phase": ph.name, "epoch": epoch + 1, "seconds": seconds}
+                record.update({k: s / max(c, 1) for k, (s, c) in self.running.items()})
+                self._select(ph, epoch, record)
+                self.history.append(record)
+                extra = "".join(f" {k}={v:.5g}" for k, v in record.items() if k.startswith("val_"))
+                self.progress.epoch(ph.name, epoch, ph.epochs, self.running, seconds, extra)
+                self.running = {}
+                self.position.update(epoch=epoch + 1, batch=0)
+                self.save_checkpoint()
+            self._finish_phase(ph)
+            self.position.update(phase=pi + 1, epoch=0, batch=0)
+        self.save_checkpoint()
+        return self.finish(time.perf_counter() - t_start)
+
+    # ------------------------------------------------------------------------------- results
+    def epoch_seconds(self) -> dict:
+        return {k: s / max(c, 1) for k, (s, c) in self.timings.items()}
+
+    def finish(self, seconds: float) -> dict:
+        """Evaluate the deployed model on the test split (and write the output files)."""
+        split = self.cfg.eval.split
+        ds = getattr(self.data, split, None)
+        if ds is None:
+            ds = self.data.rct
+            split = "rct"
+        budgets = budget_levels(ds, self.cfg.eval.n_budgets)
+        evaluation = evaluate_model(self.deployed, ds, budgets, truth=self.data.marketing,
+                                    split=split if self.data.marketing is not None else None)
+        result = {"method": self.method, "split": split, "train_budget_per_capita": self.train_budget,
+                  "evaluation": evaluation, "epoch_seconds": self.epoch_seconds(), "fit_seconds": seconds,
+                  "best": {k: {"metric": v["metric"], "epoch": v["epoch"]} for k, v in self.best.items()},
+                  "history": self.history}
+        if self.out_dir is not None:
+            os.makedirs(self.out_dir, exist_ok=True)
+            save_model(self.deployed, os.path.join(self.out_dir, "model.pt"), run_config=self.cfg.to_dict(),
+                       method=self.method, extra={"train_budget_per_capita": self.train_budget})
+            _atomic_text(json.dumps(result, indent=1), os.path.join(self.out_dir, "metrics.json"))
+            _atomic_text(history_csv(self.history), os.path.join(self.out_dir, "history.csv"))
+        return result
+
+
+def history_csv(history: list[dict]) -> str:
+    keys: list[str] = []
+    for rec in history:
+        keys += [k for k in rec if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for rec in history:
+        w.writerow({k: (f"{v:.8g}" if isinstance(v, float) and math.isfinite(v) else v) for k, v in rec.items()})
+    return buf.getvalue()

@@ -1,0 +1,54 @@
+"""Two-stage method (TSM), S-learner: fit revenue and cost of every option to the logged labels.
+
+    L = mean_i (r_hat[i, t_i] - revenue_i)^2 + (c_hat[i, t_i] - cost_i)^2
+
+on RCT rows, OBS rows, or both pooled (``train.data``); the decision is made afterwards by solving
+the allocation on the predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import UpliftDataset
+from .datasets import factual_rows
+from .loop import Phase, Trainer, factual_loss
+
+__all__ = ["TsmTrainer", "tsm_rows"]
+
+
+def tsm_rows(data, which: str) -> UpliftDataset:
+    """The factual rows TSM trains on: ``rct``, ``obs`` or ``pooled`` (RCT + OBS)."""
+    from .config import ConfigError
+
+    if which == "rct":
+        return factual_rows(data.rct)
+    if data.obs is None:
+        raise ConfigError(f"bidfcl: train.data = {which!r} needs OBS rows (data.obs)")
+    if which == "obs":
+        return factual_rows(data.obs)
+    return UpliftDataset.concat([factual_rows(data.rct), factual_rows(data.obs)])
+
+
+class TsmTrainer(Trainer):
+    method = "tsm"
+
+    def build(self) -> None:
+        self.model = self.new_model()
+        self.opt = self.adam(self.model)
+        self.rows = tsm_rows(self.data, self.cfg.train.data)
+
+    def step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        self.opt.zero_grad(set_to_none=True)
+        loss = factual_loss(*self.model(batch.x), batch)
+        loss.backward()
+        self.opt.step()
+        return {"mse": loss.detach()}
+
+    def phases(self) -> list[Phase]:
+        return [Phase(f"tsm-{self.cfg.train.data}", self.cfg.train.epochs, self.rows, self.step, select="model")]
+
+    @torch.no_grad()
+    def validation_loss(self, name: str) -> float:
+        model = self.modules()[name]
+        return float(factual_loss(*model.predict(self.val_ds.x), self.val_ds))

@@ -1,0 +1,137 @@
+"""The `bidfcl` command: train / evaluate / allocate / experiment on tiny configs, errors, demo."""
+
+import json
+
+import pytest
+import torch
+
+from bidfcl.cli import main
+
+TINY = """
+[data]
+n_rct = 500
+n_obs = 1000
+n_val = 500
+n_test = 800
+[model]
+hidden = [16, 8]
+[train]
+method = "tsm"
+data = "pooled"
+epochs = 2
+batch_size = 256
+[output]
+progress = "none"
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def cfg_path(tmp_path):
+    p = tmp_path / "cfg.toml"
+    p.write_text(TINY + f'dir = "{tmp_path / "run"}"\n')
+    return p
+
+
+def test_train_evaluate_allocate(tmp_path, cfg_path, capsys):
+    assert main(["train", "--config", str(cfg_path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "mean EOM" in out and "gain share" in out
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["method"] == "tsm" and len(metrics["evaluation"]["eom"]) == 10
+
+    ev_json = tmp_path / "ev.json"
+    assert main(["evaluate", "--model", str(run / "model.pt"), "--split", "val", "--budgets", "4",
+                 "--output", str(ev_json)]) == 0
+    assert len(json.loads(ev_json.read_text())["eom"]) == 4
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    import bidfcl
+
+    d = bidfcl.data.make_marketing(n_rct=50, n_obs=0, n_val=0, n_test=0, seed=3)
+    cols = {f"x{j}": d.rct.x[:, j].numpy() for j in range(d.n_features)}
+    cols["user"] = [f"u{i}" for i in range(50)]
+    pq.write_table(pa.table(cols), str(tmp_path / "users.parquet"))
+    out_csv = tmp_path / "alloc.csv"
+    assert main(["allocate", "--model", str(run / "model.pt"), "--input", str(tmp_path / "users.parquet"),
+                 "--budget", "0.3", "--id-column", "user", "--output", str(out_csv)]) == 0
+    t = pacsv.read_csv(str(out_csv))
+    assert t.column_names == ["user", "option", "expected_revenue", "expected_spend"] and t.num_rows == 50
+    spend = sum(t.column("expected_spend").to_pylist())
+    assert spend <= 0.3 * 50 * (1 + 1e-9)
+    assert main(["allocate", "--model", str(run / "model.pt"), "--input", str(tmp_path / "users.parquet"),
+                 "--total-budget", "5", "--output", str(tmp_path / "alloc.parquet")]) == 0
+    t2 = pq.read_table(str(tmp_path / "alloc.parquet"))
+    assert t2.column_names[0] == "row" and sum(t2.column("expected_spend").to_pylist()) <= 5 * (1 + 1e-9)
+    # a missing feature column is reported
+    pq.write_table(pa.table({"x0": [1.0]}), str(tmp_path / "few.parquet"))
+    with pytest.raises(SystemExit, match="lacks feature column"):
+        main(["allocate", "--model", str(run / "model.pt"), "--input", str(tmp_path / "few.parquet"),
+              "--budget", "1", "--output", str(tmp_path / "x.csv")])
+
+
+def test_train_resume_continues(tmp_path, cfg_path, capsys):
+    assert main(["train", "--config", str(cfg_path), "--set", "train.epochs=1"]) == 0
+    # the same config with more epochs is another config: refused with a clear message
+    assert main(["train", "--config", str(cfg_path), "--resume"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg_path), "--set", "train.epochs=1", "--set", "output.progress=\"lines\"",
+                 "--resume"]) == 0
+    assert "resuming tsm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,match", [
+    ("[train]\nepochs = -1\n", "expected train.epochs >= 0"),
+    ("[train]\nmethd = 'tsm'\n", "did you mean 'method'"),
+    ("[train\n", "not valid TOML"),
+])
+def test_bad_config_exit_code_and_message(tmp_path, capsys, text, match):
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    assert main(["train", "--config", str(p)]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_missing_model_file(tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_experiment_command(tmp_path, cfg_path, capsys):
+    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct,tsm-obs", "--seeds", "0,1",
+                 "--out", str(tmp_path / "exp"), "--set", "train.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "| tsm-obs |" in out and (tmp_path / "exp" / "results.csv").exists()
+    # seeds run in another process merge into one table
+    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct,tsm-obs", "--seeds", "2",
+                 "--out", str(tmp_path / "exp2"), "--set", "train.epochs=1"]) == 0
+    assert main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp2'}", "--out",
+                 str(tmp_path / "all")]) == 0
+    assert "| tsm-obs | 3 |" in capsys.readouterr().out
+    assert main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp'}", "--out",
+                 str(tmp_path / "dup")]) == 2
+    assert "more than one folder" in capsys.readouterr().err
+
+
+def test_solver_demo_still_runs(capsys):
+    assert main(["solve-demo", "--users", "2000", "--options", "3", "--threads", "1"]) == 0
+    assert "lam*" in capsys.readouterr().out
+
+
+def test_learning_demo_quick(tmp_path, capsys):
+    assert main(["demo", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for m in ("tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd", "oracle"):
+        assert f"| {m}" in out
+    assert (tmp_path / "results.md").exists()
