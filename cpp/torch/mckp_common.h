@@ -79,6 +79,35 @@ core::MckpSolveParams<T> make_solve_params(const at::Tensor& values, const at::T
   return p;
 }
 
+struct RctOutputs {
+  at::Tensor lam, choice, spend, feasible;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const { return {lam, choice, spend, feasible}; }
+};
+
+inline RctOutputs alloc_rct_outputs(const at::Tensor& values, int64_t k) {
+  const auto opts = values.options();
+  return {at::empty({k}, opts), at::empty({k, values.size(0)}, opts.dtype(at::kLong)),
+          at::empty({k}, opts.dtype(at::kDouble)), at::empty({k}, opts.dtype(at::kBool))};
+}
+
+template <typename T>
+core::MckpRctParams<T> make_rct_params(const at::Tensor& values, const at::Tensor& costs, const at::Tensor& treatment,
+                                       const at::Tensor& cost_obs, const at::Tensor& propensity,
+                                       const at::Tensor& budgets, RctOutputs& o, int num_threads = 1) {
+  core::MckpRctParams<T> p;
+  p.in = make_input<T>(values, costs, num_threads);
+  p.treatment = treatment.data_ptr<int64_t>();
+  p.cost_obs = cost_obs.data_ptr<T>();
+  p.propensity = propensity.data_ptr<T>();
+  p.budgets = budgets.data_ptr<double>();
+  p.k = budgets.size(0);
+  p.lam = o.lam.data_ptr<T>();
+  p.choice = o.choice.data_ptr<int64_t>();
+  p.spend = o.spend.data_ptr<double>();
+  p.feasible = o.feasible.data_ptr<bool>();
+  return p;
+}
+
 inline void check_rct_inputs(const at::Tensor& values, const at::Tensor& treatment, const at::Tensor& cost_obs,
                              const at::Tensor& propensity) {
   const int64_t n = values.size(0);

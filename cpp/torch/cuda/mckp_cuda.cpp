@@ -107,28 +107,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cuda(
   const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
   const at::Tensor treatment = treatment_in.contiguous(), cost_obs = cost_obs_in.contiguous();
   const at::Tensor propensity = propensity_in.contiguous(), budgets = budgets_in.contiguous();
-  const int64_t k = budgets.size(0);
-  at::Tensor lam = at::empty({k}, values.options());
-  at::Tensor choice = at::empty({k, values.size(0)}, values.options().dtype(at::kLong));
-  at::Tensor spend = at::empty({k}, values.options().dtype(at::kDouble));
-  at::Tensor feasible = at::empty({k}, values.options().dtype(at::kBool));
+  RctOutputs o = alloc_rct_outputs(values, budgets.size(0));
   TorchWorkspace ws(values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
-    core::MckpRctParams<scalar_t> p;
-    p.in = make_input<scalar_t>(values, costs);
-    p.treatment = treatment.data_ptr<int64_t>();
-    p.cost_obs = cost_obs.data_ptr<scalar_t>();
-    p.propensity = propensity.data_ptr<scalar_t>();
-    p.budgets = budgets.data_ptr<double>();
-    p.k = k;
-    p.lam = lam.data_ptr<scalar_t>();
-    p.choice = choice.data_ptr<int64_t>();
-    p.spend = spend.data_ptr<double>();
-    p.feasible = feasible.data_ptr<bool>();
+    auto p = make_rct_params<scalar_t>(values, costs, treatment, cost_obs, propensity, budgets, o);
     checks::raise_if_error(core::solve_mckp_rct_cuda<scalar_t>(p, ws, stream), "values", "costs", "cost_obs");
   });
-  return {lam, choice, spend, feasible};
+  return o.tuple();
 }
 
 }  // namespace
