@@ -617,3 +617,81 @@ def test_non_contiguous_and_empty_blocks(backend):
     res = implicit.solve_hessian(loss, [w, e], [b_t, torch.zeros(0, dtype=torch.float64)], tol=1e-12, backend=backend)
     assert res.state.converged and res.solution[1].shape == (0,)
     torch.testing.assert_close(res.solution[0].reshape(-1), torch.linalg.solve(a, b_t.reshape(-1)))
+
+
+# ----------------------------------------------------------------------------- Gauss-Newton curvature
+def _weighted_ls_problem(nonlinear: bool, seed: int = 0):
+    """Lower: weighted least squares of outputs o(theta) = tanh?(X A) w towards y with weights
+    sigmoid(X phi); upper: a quadratic of theta. Returns (CompositeLoss, upper, theta, phi)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    theta = [torch.randn(3, 2, generator=g, dtype=torch.float64).requires_grad_(True)]
+    phi = [torch.randn(3, 2, generator=g, dtype=torch.float64).mul_(0.3).requires_grad_(True)]
+    target = torch.randn(3, 2, generator=g, dtype=torch.float64)
+
+    def outputs(inner):
+        o = x @ inner[0]
+        return torch.tanh(o) if nonlinear else o
+
+    def loss(o, outer):
+        return (torch.sigmoid(x @ outer[0]) * (o - y) ** 2).sum(1).mean()
+
+    def upper(inner, outer):
+        return ((inner[0] - target) ** 2).sum()
+
+    return implicit.CompositeLoss(outputs, loss), upper, theta, phi
+
+
+def test_gauss_newton_equals_hessian_when_outputs_are_linear():
+    lower, upper, theta, phi = _weighted_ls_problem(nonlinear=False)
+    exact = implicit.hypergradient(lower, upper, theta, phi, max_iter=100, tol=1e-12)
+    gn = implicit.hypergradient(lower, upper, theta, phi, max_iter=100, tol=1e-12, curvature="gauss-newton")
+    torch.testing.assert_close(gn.grads[0], exact.grads[0], rtol=1e-8, atol=1e-12)
+    assert float(exact.grads[0].abs().max()) > 1e-3
+    # the composite evaluates the composed loss wherever a lower_loss callable is expected
+    torch.testing.assert_close(lower(theta, phi), lower.loss(lower.outputs(theta), phi))
+
+
+def test_gauss_newton_is_psd_and_matches_dense_formula_for_nonlinear_outputs():
+    """G = J' diag(2 W / N) J for the weighted squared error: the hypergradient equals the dense
+    formula with G in place of H, and CG never meets negative curvature."""
+    lower, upper, theta, phi = _weighted_ls_problem(nonlinear=True, seed=3)
+    damping = 1e-3
+    res = implicit.hypergradient(lower, upper, theta, phi, max_iter=200, tol=1e-13, damping=damping,
+                                 curvature="gauss-newton")
+    assert res.state.status == "converged"
+    th = theta[0].detach()
+    jac = torch.autograd.functional.jacobian(lambda t: lower.outputs([t]), th).reshape(80, 6)
+    o = lower.outputs([th]).detach().requires_grad_(True)
+    h_o = torch.autograd.functional.hessian(lambda u: lower.loss(u, [phi[0].detach()]), o).reshape(80, 80)
+    G = jac.T @ h_o @ jac + damping * torch.eye(6, dtype=torch.float64)
+    assert float(torch.linalg.eigvalsh(G).min()) > 0
+    b = torch.autograd.functional.jacobian(lambda t: upper([t], phi), th).reshape(6)
+    v = torch.linalg.solve(G, b)
+    mixed = torch.autograd.functional.jacobian(
+        lambda p: torch.autograd.functional.jacobian(lambda t: lower([t], [p]), th, create_graph=True).reshape(6) @ v,
+        phi[0].detach())
+    torch.testing.assert_close(res.grads[0], -mixed, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(res.solution[0].reshape(6), v, rtol=1e-7, atol=1e-10)
+
+
+def test_hypergradient_returns_its_solution_as_warm_start():
+    lower, upper, theta, phi = _weighted_ls_problem(nonlinear=False, seed=1)  # positive definite H
+    for curvature in ("hessian", "gauss-newton"):
+        cold = implicit.hypergradient(lower, upper, theta, phi, max_iter=200, tol=1e-10, damping=1e-2,
+                                      curvature=curvature)
+        warm = implicit.hypergradient(lower, upper, theta, phi, max_iter=200, tol=1e-10, damping=1e-2,
+                                      curvature=curvature, x0=cold.solution)
+        assert warm.state.iter_num < cold.state.iter_num
+        torch.testing.assert_close(warm.grads[0], cold.grads[0], rtol=1e-6, atol=1e-9)
+
+
+def test_gauss_newton_needs_a_composite_loss_and_a_known_curvature():
+    lower, upper, theta, phi = _weighted_ls_problem(nonlinear=False)
+    with pytest.raises(TypeError, match="CompositeLoss"):
+        implicit.hypergradient(lambda i, o: lower(i, o), upper, theta, phi, curvature="gauss-newton")
+    with pytest.raises(ValueError, match="curvature"):
+        implicit.hypergradient(lower, upper, theta, phi, curvature="newton")
+    with pytest.raises(TypeError, match="two callables"):
+        implicit.CompositeLoss(None, lambda o, p: o.sum())
