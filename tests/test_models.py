@@ -68,6 +68,8 @@ def test_config_round_trip_and_predict():
     (dict(n_features=3, n_options=2, activation="nope"), "activation"),
     (dict(n_features=3, n_options=2, output="exp"), "output"),
     (dict(n_features=3, n_options=2, dropout=1.0), "dropout"),
+    (dict(n_features=3, n_options=2, free_options=[2]), "free_options"),
+    (dict(n_features=3, n_options=2, free_options=[-1]), "free_options"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -78,3 +80,16 @@ def test_wrong_input_width():
     m = MultiHeadMLP(3, 2, hidden=(4,))
     with pytest.raises(ValueError, match=r"expected x of shape \[N, 3\]"):
         m(torch.randn(2, 4))
+
+
+def test_free_options_cost_exactly_zero_and_round_trip():
+    torch.manual_seed(0)
+    m = MultiHeadMLP(3, 4, hidden=(5,), cost_output="softplus", free_options=[0, 2]).to(torch.float64)
+    x = torch.randn(16, 3, dtype=torch.float64)
+    r, c = m(x)
+    assert torch.all(c[:, [0, 2]] == 0) and torch.all(c[:, [1, 3]] > 0)
+    c.sum().backward()  # no gradient reaches a free option's head
+    assert torch.all(m.heads.weight.grad[4 + 0] == 0) and torch.any(m.heads.weight.grad[4 + 1] != 0)
+    m2 = model_from_config(m.config()).to(torch.float64)
+    m2.load_state_dict(m.state_dict())
+    assert m2.free_options == [0, 2] and torch.equal(m2(x)[1], c)

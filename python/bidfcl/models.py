@@ -40,11 +40,14 @@ class MultiHeadMLP(nn.Module):
         output: output activation of both quantities, one of ``OUTPUTS``.
         cost_output: output activation of the cost heads if different from ``output``.
         dropout: dropout probability after each trunk layer (0 = none).
+        free_options: options whose cost is known to be zero (e.g. option 0, "no incentive"): their
+            cost heads output exactly 0, so the model's cheapest policy always costs nothing and a
+            decision loss cannot make it overspend (default: none).
     """
 
     def __init__(self, n_features: int, n_options: int, hidden: Sequence[int] = (128, 64, 32),
                  activation: str = "relu", output: str = "linear", cost_output: Optional[str] = None,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, free_options: Optional[Sequence[int]] = None):
         super().__init__()
         if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
             raise ValueError(f"bidfcl.models: expected n_features >= 1, got {n_features!r}")
@@ -61,6 +64,10 @@ class MultiHeadMLP(nn.Module):
                 raise ValueError(f"bidfcl.models: {name} must be one of {OUTPUTS}, got {v!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"bidfcl.models: expected dropout in [0, 1), got {dropout!r}")
+        free = sorted({int(j) for j in (free_options or [])})
+        if any(isinstance(j, bool) or not 0 <= j < n_options for j in free):
+            raise ValueError(f"bidfcl.models: expected free_options in [0, {n_options}), got {list(free_options)}")
+        self.free_options = free
         self.n_features, self.n_options = n_features, n_options
         self.hidden, self.activation = hidden, activation
         self.output, self.cost_output, self.dropout = output, cost_output, float(dropout)
@@ -75,12 +82,15 @@ class MultiHeadMLP(nn.Module):
         self.heads = nn.Linear(width, 2 * n_options)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
+        cost_mask = torch.ones(n_options)
+        cost_mask[free] = 0.0
+        self.register_buffer("cost_mask", cost_mask, persistent=False)  # rebuilt from free_options
 
     def config(self) -> dict:
         """Constructor arguments (saved with checkpoints; :func:`model_from_config` rebuilds)."""
         return dict(n_features=self.n_features, n_options=self.n_options, hidden=list(self.hidden),
                     activation=self.activation, output=self.output, cost_output=self.cost_output,
-                    dropout=self.dropout)
+                    dropout=self.dropout, free_options=list(self.free_options))
 
     @torch.no_grad()
     def fit_scaler(self, x: torch.Tensor) -> "MultiHeadMLP":
@@ -113,7 +123,10 @@ class MultiHeadMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.logits(x)
         m = self.n_options
-        return self._activate(z[:, :m], self.output), self._activate(z[:, m:], self.cost_output)
+        c = self._activate(z[:, m:], self.cost_output)
+        if self.free_options:
+            c = c * self.cost_mask
+        return self._activate(z[:, :m], self.output), c
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import torch
 from ..data import MarketingData, UpliftDataset, make_marketing
 from .config import SYNTHETIC_KEYS, ConfigError, DataConfig
 
-__all__ = ["RunData", "load_run_data", "factual_rows", "max_arm_cost"]
+__all__ = ["RunData", "load_run_data", "factual_rows", "max_arm_cost", "free_options"]
 
 
 @dataclass
@@ -96,3 +96,18 @@ def max_arm_cost(ds: UpliftDataset) -> float:
     if best <= 0:
         raise ConfigError("bidfcl: every arm has zero mean cost; no budget range to allocate over")
     return best
+
+
+def free_options(*datasets: Optional[UpliftDataset]) -> list[int]:
+    """Options logged at least once whose every logged cost is exactly zero in ``datasets``
+    (e.g. option 0, "no incentive"): their cost is known, not learned."""
+    present = [d for d in datasets if d is not None and len(d) > 0]
+    if not present:
+        return []
+    m = max(d.n_options for d in present)
+    seen = torch.zeros(m, dtype=torch.bool)
+    paid = torch.zeros(m, dtype=torch.bool)
+    for d in present:
+        seen |= torch.bincount(d.treatment, minlength=m)[:m] > 0
+        paid.index_fill_(0, d.treatment[d.cost != 0], True)
+    return [j for j in range(m) if bool(seen[j]) and not bool(paid[j])]
