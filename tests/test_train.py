@@ -1,6 +1,7 @@
 """bidfcl.train: trainers end to end on tiny data, exact resume, configs, evaluation, experiments."""
 
 import copy
+import math
 import importlib.util
 import os
 
@@ -364,3 +365,172 @@ def test_gauss_newton_equals_hessian_for_a_linear_model(data):
     for a, b in zip(res["hessian"].grads, res["gauss-newton"].grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
     assert any(float(g.abs().max()) > 0 for g in res["hessian"].grads)
+
+
+# ------------------------------------------------------------- decision quality (bridge, DFCL, budgets)
+@needs_bilevel
+def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
+    """On a small well-posed instance (smooth target, ridge mu ||theta||^2 / 2 matched by damping mu),
+    with the target at its lower solution theta*(phi) (Newton-polished), the trainer's bridge
+    gradient points along the true hypergradient: central finite differences of
+    L_up(theta*(phi)), the lower problem re-solved at each perturbed phi (lam* held at its value,
+    as in the decision loss), give cosine >= 0.9 (measured: 1.0000)."""
+    from torch.func import functional_call
+
+    from bidfcl import losses
+    from bidfcl.solver import solve_mckp_rct
+
+    mu = 1e-2
+    d = load_run_data(config_from_dict({"data": {"n_rct": 300, "n_obs": 192, "n_val": 200, "n_test": 200,
+                                                 "dtype": "float64"}}).data)
+    cfg = config_from_dict({"model": {"hidden": [5], "bridge_hidden": [4], "activation": "silu"},
+                            "train": {"method": "bidfcl", "epochs": 0, "teacher_epochs": 40, "warm_start_epochs": 40,
+                                      "batch_size": 192, "lr": 1e-2, "damping": mu, "cg_iters": 400, "cg_tol": 1e-12,
+                                      "rct_batch_size": 0},
+                            "eval": {"select": "last"}, "output": {"progress": "none"}})
+    tr = BidfclTrainer(cfg, d)
+    tr.fit()
+    tr.begin_bilevel()
+    with torch.no_grad():  # gates that differ across users and cells
+        g = torch.Generator().manual_seed(0)
+        tr.bridge.heads.weight.copy_(0.3 * torch.randn(tr.bridge.heads.weight.shape, generator=g, dtype=torch.float64))
+    batch, idx, rct = tr.obs_rows, torch.arange(len(tr.obs_rows)), d.rct
+    tps, bps = list(tr.target.parameters()), list(tr.bridge.parameters())
+
+    def split(v, like):
+        out, o = [], 0
+        for p in like:
+            out.append(v[o:o + p.numel()].view_as(p))
+            o += p.numel()
+        return out
+
+    flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
+    phi0 = flat([p.detach() for p in bps])
+    objective = tr.lower_objective(tr.target, batch, idx)
+
+    def low(v, phi):
+        return objective(split(v, tps), split(phi, bps)) + 0.5 * mu * (v ** 2).sum()
+
+    def solve_lower(v, phi):  # Newton with |eigenvalues| and backtracking, to |grad| < 1e-12
+        v = v.detach().clone()
+        for _ in range(60):
+            grad = torch.autograd.functional.jacobian(lambda u: low(u, phi), v)
+            if float(grad.norm()) < 1e-12:
+                break
+            e, u = torch.linalg.eigh(torch.autograd.functional.hessian(lambda u: low(u, phi), v, vectorize=True))
+            step, f0, a = u @ ((u.T @ grad) / e.abs().clamp_min(1e-8)), float(low(v, phi)), 1.0
+            while a > 1e-8 and float(low(v - a * step, phi)) > f0:
+                a /= 2
+            v = v - a * step
+        return v
+
+    vstar = solve_lower(flat([p.detach() for p in tps]), phi0)
+    hess = torch.autograd.functional.hessian(lambda u: low(u, phi0), vstar, vectorize=True)
+    assert float(torch.linalg.eigvalsh(hess).min()) > 0  # a strict local minimum: the IFT holds
+    with torch.no_grad():
+        for p, t in zip(tps, split(vstar, tps)):
+            p.copy_(t)
+    r, c = tr.target.predict(rct.x)
+    lam = solve_mckp_rct(r, c, rct.treatment, rct.cost, tr.train_budgets[0], propensity=rct.propensity).lam
+
+    def upper(v):
+        r, c = functional_call(tr.target, dict(zip(tr.t_names, split(v, tps))), (rct.x,))
+        return float(losses.ppl_loss(r, c, rct.treatment, rct.revenue, lam, rct.propensity))
+
+    res = tr.implicit_hypergradient(tr.target, batch, idx, rct)  # default curvature "auto"
+    assert res.state.status == "converged"  # the exact Hessian: positive definite here
+    grad = flat(res.grads)
+    assert float(grad.norm()) > 0
+    # a central difference along a direction d is <true hypergradient, d>; along grad/|grad| and
+    # along a basis of the rest it gives the cosine without forming the whole true gradient
+    h = 1e-4
+    def fd(direction):
+        return (upper(solve_lower(vstar, phi0 + h * direction)) - upper(solve_lower(vstar, phi0 - h * direction))) / (2 * h)
+
+    unit = grad / grad.norm()
+    along = fd(unit)
+    gen = torch.Generator().manual_seed(1)
+    rest = torch.linalg.qr(torch.cat([unit[:, None], torch.randn(len(phi0), 6, generator=gen, dtype=torch.float64)], 1)).Q[:, 1:]
+    across = torch.tensor([fd(rest[:, k]) for k in range(rest.shape[1])], dtype=torch.float64)
+    # cosine within the 7-dimensional subspace spanned by grad and six random directions
+    cos = along / math.sqrt(along ** 2 + float((across ** 2).sum()))
+    assert cos >= 0.9, (cos, along, across)
+    assert abs(along / float(grad.norm()) - 1) < 0.1  # and the right length
+
+
+@needs_bilevel
+def test_fixed_gates_take_no_bridge_steps(data):
+    cfg = cfg_of({"method": "bidfcl", "epochs": 1, "teacher_epochs": 1, "warm_start_epochs": 1, "k": 1,
+                  "learn_bridge": False}, eval={"select": "last"})
+    tr = BidfclTrainer(cfg, data)
+    res = tr.fit()
+    assert all(float(p.abs().max()) == 0 for p in tr.bridge.heads.parameters())  # gates stay at 1/2
+    assert "up" not in res["history"][-1]
+
+
+@needs_losses
+def test_dfcl_keeps_its_cost_model_feasible_at_every_budget(data):
+    """The decision loss reaches only the revenue heads; the cost heads keep fitting the logged costs
+    and the free option's cost is exactly zero, so every evaluated budget stays feasible."""
+    cfg = cfg_of({"method": "dfcl", "loss": "ppl", "epochs": 4, "warm_start_epochs": 2, "lr": 1e-2})
+    tr = DfclTrainer(cfg, data)
+    assert tr.model.free_options == [0]
+    res = tr.fit()
+    ev = res["evaluation"]
+    assert ev["n_infeasible"] == 0 and all(ev["feasible"])
+    assert "cost_mse" in res["history"][-1]
+
+
+def test_free_options_are_detected_from_logged_costs(data):
+    from bidfcl.train.datasets import free_options
+
+    assert free_options(data.rct, data.obs) == [0]
+    paid = data.rct._replace(cost=data.rct.cost + 1.0)
+    assert free_options(paid) == []
+    assert free_options(None) == []
+
+
+@needs_losses
+def test_decision_loss_over_several_budgets_is_the_mean(data):
+    from bidfcl.train.dfcl import decision_loss
+
+    torch.manual_seed(0)
+    r = torch.rand(len(data.rct), data.n_options) + torch.arange(data.n_options) * 0.1
+    c = torch.arange(data.n_options, dtype=torch.float32).expand_as(r).contiguous() * 0.2
+    single = [decision_loss("ppl", r, c, data.rct, b) for b in (0.1, 0.3)]
+    both = decision_loss("ppl", r, c, data.rct, [0.1, 0.3])
+    torch.testing.assert_close(both, (single[0] + single[1]) / 2)
+
+
+def test_eval_budgets_in_each_unit(data):
+    from bidfcl.train.datasets import max_arm_cost
+    from bidfcl.train.evaluate import eval_budgets
+
+    ds = data.val
+    top = max_arm_cost(ds)
+    ev = config_from_dict({"eval": {"budgets": [0.3]}}).eval
+    assert eval_budgets(ev, ds) == pytest.approx([0.3 * top])
+    ev = config_from_dict({"eval": {"budgets": [0.25, 0.5], "budget_unit": "per_capita"}}).eval
+    assert eval_budgets(ev, ds) == [0.25, 0.5]
+    ev = config_from_dict({"eval": {"budgets": [60.0], "budget_unit": "total"}}).eval
+    assert eval_budgets(ev, ds) == pytest.approx([60.0 / len(ds)])
+    assert len(eval_budgets(config_from_dict({}).eval, ds)) == 10
+    # selection uses them too
+    cfg = cfg_of({"epochs": 1}, eval={"budgets": [0.3, 0.6]})
+    tr = TsmTrainer(cfg, data)
+    assert tr.val_budgets == pytest.approx([0.3 * max_arm_cost(tr.val_ds), 0.6 * max_arm_cost(tr.val_ds)])
+    assert len(tr.fit()["evaluation"]["budgets"]) == 2
+
+
+@pytest.mark.parametrize("section,key,value,match", [
+    ("eval", "budgets", [0.0], "eval.budgets"),
+    ("eval", "budgets", [], "eval.budgets"),
+    ("eval", "budget_unit", "euros", "eval.budget_unit"),
+    ("train", "budget_fractions", [1.5], "train.budget_fractions"),
+    ("train", "decision_heads", "cost", "train.decision_heads"),
+    ("train", "curvature", "newton", "train.curvature"),
+    ("model", "free_options", [-1], "model.free_options"),
+])
+def test_new_keys_reject_bad_values(section, key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict({section: {key: value}})

@@ -110,6 +110,8 @@ def _print_evaluation(ev: dict, title: str) -> None:
         line = f"  {b:9.4f} {ev['eom'][k]:9.4f} {ev['eom_se'][k]:8.4f} {ev['eom_cost'][k]:9.4f}"
         if truth:
             line += f" {ev['true_value'][k]:9.4f} {ev['oracle_value'][k]:9.4f} {ev['gain_share'][k]:7.3f}"
+        if not ev["feasible"][k]:
+            line += "  INFEASIBLE: the model's cheapest policy overspends; scored: everyone on the cheapest arm"
         print(line)
     line = f"  mean EOM {ev['eom_mean']:.4f}"
     if truth:
@@ -117,13 +119,16 @@ def _print_evaluation(ev: dict, title: str) -> None:
     if "aucc" in ev:
         line += f"; AUCC {ev['aucc']:.4f}"
     print(line)
+    if ev.get("n_infeasible"):
+        print(f"  warning: the model cannot allocate {ev['n_infeasible']} of the {len(ev['budgets'])} budgets "
+              f"(marked INFEASIBLE above)")
 
 
 def _evaluate(args) -> int:
     import json
 
     from .train import config_from_dict, load_config, load_model, load_run_data
-    from .train.evaluate import budget_levels, evaluate_model
+    from .train.evaluate import budget_levels, eval_budgets, evaluate_model
 
     _threads(args.threads)
     model, meta = load_model(args.model)
@@ -146,7 +151,8 @@ def _evaluate(args) -> int:
         print(f"bidfcl: the model expects {model.n_features} features and {model.n_options} options, the data has "
               f"{ds.n_features} and {ds.n_options}", file=sys.stderr)
         return 2
-    ev = evaluate_model(model, ds, budget_levels(ds, args.budgets or cfg.eval.n_budgets), truth=data.marketing,
+    budgets = budget_levels(ds, args.budgets) if args.budgets else eval_budgets(cfg.eval, ds)
+    ev = evaluate_model(model, ds, budgets, truth=data.marketing,
                         split=split if data.marketing is not None else None)
     _print_evaluation(ev, f"{meta.get('method') or 'model'} {args.model} on the {split} split")
     if args.output:

@@ -27,7 +27,7 @@ The deployed model is the target, selected on validation like the others.
 from __future__ import annotations
 
 import copy
-import warnings
+import dataclasses
 from typing import Optional
 
 import torch
@@ -39,20 +39,48 @@ from .datasets import factual_rows
 from .dfcl import decision_loss
 from .loop import Phase, Trainer, factual_loss
 
-__all__ = ["BidfclTrainer", "lower_loss"]
+__all__ = ["BidfclTrainer", "lower_loss", "lower_targets", "weighted_squared_error"]
+
+
+def lower_targets(batch: UpliftDataset, teach_r, teach_c, gate_r_logit, gate_c_logit, mode: str = "gate",
+                  gate_factual: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets ``y`` and weights ``W`` ``[N, 2M]`` (revenue cells first) of the lower loss
+    ``L_low = mean_i sum_j W[i, j] (o[i, j] - y[i, j])^2``, ``o = [r_hat | c_hat]``.
+
+    ``mode = "gate"``: ``y`` is the logged outcome on the factual cell ``t_i`` and the teacher's
+    prediction elsewhere; ``W = sigmoid(logit)`` on counterfactual cells and, on the factual cell,
+    1 (the paper) or ``2 sigmoid(logit)`` with ``gate_factual`` (1 at a zero logit, so the bridge
+    can also down- or up-weight a biased logged label). ``mode = "weight"``: one sample weight
+    ``2 sigmoid(logit[i, t_i])`` on the factual cells, nothing elsewhere (the paper's ablation).
+    """
+    t = batch.treatment.unsqueeze(1)
+    factual = torch.zeros_like(teach_r).scatter_(1, t, 1.0)
+    y_r = torch.where(factual > 0, batch.revenue.to(teach_r.dtype).unsqueeze(1), teach_r)
+    y_c = torch.where(factual > 0, batch.cost.to(teach_c.dtype).unsqueeze(1), teach_c)
+    if mode == "weight":
+        w = factual * 2.0 * torch.sigmoid(gate_r_logit.gather(1, t))
+        return torch.cat([y_r, y_c], 1), torch.cat([w, w], 1)
+    g_r, g_c = torch.sigmoid(gate_r_logit), torch.sigmoid(gate_c_logit)
+    if gate_factual:
+        w_r = factual * 2.0 * g_r + (1 - factual) * g_r
+        w_c = factual * 2.0 * g_c + (1 - factual) * g_c
+    else:
+        w_r = factual + (1 - factual) * g_r
+        w_c = factual + (1 - factual) * g_c
+    return torch.cat([y_r, y_c], 1), torch.cat([w_r, w_c], 1)
+
+
+def weighted_squared_error(outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``mean_i sum_j W[i, j] (o[i, j] - y[i, j])^2`` (convex in ``o``; its Gauss-Newton matrix is exact)."""
+    return (weights * (outputs - targets) ** 2).sum(1).mean()
 
 
 def lower_loss(r_hat, c_hat, gate_r_logit, gate_c_logit, batch: UpliftDataset, teach_r, teach_c,
-               mode: str = "gate") -> torch.Tensor:
-    """The target's loss on OBS rows with bridge outputs (logits) ``gate_*_logit`` ``[N, M]``."""
-    fact = factual_loss(r_hat, c_hat, batch, reduce=False)
-    if mode == "weight":
-        w = 2.0 * torch.sigmoid(gate_r_logit.gather(1, batch.treatment.unsqueeze(1)).squeeze(1))
-        return (w * fact).mean()
-    off = torch.ones_like(r_hat).scatter_(1, batch.treatment.unsqueeze(1), 0.0)
-    distill = off * (torch.sigmoid(gate_r_logit) * (teach_r - r_hat) ** 2
-                     + torch.sigmoid(gate_c_logit) * (teach_c - c_hat) ** 2)
-    return (fact + distill.sum(1)).mean()
+               mode: str = "gate", gate_factual: bool = False) -> torch.Tensor:
+    """The target's loss on OBS rows with bridge outputs (logits) ``gate_*_logit`` ``[N, M]``
+    (:func:`lower_targets`, :func:`weighted_squared_error`)."""
+    y, w = lower_targets(batch, teach_r, teach_c, gate_r_logit, gate_c_logit, mode, gate_factual)
+    return weighted_squared_error(torch.cat([r_hat, c_hat], 1), y, w)
 
 
 class BidfclTrainer(Trainer):
@@ -72,6 +100,9 @@ class BidfclTrainer(Trainer):
         self.teacher = self.new_model()
         self.target = self.new_model()
         self.bridge = self.new_model(output="linear", hidden=m.bridge_hidden or m.hidden)
+        with torch.no_grad():  # gates start at exactly 1/2 (factual weight 1): the fixed-gate model
+            self.bridge.heads.weight.zero_()
+            self.bridge.heads.bias.zero_()
         if self._given_teacher is not None:
             self.teacher.load_state_dict(self._given_teacher.state_dict())
         self.teacher_opt = self.adam(self.teacher)
@@ -82,7 +113,8 @@ class BidfclTrainer(Trainer):
         self.teach_r = self.teach_c = None
         self.t_names = [n for n, _ in self.target.named_parameters()]
         self.b_names = [n for n, _ in self.bridge.named_parameters()]
-        self.cg_warm = None
+        self.cg_warm: Optional[list] = None  # the previous bridge step's CG solution (warm start)
+        self._upper_defined = True
 
     def modules(self) -> dict:
         return {"teacher": self.teacher, "target": self.target, "bridge": self.bridge}
@@ -92,6 +124,12 @@ class BidfclTrainer(Trainer):
 
     def generators(self) -> dict:
         return {"rct": self.rct_gen}
+
+    def extra_state(self) -> dict:
+        return {"cg_warm": None if self.cg_warm is None else [v.clone() for v in self.cg_warm]}
+
+    def load_extra_state(self, extra: dict) -> None:
+        self.cg_warm = extra.get("cg_warm")
 
     # -------------------------------------------------------------------------------- phases
     def teacher_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
@@ -121,56 +159,99 @@ class BidfclTrainer(Trainer):
 
     def _upper(self, r, c, batch: UpliftDataset) -> Optional[torch.Tensor]:
         t = self.cfg.train
-        return decision_loss(t.loss, r, c, batch, self.train_budget, tau=t.tau, clip=t.clip)
+        return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip)
 
     def _upper_or_zero(self, r, c, batch: UpliftDataset) -> torch.Tensor:
-        """The upper loss, or a zero with a graph (no bridge update) where lam* is infinite."""
+        """The upper loss, or a zero with a graph where lam* is infinite (``_upper_defined`` false:
+        the bridge step is then skipped)."""
         up = self._upper(r, c, batch)
+        self._upper_defined = up is not None
         return (r.sum() + c.sum()) * 0.0 if up is None else up
 
-    def bilevel_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
-        from .. import implicit
+    def _gates(self, x: torch.Tensor, outer=None):
+        if outer is None:
+            return self.bridge(x)
+        return functional_call(self.bridge, dict(zip(self.b_names, outer)), (x,))
+
+    def lower_objective(self, model: MultiHeadMLP, batch: UpliftDataset, index: torch.Tensor):
+        """``L_low(theta, phi)`` on an OBS batch as a :class:`bidfcl.implicit.CompositeLoss`:
+        outputs ``[r_hat | c_hat]`` of ``model`` with parameters ``theta``, and the gate-weighted
+        squared error of :func:`lower_targets` with bridge parameters ``phi``."""
+        from ..implicit import CompositeLoss
 
         t = self.cfg.train
         tr, tc = self.teach_r[index], self.teach_c[index]
+
+        def outputs(inner):
+            return torch.cat(functional_call(model, dict(zip(self.t_names, inner)), (batch.x,)), 1)
+
+        def loss(o, outer):
+            y, w = lower_targets(batch, tr, tc, *self._gates(batch.x, outer), t.bridge_mode, t.gate_factual)
+            return weighted_squared_error(o, y, w)
+
+        return CompositeLoss(outputs, loss)
+
+    def _inner_solution(self, batch: UpliftDataset, index: torch.Tensor) -> MultiHeadMLP:
+        """The paper's assumed lower solve: ``inner_steps`` Adam steps of L_low from a copy of the target."""
+        t = self.cfg.train
+        inner_model = copy.deepcopy(self.target)
+        inner_opt = torch.optim.Adam(inner_model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        inner_opt.load_state_dict(copy.deepcopy(self.opt.state_dict()))
+        with torch.no_grad():
+            gr, gc = self.bridge(batch.x)
+        tr, tc = self.teach_r[index], self.teach_c[index]
+        for _ in range(t.inner_steps):
+            inner_opt.zero_grad(set_to_none=True)
+            lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode, t.gate_factual).backward()
+            inner_opt.step()
+        return inner_model
+
+    def bridge_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        """One step of the bridge along the hypergradient of ``L_up(theta*(phi))`` (see the module doc)."""
+        from .. import implicit
+
+        t = self.cfg.train
+        rct = self.rct_batch()
         out = {}
-        if self.position["batch"] % t.k == 0:
-            rct = self.rct_batch()
+        if t.hypergradient == "cg":
+            model = self.target if t.inner_steps == 0 else self._inner_solution(batch, index)
+            res = self.implicit_hypergradient(model, batch, index, rct)
+            if t.cg_warm_start:
+                self.cg_warm = res.solution
+            out["cg_iters"] = float(res.state.iter_num)
+            # share of solves stopped by negative curvature (full Hessian away from a lower solution)
+            out["cg_negcurv"] = float(res.state.status == "nonpositive_curvature")
+        else:
+            lower = self.lower_objective(self.target, batch, index)
+            upper = lambda inner, outer: self._upper_or_zero(  # noqa: E731
+                *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct)
+            res = implicit.unrolled(lower, upper, list(self.target.parameters()), list(self.bridge.parameters()),
+                                    max_iter=t.k, lr=t.inner_lr)
+        out["up"] = float(res.upper_loss)
+        if not self._upper_defined:  # the predictions' cheapest policy overspends: no step
+            out["skipped"] = 1.0
+            return out
+        if not all(bool(torch.isfinite(g).all()) for g in res.grads):
+            out["skipped"] = 1.0  # a breakdown of the linear solve: keep the bridge as it is
+            self.cg_warm = None
+            return out
+        self.bridge_opt.zero_grad(set_to_none=True)
+        for p, g in zip(self.bridge.parameters(), res.grads):
+            p.grad = g.detach().clone()
+        self.bridge_opt.step()
+        out["skipped"] = 0.0
+        return out
 
-            def lower(inner, outer, model):
-                r, c = functional_call(model, dict(zip(self.t_names, inner)), (batch.x,))
-                gr, gc = functional_call(self.bridge, dict(zip(self.b_names, outer)), (batch.x,))
-                return lower_loss(r, c, gr, gc, batch, tr, tc, t.bridge_mode)
-
-            outer = list(self.bridge.parameters())
-            if t.hypergradient == "cg":
-                inner_model = copy.deepcopy(self.target)
-                inner_opt = torch.optim.Adam(inner_model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-                inner_opt.load_state_dict(copy.deepcopy(self.opt.state_dict()))
-                with torch.no_grad():
-                    gr, gc = self.bridge(batch.x)
-                for _ in range(t.k):
-                    inner_opt.zero_grad(set_to_none=True)
-                    lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode).backward()
-                    inner_opt.step()
-                res = self.implicit_hypergradient(inner_model, batch, index, rct)
-                out["cg_iters"] = float(res.state.iter_num)
-                # share of solves stopped by negative curvature of the network's Hessian (see damping)
-                out["cg_negcurv"] = float(res.state.status == "nonpositive_curvature")
-            else:
-                upper = lambda inner, outer: self._upper_or_zero(  # noqa: E731
-                    *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct)
-                res = implicit.unrolled(lambda i, o: lower(i, o, self.target), upper, list(self.target.parameters()),
-                                        outer, max_iter=t.k, lr=t.inner_lr)
-            self.bridge_opt.zero_grad(set_to_none=True)
-            for p, g in zip(outer, res.grads):
-                p.grad = g.detach().clone()
-            self.bridge_opt.step()
-            out["up"] = float(res.upper_loss)
+    def bilevel_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        t = self.cfg.train
+        out = {}
+        if t.learn_bridge and self.position["batch"] % t.k == 0:
+            out.update(self.bridge_step(batch, index))
         with torch.no_grad():
             gr, gc = self.bridge(batch.x)
         self.opt.zero_grad(set_to_none=True)
-        loss = lower_loss(*self.target(batch.x), gr, gc, batch, tr, tc, t.bridge_mode)
+        loss = lower_loss(*self.target(batch.x), gr, gc, batch, self.teach_r[index], self.teach_c[index],
+                          t.bridge_mode, t.gate_factual)
         loss.backward()
         self.opt.step()
         out["low"] = loss.detach()
@@ -178,77 +259,31 @@ class BidfclTrainer(Trainer):
 
     def implicit_hypergradient(self, inner_model: MultiHeadMLP, batch: UpliftDataset, index: torch.Tensor,
                                rct: UpliftDataset):
-        """dL_up/dphi at the target parameters of ``inner_model`` (taken as the lower-level solution):
-        CG on the full Hessian (``curvature = "hessian"``) or its Gauss-Newton part."""
+        """dL_up/dphi with the parameters of ``inner_model`` taken as the lower-level solution:
+        CG (``cg_iters``, ``damping``, warm-started from the previous solution with ``cg_warm_start``)
+        on the full Hessian (``curvature = "hessian"``) or its Gauss-Newton part."""
         from .. import implicit
 
         t = self.cfg.train
-        tr, tc = self.teach_r[index], self.teach_c[index]
+        inner = [p.detach().clone().requires_grad_(True) for p in inner_model.parameters()]
         outer = list(self.bridge.parameters())
 
-        def lower(inner, outer):
-            r, c = functional_call(inner_model, dict(zip(self.t_names, inner)), (batch.x,))
-            gr, gc = functional_call(self.bridge, dict(zip(self.b_names, outer)), (batch.x,))
-            return lower_loss(r, c, gr, gc, batch, tr, tc, t.bridge_mode)
+        def upper(theta, phi):
+            return self._upper_or_zero(*functional_call(inner_model, dict(zip(self.t_names, theta)), (rct.x,)), rct)
 
-        def upper(inner, outer):
-            return self._upper_or_zero(*functional_call(inner_model, dict(zip(self.t_names, inner)), (rct.x,)), rct)
-
-        if t.curvature == "gauss-newton":
-            return self._gauss_newton_hypergradient(inner_model, batch, lower, upper, outer)
-        return implicit.hypergradient(lower, upper, list(inner_model.parameters()), outer, max_iter=t.cg_iters,
-                                      tol=t.cg_tol, damping=t.damping)
-
-    def _gauss_newton_hypergradient(self, inner_model, batch: UpliftDataset, lower, upper, outer):
-        """The implicit hypergradient with the lower loss's Hessian replaced by its Gauss-Newton part.
-
-        L_low is a weighted sum of squared residuals of the outputs o = [r_hat | c_hat],
-        ``L_low = (1/N) sum_ik W_ik (o_ik - y_ik)^2`` (W: 1 on logged cells, the detached gates on the
-        others), so ``G = J' diag(2 W / N) J`` (J = do/dtheta) is positive semi-definite: CG on
-        ``(G + damping I) v = grad_theta L_up`` does not meet the negative curvature of the full
-        network Hessian. Products ``G v`` are one forward-mode and one reverse-mode pass.
-        """
-        from .. import implicit
-
-        t = self.cfg.train
-        names = self.t_names
-        inner = [p.detach() for p in inner_model.parameters()]
-        x = batch.x
-
-        def outputs(*ps):
-            r, c = functional_call(inner_model, dict(zip(names, ps)), (x,))
-            return torch.cat([r, c], 1)
-
-        with torch.no_grad():
-            gr, gc = self.bridge(x)
-            n, m = gr.shape
-            logged = torch.zeros_like(gr).scatter_(1, batch.treatment.unsqueeze(1), 1.0)
-            if t.bridge_mode == "weight":
-                w_row = 2.0 * torch.sigmoid(gr.gather(1, batch.treatment.unsqueeze(1)))
-                weight = torch.cat([logged, logged], 1) * w_row
-            else:
-                weight = torch.cat([logged + (1 - logged) * torch.sigmoid(gr),
-                                    logged + (1 - logged) * torch.sigmoid(gc)], 1)
-            weight = weight * (2.0 / max(n, 1))
-        _, vjp_fn = torch.func.vjp(outputs, *inner)
-
-        def matvec(v):
-            with warnings.catch_warnings():  # torch's forward-mode AD calls the deprecated torch.jit.script
-                warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
-                _, jv = torch.func.jvp(outputs, tuple(inner), tuple(v))
-            return list(vjp_fn(weight * jv))
-
-        with torch.enable_grad():
-            theta = [p.requires_grad_(True) for p in (q.clone() for q in inner)]
-            up = upper(theta, outer)
-            b = list(torch.autograd.grad(up, theta, allow_unused=True))
-            b = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, b)]
-            sol = implicit.cg(matvec, b, max_iter=t.cg_iters, tol=t.cg_tol, damping=t.damping)
-            low = lower(theta, outer)
-            g_low = torch.autograd.grad(low, theta, create_graph=True)
-            mixed = torch.autograd.grad(g_low, outer, grad_outputs=list(sol.solution), allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else -g for p, g in zip(outer, mixed)]
-        return implicit.HypergradientResult(grads, sol.state, up.detach())
+        x0 = self.cg_warm if t.cg_warm_start else None
+        if x0 is not None and any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(x0, inner)):
+            x0 = None
+        lower = self.lower_objective(inner_model, batch, index)
+        kw = dict(max_iter=t.cg_iters, tol=t.cg_tol, damping=t.damping)
+        curvature = "hessian" if t.curvature == "auto" else t.curvature
+        res = implicit.hypergradient(lower, upper, inner, outer, x0=x0, curvature=curvature, **kw)
+        if t.curvature == "auto" and res.state.status == "nonpositive_curvature":
+            # the Hessian (+ damping) is not positive definite here, so theta is no lower solution
+            # and the implicit function theorem does not hold: the PSD Gauss-Newton system instead
+            res = implicit.hypergradient(lower, upper, inner, outer, x0=x0, curvature="gauss-newton", **kw)
+            res = res._replace(state=dataclasses.replace(res.state, status="nonpositive_curvature"))
+        return res
 
     def phases(self) -> list[Phase]:
         t = self.cfg.train

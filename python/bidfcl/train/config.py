@@ -96,9 +96,14 @@ class ModelConfig:
     hidden: list = field(default_factory=lambda: [128, 64, 32])
     activation: str = "relu"
     output: str = "linear"  #: linear | sigmoid | softplus
-    cost_output: Optional[str] = None
+    #: cost heads' output activation: softplus keeps predicted costs positive (with free_options at
+    #: exactly 0, the model's cheapest policy is always "nobody paid", so every budget is feasible)
+    cost_output: Optional[str] = "softplus"
     dropout: float = 0.0
     bridge_hidden: Optional[list] = None  #: Bi-DFCL bridge widths (default: ``hidden``)
+    #: options whose cost heads output exactly 0 (None: every option whose logged costs in the
+    #: training rows are all zero, e.g. a free option 0; [] for none)
+    free_options: Optional[list] = None
 
 
 @dataclass
@@ -111,6 +116,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     budget_fraction: float = 0.3  #: training budget per capita as a share of the largest arm's mean cost
+    #: dfcl / bidfcl: train the decision loss at several budget shares (mean of the losses) instead
+    #: of budget_fraction alone
+    budget_fractions: Optional[list] = None
+    #: dfcl: revenue = the decision loss reaches the revenue heads only and the cost heads keep
+    #: their prediction loss (a cost model that stays calibrated); both = the paper's loss on both
+    decision_heads: str = "revenue"
     # dfcl / bidfcl
     loss: str = "ppl"  #: decision loss: ppl | pifd (dfcl also dpl | mer | difd)
     tau: float = 1.0  #: softmax temperature of ppl / mer
@@ -120,13 +131,19 @@ class TrainConfig:
     warm_start_epochs: int = 5  #: dfcl / bidfcl: prediction-loss epochs before the decision loss
     # bidfcl
     teacher_epochs: int = 20  #: epochs of the RCT teacher (TSM on RCT)
-    k: int = 5  #: hypergradient every k target batches, with k assumed inner steps
-    cg_iters: int = 50
+    k: int = 5  #: a bridge step every k target batches
+    inner_steps: int = 0  #: cg: Adam steps of L_low from a copy of the target before the hypergradient (paper: 5)
+    cg_iters: int = 10  #: CG iterations per bridge step (warm-started: the solve continues across steps)
     cg_tol: float = 1e-6
-    damping: float = 0.0
+    damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
+    cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
     bridge_lr: float = 1e-3
+    learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
+    gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
     hypergradient: str = "cg"  #: cg | unrolled
-    curvature: str = "hessian"  #: cg: hessian (exact double backward) | gauss-newton (PSD part)
+    #: cg: auto (the exact Hessian where CG finds it positive definite, i.e. at a lower solution;
+    #: else the PSD Gauss-Newton matrix) | hessian (exact double backward) | gauss-newton
+    curvature: str = "auto"
     inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
     bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
     rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)
@@ -135,6 +152,12 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     n_budgets: int = 10  #: budget levels, evenly spaced in (0, largest arm's mean cost)
+    #: explicit evaluation (and model-selection) budgets instead of the n_budgets levels, e.g. the
+    #: deployment budget(s); their unit is ``budget_unit``
+    budgets: Optional[list] = None
+    #: unit of ``budgets``: share (of the largest arm's mean cost, like train.budget_fraction) |
+    #: per_capita | total (divided by the scored split's rows)
+    budget_unit: str = "share"
     split: str = "test"
     select: str = "eom"  #: model selection on validation: eom | loss | last
     every: int = 1  #: validate every this many epochs
@@ -192,7 +215,7 @@ _KINDS = {
     "obs_arm_shares": list, "confounding": float, "selection": float, "base_scale": float, "uplift_scale": float,
     "cost_scale": float, "cost_power": float, "u_strength": float, "revenue_noise": float, "cost_noise": float,
     "rct": str, "obs": str, "val": str, "test": str, "features": list, "propensity_column": str,
-    "cost_output": str, "bridge_hidden": list, "clip": float, "lams": list,
+    "cost_output": str, "bridge_hidden": list, "free_options": list, "budgets": list, "budget_fractions": list, "clip": float, "lams": list,
 }
 
 
@@ -263,6 +286,9 @@ def _validate(cfg: RunConfig) -> None:
     if m.bridge_hidden is not None:
         _require(all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.bridge_hidden),
                  f"expected model.bridge_hidden to be positive integers, got {m.bridge_hidden!r}")
+    if m.free_options is not None:
+        _require(all(isinstance(j, int) and not isinstance(j, bool) and j >= 0 for j in m.free_options),
+                 f"expected model.free_options to be option indices >= 0, got {m.free_options!r}")
     from ..models import ACTIVATIONS, OUTPUTS
     _require(m.activation in ACTIVATIONS, f"expected model.activation in {sorted(ACTIVATIONS)}, got {m.activation!r}")
     for key in ("output", "cost_output"):
@@ -286,16 +312,29 @@ def _validate(cfg: RunConfig) -> None:
     if t.lams is not None:
         _require(len(t.lams) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
                                          for v in t.lams), f"expected train.lams to be numbers >= 0, got {t.lams!r}")
-    for key in ("warm_start_epochs", "teacher_epochs", "cg_iters", "rct_batch_size"):
+    for key in ("warm_start_epochs", "teacher_epochs", "cg_iters", "rct_batch_size", "inner_steps"):
         _require(getattr(t, key) >= 0, f"expected train.{key} >= 0, got {getattr(t, key)}")
     _require(t.k >= 1, f"expected train.k >= 1, got {t.k}")
     _require(t.hypergradient in ("cg", "unrolled"), f"expected train.hypergradient 'cg' or 'unrolled', "
                                                     f"got {t.hypergradient!r}")
-    _require(t.curvature in ("hessian", "gauss-newton"), f"expected train.curvature 'hessian' or 'gauss-newton', "
-                                                         f"got {t.curvature!r}")
+    _require(t.curvature in ("auto", "hessian", "gauss-newton"),
+             f"expected train.curvature 'auto', 'hessian' or 'gauss-newton', got {t.curvature!r}")
+    _require(t.decision_heads in ("revenue", "both"), f"expected train.decision_heads 'revenue' or 'both', "
+                                                      f"got {t.decision_heads!r}")
     _require(t.bridge_mode in ("gate", "weight"), f"expected train.bridge_mode 'gate' or 'weight', "
                                                   f"got {t.bridge_mode!r}")
     _require(e.n_budgets >= 1, f"expected eval.n_budgets >= 1, got {e.n_budgets}")
+    _require(e.budget_unit in ("share", "per_capita", "total"),
+             f"expected eval.budget_unit in ['share', 'per_capita', 'total'], got {e.budget_unit!r}")
+    if e.budgets is not None:
+        _require(len(e.budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            and math.isfinite(v) and v > 0 for v in e.budgets),
+                 f"expected eval.budgets to be a non-empty list of finite numbers > 0, got {e.budgets!r}")
+    if t.budget_fractions is not None:
+        _require(len(t.budget_fractions) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     and 0 < v <= 1 for v in t.budget_fractions),
+                 f"expected train.budget_fractions to be a non-empty list of numbers in (0, 1], "
+                 f"got {t.budget_fractions!r}")
     _require(e.split in ("rct", "val", "test"), f"expected eval.split in ['rct', 'val', 'test'], got {e.split!r}")
     _require(e.select in ("eom", "loss", "last"), f"expected eval.select in ['eom', 'loss', 'last'], got {e.select!r}")
     _require(e.every >= 1, f"expected eval.every >= 1, got {e.every}")

@@ -21,10 +21,11 @@ from typing import Optional
 import torch
 
 from ..data import UpliftDataset
+from ..models import MultiHeadMLP
 from ..solver import solve_mckp_rct
 from .loop import Phase, Trainer, factual_loss
 
-__all__ = ["DfclTrainer", "rct_lam", "decision_loss"]
+__all__ = ["DfclTrainer", "rct_lam", "decision_loss", "cost_loss"]
 
 #: lam used when even the cheapest predicted policy overspends (the solve reports +inf)
 LAM_CAP = 1e6
@@ -38,26 +39,33 @@ def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budg
     return torch.nan_to_num(sol.lam, posinf=LAM_CAP).clamp(max=LAM_CAP)
 
 
-def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita: float, *, tau: float = 1.0,
+def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
                   clip=None, lams=None) -> Optional[torch.Tensor]:
     """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc).
 
-    Returns None for ``ppl``/``pifd`` when even the cheapest policy of the predictions overspends the
-    budget (lam* infinite): no multiplier makes the loss meaningful there, and a capped huge lam
-    would send ``-lam * g`` into the cost heads; callers then take a prediction-loss step instead.
+    ``budget_per_capita`` is a number or a list of K budgets: ``ppl``/``pifd`` then average the loss
+    over the budgets, each with its own RCT-calibrated lam* (one K-budget solve). Budgets where even
+    the cheapest policy of the predictions overspends (lam* infinite) are left out: no multiplier
+    makes the loss meaningful there, and a capped huge lam would send ``-lam * g`` into the cost
+    heads. Returns None when that holds for every budget; callers then take a prediction-loss step.
     """
     from .. import losses
 
     t, rev, prop = batch.treatment, batch.revenue, batch.propensity
     if kind in ("ppl", "pifd"):
+        budgets = torch.tensor(budget_per_capita if isinstance(budget_per_capita, (list, tuple))
+                               else [budget_per_capita], dtype=torch.float64)
         sol = solve_mckp_rct(r_hat.detach(), c_hat.detach().clamp_min(0.0), batch.treatment, batch.cost,
-                             budget_per_capita, propensity=batch.propensity)
-        if not bool(sol.feasible):
+                             budgets, propensity=batch.propensity)
+        keep = [k for k, ok in enumerate(sol.feasible.reshape(-1).tolist()) if ok]
+        if not keep:
             return None
-        lam = sol.lam
+        lam = sol.lam.reshape(-1)
         if kind == "ppl":
-            return losses.ppl_loss(r_hat, c_hat, t, rev, lam, prop, tau=tau)
-        return losses.pifd_loss(r_hat, c_hat, t, rev, lam, prop, clip=clip)
+            parts = [losses.ppl_loss(r_hat, c_hat, t, rev, lam[k], prop, tau=tau) for k in keep]
+        else:
+            parts = [losses.pifd_loss(r_hat, c_hat, t, rev, lam[k], prop, clip=clip) for k in keep]
+        return parts[0] if len(parts) == 1 else torch.stack(parts).mean()
     if kind == "dpl":
         return losses.dpl_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop)
     if kind == "mer":
@@ -67,11 +75,22 @@ def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capi
     raise ValueError(f"bidfcl: unknown decision loss {kind!r}")
 
 
+def cost_loss(c_hat: torch.Tensor, batch: UpliftDataset) -> torch.Tensor:
+    """Squared error of the cost heads on the logged cells, ``mean_i (c_hat[i, t_i] - cost_i)^2``."""
+    return ((c_hat.gather(1, batch.treatment.unsqueeze(1)).squeeze(1) - batch.cost.to(c_hat.dtype)) ** 2).mean()
+
+
 class DfclTrainer(Trainer):
     method = "dfcl"
 
+    def __init__(self, cfg, data, *, warm_start: Optional[MultiHeadMLP] = None, **kw):
+        self._given_warm = warm_start
+        super().__init__(cfg, data, **kw)
+
     def build(self) -> None:
         self.model = self.new_model()
+        if self._given_warm is not None:  # e.g. the TSM-on-RCT model of the same experiment seed
+            self.model.load_state_dict(self._given_warm.state_dict())
         self.opt = self.adam(self.model)
         self.rows = self.data.rct
         self.lams = None if self.cfg.train.lams is None else [float(v) for v in self.cfg.train.lams]
@@ -91,7 +110,7 @@ class DfclTrainer(Trainer):
 
     def _decision(self, r, c, batch) -> torch.Tensor:
         t = self.cfg.train
-        return decision_loss(t.loss, r, c, batch, self.train_budget, tau=t.tau, clip=t.clip, lams=self.lams)
+        return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip, lams=self.lams)
 
     def begin_main(self) -> None:
         if self.cfg.train.loss in ("dpl", "mer", "difd") and self.lams is None:
@@ -105,7 +124,10 @@ class DfclTrainer(Trainer):
     def step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         self.opt.zero_grad(set_to_none=True)
         r, c = self.model(batch.x)
-        dl = self._decision(r, c, batch)
+        revenue_only = self.cfg.train.decision_heads == "revenue"
+        # decision_heads = "revenue": the decision loss sees the cost predictions as constants and the
+        # cost heads keep fitting the logged costs, so the budget calibration of the policy holds
+        dl = self._decision(r, c.detach() if revenue_only else c, batch)
         out = {}
         if dl is None:  # the predictions cannot meet the budget: a prediction-loss step instead
             loss = factual_loss(r, c, batch)
@@ -113,6 +135,10 @@ class DfclTrainer(Trainer):
         else:
             out = {self.cfg.train.loss: dl.detach(), "infeasible": 0.0}
             loss = dl
+            if revenue_only:
+                cl = cost_loss(c, batch)
+                loss = loss + cl
+                out["cost_mse"] = cl.detach()
             if self.cfg.train.alpha > 0:
                 mse = factual_loss(r, c, batch)
                 loss = loss + self.cfg.train.alpha * mse
@@ -123,7 +149,8 @@ class DfclTrainer(Trainer):
 
     def phases(self) -> list[Phase]:
         t = self.cfg.train
-        return [Phase("dfcl-warm", t.warm_start_epochs, self.rows, self.warm_step),
+        warm = 0 if self._given_warm is not None else t.warm_start_epochs
+        return [Phase("dfcl-warm", warm, self.rows, self.warm_step),
                 Phase(f"dfcl-{t.loss}", t.epochs, self.rows, self.step, select="model", begin=self.begin_main,
                       select_initial=True)]
 

@@ -10,7 +10,9 @@ the dearest option"), lam* comes from the RCT-calibrated exact solve of the mode
 * **true value** (synthetic data): ``(1/N) sum_i r_true[i, choice_i]`` and the true cost, and the
   share of the oracle's gain ``(V - V_0) / (V_oracle(b) - V_0)`` (``V_0``: nobody treated);
 * where even the model's cheapest policy overspends a budget (``feasible`` false: lam* = inf), the
-  policy scored is the feasible fallback "everyone gets the cheapest arm" (lowest mean observed cost);
+  model cannot allocate that budget: the result says so per budget (``feasible``, and
+  ``n_infeasible``, which every report prints) and the policy scored there is the feasible fallback
+  "everyone gets the cheapest arm" (lowest mean observed cost), never the model's;
 * **AUCC** when M = 2 (:func:`bidfcl.metrics.aucc`, when that module is available).
 """
 
@@ -24,13 +26,27 @@ from ..data import MarketingData, UpliftDataset
 from ..solver import solve_mckp_rct
 from .datasets import max_arm_cost
 
-__all__ = ["budget_levels", "ipw_value", "evaluate_predictions", "evaluate_model"]
+__all__ = ["budget_levels", "eval_budgets", "ipw_value", "evaluate_predictions", "evaluate_model"]
 
 
 def budget_levels(ds: UpliftDataset, n_budgets: int) -> list[float]:
     """``n_budgets`` per-capita budgets evenly spaced strictly inside ``(0, C_max)``."""
     top = max_arm_cost(ds)
     return [top * k / (n_budgets + 1) for k in range(1, n_budgets + 1)]
+
+
+def eval_budgets(ev, ds: UpliftDataset) -> list[float]:
+    """The per-capita budgets of an ``[eval]`` section on split ``ds``: ``eval.budgets`` converted from
+    ``eval.budget_unit`` (share of ``C_max`` | per capita | total over ``len(ds)`` rows), else the
+    ``eval.n_budgets`` levels of :func:`budget_levels`."""
+    if ev.budgets is None:
+        return budget_levels(ds, ev.n_budgets)
+    if ev.budget_unit == "share":
+        top = max_arm_cost(ds)
+        return [top * float(v) for v in ev.budgets]
+    if ev.budget_unit == "total":
+        return [float(v) / max(len(ds), 1) for v in ev.budgets]
+    return [float(v) for v in ev.budgets]
 
 
 def cheapest_arm(ds: UpliftDataset) -> int:
@@ -68,7 +84,7 @@ def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDat
     value, cost, se = ipw_value(choice, ds)
     out = {"budgets": [float(v) for v in budgets], "eom": value.tolist(), "eom_se": se.tolist(),
            "eom_cost": cost.tolist(), "lam": [float(v) for v in sol.lam], "feasible": sol.feasible.tolist(),
-           "eom_mean": float(value.mean())}
+           "n_infeasible": int((~sol.feasible).sum()), "eom_mean": float(value.mean())}
     if truth is not None and split is not None:
         tv, tc = truth.true_value(choice, split)
         oracle = truth.oracle(b, split)

@@ -47,8 +47,19 @@ PRESETS = {
     "bidfcl-ppl-weight": {"train.method": "bidfcl", "train.loss": "ppl", "train.bridge_mode": "weight"},
     "bidfcl-ppl-unrolled": {"train.method": "bidfcl", "train.loss": "ppl", "train.hypergradient": "unrolled"},
     "bidfcl-ppl-k1": {"train.method": "bidfcl", "train.loss": "ppl", "train.k": 1},
+    # ablations of the bridge design (docs/decision-quality.md): gates fixed at their start (1/2,
+    # factual weight 1); the full Hessian instead of Gauss-Newton; no gates on factual cells; CG from
+    # zero each step; and the literal Algorithm 1 (k = 5 Adam steps of a copy, full Hessian, no
+    # damping, counterfactual gates only, cold CG)
+    "bidfcl-ppl-fixed": {"train.method": "bidfcl", "train.loss": "ppl", "train.learn_bridge": False},
+    "bidfcl-ppl-hessian": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "hessian"},
     "bidfcl-ppl-gn": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "gauss-newton"},
-    "bidfcl-pifd-gn": {"train.method": "bidfcl", "train.loss": "pifd", "train.curvature": "gauss-newton"},
+    "bidfcl-ppl-cg50": {"train.method": "bidfcl", "train.loss": "ppl", "train.cg_iters": 50},
+    "bidfcl-ppl-nofactual": {"train.method": "bidfcl", "train.loss": "ppl", "train.gate_factual": False},
+    "bidfcl-ppl-coldcg": {"train.method": "bidfcl", "train.loss": "ppl", "train.cg_warm_start": False},
+    "bidfcl-ppl-paper": {"train.method": "bidfcl", "train.loss": "ppl", "train.inner_steps": 5,
+                         "train.curvature": "hessian", "train.damping": 0.0, "train.cg_warm_start": False,
+                         "train.gate_factual": False, "train.cg_iters": 50},
 }
 
 
@@ -281,6 +292,10 @@ def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: O
                 teacher = teachers.get(_teacher_key(mcfg, s, t.teacher_epochs))
                 if teacher is not None:
                     kw["teacher"] = teacher
+            elif t.method == "dfcl":  # DFCL fine-tunes the TSM-on-RCT model when it trained as long
+                warm = teachers.get(_teacher_key(mcfg, s, t.warm_start_epochs))
+                if warm is not None:
+                    kw["warm_start"] = warm
             t0 = time.perf_counter()
             trainer = make_trainer(mcfg, data, progress=progress, **kw)
             result = trainer.fit()

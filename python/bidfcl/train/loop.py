@@ -32,8 +32,8 @@ from torch import nn
 from ..data import UpliftDataset
 from ..models import MultiHeadMLP, model_from_config
 from .config import ConfigError, RunConfig
-from .datasets import RunData, max_arm_cost
-from .evaluate import budget_levels, evaluate_model
+from .datasets import RunData, free_options, max_arm_cost
+from .evaluate import eval_budgets, evaluate_model
 
 __all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_save", "factual_loss"]
 
@@ -185,7 +185,9 @@ class Trainer:
         self.seed = int(t.seed)
         self.train_budget = t.budget_fraction * max_arm_cost(data.rct)  # per capita
         self.val_ds = data.validation()
-        self.val_budgets = budget_levels(self.val_ds, cfg.eval.n_budgets)
+        self.val_budgets = eval_budgets(cfg.eval, self.val_ds)
+        #: per-capita training budget(s) of the decision losses
+        self.train_budgets = [f * max_arm_cost(data.rct) for f in (t.budget_fractions or [t.budget_fraction])]
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
         self.history: list[dict] = []
         self.best: dict = {}
@@ -217,9 +219,13 @@ class Trainer:
     # --------------------------------------------------------------------------------- helpers
     def new_model(self, output: Optional[str] = None, hidden=None) -> MultiHeadMLP:
         m = self.cfg.model
+        if output is None and m.free_options is None:
+            free = free_options(self.data.rct, self.data.obs)
+        else:
+            free = [] if output is not None else m.free_options
         model = MultiHeadMLP(self.data.n_features, self.data.n_options, hidden=hidden or m.hidden,
                              activation=m.activation, output=output or m.output,
-                             cost_output=None if output else m.cost_output, dropout=m.dropout)
+                             cost_output=None if output else m.cost_output, dropout=m.dropout, free_options=free)
         model.fit_scaler(self.data.rct.x if self.data.obs is None else torch.cat([self.data.rct.x, self.data.obs.x]))
         return model.to(self.data.rct.dtype)
 
@@ -372,7 +378,7 @@ class Trainer:
         if ds is None:
             ds = self.data.rct
             split = "rct"
-        budgets = budget_levels(ds, self.cfg.eval.n_budgets)
+        budgets = eval_budgets(self.cfg.eval, ds)
         evaluation = evaluate_model(self.deployed, ds, budgets, truth=self.data.marketing,
                                     split=split if self.data.marketing is not None else None)
         result = {"method": self.method, "split": split, "train_budget_per_capita": self.train_budget,
