@@ -46,7 +46,7 @@ TSM_DATA = ("rct", "obs", "pooled")
 SYNTHETIC_KEYS = ("n_rct", "n_obs", "n_val", "n_test", "n_features", "n_options", "outcome", "confounding",
                   "selection", "hidden_confounder", "propensity", "obs_arm_shares", "seed", "world_seed",
                   "dtype", "base_scale", "uplift_scale", "cost_scale", "cost_power", "u_strength",
-                  "revenue_noise", "cost_noise")
+                  "revenue_noise", "cost_noise", "revenue_tail")
 
 
 class ConfigError(ValueError):
@@ -79,6 +79,7 @@ class DataConfig:
     u_strength: Optional[float] = None
     revenue_noise: Optional[float] = None
     cost_noise: Optional[float] = None
+    revenue_tail: Optional[float] = None
     # files: one table per split (Parquet or CSV), a column mapping, optional per-row propensity
     rct: Optional[str] = None
     obs: Optional[str] = None
@@ -191,6 +192,7 @@ _KINDS = {
     "world_seed": int, "outcome": str, "dtype": str, "hidden_confounder": bool, "propensity": list,
     "obs_arm_shares": list, "confounding": float, "selection": float, "base_scale": float, "uplift_scale": float,
     "cost_scale": float, "cost_power": float, "u_strength": float, "revenue_noise": float, "cost_noise": float,
+    "revenue_tail": float,
     "rct": str, "obs": str, "val": str, "test": str, "features": list, "propensity_column": str,
     "cost_output": str, "bridge_hidden": list, "clip": float, "lams": list,
 }
