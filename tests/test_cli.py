@@ -135,3 +135,49 @@ def test_learning_demo_quick(tmp_path, capsys):
     for m in ("tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd", "oracle"):
         assert f"| {m}" in out
     assert (tmp_path / "results.md").exists()
+
+
+# ------------------------------------------------------------------------------------- scenarios
+
+def test_data_scenario_in_a_config_is_the_base_and_keys_override():
+    from bidfcl.data import SCENARIOS, make_scenario
+    from bidfcl.train import config_from_dict, load_run_data
+    from bidfcl.train.datasets import synthetic_kwargs
+
+    sizes = {"n_rct": 300, "n_obs": 500, "n_val": 200, "n_test": 400}
+    cfg = config_from_dict({"data": {"scenario": "many-options", "confounding": 0.5, **sizes}})
+    kw = synthetic_kwargs(cfg.data)
+    assert kw == {**SCENARIOS["many-options"].kwargs, "confounding": 0.5, **sizes}
+    data = load_run_data(cfg.data, seed_offset=2)
+    md = data.marketing
+    assert data.n_options == 8 and md.config["confounding"] == 0.5 and md.config["base_scale"] == 0.1
+    assert len(data.rct) == 300 and md.config["seed"] == 2
+    ref = make_scenario("many-options", seed=2, confounding=0.5, **sizes)
+    assert torch.equal(ref.obs.revenue, md.obs.revenue)
+    # revenue_tail is a [data] key too
+    cfg = config_from_dict({"data": {"scenario": "heavy-tail", "revenue_tail": 0.1, **sizes}})
+    assert load_run_data(cfg.data).marketing.config["revenue_tail"] == 0.1
+
+
+@pytest.mark.parametrize("raw,match", [
+    ({"data": {"scenario": "heavy-tails"}}, r"data.scenario: unknown scenario 'heavy-tails' \(did you mean "
+                                            r"'heavy-tail'\?\); known scenarios: default, biased-small-rct"),
+    ({"data": {"scenario": 3}}, r"expected data.scenario to be a string, got 3"),
+    ({"data": {"scenario": "binary", "source": "files", "rct": __file__, "features": ["a"]}},
+     r"data.scenario = 'binary' needs data.source = 'synthetic'"),
+    ({"data": {"revenue_tail": "big"}}, r"expected data.revenue_tail to be a number"),
+])
+def test_bad_scenario_configs(raw, match):
+    from bidfcl.train import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw)
+
+
+def test_scenario_with_bad_override_becomes_config_error():
+    from bidfcl.train import ConfigError, config_from_dict, load_run_data
+
+    cfg = config_from_dict({"data": {"scenario": "binary", "revenue_tail": 0.2, "n_rct": 10, "n_obs": 10,
+                                     "n_val": 10, "n_test": 10}})
+    with pytest.raises(ConfigError, match="revenue_tail applies to outcome='continuous'"):
+        load_run_data(cfg.data)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import bidfcl
-from bidfcl.data import (CRITEO_COLUMNS, DataError, RidgeTLearner, UpliftDataset, hybrid_split,
-                         load_criteo_uplift, load_table, make_marketing)
+from bidfcl.data import (CRITEO_COLUMNS, SCENARIOS, DataError, RidgeTLearner, UpliftDataset, get_scenario,
+                         hybrid_split, load_criteo_uplift, load_table, make_marketing, make_scenario)
 
 try:  # the loaders need pyarrow (an optional dependency); everything else runs without it
     import pyarrow as pa
@@ -276,6 +276,63 @@ def test_revenue_tail_rejects_bad_values(value, match):
 def test_revenue_tail_needs_a_continuous_outcome():
     with pytest.raises(ValueError, match="continuous"):
         make_marketing(n_rct=10, n_obs=10, n_val=10, n_test=10, outcome="binary", revenue_tail=0.2)
+
+
+# ------------------------------------------------------------------------------------- scenarios
+
+TINY = dict(n_rct=300, n_obs=600, n_val=200, n_test=400)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_scenario_builds_small(name):
+    sc = get_scenario(name)
+    assert sc.name == name and len(sc.description) > 80 and "seed" not in sc.kwargs
+    d = make_scenario(name, seed=3, **TINY)
+    assert (len(d.rct), len(d.obs), len(d.val), len(d.test)) == (300, 600, 200, 400)
+    for k, v in sc.kwargs.items():  # the scenario's keywords reached make_marketing (sizes overridden)
+        if k not in TINY:
+            assert d.config[k] == v, (name, k)
+    assert d.config["seed"] == 3
+    assert d.n_options == sc.kwargs.get("n_options", 5)
+    # the registry's keywords are make_marketing's: the scenario at its own sizes is the same world
+    same = make_marketing(**{**sc.kwargs, **TINY}, seed=3)
+    assert torch.equal(same.test.r_true, d.test.r_true) and torch.equal(same.obs.revenue, d.obs.revenue)
+
+
+def test_scenarios_cover_the_issue_and_are_frozen():
+    for name in ("default", "biased-small-rct", "strong-selection", "many-options", "binary", "heavy-tail"):
+        assert name in SCENARIOS
+    assert get_scenario("many-options").kwargs["n_options"] >= 8
+    assert get_scenario("binary").kwargs["outcome"] == "binary"
+    assert get_scenario("heavy-tail").kwargs["revenue_tail"] > 0
+    assert dict(get_scenario("default").kwargs) == {"n_rct": 10000, "n_obs": 100000, "n_val": 10000,
+                                                   "n_test": 50000}
+    sc = get_scenario("biased-small-rct")
+    with pytest.raises(TypeError):
+        sc.kwargs["n_rct"] = 5
+    with pytest.raises(Exception):
+        sc.name = "other"
+    with pytest.raises(TypeError):
+        SCENARIOS["mine"] = sc
+    for s in SCENARIOS.values():  # measured (benchmarks/scenario_headroom.py)
+        assert s.oracle_vs_tsm_rct is not None and s.oracle_vs_tsm_rct > 1.0 and len(s.measured_seeds) >= 2
+
+
+def test_scenario_overrides_win():
+    d = make_scenario("biased-small-rct", seed=1, n_rct=100, n_obs=200, n_val=50, n_test=80, confounding=0.0,
+                      world_seed=4)
+    assert d.config["confounding"] == 0.0 and d.config["world_seed"] == 4 and d.config["base_scale"] == 0.1
+    assert len(d.rct) == 100
+
+
+def test_unknown_scenario_lists_names_with_a_hint():
+    with pytest.raises(ValueError, match=r"unknown scenario 'heavy-tails' \(did you mean 'heavy-tail'\?\); "
+                                         r"known scenarios: default, biased-small-rct"):
+        make_scenario("heavy-tails")
+    with pytest.raises(ValueError, match="known scenarios:"):
+        get_scenario("zzz")
+    with pytest.raises(ValueError, match="did you mean 'biased-small-rct'"):
+        get_scenario("biased")
 
 
 # -------------------------------------------------------------------------------- hybrid protocol
