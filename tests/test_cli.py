@@ -181,3 +181,52 @@ def test_scenario_with_bad_override_becomes_config_error():
                                      "n_val": 10, "n_test": 10}})
     with pytest.raises(ConfigError, match="revenue_tail applies to outcome='continuous'"):
         load_run_data(cfg.data)
+
+
+def test_scenario_flag_on_train_and_experiment(tmp_path, cfg_path, capsys):
+    assert main(["train", "--config", str(cfg_path), "--threads", "1", "--scenario", "many-options",
+                 "--out", str(tmp_path / "run8")]) == 0
+    from bidfcl.train import load_model
+
+    model, meta = load_model(str(tmp_path / "run8" / "model.pt"))
+    assert meta["run_config"]["data"]["scenario"] == "many-options" and model.n_options == 8
+    capsys.readouterr()
+    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct", "--seeds", "0",
+                 "--scenario", "binary", "--out", str(tmp_path / "exp"), "--set", "train.epochs=1"]) == 0
+    res = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert res["config"]["data"]["scenario"] == "binary"
+
+
+@pytest.mark.parametrize("argv", [["demo", "--quick", "--scenario", "heavy-tails"],
+                                  ["train", "--config", "CFG", "--scenario", "heavy-tails"],
+                                  ["experiment", "--config", "CFG", "--scenario", "heavy-tails"]])
+def test_bad_scenario_on_the_command_line(argv, cfg_path, capsys):
+    argv = [str(cfg_path) if a == "CFG" else a for a in argv]
+    assert main(argv + ["--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario 'heavy-tails' (did you mean 'heavy-tail'?)" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_scenarios_command_lists_every_scenario(capsys):
+    from bidfcl.data import SCENARIOS
+
+    assert main(["scenarios"]) == 0
+    out = capsys.readouterr().out
+    for name, sc in SCENARIOS.items():
+        assert f"\n{name}: RCT " in out
+        assert f"oracle/TSM-RCT {sc.oracle_vs_tsm_rct:.3f}" in out
+
+
+def test_learning_demo_quick_binary_scenario(capsys):
+    assert main(["demo", "--quick", "--scenario", "binary", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "scenario 'binary'" in out and "binary revenue" in out and "1,000 RCT" in out
+    for m in ("tsm-rct", "bidfcl-pifd", "oracle"):
+        assert f"| {m}" in out
+
+
+def test_learning_demo_defaults_to_a_separating_scenario():
+    from bidfcl.cli import DEMO_SCENARIO, build_parser
+
+    assert build_parser().parse_args(["demo"]).scenario == DEMO_SCENARIO == "biased-small-rct"
