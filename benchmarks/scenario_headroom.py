@@ -66,7 +66,9 @@ def summarize(runs: list[dict], scenarios: list[str]) -> list[dict]:
         seeds = sorted(s for s, d in by_seed.items() if all(m in d for m in METHODS))
         if not seeds:
             continue
-        ratio = lambda key, m: [by_seed[s][m][key] / by_seed[s]["tsm-rct"]["true_value_mean"] for s in seeds]  # noqa: E731
+        def ratio(key: str, m: str) -> list[float]:
+            return [by_seed[s][m][key] / by_seed[s]["tsm-rct"]["true_value_mean"] for s in seeds]
+
         rows.append({"scenario": name, "seeds": seeds,
                      "oracle": mean_se(ratio("oracle_value_mean", "tsm-rct")),
                      "tsm-obs": mean_se(ratio("true_value_mean", "tsm-obs")),

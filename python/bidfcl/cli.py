@@ -292,7 +292,7 @@ def _experiment(args) -> int:
 #: the learning demo's data scenario (bidfcl.data.SCENARIOS): one where the methods separate
 DEMO_SCENARIO = "biased-small-rct"
 
-#: the learning demo: a complete small experiment on built-in synthetic data (about 3 minutes on 2 cores);
+#: the learning demo: a complete small experiment on built-in synthetic data (about 2 minutes on one thread);
 #: [data] is replaced by ``{"scenario": --scenario}`` (the scenario's sizes)
 DEMO_CONFIG = {
     "data": {"scenario": DEMO_SCENARIO},
@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bidfcl", description="Budget-constrained marketing allocation, learned for the decision.")
     sub = parser.add_subparsers(dest="command", required=True)
     learn = sub.add_parser("demo", help="the main job in small: TSM (RCT/OBS/pooled), DFCL-PPL, Bi-DFCL-PPL/-PIFD on "
-                                        "built-in synthetic data, scored against the truth (about 3 minutes on 2 cores)")
+                                        "built-in synthetic data, scored against the truth (about 2 minutes)")
     learn.add_argument("--seeds", default="0", help="comma-separated seeds (one table row per method, mean over seeds)")
     learn.add_argument("--threads", type=int, default=2, help="torch threads")
     learn.add_argument("--out", help="also write results.md/.csv, curves.csv, results.json here")
