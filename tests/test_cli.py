@@ -135,3 +135,98 @@ def test_learning_demo_quick(tmp_path, capsys):
     for m in ("tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd", "oracle"):
         assert f"| {m}" in out
     assert (tmp_path / "results.md").exists()
+
+
+# ------------------------------------------------------------------------------------- scenarios
+
+def test_data_scenario_in_a_config_is_the_base_and_keys_override():
+    from bidfcl.data import SCENARIOS, make_scenario
+    from bidfcl.train import config_from_dict, load_run_data
+    from bidfcl.train.datasets import synthetic_kwargs
+
+    sizes = {"n_rct": 300, "n_obs": 500, "n_val": 200, "n_test": 400}
+    cfg = config_from_dict({"data": {"scenario": "many-options", "confounding": 0.5, **sizes}})
+    kw = synthetic_kwargs(cfg.data)
+    assert kw == {**SCENARIOS["many-options"].kwargs, "confounding": 0.5, **sizes}
+    data = load_run_data(cfg.data, seed_offset=2)
+    md = data.marketing
+    assert data.n_options == 8 and md.config["confounding"] == 0.5 and md.config["base_scale"] == 0.1
+    assert len(data.rct) == 300 and md.config["seed"] == 2
+    ref = make_scenario("many-options", seed=2, confounding=0.5, **sizes)
+    assert torch.equal(ref.obs.revenue, md.obs.revenue)
+    # revenue_tail is a [data] key too
+    cfg = config_from_dict({"data": {"scenario": "heavy-tail", "revenue_tail": 0.1, **sizes}})
+    assert load_run_data(cfg.data).marketing.config["revenue_tail"] == 0.1
+
+
+@pytest.mark.parametrize("raw,match", [
+    ({"data": {"scenario": "heavy-tails"}}, r"data.scenario: unknown scenario 'heavy-tails' \(did you mean "
+                                            r"'heavy-tail'\?\); known scenarios: default, biased-small-rct"),
+    ({"data": {"scenario": 3}}, r"expected data.scenario to be a string, got 3"),
+    ({"data": {"scenario": "binary", "source": "files", "rct": __file__, "features": ["a"]}},
+     r"data.scenario = 'binary' needs data.source = 'synthetic'"),
+    ({"data": {"revenue_tail": "big"}}, r"expected data.revenue_tail to be a number"),
+])
+def test_bad_scenario_configs(raw, match):
+    from bidfcl.train import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(raw)
+
+
+def test_scenario_with_bad_override_becomes_config_error():
+    from bidfcl.train import ConfigError, config_from_dict, load_run_data
+
+    cfg = config_from_dict({"data": {"scenario": "binary", "revenue_tail": 0.2, "n_rct": 10, "n_obs": 10,
+                                     "n_val": 10, "n_test": 10}})
+    with pytest.raises(ConfigError, match="revenue_tail applies to outcome='continuous'"):
+        load_run_data(cfg.data)
+
+
+def test_scenario_flag_on_train_and_experiment(tmp_path, cfg_path, capsys):
+    assert main(["train", "--config", str(cfg_path), "--threads", "1", "--scenario", "many-options",
+                 "--out", str(tmp_path / "run8")]) == 0
+    from bidfcl.train import load_model
+
+    model, meta = load_model(str(tmp_path / "run8" / "model.pt"))
+    assert meta["run_config"]["data"]["scenario"] == "many-options" and model.n_options == 8
+    capsys.readouterr()
+    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct", "--seeds", "0",
+                 "--scenario", "binary", "--out", str(tmp_path / "exp"), "--set", "train.epochs=1"]) == 0
+    res = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert res["config"]["data"]["scenario"] == "binary"
+
+
+@pytest.mark.parametrize("argv", [["demo", "--quick", "--scenario", "heavy-tails"],
+                                  ["train", "--config", "CFG", "--scenario", "heavy-tails"],
+                                  ["experiment", "--config", "CFG", "--scenario", "heavy-tails"]])
+def test_bad_scenario_on_the_command_line(argv, cfg_path, capsys):
+    argv = [str(cfg_path) if a == "CFG" else a for a in argv]
+    assert main(argv + ["--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown scenario 'heavy-tails' (did you mean 'heavy-tail'?)" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_scenarios_command_lists_every_scenario(capsys):
+    from bidfcl.data import SCENARIOS
+
+    assert main(["scenarios"]) == 0
+    out = capsys.readouterr().out
+    for name, sc in SCENARIOS.items():
+        assert f"\n{name}: RCT " in out
+        assert f"oracle/TSM-RCT {sc.oracle_vs_tsm_rct:.3f}" in out
+
+
+def test_learning_demo_quick_binary_scenario(capsys):
+    assert main(["demo", "--quick", "--scenario", "binary", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "scenario 'binary'" in out and "binary revenue" in out and "1,000 RCT" in out
+    for m in ("tsm-rct", "bidfcl-pifd", "oracle"):
+        assert f"| {m}" in out
+
+
+def test_learning_demo_defaults_to_a_separating_scenario():
+    from bidfcl.cli import DEMO_SCENARIO, build_parser
+
+    assert build_parser().parse_args(["demo"]).scenario == DEMO_SCENARIO == "biased-small-rct"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import bidfcl
-from bidfcl.data import (CRITEO_COLUMNS, DataError, RidgeTLearner, UpliftDataset, hybrid_split,
-                         load_criteo_uplift, load_table, make_marketing)
+from bidfcl.data import (CRITEO_COLUMNS, SCENARIOS, DataError, RidgeTLearner, UpliftDataset, get_scenario,
+                         hybrid_split, load_criteo_uplift, load_table, make_marketing, make_scenario)
 
 try:  # the loaders need pyarrow (an optional dependency); everything else runs without it
     import pyarrow as pa
@@ -211,6 +211,128 @@ def test_make_marketing_rejects_bad_arguments():
         d.true_value(torch.zeros(11, dtype=torch.long), "test")
     with pytest.raises(ValueError, match="split"):
         d.oracle(1.0, "train")
+
+
+def _kurtosis(v: torch.Tensor) -> float:
+    v = v.double()
+    z = v - v.mean()
+    return float((z ** 4).mean() / (z ** 2).mean() ** 2)
+
+
+def test_revenue_tail_zero_keeps_the_lognormal_samples():
+    # golden values of the log-normal model drawn before revenue_tail existed (float64, seed 11)
+    d = make_marketing(n_rct=300, n_obs=300, n_val=10, n_test=10, seed=11, dtype=torch.float64)
+    golden = {"rct": (409.7338602176884, 150.51450927031533, 612), "obs": (450.1191155545885, 157.05236810320264, 635)}
+    for split, (rev, cost, treat) in golden.items():
+        ds = d.split(split)
+        assert float(ds.revenue.sum()) == pytest.approx(rev, rel=1e-9)
+        assert float(ds.cost.sum()) == pytest.approx(cost, rel=1e-9)
+        assert int(ds.treatment.sum()) == treat
+    # and an explicit revenue_tail = 0 is the call without the knob, bit for bit, across chunks
+    kw = dict(n_rct=3000, n_obs=140_000, n_val=100, n_test=100, seed=2)
+    a, b = make_marketing(**kw), make_marketing(**kw, revenue_tail=0.0)
+    for split in ("rct", "obs", "val", "test"):
+        ta, tb = a.split(split).tensors(), b.split(split).tensors()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), (split, k)
+    assert torch.equal(a.obs_propensity, b.obs_propensity)
+
+
+def test_revenue_tail_is_mean_one_and_heavier():
+    kw = dict(n_rct=60_000, n_obs=1000, n_val=0, n_test=0, seed=5, dtype=torch.float64)
+    light, heavy = make_marketing(**kw), make_marketing(**kw, revenue_tail=0.35)
+    # only the observed revenue changes: features, arms, costs and the truth are those of revenue_tail = 0
+    for split in ("rct", "obs"):
+        tl, th = light.split(split).tensors(), heavy.split(split).tensors()
+        for k in tl:
+            if k != "revenue":
+                assert torch.equal(tl[k], th[k]), (split, k)
+        assert not torch.equal(tl["revenue"], th["revenue"])
+    ds = heavy.rct
+    # E[revenue | x, t] = r_true: IPW of a few policies on the RCT rows matches the truth within 3 SE
+    x = ds.x
+    for choice in (torch.zeros(len(ds), dtype=torch.long), torch.full((len(ds),), 4, dtype=torch.long),
+                   (x[:, 0] > 0).long() * 3 + (x[:, 1] > 0).long()):
+        est, se = _ipw(choice, ds)
+        true, _ = heavy.true_value(choice, "rct")
+        assert abs(float(est - true)) < 3 * float(se), (float(est), float(true), float(se))
+    # the multiplicative noise revenue / r_true[t] has mean 1 and a much heavier tail
+    r_t = ds.r_true.gather(1, ds.treatment.unsqueeze(1)).squeeze(1)
+    ratio_h, ratio_l = ds.revenue / r_t, light.rct.revenue / r_t
+    assert float(ratio_h.mean()) == pytest.approx(1.0, abs=4 * float(ratio_h.std()) / math.sqrt(len(ds)))
+    assert _kurtosis(ratio_h) > 2 * _kurtosis(ratio_l)
+    assert float(ratio_h.max()) > 3 * float(ratio_l.max())
+    assert heavy.config["revenue_tail"] == 0.35
+
+
+@pytest.mark.parametrize("value,match", [(-0.1, r"revenue_tail to be a number in \[0, 0.5\)"),
+                                         (0.5, r"got 0.5"), (float("nan"), "revenue_tail"),
+                                         ("0.2", "revenue_tail"), (True, "revenue_tail")])
+def test_revenue_tail_rejects_bad_values(value, match):
+    with pytest.raises(ValueError, match=match):
+        make_marketing(n_rct=10, n_obs=10, n_val=10, n_test=10, revenue_tail=value)
+
+
+def test_revenue_tail_needs_a_continuous_outcome():
+    with pytest.raises(ValueError, match="continuous"):
+        make_marketing(n_rct=10, n_obs=10, n_val=10, n_test=10, outcome="binary", revenue_tail=0.2)
+
+
+# ------------------------------------------------------------------------------------- scenarios
+
+TINY = dict(n_rct=300, n_obs=600, n_val=200, n_test=400)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_scenario_builds_small(name):
+    sc = get_scenario(name)
+    assert sc.name == name and len(sc.description) > 80 and "seed" not in sc.kwargs
+    d = make_scenario(name, seed=3, **TINY)
+    assert (len(d.rct), len(d.obs), len(d.val), len(d.test)) == (300, 600, 200, 400)
+    for k, v in sc.kwargs.items():  # the scenario's keywords reached make_marketing (sizes overridden)
+        if k not in TINY:
+            assert d.config[k] == v, (name, k)
+    assert d.config["seed"] == 3
+    assert d.n_options == sc.kwargs.get("n_options", 5)
+    # the registry's keywords are make_marketing's: the scenario at its own sizes is the same world
+    same = make_marketing(**{**sc.kwargs, **TINY}, seed=3)
+    assert torch.equal(same.test.r_true, d.test.r_true) and torch.equal(same.obs.revenue, d.obs.revenue)
+
+
+def test_scenarios_cover_the_issue_and_are_frozen():
+    for name in ("default", "biased-small-rct", "strong-selection", "many-options", "binary", "heavy-tail"):
+        assert name in SCENARIOS
+    assert get_scenario("many-options").kwargs["n_options"] >= 8
+    assert get_scenario("binary").kwargs["outcome"] == "binary"
+    assert get_scenario("heavy-tail").kwargs["revenue_tail"] > 0
+    assert dict(get_scenario("default").kwargs) == {"n_rct": 10000, "n_obs": 100000, "n_val": 10000,
+                                                   "n_test": 50000}
+    sc = get_scenario("biased-small-rct")
+    with pytest.raises(TypeError):
+        sc.kwargs["n_rct"] = 5
+    with pytest.raises(Exception):
+        sc.name = "other"
+    with pytest.raises(TypeError):
+        SCENARIOS["mine"] = sc
+    for s in SCENARIOS.values():  # measured (benchmarks/scenario_headroom.py)
+        assert s.oracle_vs_tsm_rct is not None and s.oracle_vs_tsm_rct > 1.0 and len(s.measured_seeds) >= 2
+
+
+def test_scenario_overrides_win():
+    d = make_scenario("biased-small-rct", seed=1, n_rct=100, n_obs=200, n_val=50, n_test=80, confounding=0.0,
+                      world_seed=4)
+    assert d.config["confounding"] == 0.0 and d.config["world_seed"] == 4 and d.config["base_scale"] == 0.1
+    assert len(d.rct) == 100
+
+
+def test_unknown_scenario_lists_names_with_a_hint():
+    with pytest.raises(ValueError, match=r"unknown scenario 'heavy-tails' \(did you mean 'heavy-tail'\?\); "
+                                         r"known scenarios: default, biased-small-rct"):
+        make_scenario("heavy-tails")
+    with pytest.raises(ValueError, match="known scenarios:"):
+        get_scenario("zzz")
+    with pytest.raises(ValueError, match="did you mean 'biased-small-rct'"):
+        get_scenario("biased")
 
 
 # -------------------------------------------------------------------------------- hybrid protocol

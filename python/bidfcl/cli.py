@@ -83,6 +83,8 @@ def _load_cfg(args):
     from .train import load_config
 
     over = _parse_sets(getattr(args, "set", None))
+    if getattr(args, "scenario", None):
+        over["data.scenario"] = args.scenario
     if getattr(args, "out", None):
         over["output.dir"] = args.out
     return load_config(args.config, over)
@@ -273,6 +275,8 @@ def _experiment(args) -> int:
         return 2
 
     over = _parse_sets(args.set)
+    if args.scenario:
+        over["data.scenario"] = args.scenario
     if args.seeds:
         over["experiment.seeds"] = [int(s) for s in args.seeds.split(",")]
     if args.methods:
@@ -291,9 +295,13 @@ def _experiment(args) -> int:
     return 0
 
 
-#: the learning demo: a complete small experiment on built-in synthetic data (about 3 minutes on 2 cores)
+#: the learning demo's data scenario (bidfcl.data.SCENARIOS): one where the methods separate
+DEMO_SCENARIO = "biased-small-rct"
+
+#: the learning demo: a complete small experiment on built-in synthetic data (about 2 minutes on one thread);
+#: [data] is replaced by ``{"scenario": --scenario}`` (the scenario's sizes)
 DEMO_CONFIG = {
-    "data": {"n_rct": 10000, "n_obs": 100000, "n_val": 10000, "n_test": 50000},
+    "data": {"scenario": DEMO_SCENARIO},
     "model": {"hidden": [128, 64, 32]},
     "train": {"epochs": 15, "teacher_epochs": 30, "warm_start_epochs": 5, "batch_size": 1024, "lr": 1e-3,
               "k": 5, "cg_iters": 50},
@@ -309,21 +317,27 @@ DEMO_CONFIG = {
 
 def _learning_demo(args) -> int:
     from .train import config_from_dict
+    from .train.datasets import synthetic_kwargs
     from .train.experiment import run_experiment
 
     torch.set_num_threads(args.threads)
     raw = {k: dict(v) for k, v in DEMO_CONFIG.items()}
     raw["experiment"] = dict(raw["experiment"], seeds=[int(s) for s in args.seeds.split(",")])
-    if args.quick:  # a smoke run: tiny data, few epochs
-        raw["data"] = {"n_rct": 1000, "n_obs": 5000, "n_val": 1000, "n_test": 5000}
+    raw["data"] = {"scenario": args.scenario}
+    if args.quick:  # a smoke run: tiny data on top of the scenario, few epochs
+        raw["data"].update(n_rct=1000, n_obs=5000, n_val=1000, n_test=5000)
         raw["train"] = dict(raw["train"], epochs=2, teacher_epochs=2, warm_start_epochs=1, cg_iters=10)
         raw["experiment"]["overrides"] = {}
     cfg = config_from_dict(raw)
-    d, t = cfg.data, cfg.train
+    t = cfg.train
+    d = synthetic_kwargs(cfg.data)
+    n_rct = d.get("n_rct", 20000)
     print(f"bidfcl {__import__('bidfcl').__version__} demo: learning to allocate a budget on synthetic marketing data "
           f"with ground truth ({torch.get_num_threads()} threads)")
-    print(f"  data: {d.n_rct:,} RCT + {d.n_obs:,} biased OBS users (hidden confounder), {d.n_val:,} validation, "
-          f"{d.n_test:,} test; 5 options, option 0 free")
+    print(f"  data: scenario {cfg.data.scenario!r} (`bidfcl scenarios` lists them; --scenario NAME for another)")
+    print(f"  {n_rct:,} RCT + {d.get('n_obs', 10 * n_rct):,} biased OBS users (hidden confounder), "
+          f"{d.get('n_val', 20000):,} validation, {d.get('n_test', 100000):,} test; {d.get('n_options', 5)} options "
+          f"({d.get('outcome', 'continuous')} revenue), option 0 free")
     print(f"  methods: {', '.join(cfg.experiment.methods)}; seeds {cfg.experiment.seeds}; "
           f"Bi-DFCL k = {t.k}, {t.cg_iters} CG iterations")
     print("  each model is scored on the test users at 10 budgets: EOM (IPW estimate from the randomised test rows)")
@@ -339,15 +353,41 @@ def _learning_demo(args) -> int:
     return 0
 
 
+def _scenarios(args) -> int:
+    import textwrap
+
+    from .data import SCENARIOS
+
+    def ratio(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    print("bidfcl data scenarios (make_marketing keyword sets; use [data] scenario = NAME or --scenario NAME)")
+    print("measured with benchmarks/scenario_headroom.py: true revenue per capita (mean over 10 budgets) of the")
+    print("oracle and of TSM on OBS / pooled, relative to TSM on RCT = 1")
+    for s in SCENARIOS.values():
+        print()
+        print(f"{s.name}: {s.sizes()}")
+        print(textwrap.fill(s.description, width=100, initial_indent="  ", subsequent_indent="  "))
+        kw = ", ".join(f"{k}={v!r}" for k, v in s.kwargs.items() if not k.startswith("n_") or k == "n_options")
+        print(f"  keywords: {kw or '(make_marketing defaults)'}")
+        seeds = f" ({len(s.measured_seeds)} seeds)" if s.measured_seeds else ""
+        print(f"  oracle/TSM-RCT {ratio(s.oracle_vs_tsm_rct)}, TSM-OBS/TSM-RCT {ratio(s.tsm_obs_vs_tsm_rct)}, "
+              f"TSM-pooled/TSM-RCT {ratio(s.tsm_pooled_vs_tsm_rct)}{seeds}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bidfcl", description="Budget-constrained marketing allocation, learned for the decision.")
     sub = parser.add_subparsers(dest="command", required=True)
     learn = sub.add_parser("demo", help="the main job in small: TSM (RCT/OBS/pooled), DFCL-PPL, Bi-DFCL-PPL/-PIFD on "
-                                        "built-in synthetic data, scored against the truth (about 3 minutes on 2 cores)")
+                                        "built-in synthetic data, scored against the truth (about 2 minutes)")
     learn.add_argument("--seeds", default="0", help="comma-separated seeds (one table row per method, mean over seeds)")
     learn.add_argument("--threads", type=int, default=2, help="torch threads")
     learn.add_argument("--out", help="also write results.md/.csv, curves.csv, results.json here")
     learn.add_argument("--quick", action="store_true", help="tiny data and few epochs (a smoke run, seconds)")
+    learn.add_argument("--scenario", default=DEMO_SCENARIO,
+                       help=f"data scenario (see `bidfcl scenarios`; default {DEMO_SCENARIO}); its sizes replace the "
+                            "demo's (with --quick: tiny sizes on top of it)")
     learn.set_defaults(func=_learning_demo)
 
     demo = sub.add_parser("solve-demo", help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time")
@@ -366,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
     tr.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
     tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="score a saved model: EOM over the budget levels (true value on synthetic data)")
@@ -398,7 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     ex.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="none")
     ex.add_argument("--threads", type=int, default=0)
+    ex.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
     ex.set_defaults(func=_experiment)
+
+    sc = sub.add_parser("scenarios", help="list the named data scenarios with their sizes and measured headroom")
+    sc.set_defaults(func=_scenarios)
     return parser
 
 

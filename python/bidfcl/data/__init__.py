@@ -3,6 +3,8 @@
 * :func:`make_marketing` -> :class:`MarketingData` (RCT / OBS / validation / test splits with the
   true expected revenue and cost of every option, :meth:`MarketingData.true_value`,
   :meth:`MarketingData.oracle`).
+* :data:`SCENARIOS`, :func:`make_scenario`: named, documented make_marketing settings
+  (``bidfcl scenarios`` lists them with their measured headroom).
 * :func:`hybrid_split` -> :class:`HybridSplit`: METHOD.md section 6 "Hybrid" protocol on any RCT data.
 * :func:`load_criteo_uplift`, :func:`load_table`: local CSV (optionally gzip) / Parquet files
   (pyarrow, an optional dependency).
@@ -13,6 +15,7 @@ from .dataset import DataError, UpliftDataset
 from .loaders import CRITEO_COLUMNS, CRITEO_FEATURES, load_criteo_uplift, load_table
 from .protocol import HybridSplit, RidgeTLearner, hybrid_split
 from .synthetic import SPLITS, MarketingData, MarketingWorld, OraclePolicy, make_marketing
+from .scenarios import SCENARIOS, Scenario, get_scenario, make_scenario
 
 __all__ = [
     "DataError",
@@ -22,6 +25,10 @@ __all__ = [
     "MarketingWorld",
     "OraclePolicy",
     "make_marketing",
+    "SCENARIOS",
+    "Scenario",
+    "get_scenario",
+    "make_scenario",
     "HybridSplit",
     "RidgeTLearner",
     "hybrid_split",

@@ -26,8 +26,15 @@ signs/weights ``a_1..a_H``. Per user (``seed``)::
 
     r[i,j] = base_scale exp(0.4 z_b + 0.3 g_u) + uplift_scale softplus(eta) g_j
     c[i,j] = cost_scale exp(0.3 z_c + 0.3 tanh(eta)) d_j
-    revenue = r[i,t] exp(revenue_noise e1 - revenue_noise^2 / 2)      (log-normal, mean r)
+    revenue = r[i,t] exp(revenue_noise e1 - revenue_noise^2 / 2) L    (log-normal, mean r)
     cost    = c[i,t] exp(cost_noise e2 - cost_noise^2 / 2)            e1, e2 ~ N(0, 1)
+    L = (1 - xi) U^(-xi),  xi = revenue_tail in [0, 1/2),  U ~ Uniform(0, 1]  (L = 1 when xi = 0)
+
+``L`` is a heavy-tailed, mean-one multiplicative factor: ``U^(-xi)`` is Pareto with tail index
+``1/xi`` (P(U^(-xi) > y) = y^(-1/xi) for y >= 1) and mean ``1/(1 - xi)``, so ``E[L] = 1`` and
+``Var L = xi^2 / (1 - 2 xi)`` (finite for xi < 1/2; the fourth moment is finite only for xi < 1/4).
+U comes from its own random stream and is drawn only when xi > 0, so ``revenue_tail = 0`` gives
+exactly the samples of the log-normal model.
 
 ``outcome="binary"`` (conversion-like revenue, redemption/visit-like cost)::
 
@@ -85,6 +92,7 @@ SPLITS = ("rct", "obs", "val", "test")
 _SPLIT_CODE = {"rct": 1, "obs": 2, "val": 3, "test": 4}
 _CHUNK_ROWS = 1 << 17  # fixed: the random streams are keyed by chunk index, so never change per call
 _N_WAVES = 4
+_TAIL_STREAM = 0x7A11  # extra key of the heavy-tail factor's random stream
 
 
 class OraclePolicy(NamedTuple):
@@ -278,8 +286,8 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
                    seed: int = 0, world_seed: int = 0, dtype: torch.dtype = torch.float32, *,
                    base_scale: Optional[float] = None, uplift_scale: Optional[float] = None,
                    cost_scale: Optional[float] = None, cost_power: float = 1.25, u_strength: float = 0.7,
-                   revenue_noise: float = 0.5, cost_noise: float = 0.3, num_threads: Optional[int] = None
-                   ) -> MarketingData:
+                   revenue_noise: float = 0.5, cost_noise: float = 0.3, revenue_tail: float = 0.0,
+                   num_threads: Optional[int] = None) -> MarketingData:
     """Synthetic marketing data with ground truth: RCT, OBS, validation and test splits.
 
     See the module docstring for the generating equations. Arguments:
@@ -300,6 +308,8 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
             defaults 1 / 0.6 / 1 continuous, 0.05 / 0.3 / 0.3 binary, where they are rates).
         cost_power: curvature of cost in the option index; u_strength: effect of u on the outcomes.
         revenue_noise, cost_noise: log-normal noise levels (continuous outcome only).
+        revenue_tail: xi in [0, 0.5), the heavy-tailed factor ``L = (1 - xi) U^(-xi)`` on the observed
+            revenue (continuous outcome only; 0 = none, tail index 1/xi otherwise).
         num_threads: threads generating chunks in parallel (default: ``torch.get_num_threads()``);
             the result does not depend on it.
 
@@ -322,6 +332,13 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
                     ("cost_noise", cost_noise), ("u_strength", u_strength), ("cost_power", cost_power)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"bidfcl.data: expected {name} to be a finite number >= 0, got {v!r}")
+    if (isinstance(revenue_tail, bool) or not isinstance(revenue_tail, (int, float))
+            or not (0.0 <= revenue_tail < 0.5)):
+        raise ValueError(f"bidfcl.data: expected revenue_tail to be a number in [0, 0.5) (the Pareto factor's "
+                         f"1 / tail index; its variance is infinite from 0.5 on), got {revenue_tail!r}")
+    if revenue_tail > 0 and outcome != "continuous":
+        raise ValueError(f"bidfcl.data: revenue_tail applies to outcome='continuous' only (binary revenue is "
+                         f"Bernoulli), got revenue_tail={revenue_tail!r} with outcome={outcome!r}")
     m = n_options
     defaults = {"continuous": (1.0, 0.6, 1.0), "binary": (0.05, 0.3, 0.3)}[outcome]
     base_scale = defaults[0] if base_scale is None else float(base_scale)
@@ -338,7 +355,7 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
                                 uplift_scale=uplift_scale, cost_scale=cost_scale, cost_power=cost_power,
                                 u_strength=u_strength, hidden_confounder=hidden_confounder)
     gen = _Generator(world, dtype, seed, rct_p, obs_q, float(confounding), float(selection),
-                     float(revenue_noise), float(cost_noise), num_threads)
+                     float(revenue_noise), float(cost_noise), float(revenue_tail), num_threads)
     rct, _ = gen.split("rct", n_rct)
     obs, obs_prop = gen.split("obs", n_obs)
     val, _ = gen.split("val", n_val)
@@ -348,7 +365,8 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
                   hidden_confounder=bool(hidden_confounder), propensity=rct_p.tolist(),
                   obs_arm_shares=obs_q.tolist(), seed=seed, world_seed=world_seed, dtype=str(dtype),
                   base_scale=base_scale, uplift_scale=uplift_scale, cost_scale=cost_scale, cost_power=cost_power,
-                  u_strength=u_strength, revenue_noise=revenue_noise, cost_noise=cost_noise)
+                  u_strength=u_strength, revenue_noise=revenue_noise, cost_noise=cost_noise,
+                  revenue_tail=float(revenue_tail))
     return MarketingData(rct, obs, val, test, world, obs_prop, config)
 
 
@@ -356,11 +374,11 @@ class _Generator:
     """Fills preallocated split tensors chunk by chunk (each chunk its own random stream)."""
 
     def __init__(self, world, dtype, seed, rct_p, obs_q, confounding, selection, revenue_noise, cost_noise,
-                 num_threads):
+                 revenue_tail, num_threads):
         self.world, self.dtype, self.seed = world, dtype, int(seed)
         self.rct_p, self.rct_cum = rct_p, np.cumsum(rct_p)[:-1]
         self.confounding, self.selection = confounding, selection
-        self.revenue_noise, self.cost_noise = revenue_noise, cost_noise
+        self.revenue_noise, self.cost_noise, self.revenue_tail = revenue_noise, cost_noise, revenue_tail
         self.num_threads = max(1, int(num_threads if num_threads is not None else torch.get_num_threads()))
         sd = math.sqrt(selection ** 2 + confounding ** 2 + 1.0)
         self.obs_sd = sd
@@ -415,6 +433,11 @@ class _Generator:
             sr, sc = self.revenue_noise, self.cost_noise
             revenue = r_t * torch.exp(sr * e[0] - 0.5 * sr * sr)
             cost = c_t * torch.exp(sc * e[1] - 0.5 * sc * sc)
+            if self.revenue_tail > 0:  # its own stream: the draws above are those of revenue_tail = 0
+                xi = self.revenue_tail
+                tail = np.random.default_rng([self.seed, _SPLIT_CODE[name], index, _TAIL_STREAM])
+                u_tail = 1.0 - tail.random(n)  # in (0, 1]
+                revenue = revenue * torch.from_numpy(((1.0 - xi) * u_tail ** (-xi)).astype(npdt))
         else:
             v = torch.from_numpy(rng.random((2, n), dtype=npdt))
             revenue = (v[0] < r_t).to(dt)

@@ -9,6 +9,7 @@ Example::
 
     [data]
     source = "synthetic"        # make_marketing(...) with the keys below passed through
+    scenario = "biased-small-rct"   # optional: a named scenario's keywords as the base (bidfcl scenarios)
     n_rct = 20000
     seed = 0
 
@@ -46,7 +47,7 @@ TSM_DATA = ("rct", "obs", "pooled")
 SYNTHETIC_KEYS = ("n_rct", "n_obs", "n_val", "n_test", "n_features", "n_options", "outcome", "confounding",
                   "selection", "hidden_confounder", "propensity", "obs_arm_shares", "seed", "world_seed",
                   "dtype", "base_scale", "uplift_scale", "cost_scale", "cost_power", "u_strength",
-                  "revenue_noise", "cost_noise")
+                  "revenue_noise", "cost_noise", "revenue_tail")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,9 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "synthetic"  #: "synthetic" (make_marketing) or "files"
+    #: synthetic only: a named scenario (bidfcl.data.SCENARIOS) whose make_marketing keywords are the
+    #: base; the keys below that are set override them
+    scenario: Optional[str] = None
     # synthetic: make_marketing keywords (None = its default)
     n_rct: Optional[int] = None
     n_obs: Optional[int] = None
@@ -79,6 +83,7 @@ class DataConfig:
     u_strength: Optional[float] = None
     revenue_noise: Optional[float] = None
     cost_noise: Optional[float] = None
+    revenue_tail: Optional[float] = None
     # files: one table per split (Parquet or CSV), a column mapping, optional per-row propensity
     rct: Optional[str] = None
     obs: Optional[str] = None
@@ -214,6 +219,7 @@ _KINDS = {
     "world_seed": int, "outcome": str, "dtype": str, "hidden_confounder": bool, "propensity": list,
     "obs_arm_shares": list, "confounding": float, "selection": float, "base_scale": float, "uplift_scale": float,
     "cost_scale": float, "cost_power": float, "u_strength": float, "revenue_noise": float, "cost_noise": float,
+    "revenue_tail": float, "scenario": str,
     "rct": str, "obs": str, "val": str, "test": str, "features": list, "propensity_column": str,
     "cost_output": str, "bridge_hidden": list, "free_options": list, "budgets": list, "budget_fractions": list, "clip": float, "lams": list,
 }
@@ -275,6 +281,12 @@ def _require(cond: bool, message: str) -> None:
 def _validate(cfg: RunConfig) -> None:
     d, m, t, e, o, x = cfg.data, cfg.model, cfg.train, cfg.eval, cfg.output, cfg.experiment
     _require(d.source in ("synthetic", "files"), f"expected data.source 'synthetic' or 'files', got {d.source!r}")
+    if d.scenario is not None:
+        from ..data.scenarios import SCENARIOS, unknown_scenario_message
+
+        _require(d.source == "synthetic", f"data.scenario = {d.scenario!r} needs data.source = 'synthetic' "
+                                          f"(a scenario is a set of make_marketing keywords), got {d.source!r}")
+        _require(d.scenario in SCENARIOS, f"data.scenario: {unknown_scenario_message(d.scenario)}")
     if d.source == "files":
         _require(d.rct is not None, "data.source = 'files' needs data.rct (path of the RCT table)")
         _require(bool(d.features), "data.source = 'files' needs data.features (a list of feature columns)")

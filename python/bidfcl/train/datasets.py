@@ -10,7 +10,7 @@ import torch
 from ..data import MarketingData, UpliftDataset, make_marketing
 from .config import SYNTHETIC_KEYS, ConfigError, DataConfig
 
-__all__ = ["RunData", "load_run_data", "factual_rows", "max_arm_cost", "free_options"]
+__all__ = ["RunData", "load_run_data", "synthetic_kwargs", "factual_rows", "max_arm_cost", "free_options"]
 
 
 @dataclass
@@ -46,14 +46,30 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64, "torch.float32": 
            "torch.float64": torch.float64}
 
 
+def synthetic_kwargs(cfg: DataConfig) -> dict:
+    """The make_marketing keywords of a synthetic ``[data]`` section: the scenario's (``data.scenario``)
+    as the base, every key the section sets on top (``dtype`` still a string)."""
+    if cfg.scenario is not None:
+        from ..data.scenarios import SCENARIOS, unknown_scenario_message
+
+        if cfg.scenario not in SCENARIOS:
+            raise ConfigError(f"bidfcl config: data.scenario: {unknown_scenario_message(cfg.scenario)}")
+        kwargs = dict(SCENARIOS[cfg.scenario].kwargs)
+    else:
+        kwargs = {}
+    kwargs.update({k: getattr(cfg, k) for k in SYNTHETIC_KEYS if getattr(cfg, k) is not None})
+    return kwargs
+
+
 def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
     """Generate (``source = "synthetic"``) or read (``source = "files"``) the run's splits.
 
     ``seed_offset`` is added to the synthetic ``seed`` (``bidfcl experiment`` draws a fresh sample of
-    the same world per seed).
+    the same world per seed). With ``data.scenario`` the scenario's keywords are the base and the
+    section's own keys override them.
     """
     if cfg.source == "synthetic":
-        kwargs = {k: getattr(cfg, k) for k in SYNTHETIC_KEYS if getattr(cfg, k) is not None}
+        kwargs = synthetic_kwargs(cfg)
         if "dtype" in kwargs:
             if kwargs["dtype"] not in _DTYPES:
                 raise ConfigError(f"bidfcl config: expected data.dtype 'float32' or 'float64', got {kwargs['dtype']!r}")
@@ -64,6 +80,9 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
         except ValueError as exc:
             raise ConfigError(f"bidfcl config: [data] rejected by make_marketing: {exc}") from None
         return RunData(md.rct, md.obs, md.val, md.test, md)
+    if cfg.scenario is not None:
+        raise ConfigError(f"bidfcl config: data.scenario = {cfg.scenario!r} needs data.source = 'synthetic', "
+                          f"got {cfg.source!r}")
     from ..data import load_table
 
     def read(path: Optional[str], rct: bool) -> Optional[UpliftDataset]:
