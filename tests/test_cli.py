@@ -132,7 +132,7 @@ def test_solver_demo_still_runs(capsys):
 def test_learning_demo_quick(tmp_path, capsys):
     assert main(["demo", "--quick", "--threads", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for m in ("tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd", "oracle"):
+    for m in ("tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl", "oracle"):
         assert f"| {m}" in out
     assert (tmp_path / "results.md").exists()
 
@@ -222,7 +222,7 @@ def test_learning_demo_quick_binary_scenario(capsys):
     assert main(["demo", "--quick", "--scenario", "binary", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "scenario 'binary'" in out and "binary revenue" in out and "1,000 RCT" in out
-    for m in ("tsm-rct", "bidfcl-pifd", "oracle"):
+    for m in ("tsm-rct", "bidfcl-ppl", "oracle"):
         assert f"| {m}" in out
 
 

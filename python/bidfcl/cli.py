@@ -303,14 +303,13 @@ DEMO_SCENARIO = "biased-small-rct"
 DEMO_CONFIG = {
     "data": {"scenario": DEMO_SCENARIO},
     "model": {"hidden": [128, 64, 32]},
-    "train": {"epochs": 15, "teacher_epochs": 30, "warm_start_epochs": 5, "batch_size": 1024, "lr": 1e-3,
-              "k": 5, "cg_iters": 50},
-    "experiment": {"methods": ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd"],
+    "train": {"epochs": 10, "teacher_epochs": 150, "warm_start_epochs": 5, "batch_size": 1024, "lr": 1e-3},
+    "experiment": {"methods": ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl"],
                    "seeds": [0], "reference": "tsm-rct",
-                   # RCT-only models see 10x fewer rows per epoch: as many epochs as the teacher;
+                   # RCT-only models see 50x fewer rows per epoch: as many epochs as the teacher;
                    # DFCL fine-tunes that TSM-on-RCT model (its warm start) with the decision loss
-                   "overrides": {"tsm-rct": {"train.epochs": 30},
-                                 "dfcl-ppl": {"train.epochs": 30, "train.warm_start_epochs": 30}}},
+                   "overrides": {"tsm-rct": {"train.epochs": 150},
+                                 "dfcl-ppl": {"train.epochs": 30, "train.warm_start_epochs": 150}}},
     "output": {"progress": "none"},
 }
 
