@@ -534,3 +534,18 @@ def test_eval_budgets_in_each_unit(data):
 def test_new_keys_reject_bad_values(section, key, value, match):
     with pytest.raises(ConfigError, match=match):
         config_from_dict({section: {key: value}})
+
+
+def test_experiment_table_names_models_that_cannot_allocate_a_budget():
+    from bidfcl.train.experiment import markdown_table, summarize
+
+    def run(method, seed, eom, infeasible):
+        return {"seed": seed, "method": method, "main_epoch_seconds": 1.0, "fit_seconds": 1.0,
+                "evaluation": {"eom_mean": eom, "n_infeasible": infeasible}}
+
+    runs = [run("tsm-rct", 0, 1.0, 0), run("dfcl-ppl", 0, 1.1, 3), run("tsm-rct", 1, 1.0, 0), run("dfcl-ppl", 1, 1.0, 1)]
+    rows = summarize(runs, ["tsm-rct", "dfcl-ppl"], "tsm-rct")
+    assert [r["infeasible"] for r in rows] == [0, 4]
+    table = markdown_table(rows, "tsm-rct")
+    assert "could not allocate" in table and "dfcl-ppl (4)" in table and "tsm-rct (" not in table
+    assert "could not allocate" not in markdown_table(summarize(runs[:1], ["tsm-rct"], "tsm-rct"), "tsm-rct")

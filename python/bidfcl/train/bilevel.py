@@ -2,24 +2,29 @@ r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
 
 * Teacher ``F_psi``: TSM on RCT rows (``teacher_epochs``, selected on validation), then frozen.
 * Target ``F_theta``: warm-started on OBS with the prediction loss (``warm_start_epochs``), then
-  trained on OBS with the gate-weighted distillation lower loss
+  trained on OBS with the gate-weighted distillation lower loss (:func:`lower_targets`)
 
-      L_low = mean_i [ (r_i - r_hat[i,t_i])^2 + (c_i - c_hat[i,t_i])^2
+      L_low = mean_i [ v_r[i] (r_i - r_hat[i,t_i])^2 + v_c[i] (c_i - c_hat[i,t_i])^2
                        + sum_{j != t_i} w_r[i,j] (r_psi[i,j] - r_hat[i,j])^2 + w_c[i,j] (c_psi[i,j] - c_hat[i,j])^2 ]
 
   with gates ``w = sigmoid(G_phi(x))`` of the bridge ``G_phi`` (one per individual, option and
-  revenue|cost). ``bridge_mode = "weight"`` (ablation) uses one IPW-like sample weight per row
-  instead, ``L_low = mean_i 2 sigmoid(G_phi(x_i)[t_i]) * factual_i`` (no distillation).
-* Every ``k``-th OBS batch: copy theta (and its Adam state) to theta', take ``k`` steps of L_low on
-  the batch (the assumed lower-level solve), evaluate the upper loss ``L_up`` (``ppl`` or ``pifd`` on
-  RCT rows: ``rct_batch_size`` rows drawn at random, all with 0; lam* of theta' at the training
-  budget) and take one bridge step along the implicit
-  hypergradient (:func:`bidfcl.implicit.hypergradient`: CG with ``cg_iters`` Hessian-vector
-  products, ``damping``). ``hypergradient = "unrolled"`` (ablation) differentiates instead through
-  ``k`` SGD steps of size ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`);
-  ``curvature = "gauss-newton"`` solves with the (positive semi-definite) Gauss-Newton part of the
-  lower loss's Hessian instead of the full Hessian, whose negative curvature stops CG early.
+  revenue|cost) and factual weights ``v = 2 sigmoid(G_phi(x)[t_i])`` (``gate_factual``; else 1).
+  The bridge's output layer starts at zero: gates 1/2, factual weight 1. ``bridge_mode = "weight"``
+  (ablation) uses one IPW-like sample weight per row instead (no distillation).
 * Every batch: one Adam step of theta on L_low with the current (detached) gates.
+* Every ``k``-th batch (``learn_bridge``): one bridge step along the implicit hypergradient of the
+  upper loss ``L_up`` (``ppl`` or ``pifd`` on ``rct_batch_size`` RCT rows, lam* of the target's
+  predictions at the training budget(s)), taken at the target itself: the persistent lower solution
+  (single loop; ``inner_steps > 0`` first takes that many Adam steps of a copy, the paper's k-step
+  inner solve). :func:`bidfcl.implicit.hypergradient` solves ``(C + damping I) v = grad L_up`` by
+  ``cg_iters`` CG iterations warm-started from the previous step's ``v`` (``cg_warm_start``), with
+  ``C`` the exact Hessian where CG finds it positive definite and the Gauss-Newton matrix of
+  :func:`weighted_squared_error` elsewhere (``curvature = "auto"``; or ``"hessian"`` /
+  ``"gauss-newton"`` always). ``damping`` is the weight of a proximal term ``mu/2 ||theta -
+  theta_t||^2`` that makes the lower problem well posed around the current target.
+  ``hypergradient = "unrolled"`` (ablation) differentiates through ``k`` SGD steps of size
+  ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`). docs/decision-quality.md gives the
+  measurements behind each of these choices.
 
 The deployed model is the target, selected on validation like the others.
 """

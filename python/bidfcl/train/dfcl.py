@@ -25,7 +25,7 @@ from ..models import MultiHeadMLP
 from ..solver import solve_mckp_rct
 from .loop import Phase, Trainer, factual_loss
 
-__all__ = ["DfclTrainer", "rct_lam", "decision_loss", "cost_loss"]
+__all__ = ["DfclTrainer", "rct_lam", "decision_loss"]
 
 #: lam used when even the cheapest predicted policy overspends (the solve reports +inf)
 LAM_CAP = 1e6
@@ -73,11 +73,6 @@ def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capi
     if kind == "difd":
         return losses.difd_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, clip=clip)
     raise ValueError(f"bidfcl: unknown decision loss {kind!r}")
-
-
-def cost_loss(c_hat: torch.Tensor, batch: UpliftDataset) -> torch.Tensor:
-    """Squared error of the cost heads on the logged cells, ``mean_i (c_hat[i, t_i] - cost_i)^2``."""
-    return ((c_hat.gather(1, batch.treatment.unsqueeze(1)).squeeze(1) - batch.cost.to(c_hat.dtype)) ** 2).mean()
 
 
 class DfclTrainer(Trainer):
@@ -136,7 +131,7 @@ class DfclTrainer(Trainer):
             out = {self.cfg.train.loss: dl.detach(), "infeasible": 0.0}
             loss = dl
             if revenue_only:
-                cl = cost_loss(c, batch)
+                cl = factual_loss(r, c, batch, heads="cost")
                 loss = loss + cl
                 out["cost_mse"] = cl.detach()
             if self.cfg.train.alpha > 0:

@@ -120,6 +120,7 @@ def summarize(runs: list[dict], methods: list[str], reference: str) -> list[dict
     rows = []
     for m in methods:
         rel_eom, rel_true, gain, epoch_s, fit_s, aucc, mine, refs = [], [], [], [], [], [], [], []
+        infeasible = 0
         for s in seeds:
             r, ref = by.get((s, m)), by.get((s, reference))
             if r is None:
@@ -138,10 +139,12 @@ def summarize(runs: list[dict], methods: list[str], reference: str) -> list[dict
                 aucc.append(ev["aucc"])
             epoch_s.append(r["main_epoch_seconds"])
             fit_s.append(r["fit_seconds"])
+            infeasible += int(ev.get("n_infeasible", 0))
         t, p = paired_test(mine, refs) if m != reference else (float("nan"), float("nan"))
         row = {"method": m, "seeds": len(fit_s), "eom_rel": _mean_se(rel_eom), "true_rel": _mean_se(rel_true),
                "gain_share": _mean_se(gain), "aucc": _mean_se(aucc), "t_vs_ref": t, "p_vs_ref": p,
-               "epoch_seconds": _mean_se(epoch_s)[0], "fit_seconds": _mean_se(fit_s)[0]}
+               "epoch_seconds": _mean_se(epoch_s)[0], "fit_seconds": _mean_se(fit_s)[0],
+               "infeasible": infeasible}
         rows.append(row)
     if has_truth and any((s, reference) in by for s in seeds):
         # the ceiling: the oracle policy from the true r, c at the same budgets (no EOM: it is not
@@ -151,7 +154,8 @@ def summarize(runs: list[dict], methods: list[str], reference: str) -> list[dict
         nan = (float("nan"), float("nan"))
         rows.append({"method": "oracle (true r, c)", "seeds": len(rel), "eom_rel": nan, "true_rel": _mean_se(rel),
                      "gain_share": (1.0, float("nan")), "aucc": nan, "t_vs_ref": float("nan"),
-                     "p_vs_ref": float("nan"), "epoch_seconds": float("nan"), "fit_seconds": float("nan")})
+                     "p_vs_ref": float("nan"), "epoch_seconds": float("nan"), "fit_seconds": float("nan"),
+                     "infeasible": 0})
     return rows
 
 
@@ -202,6 +206,11 @@ def markdown_table(rows: list[dict], reference: str) -> str:
                   f"{r['epoch_seconds']:.2f}" if math.isfinite(r["epoch_seconds"]) else "-",
                   f"{r['fit_seconds']:.1f}" if math.isfinite(r["fit_seconds"]) else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    bad = [f"{r['method']} ({r['infeasible']})" for r in rows if r.get("infeasible")]
+    if bad:  # never a silent fallback: say which models could not allocate some budgets
+        lines.append("")
+        lines.append("Budgets a model could not allocate (its cheapest predicted policy overspends; scored as "
+                     "everyone on the cheapest arm), summed over seeds: " + ", ".join(bad))
     return "\n".join(lines) + "\n"
 
 
@@ -312,6 +321,8 @@ def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: O
                              os.path.join(out_dir, "partial.json"))
             ev = rec["evaluation"]
             extra = f" true={ev['true_value_mean']:.4f} gain={ev['gain_share_mean']:.3f}" if "true_value_mean" in ev else ""
+            if ev.get("n_infeasible"):
+                extra += f" INFEASIBLE at {ev['n_infeasible']} of {len(ev['budgets'])} budgets"
             log(f"seed {s} {m:<20} eom={ev['eom_mean']:.4f}{extra} ({rec['fit_seconds']:.1f} s)")
     rows = summarize(runs, methods, x.reference)
     table = markdown_table(rows, x.reference)

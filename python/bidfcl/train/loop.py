@@ -40,12 +40,17 @@ __all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_s
 CHECKPOINT_VERSION = 1
 
 
-def factual_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, reduce: bool = True) -> torch.Tensor:
+def factual_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, reduce: bool = True,
+                 heads: str = "both") -> torch.Tensor:
     """Squared error on the logged cells: ``(r_hat[i, t_i] - revenue_i)^2 + (c_hat[i, t_i] - cost_i)^2``
-    (mean over rows, or per row with ``reduce=False``)."""
+    (mean over rows, or per row with ``reduce=False``); ``heads = "revenue"`` or ``"cost"`` keeps
+    one of the two terms."""
     t = batch.treatment.unsqueeze(1)
-    err = (r_hat.gather(1, t).squeeze(1) - batch.revenue.to(r_hat.dtype)) ** 2 \
-        + (c_hat.gather(1, t).squeeze(1) - batch.cost.to(c_hat.dtype)) ** 2
+    err = 0.0
+    if heads in ("both", "revenue"):
+        err = err + (r_hat.gather(1, t).squeeze(1) - batch.revenue.to(r_hat.dtype)) ** 2
+    if heads in ("both", "cost"):
+        err = err + (c_hat.gather(1, t).squeeze(1) - batch.cost.to(c_hat.dtype)) ** 2
     return err.mean() if reduce else err
 
 

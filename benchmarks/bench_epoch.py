@@ -1,0 +1,55 @@
+"""One Bi-DFCL epoch against one pooled-TSM epoch, on one thread, on the biased-small-RCT data
+(2k RCT + 100k OBS rows, batch 1024, MLP 128-64-32).
+
+    PYTHONPATH=python python benchmarks/bench_epoch.py [--repeats 3] [--set train.KEY=VALUE ...]
+
+Prints the median main-phase epoch time of each and their ratio. Only configuration keys that every
+bidfcl version has are used, so the same script times an older checkout too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+DATA = {"base_scale": 0.1, "n_rct": 2000, "n_val": 1000, "n_obs": 100000, "n_test": 2000, "confounding": 3.0,
+        "u_strength": 1.0, "revenue_noise": 0.8}
+
+
+def epoch_seconds(train: dict, epochs: int) -> float:
+    from bidfcl.train import config_from_dict, load_run_data, make_trainer
+
+    cfg = config_from_dict({"data": DATA, "train": dict(train, epochs=epochs, batch_size=1024),
+                            "eval": {"select": "last"}, "output": {"progress": "none"}})
+    tr = make_trainer(cfg, load_run_data(cfg.data))
+    res = tr.fit()
+    main = [k for k in res["epoch_seconds"] if k not in ("teacher",) and not k.endswith("warm")]
+    return res["epoch_seconds"][main[-1]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    extra = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        extra[key.split(".", 1)[1]] = eval(value, {}, {"true": True, "false": False})  # noqa: S307 (numbers/bools)
+    pooled, bilevel = [], []
+    for _ in range(args.repeats):
+        pooled.append(epoch_seconds({"method": "tsm", "data": "pooled"}, args.epochs))
+        bilevel.append(epoch_seconds({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, **extra},
+                                     args.epochs))
+        time.sleep(0.1)
+    p, b = statistics.median(pooled), statistics.median(bilevel)
+    print(f"pooled TSM epoch {p:.3f} s, Bi-DFCL epoch {b:.3f} s (median of {args.repeats}): ratio {b / p:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
