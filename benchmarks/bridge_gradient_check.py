@@ -96,8 +96,8 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
 
     objective = tr.lower_objective(target, s_rows, s_idx)
 
-    def prox_solution(phi):
-        v = theta_t.clone().requires_grad_(True)
+    def prox_solution(phi, start=None):
+        v = (theta_t if start is None else start).clone().requires_grad_(True)
         opt = torch.optim.LBFGS([v], lr=1, max_iter=800, tolerance_grad=1e-9, tolerance_change=1e-15,
                                 history_size=50, line_search_fn="strong_wolfe")
         ph = split(phi, bps)
@@ -110,9 +110,13 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
         opt.step(closure)
         return v.detach()
 
-    def F(phi):
+    def F(phi, start=None):
         with torch.no_grad():
-            return float(upper(prox_solution(phi)))
+            return float(upper(prox_solution(phi, start)))
+
+    # precision of F: the same solve from a perturbed start (finite differences need |dF| >> this)
+    f0 = F(phi0)
+    f0_other = F(phi0, theta_t + 1e-3 * torch.randn(len(theta_t), generator=gen, dtype=torch.float64))
 
     # estimators
     est = {}
@@ -136,7 +140,7 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
     fd = torch.tensor([(F(phi0 + h * q[:, k]) - F(phi0 - h * q[:, k])) / (2 * h) for k in range(q.shape[1])],
                       dtype=torch.float64)
     grad_sub = q @ fd
-    out = {"F": F(phi0), "|grad F| in subspace": float(grad_sub.norm())}
+    out = {"F": f0, "F solve precision": abs(f0 - f0_other), "h": h, "|grad F| in subspace": float(grad_sub.norm())}
     for name, e in est.items():
         cos = float(e @ grad_sub / (e.norm() * grad_sub.norm()).clamp_min(1e-300))
         out[name] = {"cos": cos, "norm_ratio": float(e.norm() / grad_sub.norm().clamp_min(1e-300))}

@@ -7,6 +7,8 @@ Each scenario is one experiment run of ``examples/decision_quality.toml`` (five 
     done
     python benchmarks/decision_quality_table.py runs/dq/*
 
+(an argument ``A,B`` merges two outputs of one scenario, runs in B replacing those of A).
+
 Per scenario: true value / TSM-RCT (mean +- SE over seeds) of every method and of the oracle; the
 best baseline (the method among TSM on RCT / OBS / pooled and DFCL with the highest mean); paired
 t-tests across seeds of the learned-bridge Bi-DFCL against the fixed-gate Bi-DFCL and against the
@@ -25,11 +27,20 @@ from bidfcl.train.experiment import _mean_se, paired_test
 BASELINES = ("tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl")
 
 
-def scenario_rows(folder: str) -> dict:
+def load_runs(folder: str) -> list[dict]:
     name = "results.json" if os.path.exists(os.path.join(folder, "results.json")) else "partial.json"
     with open(os.path.join(folder, name)) as fh:
-        res = json.load(fh)
-    runs = res["runs"]
+        return json.load(fh)["runs"]
+
+
+def scenario_rows(folders: str) -> dict:
+    """``folders``: one experiment output, or several joined by commas whose later runs replace
+    earlier runs of the same (method, seed) (e.g. a method rerun after a change)."""
+    merged = {}
+    for folder in folders.split(","):
+        merged.update({(r["method"], r["seed"]): r for r in load_runs(folder)})
+    folder = folders.split(",")[0]
+    runs = list(merged.values())
     full = {r["seed"] for r in runs if r["method"] == "bidfcl-ppl"} or {r["seed"] for r in runs}
     runs = [r for r in runs if r["seed"] in full]  # a stopped experiment: its completed seeds
     seeds = sorted(full)

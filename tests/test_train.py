@@ -549,3 +549,27 @@ def test_experiment_table_names_models_that_cannot_allocate_a_budget():
     table = markdown_table(rows, "tsm-rct")
     assert "could not allocate" in table and "dfcl-ppl (4)" in table and "tsm-rct (" not in table
     assert "could not allocate" not in markdown_table(summarize(runs[:1], ["tsm-rct"], "tsm-rct"), "tsm-rct")
+
+
+@needs_losses
+def test_decision_loss_leaves_out_budgets_with_an_infinite_multiplier(data, monkeypatch):
+    """Seen on causalml data: cost heads that underflow to (denormal) zero make lam* infinite on a
+    feasible budget; the decision loss leaves such budgets out instead of failing in ppl_loss."""
+    import bidfcl.train.dfcl as dfcl
+
+    real = dfcl.solve_mckp_rct
+
+    def one_infinite(*args, **kw):
+        sol = real(*args, **kw)
+        return sol._replace(lam=torch.cat([torch.full_like(sol.lam[:1], math.inf), sol.lam[1:]]),
+                            feasible=torch.ones_like(sol.feasible))
+
+    torch.manual_seed(0)
+    r = torch.rand(len(data.rct), data.n_options)
+    c = torch.arange(data.n_options, dtype=torch.float32).expand_as(r).contiguous() * 0.2
+    monkeypatch.setattr(dfcl, "solve_mckp_rct", one_infinite)
+    assert dfcl.decision_loss("ppl", r, c, data.rct, [0.1]) is None
+    monkeypatch.setattr(dfcl, "solve_mckp_rct", real)
+    expect = dfcl.decision_loss("ppl", r, c, data.rct, [0.3])
+    monkeypatch.setattr(dfcl, "solve_mckp_rct", one_infinite)
+    torch.testing.assert_close(dfcl.decision_loss("ppl", r, c, data.rct, [0.1, 0.3]), expect)

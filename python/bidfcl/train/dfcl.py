@@ -57,7 +57,10 @@ def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capi
                                else [budget_per_capita], dtype=torch.float64)
         sol = solve_mckp_rct(r_hat.detach(), c_hat.detach().clamp_min(0.0), batch.treatment, batch.cost,
                              budgets, propensity=batch.propensity)
-        keep = [k for k, ok in enumerate(sol.feasible.reshape(-1).tolist()) if ok]
+        # lam* can also be infinite on a feasible budget: when predicted costs of paid options
+        # underflow to 0, the "cheapest" policy already gives those users a paid option
+        ok = (sol.feasible & torch.isfinite(sol.lam)).reshape(-1).tolist()
+        keep = [k for k, good in enumerate(ok) if good]
         if not keep:
             return None
         lam = sol.lam.reshape(-1)
@@ -88,6 +91,7 @@ class DfclTrainer(Trainer):
             self.model.load_state_dict(self._given_warm.state_dict())
         self.opt = self.adam(self.model)
         self.rows = self.data.rct
+        self.cost_var = max(float(self.rows.cost.to(torch.float64).var()), 1e-12) if len(self.rows) > 1 else 1.0
         self.lams = None if self.cfg.train.lams is None else [float(v) for v in self.cfg.train.lams]
 
     def extra_state(self) -> dict:
@@ -130,8 +134,9 @@ class DfclTrainer(Trainer):
         else:
             out = {self.cfg.train.loss: dl.detach(), "infeasible": 0.0}
             loss = dl
-            if revenue_only:
-                cl = factual_loss(r, c, batch, heads="cost")
+            if revenue_only:  # scale-free (divided by the logged costs' variance): as strong as the
+                # decision loss whatever the cost unit, so the shared trunk cannot drift the cost heads
+                cl = factual_loss(r, c, batch, heads="cost") / self.cost_var
                 loss = loss + cl
                 out["cost_mse"] = cl.detach()
             if self.cfg.train.alpha > 0:
