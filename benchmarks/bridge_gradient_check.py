@@ -98,7 +98,7 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
 
     def prox_solution(phi, start=None):
         v = (theta_t if start is None else start).clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([v], lr=1, max_iter=800, tolerance_grad=1e-9, tolerance_change=1e-15,
+        opt = torch.optim.LBFGS([v], lr=1, max_iter=3000, tolerance_grad=1e-10, tolerance_change=1e-15,
                                 history_size=50, line_search_fn="strong_wolfe")
         ph = split(phi, bps)
 
@@ -152,9 +152,9 @@ def main() -> None:
     ap.add_argument("--scenario", default="biased-small-rct")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", default="0,5,10", help="states: Bi-DFCL epochs trained before the check")
-    ap.add_argument("--lower-rows", type=int, default=1024)
+    ap.add_argument("--lower-rows", type=int, default=512)
     ap.add_argument("--random", type=int, default=4)
-    ap.add_argument("--h", type=float, default=1e-3)
+    ap.add_argument("--h", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

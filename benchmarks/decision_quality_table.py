@@ -59,8 +59,6 @@ def scenario_rows(folders: str) -> dict:
         head = _mean_se(rel["oracle"])[0] - 1
         out["headroom_share"] = (_mean_se(b)[0] - 1) / head if head > 0 else float("nan")
     out["infeasible"] = sum(r["evaluation"].get("n_infeasible", 0) for r in runs)
-    ep = lambda m: _mean_se([by[(m, s)]["main_epoch_seconds"] for s in seeds if (m, s) in by])[0]  # noqa: E731
-    out["epoch_ratio"] = ep("bidfcl-ppl") / ep("tsm-pooled") if "bidfcl-ppl" in rel else float("nan")
     return out
 
 
@@ -71,10 +69,11 @@ def fmt(v) -> str:
 
 def main(folders: list[str]) -> None:
     rows = [scenario_rows(f) for f in folders]
-    methods = [m for m in ("tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl", "oracle")]
+    methods = [m for m in ("tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl", "bidfcl-ppl-lr1e-2",
+                           "oracle") if any(m in r["rel"] for r in rows)]
     print("| scenario | seeds | " + " | ".join(methods) + " | best baseline | Bi-DFCL - best (t, p, wins) "
-          "| Bi-DFCL - fixed gates (t, p) | headroom share | infeasible | Bi-DFCL / pooled epoch |")
-    print("|" + "---|" * (len(methods) + 8))
+          "| Bi-DFCL - fixed gates (t, p) | headroom share | infeasible |")
+    print("|" + "---|" * (len(methods) + 7))
     for r in rows:
         cells = [r["name"], str(r["seeds"])] + [fmt(r["rel"][m]) if m in r["rel"] else "-" for m in methods]
         cells.append(r["best"])
@@ -83,7 +82,7 @@ def main(folders: list[str]) -> None:
                      f"(t {vb[0]:.2f}, p {vb[1]:.3g}, {r['wins_best']}/{r['seeds']})" if vb else "-")
         cells.append(f"{_mean_se(r['rel']['bidfcl-ppl'])[0] - _mean_se(r['rel']['bidfcl-ppl-fixed'])[0]:+.4f} "
                      f"(t {vf[0]:.2f}, p {vf[1]:.3g})" if vf else "-")
-        cells += [f"{r.get('headroom_share', float('nan')):.2f}", str(r["infeasible"]), f"{r['epoch_ratio']:.1f}x"]
+        cells += [f"{r.get('headroom_share', float('nan')):.2f}", str(r["infeasible"])]
         print("| " + " | ".join(cells) + " |")
 
 

@@ -54,7 +54,7 @@ batch_size = 1024
 
 [experiment]
 methods = ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl"]
-seeds = [0]
+seeds = [{draw}]   # the draw: training seed and the label --combine keys runs by
 overrides = {{ tsm-rct = {{ "train.epochs" = 60 }}, dfcl-ppl = {{ "train.epochs" = 20, "train.warm_start_epochs" = 60 }} }}
 
 [output]
@@ -110,7 +110,7 @@ def split(draws, out):
                         cost=ds.cost.to(torch.float64).numpy())
             pq.write_table(pa.table(cols), os.path.join(folder, f"{name}.parquet"))
         with open(os.path.join(folder, "experiment.toml"), "w") as fh:
-            fh.write(EXPERIMENT.format(features=FEATURES, out=os.path.abspath(os.path.join(folder, "out"))))
+            fh.write(EXPERIMENT.format(features=FEATURES, draw=d, out=os.path.abspath(os.path.join(folder, "out"))))
         print(f"draw {d}: " + ", ".join(f"{k} {len(getattr(parts, k)):,}" for k in ("rct", "obs", "val", "test")))
 
 

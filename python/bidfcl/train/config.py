@@ -142,7 +142,7 @@ class TrainConfig:
     cg_tol: float = 1e-6
     damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
     cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
-    bridge_lr: float = 1e-3
+    bridge_lr: float = 1e-3  #: Adam step of the bridge (1e-2: see docs/decision-quality.md)
     learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
     gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
     hypergradient: str = "cg"  #: cg | unrolled
