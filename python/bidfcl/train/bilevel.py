@@ -266,7 +266,8 @@ class BidfclTrainer(Trainer):
                                rct: UpliftDataset):
         """dL_up/dphi with the parameters of ``inner_model`` taken as the lower-level solution:
         CG (``cg_iters``, ``damping``, warm-started from the previous solution with ``cg_warm_start``)
-        on the full Hessian (``curvature = "hessian"``) or its Gauss-Newton part."""
+        on the full Hessian (``curvature = "hessian"``), its Gauss-Newton part (``"gauss-newton"``),
+        or the Hessian where CG finds it positive definite and Gauss-Newton elsewhere (``"auto"``)."""
         from .. import implicit
 
         t = self.cfg.train

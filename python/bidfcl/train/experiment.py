@@ -56,6 +56,7 @@ PRESETS = {
     "bidfcl-ppl-gn": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "gauss-newton"},
     "bidfcl-ppl-cg50": {"train.method": "bidfcl", "train.loss": "ppl", "train.cg_iters": 50},
     "bidfcl-ppl-lr1e-2": {"train.method": "bidfcl", "train.loss": "ppl", "train.bridge_lr": 1e-2},
+    "bidfcl-ppl-inner5": {"train.method": "bidfcl", "train.loss": "ppl", "train.inner_steps": 5},
     "bidfcl-ppl-nofactual": {"train.method": "bidfcl", "train.loss": "ppl", "train.gate_factual": False},
     "bidfcl-ppl-coldcg": {"train.method": "bidfcl", "train.loss": "ppl", "train.cg_warm_start": False},
     "bidfcl-ppl-paper": {"train.method": "bidfcl", "train.loss": "ppl", "train.inner_steps": 5,
