@@ -2,8 +2,8 @@
 
 For every scenario in :data:`bidfcl.data.SCENARIOS` and every seed s, draws the scenario's sample
 ``seed = s`` (same world), trains the two-stage model (MLP 128-64-32, batch 1024, Adam 1e-3,
-train.seed = s) on the RCT rows (``--rct-epochs``, default 30), on the OBS rows and on both pooled
-(``--epochs``, default 15), with the project's trainers (``bidfcl.train.make_trainer``; model
+train.seed = s) on the RCT rows (``--rct-epochs``, default 150), on the OBS rows and on both pooled
+(``--epochs``, default 10; both as in ``examples/decision_quality.toml``), with the project's trainers (``bidfcl.train.make_trainer``; model
 selection on the validation split by EOM, as in ``bidfcl experiment``) and scores each on the test
 split at the evaluation's 10 budget levels. Reported, per scenario as mean +- standard error over
 seeds, of the true per-capita revenue V (mean over the budget levels):
@@ -15,7 +15,7 @@ seeds, of the true per-capita revenue V (mean over the budget levels):
 These are the numbers recorded in the Scenario records (``bidfcl scenarios``) and in the README's
 "Scenarios" table. Run (one thread, about a minute per scenario and seed)::
 
-    PYTHONPATH=python python benchmarks/scenario_headroom.py --seeds 0,1,2 --threads 1 --out runs/headroom
+    PYTHONPATH=python python benchmarks/scenario_headroom.py --seeds 0,1,2,3,4 --threads 1 --out runs/headroom
 
 writes ``headroom.json`` (every run) and ``headroom.md`` (the table) into ``--out``; results of
 finished (scenario, seed) pairs are kept in ``headroom.json`` as it goes. Runs made in parts
@@ -108,9 +108,9 @@ def combine(dirs: list[str], out: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated names (default: all)")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rct-epochs", type=int, default=30)
-    p.add_argument("--epochs", type=int, default=15, help="epochs of TSM on OBS and pooled")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--rct-epochs", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=10, help="epochs of TSM on OBS and pooled")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/headroom")
     p.add_argument("--combine", help="comma-separated output folders whose headroom.json to merge (no training)")
