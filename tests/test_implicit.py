@@ -695,3 +695,20 @@ def test_gauss_newton_needs_a_composite_loss_and_a_known_curvature():
         implicit.hypergradient(lower, upper, theta, phi, curvature="newton")
     with pytest.raises(TypeError, match="two callables"):
         implicit.CompositeLoss(None, lambda o, p: o.sum())
+
+
+def test_auto_curvature_is_the_hessian_where_positive_definite_else_gauss_newton():
+    lower, upper, theta, phi = _weighted_ls_problem(nonlinear=False)  # positive definite H
+    auto = implicit.hypergradient(lower, upper, theta, phi, max_iter=100, tol=1e-12, curvature="auto")
+    exact = implicit.hypergradient(lower, upper, theta, phi, max_iter=100, tol=1e-12)
+    assert auto.state.status == "converged"
+    torch.testing.assert_close(auto.grads[0], exact.grads[0], rtol=0, atol=0)
+    lower, upper, theta, phi = _weighted_ls_problem(nonlinear=True, seed=1)  # indefinite here
+    hess = implicit.hypergradient(lower, upper, theta, phi, max_iter=50, damping=1e-2)
+    assert hess.state.status == "nonpositive_curvature"
+    auto = implicit.hypergradient(lower, upper, theta, phi, max_iter=50, damping=1e-2, curvature="auto")
+    gn = implicit.hypergradient(lower, upper, theta, phi, max_iter=50, damping=1e-2, curvature="gauss-newton")
+    assert auto.state.status == "nonpositive_curvature" and gn.state.status != "nonpositive_curvature"
+    torch.testing.assert_close(auto.grads[0], gn.grads[0], rtol=0, atol=0)
+    with pytest.raises(TypeError, match="CompositeLoss"):
+        implicit.hypergradient(lambda i, o: lower(i, o), upper, theta, phi, curvature="auto")

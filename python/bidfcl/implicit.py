@@ -41,6 +41,7 @@ themselves; :func:`unrolled` calls ``lower_loss`` with the updated inner tensors
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -345,29 +346,34 @@ def hypergradient(
     parameters that a loss does not use get zero blocks. ``backend``: ``'auto'`` (compiled driver
     when loaded), ``'cpp'`` or ``'python'``.
 
-    ``curvature``: ``"hessian"`` (``H`` by double backward) or ``"gauss-newton"`` (``H`` replaced by
+    ``curvature``: ``"hessian"`` (``H`` by double backward), ``"gauss-newton"`` (``H`` replaced by
     the positive semi-definite Gauss-Newton matrix of a :class:`CompositeLoss` ``lower_loss``; CG
-    then runs in the pure-PyTorch loop). Returns ``HypergradientResult(grads, state, upper_loss,
-    solution)``, ``solution`` being ``v`` (a warm start for the next solve).
+    then runs in the pure-PyTorch loop) or ``"auto"`` (the Hessian; where CG finds it not positive
+    definite, i.e. the inner parameters are no lower solution, the Gauss-Newton system instead,
+    from the same gradients, and ``state.status`` reports ``"nonpositive_curvature"``). Returns
+    ``HypergradientResult(grads, state, upper_loss, solution)``, ``solution`` being ``v`` (a warm
+    start for the next solve).
     """
-    if curvature not in ("hessian", "gauss-newton"):
-        raise ValueError(f"bidfcl.implicit: expected curvature 'hessian' or 'gauss-newton', got {curvature!r}")
-    if curvature == "gauss-newton" and not isinstance(lower_loss, CompositeLoss):
-        raise TypeError("bidfcl.implicit: curvature='gauss-newton' needs lower_loss as a CompositeLoss(outputs, loss) "
+    if curvature not in ("hessian", "gauss-newton", "auto"):
+        raise ValueError(f"bidfcl.implicit: expected curvature 'hessian', 'gauss-newton' or 'auto', got {curvature!r}")
+    if curvature != "hessian" and not isinstance(lower_loss, CompositeLoss):
+        raise TypeError(f"bidfcl.implicit: curvature={curvature!r} needs lower_loss as a CompositeLoss(outputs, loss) "
                         f"(the outputs whose Jacobian forms the Gauss-Newton matrix), got {type(lower_loss).__name__}")
     inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
     backend = _backend(backend)
     up, b, direct = _upper_gradients(upper_loss, inner, outer)
     grads_low = _lower_gradients(lower_loss, inner, outer)
-    if curvature == "hessian":
+    if curvature != "gauss-newton":
         v, state = _cg_from_grads(
             grads_low, inner, b, x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend
         )
-    else:
+    if curvature == "gauss-newton" or (curvature == "auto" and state.status == "nonpositive_curvature"):
         if x0 is not None:
             x0 = _param_list(x0, "x0", need_grad=False)
         v, state = cg(_gauss_newton_matvec(lower_loss, inner, outer), b, max_iter=max_iter, tol=tol, damping=damping,
                       x0=x0, check_every=check_every, stop_on_nonpositive_curvature=stop_on_nonpositive_curvature)
+        if curvature == "auto":  # say that the Hessian was indefinite here and Gauss-Newton stood in
+            state = dataclasses.replace(state, status="nonpositive_curvature")
     mixed = _mixed_term(grads_low, v, outer)
     grads = [d - m for d, m in zip(direct, mixed)]
     return HypergradientResult(grads, state, up, [t.detach() for t in v])

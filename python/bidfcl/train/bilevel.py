@@ -32,7 +32,6 @@ The deployed model is the target, selected on validation like the others.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Optional
 
 import torch
@@ -66,9 +65,8 @@ def lower_targets(batch: UpliftDataset, teach_r, teach_c, gate_r_logit, gate_c_l
         w = factual * 2.0 * torch.sigmoid(gate_r_logit.gather(1, t))
         return torch.cat([y_r, y_c], 1), torch.cat([w, w], 1)
     g_r, g_c = torch.sigmoid(gate_r_logit), torch.sigmoid(gate_c_logit)
-    if gate_factual:
-        w_r = factual * 2.0 * g_r + (1 - factual) * g_r
-        w_c = factual * 2.0 * g_c + (1 - factual) * g_c
+    if gate_factual:  # 2 sigmoid on the factual cell, sigmoid elsewhere
+        w_r, w_c = (1 + factual) * g_r, (1 + factual) * g_c
     else:
         w_r = factual + (1 - factual) * g_r
         w_c = factual + (1 - factual) * g_c
@@ -280,16 +278,9 @@ class BidfclTrainer(Trainer):
         x0 = self.cg_warm if t.cg_warm_start else None
         if x0 is not None and any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(x0, inner)):
             x0 = None
-        lower = self.lower_objective(inner_model, batch, index)
-        kw = dict(max_iter=t.cg_iters, tol=t.cg_tol, damping=t.damping)
-        curvature = "hessian" if t.curvature == "auto" else t.curvature
-        res = implicit.hypergradient(lower, upper, inner, outer, x0=x0, curvature=curvature, **kw)
-        if t.curvature == "auto" and res.state.status == "nonpositive_curvature":
-            # the Hessian (+ damping) is not positive definite here, so theta is no lower solution
-            # and the implicit function theorem does not hold: the PSD Gauss-Newton system instead
-            res = implicit.hypergradient(lower, upper, inner, outer, x0=x0, curvature="gauss-newton", **kw)
-            res = res._replace(state=dataclasses.replace(res.state, status="nonpositive_curvature"))
-        return res
+        return implicit.hypergradient(self.lower_objective(inner_model, batch, index), upper, inner, outer,
+                                      max_iter=t.cg_iters, tol=t.cg_tol, damping=t.damping, x0=x0,
+                                      curvature=t.curvature)
 
     def phases(self) -> list[Phase]:
         t = self.cfg.train

@@ -188,11 +188,12 @@ class Trainer:
         self.progress = progress if progress is not None else Progress(cfg.output.progress)
         t = cfg.train
         self.seed = int(t.seed)
-        self.train_budget = t.budget_fraction * max_arm_cost(data.rct)  # per capita
+        top = max_arm_cost(data.rct)
+        self.train_budget = t.budget_fraction * top  # per capita
         self.val_ds = data.validation()
         self.val_budgets = eval_budgets(cfg.eval, self.val_ds)
         #: per-capita training budget(s) of the decision losses
-        self.train_budgets = [f * max_arm_cost(data.rct) for f in (t.budget_fractions or [t.budget_fraction])]
+        self.train_budgets = [f * top for f in (t.budget_fractions or [t.budget_fraction])]
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
         self.history: list[dict] = []
         self.best: dict = {}
@@ -224,10 +225,12 @@ class Trainer:
     # --------------------------------------------------------------------------------- helpers
     def new_model(self, output: Optional[str] = None, hidden=None) -> MultiHeadMLP:
         m = self.cfg.model
-        if output is None and m.free_options is None:
+        if output is not None:  # e.g. the bridge: logits, no cost heads to fix
+            free = []
+        elif m.free_options is None:
             free = free_options(self.data.rct, self.data.obs)
         else:
-            free = [] if output is not None else m.free_options
+            free = m.free_options
         model = MultiHeadMLP(self.data.n_features, self.data.n_options, hidden=hidden or m.hidden,
                              activation=m.activation, output=output or m.output,
                              cost_output=None if output else m.cost_output, dropout=m.dropout, free_options=free)
