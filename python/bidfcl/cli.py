@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -10,6 +11,98 @@ import time
 import torch
 
 __all__ = ["main"]
+
+
+class UsageError(ValueError):
+    """A command line that cannot run (printed as one line, exit status 2)."""
+
+
+# ------------------------------------------------------------------------------ argument types
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} (an integer >= {low}), got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what} (an integer >= {low}), got {value}")
+        return value
+    return parse
+
+
+def _finite_float(what: str, low: float | None = None, high: float | None = None):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} (a number), got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {what} (a finite number), got {text!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            rng = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"expected {what} {rng}, got {value:g}")
+        return value
+    return parse
+
+
+def _int_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2] (non-negative, distinct)."""
+    items = [t.strip() for t in text.split(",")]
+    try:
+        seeds = [int(t) for t in items]
+    except ValueError:
+        bad = next(t for t in items if not t.lstrip("-").isdigit())
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer seeds like 0,1,2, got {text!r} "
+                                         f"({bad!r} is not an integer)") from None
+    if any(v < 0 for v in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
+def _name_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r} (an empty name)")
+    return names
+
+
+_THREADS = _int_at_least(0, "a thread count, 0 for torch's default")
+
+#: file types ``allocate --output`` writes, by extension
+_PLAN_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+# --------------------------------------------------------------------- checks before any work
+def _check_writable_dir(path: str, what: str) -> None:
+    """``path`` is (or can be created as) a folder this process can write into: checked by creating it
+    and a probe file, so read-only folders, files in the way and full or read-only file systems are
+    reported before data are generated or models trained."""
+    import tempfile
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} exists and is not a folder; give a folder path")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bidfcl-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write into {what} {path!r}: {exc.strerror or exc}") from None
+
+
+def _check_output_file(path: str, what: str) -> None:
+    """``path`` can be written: not a folder, its folder writable."""
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} is a folder; give a file path")
+    _check_writable_dir(os.path.dirname(os.path.abspath(path)), f"the folder of {what}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{what} {path!r} exists and is not writable")
+
+
+def _check_input_file(path: str, what: str) -> None:
+    if not os.path.exists(path):
+        raise UsageError(f"{what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{what} {path!r} is a folder; give a file")
 
 
 def random_allocation_problem(n: int, m: int, seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -26,19 +119,23 @@ def random_allocation_problem(n: int, m: int, seed: int = 0, dtype: torch.dtype 
     return values.to(dtype), costs.to(dtype)
 
 
+def _ratio(a: float, b: float, fmt: str) -> str:
+    return format(a / b, fmt) if b != 0 else "n/a"
+
+
 def _solve_demo(args) -> int:
     import bidfcl
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _threads(args.threads)
     t0 = time.perf_counter()
     values, costs = random_allocation_problem(args.users, args.options, args.seed, dtype)
     t_gen = time.perf_counter() - t0
     low = float(costs.min(1).values.double().sum())
     high = float(costs.max(1).values.double().sum())
     budget = low + args.budget_fraction * (high - low)
-    bidfcl.solve_mckp(values[:1000], costs[:1000], budget * 1000 / args.users, method=args.method)  # warm-up
+    warm = min(1000, args.users)
+    bidfcl.solve_mckp(values[:warm], costs[:warm], budget * warm / args.users, method=args.method)  # warm-up
     t0 = time.perf_counter()
     sol = bidfcl.solve_mckp(values, costs, budget, method=args.method)
     t_solve = time.perf_counter() - t0
@@ -50,11 +147,11 @@ def _solve_demo(args) -> int:
     print(f"  problem generated in {t_gen:.2f} s; budget = {budget:,.2f} ({args.budget_fraction:.0%} of the way from the cheapest to the dearest policy)")
     print(f"  method            {args.method}")
     print(f"  lam*              {float(sol.lam):.9g}")
-    print(f"  spend / budget    {float(sol.spend):,.4f} / {budget:,.4f} = {float(sol.spend) / budget:.9f}")
+    print(f"  spend / budget    {float(sol.spend):,.4f} / {budget:,.4f} = {_ratio(float(sol.spend), budget, '.9f')}")
     print(f"  value             {float(sol.value):,.4f}")
-    print(f"  dual bound        {float(sol.dual_bound):,.4f}  (gap {gap:,.4f} = {gap / abs(float(sol.dual_bound)):.2e} relative; optimum lies in between)")
+    print(f"  dual bound        {float(sol.dual_bound):,.4f}  (gap {gap:,.4f} = {_ratio(gap, abs(float(sol.dual_bound)), '.2e')} relative; optimum lies in between)")
     print(f"  users upgraded    {int((sol.choice > 0).sum()):,} of {args.users:,}")
-    print(f"  solve time        {t_solve * 1e3:.1f} ms  ({t_solve / t_stream:.1f}x one streaming pass over the inputs, {t_stream * 1e3:.1f} ms)")
+    print(f"  solve time        {t_solve * 1e3:.1f} ms  ({_ratio(t_solve, t_stream, '.1f')}x one streaming pass over the inputs, {t_stream * 1e3:.1f} ms)")
     return 0
 
 
@@ -75,6 +172,9 @@ def _parse_sets(items) -> dict:
 
 
 def _threads(n: int) -> None:
+    """``--threads N`` (0: keep torch's default)."""
+    if n < 0:
+        raise UsageError(f"expected --threads >= 0 (0 = torch's default), got {n}")
     if n:
         torch.set_num_threads(n)
 
@@ -90,15 +190,46 @@ def _load_cfg(args):
     return load_config(args.config, over)
 
 
+def _ignored_experiment_note(cfg, command: str) -> None:
+    from .train import ExperimentConfig
+
+    if cfg.experiment != ExperimentConfig():
+        print(f"bidfcl {command}: note: this config's [experiment] section is used by `bidfcl experiment` only; "
+              f"`bidfcl {command}` trains train.method = {cfg.train.method!r} (loss {cfg.train.loss!r}) once",
+              file=sys.stderr)
+
+
+def _step(progress, text: str):
+    """Print ``text...`` (with the progress setting) and return a function printing the elapsed time."""
+    t0 = time.perf_counter()
+    progress.message(f"{text} ...")
+    return lambda: progress.message(f"  done in {time.perf_counter() - t0:.1f} s")
+
+
 def _train(args) -> int:
     from .train import load_run_data, make_trainer
+    from .train.loop import Progress, read_checkpoint
 
     cfg = _load_cfg(args)
+    if args.progress:
+        cfg = cfg.replace({"output.progress": args.progress})
     _threads(args.threads or cfg.output.threads)
+    _ignored_experiment_note(cfg, "train")
+    _check_writable_dir(cfg.output.dir, "output.dir")
+    ckpt = os.path.join(cfg.output.dir, "checkpoint.pt")
+    if args.resume and os.path.exists(ckpt):
+        read_checkpoint(ckpt)  # a damaged checkpoint is reported before any data are read
+    progress = Progress(cfg.output.progress)
+    done = _step(progress, f"reading the {cfg.data.source} data" if cfg.data.source == "files"
+                 else "generating the synthetic data")
     data = load_run_data(cfg.data)
-    trainer = make_trainer(cfg, data, out_dir=cfg.output.dir)
+    done()
+    trainer = make_trainer(cfg, data, out_dir=cfg.output.dir, progress=progress)
     result = trainer.fit(resume=args.resume)
     _print_evaluation(result["evaluation"], f"{cfg.train.method} on the {result['split']} split")
+    for phase, best in result["best"].items():
+        print(f"  model selection ({cfg.eval.select} on validation): phase {phase}, epoch {best['epoch']} "
+              f"(metric {best['metric']:.6g})")
     print(f"wrote {cfg.output.dir}/model.pt, metrics.json, history.csv, checkpoint.pt")
     return 0
 
@@ -133,6 +264,8 @@ def _evaluate(args) -> int:
     from .train.evaluate import budget_levels, eval_budgets, evaluate_model
 
     _threads(args.threads)
+    if args.output:
+        _check_output_file(args.output, "--output")
     model, meta = load_model(args.model)
     if args.config:
         cfg = load_config(args.config, _parse_sets(args.set))
@@ -169,13 +302,19 @@ def _read_features(path: str, columns):
     import numpy as np
 
     try:
-        import pyarrow as pa  # noqa: F401
+        import pyarrow as pa
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
     except ImportError:
-        raise SystemExit("bidfcl allocate: reading Parquet/CSV needs pyarrow (pip install pyarrow)") from None
+        raise UsageError("reading Parquet/CSV needs pyarrow: pip install 'bidfcl[data]' (or pyarrow)") from None
     low = path.lower()
-    table = pq.read_table(path) if low.endswith((".parquet", ".pq")) else pacsv.read_csv(path)
+    try:
+        table = pq.read_table(path) if low.endswith((".parquet", ".pq")) else pacsv.read_csv(path)
+    except (OSError, pa.ArrowException) as exc:
+        kind = "Parquet" if low.endswith((".parquet", ".pq")) else "CSV"
+        raise UsageError(f"cannot read --input {path!r} as {kind}: {str(exc).splitlines()[0][:200]}") from None
+    if table.num_rows == 0:
+        raise UsageError(f"--input {path!r} has no rows (columns {table.column_names}): nothing to allocate")
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise SystemExit(f"bidfcl allocate: {path} lacks feature column(s) {missing} (has {table.column_names})")
@@ -183,10 +322,10 @@ def _read_features(path: str, columns):
     for c in columns:
         col = table.column(c).to_numpy(zero_copy_only=False)
         if not np.issubdtype(col.dtype, np.number) and col.dtype != np.bool_:
-            raise SystemExit(f"bidfcl allocate: expected numeric column {c!r}, got {col.dtype}")
+            raise SystemExit(f"bidfcl allocate: expected numeric column {c!r} in {path}, got {col.dtype}")
         col = col.astype(np.float64)
         if not np.all(np.isfinite(col)):
-            raise SystemExit(f"bidfcl allocate: column {c!r} has missing or non-finite values "
+            raise SystemExit(f"bidfcl allocate: column {c!r} of {path} has missing or non-finite values "
                              f"(first at row {int(np.flatnonzero(~np.isfinite(col))[0])})")
         cols.append(col)
     x = np.stack(cols, axis=1) if cols else np.zeros((table.num_rows, 0))
@@ -199,6 +338,14 @@ def _allocate(args) -> int:
     from .train import load_model
 
     _threads(args.threads)
+    if (args.budget is None) == (args.total_budget is None):
+        raise UsageError("give exactly one of --budget (per capita) or --total-budget")
+    fmt = _PLAN_FORMATS.get(os.path.splitext(args.output)[1].lower())
+    if fmt is None:
+        raise UsageError(f"--output {args.output!r}: expected a .csv, .parquet or .pq file name, got extension "
+                         f"{os.path.splitext(args.output)[1] or '(none)'!r}")
+    _check_input_file(args.input, "--input")
+    _check_output_file(args.output, "--output")
     model, meta = load_model(args.model)
     run = meta.get("run_config") or {}
     if args.features:
@@ -216,9 +363,6 @@ def _allocate(args) -> int:
     r_hat, c_hat = model.predict(x)
     c_hat = c_hat.clamp_min(0.0)
     n = x.shape[0]
-    if (args.budget is None) == (args.total_budget is None):
-        print("bidfcl allocate: give exactly one of --budget (per capita) or --total-budget", file=sys.stderr)
-        return 2
     total = args.total_budget if args.total_budget is not None else args.budget * n
     if total < 0:
         print(f"bidfcl allocate: expected a budget >= 0, got {total}", file=sys.stderr)
@@ -242,7 +386,7 @@ def _allocate(args) -> int:
     cols["expected_revenue"] = pa.array(exp_rev.numpy())
     cols["expected_spend"] = pa.array(exp_cost.numpy())
     out = pa.table(cols)
-    if args.output.lower().endswith((".parquet", ".pq")):
+    if fmt == "parquet":
         import pyarrow.parquet as pq
 
         pq.write_table(out, args.output)
@@ -266,6 +410,7 @@ def _experiment(args) -> int:
         if not args.out:
             print("bidfcl experiment: --combine needs --out (where the merged table goes)", file=sys.stderr)
             return 2
+        _check_writable_dir(args.out, "--out")
         out = combine_results([d for d in args.combine.split(",") if d], args.out)
         print(out["table"], end="")
         print(f"wrote {args.out}/results.md, results.csv, curves.csv, results.json")
@@ -278,16 +423,18 @@ def _experiment(args) -> int:
     if args.scenario:
         over["data.scenario"] = args.scenario
     if args.seeds:
-        over["experiment.seeds"] = [int(s) for s in args.seeds.split(",")]
+        over["experiment.seeds"] = args.seeds
     if args.methods:
-        over["experiment.methods"] = [m.strip() for m in args.methods.split(",")]
+        over["experiment.methods"] = args.methods
     if args.out:
         over["output.dir"] = args.out
     from .train import load_config
 
     cfg = load_config(args.config, over)
     _threads(args.threads or cfg.output.threads)
-    out = run_experiment(cfg, cfg.output.dir, progress=Progress(args.progress))
+    _check_writable_dir(cfg.output.dir, "output.dir")
+    out = run_experiment(cfg, cfg.output.dir, progress=Progress(args.progress or cfg.output.progress),
+                         log=lambda m: print(m, flush=True))
     print()
     print(out["table"], end="")
     print(f"wrote {cfg.output.dir}/results.md, results.csv, curves.csv, results.json"
@@ -319,9 +466,11 @@ def _learning_demo(args) -> int:
     from .train.datasets import synthetic_kwargs
     from .train.experiment import run_experiment
 
-    torch.set_num_threads(args.threads)
+    _threads(args.threads)
+    if args.out:
+        _check_writable_dir(args.out, "--out")
     raw = {k: dict(v) for k, v in DEMO_CONFIG.items()}
-    raw["experiment"] = dict(raw["experiment"], seeds=[int(s) for s in args.seeds.split(",")])
+    raw["experiment"] = dict(raw["experiment"], seeds=list(args.seeds))
     raw["data"] = {"scenario": args.scenario}
     if args.quick:  # a smoke run: tiny data on top of the scenario, few epochs
         raw["data"].update(n_rct=1000, n_obs=5000, n_val=1000, n_test=5000)
@@ -378,11 +527,13 @@ def _scenarios(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bidfcl", description="Budget-constrained marketing allocation, learned for the decision.")
     sub = parser.add_subparsers(dest="command", required=True)
+    threads_help = "torch threads (0 = torch's default); results of training depend on the thread count"
     learn = sub.add_parser("demo", help="the main job in small: TSM (RCT/OBS/pooled), DFCL-PPL, Bi-DFCL-PPL/-PIFD on "
                                         "built-in synthetic data, scored against the truth (about 2 minutes)")
-    learn.add_argument("--seeds", default="0", help="comma-separated seeds (one table row per method, mean over seeds)")
-    learn.add_argument("--threads", type=int, default=2, help="torch threads")
-    learn.add_argument("--out", help="also write results.md/.csv, curves.csv, results.json here")
+    learn.add_argument("--seeds", type=_int_list, default=[0],
+                       help="comma-separated seeds, e.g. 0,1,2 (one table row per method, mean over seeds)")
+    learn.add_argument("--threads", type=_THREADS, default=2, help="torch threads (default 2; 0 = torch's default)")
+    learn.add_argument("--out", help="also write results.md/.csv, curves.csv, results.json into this folder")
     learn.add_argument("--quick", action="store_true", help="tiny data and few epochs (a smoke run, seconds)")
     learn.add_argument("--scenario", default=DEMO_SCENARIO,
                        help=f"data scenario (see `bidfcl scenarios`; default {DEMO_SCENARIO}); its sizes replace the "
@@ -390,54 +541,66 @@ def build_parser() -> argparse.ArgumentParser:
     learn.set_defaults(func=_learning_demo)
 
     demo = sub.add_parser("solve-demo", help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time")
-    demo.add_argument("--users", type=int, default=1_000_000)
-    demo.add_argument("--options", type=int, default=8)
-    demo.add_argument("--budget-fraction", type=float, default=0.3, help="budget between the cheapest (0) and dearest (1) policy")
-    demo.add_argument("--method", choices=["exact", "bisection"], default="exact")
-    demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    demo.add_argument("--users", type=_int_at_least(1, "a user count"), default=1_000_000, help="users N (default 1,000,000)")
+    demo.add_argument("--options", type=_int_at_least(1, "an option count"), default=8,
+                      help="options M per user, option 0 free (default 8; at most 256)")
+    demo.add_argument("--budget-fraction", type=_finite_float("a budget fraction", 0.0, 1.0), default=0.3,
+                      help="budget between the cheapest (0) and dearest (1) policy (default 0.3)")
+    demo.add_argument("--method", choices=["exact", "bisection"], default="exact",
+                      help="exact breakpoint solve (default) or the bisection baseline")
+    demo.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="problem dtype (default float32)")
+    demo.add_argument("--seed", type=_int_at_least(0, "a seed"), default=0, help="seed of the random problem")
+    demo.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
     demo.set_defaults(func=_solve_demo)
 
     tr = sub.add_parser("train", help="train one model from a TOML config (writes model.pt, metrics.json, history.csv)")
     tr.add_argument("--config", required=True, help="TOML file ([data], [model], [train], [eval], [output])")
-    tr.add_argument("--out", help="output folder (overrides output.dir)")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
-    tr.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
-    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--out", help="output folder (overrides output.dir); checked for writing before any work")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from OUT/checkpoint.pt if present (refused if the config or the data changed)")
+    tr.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="override a config value, value as a TOML literal (repeatable), e.g. --set train.lr=1e-3")
+    tr.add_argument("--threads", type=_THREADS, default=0, help=threads_help)
     tr.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
+    tr.add_argument("--progress", choices=["auto", "bar", "lines", "none"],
+                    help="progress display (overrides output.progress; default auto: a bar on a terminal, else lines)")
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="score a saved model: EOM over the budget levels (true value on synthetic data)")
     ev.add_argument("--model", required=True, help="model.pt (or checkpoint.pt) written by `bidfcl train`")
     ev.add_argument("--config", help="TOML config for the data (default: the config saved with the model)")
     ev.add_argument("--split", choices=["rct", "val", "test"], help="split to score (default: eval.split)")
-    ev.add_argument("--budgets", type=int, default=0, help="number of budget levels (default: eval.n_budgets)")
-    ev.add_argument("--output", help="write the evaluation as JSON here")
-    ev.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
-    ev.add_argument("--threads", type=int, default=0)
+    ev.add_argument("--budgets", type=_int_at_least(1, "a number of budget levels"), default=0,
+                    help="number of evenly spaced budget levels (default: the config's eval.budgets / eval.n_budgets)")
+    ev.add_argument("--output", help="write the evaluation as JSON to this file")
+    ev.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    ev.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
     ev.set_defaults(func=_evaluate)
 
     al = sub.add_parser("allocate", help="score users from a Parquet/CSV file and allocate a budget")
-    al.add_argument("--model", required=True)
-    al.add_argument("--input", required=True, help="Parquet (.parquet/.pq) or CSV file with the feature columns")
-    al.add_argument("--output", required=True, help="CSV or Parquet: id/row, option, expected_revenue, expected_spend")
-    al.add_argument("--budget", type=float, help="budget per user (per capita)")
-    al.add_argument("--total-budget", type=float, help="total budget")
+    al.add_argument("--model", required=True, help="model.pt written by `bidfcl train`")
+    al.add_argument("--input", required=True,
+                    help="Parquet (.parquet/.pq) or CSV file with one row per user and the model's numeric feature "
+                         "columns (see --features); other columns are ignored unless named by --id-column")
+    al.add_argument("--output", required=True,
+                    help="plan file, .csv or .parquet/.pq: id (or row), option, expected_revenue, expected_spend")
+    al.add_argument("--budget", type=_finite_float("a per-capita budget", 0.0), help="budget per user (per capita)")
+    al.add_argument("--total-budget", type=_finite_float("a total budget", 0.0), help="total budget over all users")
     al.add_argument("--features", help="comma-separated feature columns (default: the training config's, or x0..x{F-1})")
     al.add_argument("--id-column", help="column copied to the output to identify users")
-    al.add_argument("--threads", type=int, default=0)
+    al.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
     al.set_defaults(func=_allocate)
 
     ex = sub.add_parser("experiment", help="methods x seeds -> results table (Markdown, CSV) and EOM-vs-budget plot")
     ex.add_argument("--config", help="TOML config ([experiment] methods, seeds, reference, overrides)")
     ex.add_argument("--combine", help="comma-separated experiment output folders to merge into one table (no training)")
-    ex.add_argument("--out", help="output folder (overrides output.dir)")
-    ex.add_argument("--seeds", help="comma-separated seeds (overrides experiment.seeds)")
-    ex.add_argument("--methods", help="comma-separated methods (overrides experiment.methods)")
-    ex.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
-    ex.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="none")
-    ex.add_argument("--threads", type=int, default=0)
+    ex.add_argument("--out", help="output folder (overrides output.dir); checked for writing before any work")
+    ex.add_argument("--seeds", type=_int_list, help="comma-separated seeds, e.g. 0,1,2 (overrides experiment.seeds)")
+    ex.add_argument("--methods", type=_name_list, help="comma-separated methods (overrides experiment.methods)")
+    ex.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    ex.add_argument("--progress", choices=["auto", "bar", "lines", "none"],
+                    help="per-epoch progress of each run (default: output.progress, auto)")
+    ex.add_argument("--threads", type=_THREADS, default=0, help=threads_help)
     ex.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
     ex.set_defaults(func=_experiment)
 
@@ -446,23 +609,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args) -> int:
+    from .data import DataError
+    from .train.config import ConfigError
+
+    try:
+        rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as an "Exception ignored" at exit
+        return rc
+    except SystemExit:
+        raise
+    except BrokenPipeError:  # `bidfcl scenarios | head`: the reader left; not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        print(f"bidfcl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ConfigError, DataError, UsageError, FileNotFoundError, ValueError, TypeError) as exc:
+        if os.environ.get("BIDFCL_DEBUG"):
+            raise
+        msg = str(exc)
+        print(msg if msg.startswith("bidfcl") else f"bidfcl {args.command}: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system error: name the file
+        if os.environ.get("BIDFCL_DEBUG"):
+            raise
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(f"bidfcl {args.command}: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"bidfcl {args.command}: out of memory; use smaller data or sizes", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001  (the last line of defence: one line, never a traceback)
+        if os.environ.get("BIDFCL_DEBUG"):
+            raise
+        print(f"bidfcl {args.command}: internal error ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
+              f"rerun with BIDFCL_DEBUG=1 for the traceback and please report it", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "solve-demo":
-        from .train.config import ConfigError
-        from .data import DataError
-
-        try:
-            return args.func(args)
-        except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
-            if os.environ.get("BIDFCL_DEBUG"):
-                raise
-            print(exc if str(exc).startswith("bidfcl") else f"bidfcl {args.command}: {exc}", file=sys.stderr)
-            return 2
-    if getattr(args, "users", 1) < 1 or getattr(args, "options", 1) < 1:
-        print("bidfcl: --users and --options must be >= 1", file=sys.stderr)
-        return 2
-    if not 0.0 <= getattr(args, "budget_fraction", 0.0) <= 1.0:
-        print("bidfcl: --budget-fraction must be in [0, 1]", file=sys.stderr)
-        return 2
-    return args.func(args)
+    return _run(args)

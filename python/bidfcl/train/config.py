@@ -382,6 +382,8 @@ def load_config(path: str | os.PathLike, overrides: Optional[dict] = None) -> Ru
     if tomllib is None:  # pragma: no cover
         raise ConfigError("bidfcl config: reading TOML needs Python >= 3.11 (tomllib)")
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"bidfcl config: {path!r} is a folder, expected a TOML file (e.g. examples/bidfcl.toml)")
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
@@ -389,6 +391,10 @@ def load_config(path: str | os.PathLike, overrides: Optional[dict] = None) -> Ru
         raise ConfigError(f"bidfcl config: file {path!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"bidfcl config: {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"bidfcl config: {path} is not a text (TOML) file") from None
+    except OSError as exc:
+        raise ConfigError(f"bidfcl config: cannot read {path!r}: {exc.strerror or exc}") from None
     base = os.path.dirname(os.path.abspath(path))
     data = raw.get("data")
     if isinstance(data, dict):

@@ -79,6 +79,27 @@ def method_config(cfg: RunConfig, name: str, seed: int) -> RunConfig:
     return cfg.replace(over)
 
 
+def preset_notes(cfg: RunConfig) -> list[str]:
+    """One line per config value that a method's preset replaces (e.g. the config says
+    ``train.data = "obs"`` and preset ``tsm-rct`` sets ``"rct"``): an experiment never overrides what
+    a config file says without saying so."""
+    default = RunConfig().to_dict()
+    mine = cfg.to_dict()
+    notes = []
+    for name in cfg.experiment.methods:
+        over = dict(PRESETS.get(name, {}))
+        over.update(cfg.experiment.overrides.get(name, {}) if isinstance(cfg.experiment.overrides.get(name), dict) else {})
+        for dotted, value in over.items():
+            if dotted == "train.seed" or "." not in dotted:
+                continue
+            section, key = dotted.split(".", 1)
+            have = mine.get(section, {}).get(key)
+            if have != default.get(section, {}).get(key) and have != value:
+                notes.append(f"note: method {name!r} sets {dotted} = {value!r}; the config's {have!r} is not used "
+                             f"for it")
+    return notes
+
+
 def _teacher_key(cfg: RunConfig, seed: int, epochs: int) -> str:
     t = cfg.train
     return json.dumps([seed, cfg.model.__dict__, t.lr, t.batch_size, t.weight_decay, t.seed, epochs,
@@ -289,6 +310,8 @@ def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: O
                           f"{methods}")
     for m in methods:  # check every method config before spending time
         method_config(cfg, m, seeds[0])
+    for note in preset_notes(cfg):
+        log(note)
     progress = progress if progress is not None else Progress("none")
     runs: list[dict] = []
     t_all = time.perf_counter()

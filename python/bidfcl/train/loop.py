@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import copy
 import csv
+import glob
+import hashlib
 import io
 import json
 import math
 import os
+import pickle
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -35,7 +39,8 @@ from .config import ConfigError, RunConfig
 from .datasets import RunData, free_options, max_arm_cost
 from .evaluate import eval_budgets, evaluate_model
 
-__all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_save", "factual_loss"]
+__all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_save", "factual_loss",
+           "read_checkpoint", "TrainingDiverged", "data_fingerprint", "remove_stale_temporaries"]
 
 CHECKPOINT_VERSION = 1
 
@@ -54,14 +59,22 @@ def factual_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset,
     return err.mean() if reduce else err
 
 
-def atomic_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never half-written)."""
+def _temporary_name(path: str) -> str:
+    """``.<name>.<pid>.tmp`` next to ``path``: the half-written file of an atomic write."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+
+
+def _atomic_write(path: str, write) -> None:
+    """``write(file)`` into a temporary file in the same folder, fsync, then ``os.replace`` onto ``path``
+    (readers see the old file or the new one, never half of one; the temporary file is removed on
+    any failure)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    tmp = _temporary_name(path)
     try:
         with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -70,11 +83,112 @@ def atomic_save(obj, path: str) -> None:
             os.remove(tmp)
 
 
+def atomic_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` (never half-written)."""
+    _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
 def _atomic_text(text: str, path: str) -> None:
-    tmp = path + f".{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the ``.<file>.<pid>.tmp`` files that atomic writes of processes no longer running left in
+    ``folder`` (a write killed between open and rename); returns the removed paths. Files of live
+    processes (another run writing into the same folder) are kept."""
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+        pid = tmp.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.remove(tmp)
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
+#: what torch.load raises on a file that is not a (complete) torch save
+_UNREADABLE = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, OSError, ValueError,
+               AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError)
+
+
+def _read_blob(path: str, what: str, hint: str) -> dict:
+    """``torch.load`` of ``path`` with errors that say which file is damaged and what to do."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"bidfcl: {what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"bidfcl: {what} {path!r} is a folder, expected a file written by bidfcl")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"bidfcl: {what} {path!r} is empty (0 bytes); {hint}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except _UNREADABLE as exc:
+        raise ValueError(f"bidfcl: {what} {path!r} is damaged or not a bidfcl file (truncated or another format; "
+                         f"torch.load raised {type(exc).__name__}); {hint}") from None
+    if not isinstance(blob, dict):
+        raise ValueError(f"bidfcl: {what} {path!r} is not a bidfcl file (it holds a {type(blob).__name__}); {hint}")
+    return blob
+
+
+def _require_keys(blob: dict, keys, path: str, what: str, hint: str) -> None:
+    missing = [k for k in keys if k not in blob]
+    if missing:
+        raise ValueError(f"bidfcl: {what} {path!r} is incomplete (no {', '.join(missing)}); {hint}")
+
+
+_CHECKPOINT_KEYS = ("format", "version", "method", "deployed", "run_config", "model_configs", "modules",
+                    "optimizers", "generators", "torch_rng", "position", "history", "best", "running", "timings",
+                    "extra")
+_CHECKPOINT_HINT = "delete it (training then starts over) or resume from an intact copy"
+
+
+def read_checkpoint(path: str) -> dict:
+    """Read and structurally check a trainer checkpoint (before any data is generated or read)."""
+    blob = _read_blob(path, "checkpoint", _CHECKPOINT_HINT)
+    if blob.get("format") != "bidfcl.checkpoint":
+        raise ValueError(f"bidfcl: {path!r} is not a bidfcl checkpoint (format {blob.get('format')!r}); "
+                         f"{_CHECKPOINT_HINT}")
+    _require_keys(blob, _CHECKPOINT_KEYS, path, "checkpoint", _CHECKPOINT_HINT)
+    pos = blob["position"]
+    if not (isinstance(pos, dict) and all(isinstance(pos.get(k), int) and pos[k] >= 0
+                                          for k in ("phase", "epoch", "batch", "step"))):
+        raise ValueError(f"bidfcl: checkpoint {path!r} has a damaged position {pos!r}; {_CHECKPOINT_HINT}")
+    return blob
+
+
+def data_fingerprint(ds: Optional[UpliftDataset]) -> Optional[dict]:
+    """Rows, features, options and a SHA-256 of up to 4096 evenly spaced rows (features, treatment,
+    revenue, cost) of a split: a resumed run refuses data that changed under the same path."""
+    if ds is None:
+        return None
+    n = len(ds)
+    idx = torch.linspace(0, max(n - 1, 0), steps=min(n, 4096)).round().to(torch.int64) if n else torch.zeros(0, dtype=torch.int64)
+    h = hashlib.sha256()
+    for t in (ds.x[idx], ds.treatment[idx], ds.revenue[idx], ds.cost[idx]):
+        h.update(t.detach().cpu().contiguous().to(torch.float64 if t.is_floating_point() else torch.int64).numpy().tobytes())
+    return {"rows": n, "features": ds.n_features, "options": ds.n_options, "sha256": h.hexdigest()}
+
+
+def _describe_fp(fp: Optional[dict]) -> str:
+    if fp is None:
+        return "absent"
+    return f"{fp['rows']} rows x {fp['features']} features, {fp['options']} options, sample hash {fp['sha256'][:12]}"
+
+
+class TrainingDiverged(ValueError):
+    """A loss or a parameter became non-finite during training."""
 
 
 def save_model(model: MultiHeadMLP, path: str, *, run_config: Optional[dict] = None, method: str = "",
@@ -85,19 +199,28 @@ def save_model(model: MultiHeadMLP, path: str, *, run_config: Optional[dict] = N
                  "extra": extra or {}}, path)
 
 
+_MODEL_HINT = "give a model.pt (or checkpoint.pt) written by `bidfcl train`"
+
+
 def load_model(path: str) -> tuple[MultiHeadMLP, dict]:
     """Read :func:`save_model`'s file (or a trainer checkpoint) -> ``(model, metadata)``."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"bidfcl: model file {path!r} does not exist")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or blob.get("format") not in ("bidfcl.model", "bidfcl.checkpoint"):
-        raise ValueError(f"bidfcl: {path!r} is not a bidfcl model or checkpoint file")
+    blob = _read_blob(path, "model file", _MODEL_HINT)
+    if blob.get("format") not in ("bidfcl.model", "bidfcl.checkpoint"):
+        raise ValueError(f"bidfcl: {path!r} is not a bidfcl model or checkpoint file; {_MODEL_HINT}")
     if blob["format"] == "bidfcl.checkpoint":
+        blob = read_checkpoint(path)
         name = blob["deployed"]
+        if name not in blob["model_configs"] or name not in blob["modules"]:
+            raise ValueError(f"bidfcl: checkpoint {path!r} lacks its deployed model {name!r}; {_MODEL_HINT}")
         blob = {"model_config": blob["model_configs"][name], "state_dict": blob["modules"][name],
                 "run_config": blob["run_config"], "method": blob["method"], "extra": {}}
-    model = model_from_config(blob["model_config"])
-    model.load_state_dict(blob["state_dict"])
+    _require_keys(blob, ("model_config", "state_dict"), path, "model file", _MODEL_HINT)
+    try:
+        model = model_from_config(blob["model_config"])
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"bidfcl: model file {path!r} is damaged (its weights do not fit its configuration: "
+                         f"{str(exc).splitlines()[0][:160]}); {_MODEL_HINT}") from None
     model.eval()
     return model, blob
 
@@ -195,6 +318,7 @@ class Trainer:
         #: per-capita training budget(s) of the decision losses
         self.train_budgets = [f * top for f in (t.budget_fractions or [t.budget_fraction])]
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
+        self._fingerprints = self.data_fingerprints()
         self.history: list[dict] = []
         self.best: dict = {}
         self.running: dict = {}
@@ -265,7 +389,8 @@ class Trainer:
                 "generators": {k: g.get_state() for k, g in self.generators().items()},
                 "torch_rng": torch.get_rng_state(), "position": dict(self.position),
                 "history": copy.deepcopy(self.history), "best": self.best, "running": dict(self.running),
-                "timings": dict(self.timings), "extra": self.extra_state()}
+                "timings": dict(self.timings),
+                "extra": dict(self.extra_state(), data_fingerprint=self._fingerprints)}
 
     def extra_state(self) -> dict:
         return {}
@@ -277,28 +402,44 @@ class Trainer:
         if self.checkpoint_path is not None:
             atomic_save(self.state(), self.checkpoint_path)
 
-    def load_checkpoint(self, path: str) -> None:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(blob, dict) or blob.get("format") != "bidfcl.checkpoint":
-            raise ValueError(f"bidfcl: {path!r} is not a bidfcl checkpoint")
+    def data_fingerprints(self) -> dict:
+        return {k: data_fingerprint(getattr(self.data, k)) for k in ("rct", "obs", "val", "test")}
+
+    def load_checkpoint(self, path: str, blob: Optional[dict] = None) -> None:
+        blob = read_checkpoint(path) if blob is None else blob
         if blob["version"] != CHECKPOINT_VERSION or blob["method"] != self.method:
             raise ValueError(f"bidfcl: checkpoint {path!r} is a {blob['method']!r} checkpoint v{blob['version']}, "
                              f"expected {self.method!r} v{CHECKPOINT_VERSION}")
-        saved = {k: blob["run_config"][k] for k in ("data", "model", "train", "eval")}
+        saved = {k: blob["run_config"].get(k, {}) for k in ("data", "model", "train", "eval")}
         if saved != self._comparable_config():
-            diff = [f"{s}.{k}" for s in saved for k in saved[s] if saved[s][k] != self._comparable_config()[s].get(k)]
+            now = self._comparable_config()
+            diff = [f"{s}.{k}" for s in saved for k in set(saved[s]) | set(now[s]) if saved[s].get(k) != now[s].get(k)]
             raise ConfigError(f"bidfcl: checkpoint {path!r} was written with a different configuration "
-                              f"(differs in {', '.join(diff)}); use a new output.dir or the same config")
-        for k, m in self.modules().items():
-            m.load_state_dict(blob["modules"][k])
-        for k, o in self.optimizers().items():
-            o.load_state_dict(blob["optimizers"][k])
-        for k, g in self.generators().items():
-            g.set_state(blob["generators"][k])
-        torch.set_rng_state(blob["torch_rng"])
+                              f"(differs in {', '.join(sorted(diff))}); use a new output.dir or the same config")
+        saved_fp = blob["extra"].get("data_fingerprint") if isinstance(blob["extra"], dict) else None
+        if saved_fp is not None:
+            now_fp = self.data_fingerprints()
+            changed = [k for k in now_fp if saved_fp.get(k) != now_fp[k]]
+            if changed:
+                what = "; ".join(f"{k}: {_describe_fp(saved_fp.get(k))} then, {_describe_fp(now_fp[k])} now"
+                                 for k in changed)
+                raise ConfigError(f"bidfcl: checkpoint {path!r} was written on other data than this run reads "
+                                  f"(split {what}); the data files changed since: use a new output.dir, or restore "
+                                  f"the data the checkpoint was trained on")
+        try:
+            for k, m in self.modules().items():
+                m.load_state_dict(blob["modules"][k])
+            for k, o in self.optimizers().items():
+                o.load_state_dict(blob["optimizers"][k])
+            for k, g in self.generators().items():
+                g.set_state(blob["generators"][k])
+            torch.set_rng_state(blob["torch_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ValueError(f"bidfcl: checkpoint {path!r} is damaged (its state does not fit this trainer: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}); {_CHECKPOINT_HINT}") from None
         self.position, self.history, self.best = dict(blob["position"]), blob["history"], blob["best"]
         self.running, self.timings = dict(blob["running"]), dict(blob["timings"])
-        self.load_extra_state(blob["extra"])
+        self.load_extra_state({k: v for k, v in blob["extra"].items() if k != "data_fingerprint"})
 
     # -------------------------------------------------------------------------------- the loop
     def _select(self, phase: Phase, epoch: int, record: dict) -> None:
@@ -327,6 +468,8 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> dict:
         """Run (or, with ``resume`` and a checkpoint in ``out_dir``, continue) training; return the result."""
+        if self.out_dir is not None and os.path.isdir(self.out_dir):
+            remove_stale_temporaries(self.out_dir)
         if resume and self.checkpoint_path is not None and os.path.exists(self.checkpoint_path):
             self.load_checkpoint(self.checkpoint_path)
             pos = self.position
@@ -349,10 +492,18 @@ class Trainer:
                 t0 = time.perf_counter()
                 for b in range(self.position["batch"], nb):
                     idx = perm[b * bs:(b + 1) * bs]
-                    losses = ph.step(ph.rows.subset(idx), idx)
+                    try:
+                        losses = ph.step(ph.rows.subset(idx), idx)
+                    except ValueError as exc:  # e.g. the solver refusing non-finite predictions
+                        if self._parameters_finite():
+                            raise
+                        raise self._diverged(ph, epoch, b, f"non-finite parameters ({exc})") from None
                     for k, v in losses.items():
+                        v = float(v)
+                        if not math.isfinite(v):
+                            raise self._diverged(ph, epoch, b, f"loss {k} = {v}")
                         s, c = self.running.get(k, (0.0, 0))
-                        self.running[k] = (s + float(v), c + 1)
+                        self.running[k] = (s + v, c + 1)
                     self.position["batch"] = b + 1
                     self.position["step"] += 1
                     self.progress.batch(ph.name, epoch, ph.epochs, b + 1, nb, self.running)
@@ -375,6 +526,14 @@ class Trainer:
         self.save_checkpoint()
         return self.finish(time.perf_counter() - t_start)
 
+    def _parameters_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for m in self.modules().values() for p in m.parameters())
+
+    def _diverged(self, phase: Phase, epoch: int, batch: int, what: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"bidfcl: training diverged in phase {phase.name!r} at epoch {epoch + 1}, batch {batch + 1} ({what}); "
+            f"lower train.lr (now {self.cfg.train.lr:g}) or check the data for extreme values")
+
     # ------------------------------------------------------------------------------- results
     def epoch_seconds(self) -> dict:
         return {k: s / max(c, 1) for k, (s, c) in self.timings.items()}
@@ -387,8 +546,12 @@ class Trainer:
             ds = self.data.rct
             split = "rct"
         budgets = eval_budgets(self.cfg.eval, ds)
+        t0 = time.perf_counter()
+        self.progress.message(f"evaluating the deployed model on the {split} split ({len(ds):,} rows, "
+                              f"{len(budgets)} budgets) ...")
         evaluation = evaluate_model(self.deployed, ds, budgets, truth=self.data.marketing,
                                     split=split if self.data.marketing is not None else None)
+        self.progress.message(f"  done in {time.perf_counter() - t0:.1f} s")
         result = {"method": self.method, "split": split, "train_budget_per_capita": self.train_budget,
                   "evaluation": evaluation, "epoch_seconds": self.epoch_seconds(), "fit_seconds": seconds,
                   "best": {k: {"metric": v["metric"], "epoch": v["epoch"]} for k, v in self.best.items()},
