@@ -295,3 +295,19 @@ def test_broken_pipe_is_quiet():
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_files_example_runs_on_written_tables(tmp_path, capsys):
+    """examples/dfcl_files.toml as its comment says: `write-data` then `train` (tiny sizes here)."""
+    pytest.importorskip("pyarrow")
+    import shutil
+
+    root = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+    shutil.copy(os.path.join(root, "dfcl_files.toml"), tmp_path / "dfcl_files.toml")
+    assert main(["write-data", "--out", str(tmp_path / "data"), "--scenario", "biased-small-rct",
+                 "--set", "data.n_rct=600", "--set", "data.n_obs=0", "--set", "data.n_val=400",
+                 "--set", "data.n_test=400"]) == 0
+    assert main(["train", "--config", str(tmp_path / "dfcl_files.toml"), "--out", str(tmp_path / "run"),
+                 "--set", "train.epochs=1", "--set", "train.warm_start_epochs=1", "--progress", "none"]) == 0
+    assert "mean EOM" in capsys.readouterr().out
+    fails(capsys, ["write-data", "--out", str(tmp_path / "d2"), "--set", "train.epochs=1"], "data.KEY=VALUE")

@@ -501,6 +501,30 @@ def _learning_demo(args) -> int:
     return 0
 
 
+def _write_data(args) -> int:
+    from .data import write_splits
+    from .train import config_from_dict, load_run_data
+
+    raw = {"source": "synthetic"}
+    if args.scenario:
+        raw["scenario"] = args.scenario
+    for key, value in _parse_sets(args.set).items():
+        section, _, name = key.partition(".")
+        if section != "data" or not name:
+            raise UsageError(f"--set {key}=...: write-data takes data.KEY=VALUE overrides only")
+        raw[name] = value
+    cfg = config_from_dict({"data": raw})
+    _check_writable_dir(args.out, "--out")
+    data = load_run_data(cfg.data)
+    paths = write_splits({"rct": data.rct, "obs": data.obs, "val": data.val, "test": data.test}, args.out,
+                         fmt=args.format)
+    for name, path in paths.items():
+        ds = getattr(data, name)
+        print(f"wrote {path}: {len(ds):,} rows, features f0..f{ds.n_features - 1}, treatment (0..{ds.n_options - 1}), "
+              f"revenue, cost" + (", propensity" if ds.propensity is not None else ""))
+    return 0
+
+
 def _scenarios(args) -> int:
     import textwrap
 
@@ -603,6 +627,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--threads", type=_THREADS, default=0, help=threads_help)
     ex.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
     ex.set_defaults(func=_experiment)
+
+    wd = sub.add_parser("write-data", help="write a synthetic scenario's splits as Parquet/CSV tables "
+                                           "(rct, obs, val, test; the input examples/dfcl_files.toml reads)")
+    wd.add_argument("--out", required=True, help="folder for rct/obs/val/test.parquet (or .csv)")
+    wd.add_argument("--scenario", help="data scenario (see `bidfcl scenarios`; default: make_marketing's defaults)")
+    wd.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format (default parquet)")
+    wd.add_argument("--set", action="append", metavar="data.KEY=VALUE",
+                    help="override a [data] key (repeatable), e.g. --set data.n_rct=5000")
+    wd.set_defaults(func=_write_data)
 
     sc = sub.add_parser("scenarios", help="list the named data scenarios with their sizes and measured headroom")
     sc.set_defaults(func=_scenarios)

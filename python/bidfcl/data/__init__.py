@@ -8,10 +8,12 @@
 * :func:`hybrid_split` -> :class:`HybridSplit`: METHOD.md section 6 "Hybrid" protocol on any RCT data.
 * :func:`load_criteo_uplift`, :func:`load_table`: local CSV (optionally gzip) / Parquet files
   (pyarrow, an optional dependency).
+* :func:`write_table`, :func:`write_splits`: rows back to Parquet/CSV (what ``load_table`` reads).
 * :class:`UpliftDataset`: the rows every trainer consumes, in memory or memory-mapped, in batches.
 """
 
 from .dataset import DataError, UpliftDataset
+from .export import write_splits, write_table
 from .loaders import CRITEO_COLUMNS, CRITEO_FEATURES, load_criteo_uplift, load_table
 from .protocol import HybridSplit, RidgeTLearner, hybrid_split
 from .synthetic import SPLITS, MarketingData, MarketingWorld, OraclePolicy, make_marketing
@@ -36,4 +38,6 @@ __all__ = [
     "CRITEO_FEATURES",
     "load_criteo_uplift",
     "load_table",
+    "write_table",
+    "write_splits",
 ]

@@ -11,7 +11,7 @@ from typing import Optional
 
 from .config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OutputConfig, RunConfig,
                      TrainConfig, config_from_dict, load_config)
-from .datasets import RunData, load_run_data
+from .datasets import RunData, as_run_data, load_run_data, run_data
 from .evaluate import budget_levels, evaluate_model, evaluate_predictions
 from .loop import Phase, Progress, Trainer, factual_loss, load_model, save_model
 from .tsm import TsmTrainer
@@ -19,14 +19,25 @@ from .dfcl import DfclTrainer
 from .bilevel import BidfclTrainer
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "EvalConfig", "OutputConfig",
-           "ExperimentConfig", "config_from_dict", "load_config", "RunData", "load_run_data", "budget_levels",
+           "ExperimentConfig", "config_from_dict", "load_config", "RunData", "run_data", "load_run_data", "budget_levels",
            "evaluate_model", "evaluate_predictions", "Phase", "Progress", "Trainer", "factual_loss", "load_model",
            "save_model", "TsmTrainer", "DfclTrainer", "BidfclTrainer", "TRAINERS", "make_trainer"]
 
 TRAINERS = {"tsm": TsmTrainer, "dfcl": DfclTrainer, "bidfcl": BidfclTrainer}
 
 
-def make_trainer(cfg: RunConfig, data: RunData, *, out_dir: Optional[str] = None, progress: Optional[Progress] = None,
+def make_trainer(cfg, data, *, out_dir: Optional[str] = None, progress: Optional[Progress] = None,
                  **kw) -> Trainer:
-    """The trainer of ``cfg.train.method`` (extra keywords, e.g. ``teacher=``, go to Bi-DFCL)."""
-    return TRAINERS[cfg.train.method](cfg, data, out_dir=out_dir, progress=progress, **kw)
+    """The trainer of ``cfg.train.method`` (extra keywords, e.g. ``teacher=``, go to Bi-DFCL).
+
+    ``cfg``: a :class:`RunConfig` or a dict of sections (checked like a file, e.g.
+    ``{"train": {"method": "dfcl"}}``); ``data``: a :class:`RunData` (``load_run_data(cfg.data)``, or
+    :func:`run_data` of data in memory) or a dict ``{"rct": ..., "obs": ..., "val": ..., "test": ...}``
+    of :class:`~bidfcl.data.UpliftDataset` s or array dicts.
+    """
+    if isinstance(cfg, dict):
+        cfg = config_from_dict(cfg)
+    elif not isinstance(cfg, RunConfig):
+        raise ConfigError(f"bidfcl.train.make_trainer: expected cfg to be a RunConfig or a dict of config sections, "
+                          f"got {type(cfg).__name__}")
+    return TRAINERS[cfg.train.method](cfg, as_run_data(data), out_dir=out_dir, progress=progress, **kw)

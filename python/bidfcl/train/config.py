@@ -124,6 +124,10 @@ class TrainConfig:
     #: dfcl / bidfcl: train the decision loss at several budget shares (mean of the losses) instead
     #: of budget_fraction alone
     budget_fractions: Optional[list] = None
+    #: dfcl / bidfcl: absolute training budget(s) instead of budget_fraction(s), in ``budget_unit``:
+    #: share (like budget_fraction) | per_capita | total (spread over the RCT split's rows)
+    budgets: Optional[list] = None
+    budget_unit: str = "share"
     #: dfcl: revenue = the decision loss reaches the revenue heads only and the cost heads keep
     #: their prediction loss (a cost model that stays calibrated); both = the paper's loss on both
     decision_heads: str = "revenue"
@@ -342,6 +346,13 @@ def _validate(cfg: RunConfig) -> None:
         _require(len(e.budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                             and math.isfinite(v) and v > 0 for v in e.budgets),
                  f"expected eval.budgets to be a non-empty list of finite numbers > 0, got {e.budgets!r}")
+    _require(t.budget_unit in ("share", "per_capita", "total"),
+             f"expected train.budget_unit in ['share', 'per_capita', 'total'], got {t.budget_unit!r}")
+    if t.budgets is not None:
+        _require(len(t.budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            and math.isfinite(v) and v > 0 for v in t.budgets),
+                 f"expected train.budgets to be a non-empty list of finite numbers > 0, got {t.budgets!r}")
+        _require(t.budget_fractions is None, "give train.budgets or train.budget_fractions, not both")
     if t.budget_fractions is not None:
         _require(len(t.budget_fractions) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                      and 0 < v <= 1 for v in t.budget_fractions),

@@ -10,7 +10,8 @@ import torch
 from ..data import MarketingData, UpliftDataset, make_marketing
 from .config import SYNTHETIC_KEYS, ConfigError, DataConfig
 
-__all__ = ["RunData", "load_run_data", "synthetic_kwargs", "factual_rows", "max_arm_cost", "free_options"]
+__all__ = ["RunData", "run_data", "as_run_data", "load_run_data", "synthetic_kwargs", "factual_rows", "max_arm_cost",
+           "free_options"]
 
 
 @dataclass
@@ -40,6 +41,105 @@ class RunData:
     def validation(self) -> UpliftDataset:
         """The model-selection split: ``val`` if present, else the RCT training rows."""
         return self.val if self.val is not None else self.rct
+
+
+_SPLITS = ("rct", "obs", "val", "test")
+_ROW_KEYS = ("x", "treatment", "revenue", "cost", "propensity")
+
+
+def _as_dataset(split: str, rows, dtype: Optional[torch.dtype]) -> Optional[UpliftDataset]:
+    """One split from an :class:`UpliftDataset` or a mapping of arrays ``x`` ``[N, F]``, ``treatment``,
+    ``revenue``, ``cost`` ``[N]`` and optional ``propensity`` ``[N]`` (numpy arrays, tensors or lists)."""
+    import numpy as np
+
+    from ..data import DataError
+
+    if rows is None:
+        return None
+    if isinstance(rows, UpliftDataset):
+        ds = rows
+    elif isinstance(rows, dict):
+        unknown = sorted(set(rows) - set(_ROW_KEYS))
+        missing = [k for k in _ROW_KEYS[:4] if k not in rows]
+        if unknown or missing:
+            raise DataError(f"bidfcl.train.run_data: split {split!r} expected keys {list(_ROW_KEYS[:4])} "
+                            f"(and optional 'propensity'), got {sorted(rows)}"
+                            + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+        tens = {}
+        for k in _ROW_KEYS:
+            if rows.get(k) is None:
+                continue
+            v = rows[k]
+            try:
+                t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"bidfcl.train.run_data: split {split!r} key {k!r}: expected a numeric array, "
+                                f"got {type(v).__name__} ({exc})") from None
+            if k == "treatment":
+                if t.is_floating_point():
+                    whole = bool(torch.all(t == t.round())) and bool(torch.isfinite(t).all())
+                    if not whole:
+                        raise DataError(f"bidfcl.train.run_data: split {split!r} 'treatment' must hold whole "
+                                        f"option numbers, got non-integer values")
+                t = t.to(torch.int64)
+            elif t.is_complex():
+                raise DataError(f"bidfcl.train.run_data: split {split!r} key {k!r}: expected real numbers, got {t.dtype}")
+            tens[k] = t
+        fdtype = dtype or (tens["x"].dtype if tens["x"].is_floating_point() else torch.float32)
+        for k in ("x", "revenue", "cost", "propensity"):
+            if k in tens:
+                tens[k] = tens[k].to(fdtype)
+        ds = UpliftDataset(tens["x"], tens["treatment"], tens["revenue"], tens["cost"], tens.get("propensity"))
+    else:
+        raise DataError(f"bidfcl.train.run_data: split {split!r}: expected an UpliftDataset or a dict of arrays, "
+                        f"got {type(rows).__name__}")
+    if dtype is not None and ds.dtype != dtype:
+        ds = ds.to(dtype=dtype)
+    try:
+        ds.validate(require_all_arms=split != "obs")
+    except DataError as exc:
+        raise DataError(f"bidfcl.train.run_data: split {split!r}: {exc}") from None
+    return ds
+
+
+def run_data(rct=None, obs=None, val=None, test=None, *, dtype: Optional[torch.dtype] = None) -> RunData:
+    """Training data a caller already holds, as a :class:`RunData` for :func:`bidfcl.train.make_trainer`
+    and :func:`bidfcl.train.experiment.run_experiment`.
+
+    Each split is an :class:`~bidfcl.data.UpliftDataset` or a dict of arrays ``x`` ``[N, F]``,
+    ``treatment`` (integers ``0..M-1``), ``revenue``, ``cost`` and optionally ``propensity`` (the logged
+    option's assignment probability; default: arm shares). ``rct`` is required and, like ``val`` and
+    ``test``, must show every option; ``obs`` (the large observational log) may miss some. All splits
+    must have the same features; M is the largest option count among them. ``dtype`` converts every
+    split (default: keep the features' dtype, float32 for integer features).
+    """
+    from ..data import DataError
+
+    parts = {k: _as_dataset(k, v, dtype) for k, v in zip(_SPLITS, (rct, obs, val, test))}
+    if parts["rct"] is None or len(parts["rct"]) == 0:
+        raise DataError("bidfcl.train.run_data: the 'rct' split is required and must have rows")
+    present = {k: d for k, d in parts.items() if d is not None}
+    feats = {k: d.n_features for k, d in present.items()}
+    if len(set(feats.values())) != 1:
+        raise DataError(f"bidfcl.train.run_data: every split needs the same features, got {feats}")
+    dtypes = {k: str(d.dtype) for k, d in present.items()}
+    if len(set(dtypes.values())) != 1:
+        raise DataError(f"bidfcl.train.run_data: every split needs the same dtype (pass dtype=), got {dtypes}")
+    m = max(d.n_options for d in present.values())
+    fix = lambda d: None if d is None else d._replace(n_options=m)  # noqa: E731
+    return RunData(fix(parts["rct"]), fix(parts["obs"]), fix(parts["val"]), fix(parts["test"]), None)
+
+
+def as_run_data(data) -> RunData:
+    """``data`` as a :class:`RunData`: itself, or a dict with split names as keys (see :func:`run_data`)."""
+    from ..data import DataError
+
+    if isinstance(data, RunData):
+        return data
+    if isinstance(data, dict) and set(data) <= set(_SPLITS) | {"dtype"}:
+        return run_data(**data)
+    raise DataError(f"bidfcl.train: expected the data as a RunData or a dict with keys among {list(_SPLITS)}, got "
+                    f"{type(data).__name__}" + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
 
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "torch.float32": torch.float32,

@@ -26,7 +26,7 @@ from ..data import MarketingData, UpliftDataset
 from ..solver import solve_mckp_rct
 from .datasets import max_arm_cost
 
-__all__ = ["budget_levels", "eval_budgets", "ipw_value", "evaluate_predictions", "evaluate_model"]
+__all__ = ["budget_levels", "eval_budgets", "per_capita_budgets", "BUDGET_UNITS", "ipw_value", "evaluate_predictions", "evaluate_model"]
 
 
 def budget_levels(ds: UpliftDataset, n_budgets: int) -> list[float]:
@@ -35,18 +35,30 @@ def budget_levels(ds: UpliftDataset, n_budgets: int) -> list[float]:
     return [top * k / (n_budgets + 1) for k in range(1, n_budgets + 1)]
 
 
+BUDGET_UNITS = ("share", "per_capita", "total")
+
+
+def per_capita_budgets(values, unit: str, ds: UpliftDataset) -> list[float]:
+    """Budgets ``values`` in ``unit`` as per-capita budgets on the rows ``ds`` (the one conversion):
+    ``share`` of ``C_max`` (the largest arm's mean observed cost on ``ds``), ``per_capita`` as given,
+    ``total`` spread over ``len(ds)`` rows."""
+    if unit == "share":
+        top = max_arm_cost(ds)
+        return [top * float(v) for v in values]
+    if unit == "total":
+        return [float(v) / max(len(ds), 1) for v in values]
+    if unit == "per_capita":
+        return [float(v) for v in values]
+    raise ValueError(f"bidfcl: expected a budget unit in {list(BUDGET_UNITS)}, got {unit!r}")
+
+
 def eval_budgets(ev, ds: UpliftDataset) -> list[float]:
     """The per-capita budgets of an ``[eval]`` section on split ``ds``: ``eval.budgets`` converted from
-    ``eval.budget_unit`` (share of ``C_max`` | per capita | total over ``len(ds)`` rows), else the
-    ``eval.n_budgets`` levels of :func:`budget_levels`."""
+    ``eval.budget_unit`` (:func:`per_capita_budgets`), else the ``eval.n_budgets`` levels of
+    :func:`budget_levels`."""
     if ev.budgets is None:
         return budget_levels(ds, ev.n_budgets)
-    if ev.budget_unit == "share":
-        top = max_arm_cost(ds)
-        return [top * float(v) for v in ev.budgets]
-    if ev.budget_unit == "total":
-        return [float(v) / max(len(ds), 1) for v in ev.budgets]
-    return [float(v) for v in ev.budgets]
+    return per_capita_budgets(ev.budgets, ev.budget_unit, ds)
 
 
 def cheapest_arm(ds: UpliftDataset) -> int:

@@ -27,8 +27,8 @@ import time
 from typing import Optional
 
 
-from .config import ConfigError, RunConfig
-from .datasets import load_run_data
+from .config import ConfigError, RunConfig, config_from_dict
+from .datasets import RunData, as_run_data, load_run_data
 from .loop import Progress, _atomic_text
 
 __all__ = ["PRESETS", "method_config", "run_experiment", "combine_results", "summarize", "markdown_table"]
@@ -298,11 +298,30 @@ def plot_curves(runs: list[dict], methods: list[str], path: str) -> Optional[str
     return None
 
 
-def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: Optional[Progress] = None,
-                   log=print) -> dict:
-    """Train and score every method on every seed; write results into ``out_dir`` (if given)."""
+def _seed_data(data, seed: int):
+    """The data of experiment seed ``seed`` from ``run_experiment(data=...)``."""
+    if callable(data) and not isinstance(data, (RunData, dict)):
+        return as_run_data(data(seed))
+    if isinstance(data, dict) and data and all(isinstance(k, int) for k in data):
+        if seed not in data:
+            raise ConfigError(f"bidfcl.experiment: data has no entry for seed {seed} (has seeds {sorted(data)})")
+        return as_run_data(data[seed])
+    return as_run_data(data)
+
+
+def run_experiment(cfg, out_dir: Optional[str] = None, *, progress: Optional[Progress] = None,
+                   log=print, data=None) -> dict:
+    """Train and score every method on every seed; write results into ``out_dir`` (if given).
+
+    ``cfg``: a :class:`RunConfig` or a dict of config sections. ``data``: None (``cfg.data``, with a
+    fresh synthetic sample per seed), or data the caller holds: one :class:`RunData` (or split dict,
+    see :func:`bidfcl.train.run_data`) for every seed, a dict ``{seed: data}``, or a function
+    ``seed -> data``. Seeds also set the model initialisation and batch order (``train.seed + seed``).
+    """
     from . import make_trainer
 
+    if isinstance(cfg, dict):
+        cfg = config_from_dict(cfg)
     x = cfg.experiment
     methods, seeds = list(x.methods), list(x.seeds)
     if x.reference not in methods:
@@ -313,10 +332,13 @@ def run_experiment(cfg: RunConfig, out_dir: Optional[str] = None, *, progress: O
     for note in preset_notes(cfg):
         log(note)
     progress = progress if progress is not None else Progress("none")
+    data_arg = data
+    if data_arg is not None:
+        _seed_data(data_arg, seeds[0])  # bad data fails before the first run
     runs: list[dict] = []
     t_all = time.perf_counter()
     for s in seeds:
-        data = load_run_data(cfg.data, seed_offset=s)
+        data = load_run_data(cfg.data, seed_offset=s) if data_arg is None else _seed_data(data_arg, s)
         teachers: dict = {}
         for m in methods:
             mcfg = method_config(cfg, m, s)

@@ -37,7 +37,7 @@ from ..data import UpliftDataset
 from ..models import MultiHeadMLP, model_from_config
 from .config import ConfigError, RunConfig
 from .datasets import RunData, free_options, max_arm_cost
-from .evaluate import eval_budgets, evaluate_model
+from .evaluate import eval_budgets, evaluate_model, per_capita_budgets
 
 __all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_save", "factual_loss",
            "read_checkpoint", "TrainingDiverged", "data_fingerprint", "remove_stale_temporaries"]
@@ -316,7 +316,11 @@ class Trainer:
         self.val_ds = data.validation()
         self.val_budgets = eval_budgets(cfg.eval, self.val_ds)
         #: per-capita training budget(s) of the decision losses
-        self.train_budgets = [f * top for f in (t.budget_fractions or [t.budget_fraction])]
+        if t.budgets is not None:
+            self.train_budgets = per_capita_budgets(t.budgets, t.budget_unit, data.rct)
+            self.train_budget = self.train_budgets[0]
+        else:
+            self.train_budgets = [f * top for f in (t.budget_fractions or [t.budget_fraction])]
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
         self._fingerprints = self.data_fingerprints()
         self.history: list[dict] = []
