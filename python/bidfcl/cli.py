@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from .devices import resolve_device
+
 __all__ = ["main"]
 
 
@@ -187,6 +189,8 @@ def _load_cfg(args):
         over["data.scenario"] = args.scenario
     if getattr(args, "out", None):
         over["output.dir"] = args.out
+    if getattr(args, "device", None):
+        over["train.device"] = args.device
     return load_config(args.config, over)
 
 
@@ -215,6 +219,7 @@ def _train(args) -> int:
         cfg = cfg.replace({"output.progress": args.progress})
     _threads(args.threads or cfg.output.threads)
     _ignored_experiment_note(cfg, "train")
+    resolve_device(cfg.train.device, "train.device")  # a device that does not exist fails before any work
     _check_writable_dir(cfg.output.dir, "output.dir")
     ckpt = os.path.join(cfg.output.dir, "checkpoint.pt")
     if args.resume and os.path.exists(ckpt):
@@ -428,10 +433,13 @@ def _experiment(args) -> int:
         over["experiment.methods"] = args.methods
     if args.out:
         over["output.dir"] = args.out
+    if args.device:
+        over["train.device"] = args.device
     from .train import load_config
 
     cfg = load_config(args.config, over)
     _threads(args.threads or cfg.output.threads)
+    resolve_device(cfg.train.device, "train.device")
     _check_writable_dir(cfg.output.dir, "output.dir")
     out = run_experiment(cfg, cfg.output.dir, progress=Progress(args.progress or cfg.output.progress),
                          log=lambda m: print(m, flush=True))
@@ -586,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config value, value as a TOML literal (repeatable), e.g. --set train.lr=1e-3")
     tr.add_argument("--threads", type=_THREADS, default=0, help=threads_help)
     tr.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
+    tr.add_argument("--device", help="where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (sets train.device)")
     tr.add_argument("--progress", choices=["auto", "bar", "lines", "none"],
                     help="progress display (overrides output.progress; default auto: a bar on a terminal, else lines)")
     tr.set_defaults(func=_train)
@@ -626,6 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="per-epoch progress of each run (default: output.progress, auto)")
     ex.add_argument("--threads", type=_THREADS, default=0, help=threads_help)
     ex.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
+    ex.add_argument("--device", help="where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (sets train.device)")
     ex.set_defaults(func=_experiment)
 
     wd = sub.add_parser("write-data", help="write a synthetic scenario's splits as Parquet/CSV tables "

@@ -128,6 +128,8 @@ class TrainConfig:
     #: share (like budget_fraction) | per_capita | total (spread over the RCT split's rows)
     budgets: Optional[list] = None
     budget_unit: str = "share"
+    #: auto (CUDA when present, else CPU) | cpu | cuda | cuda:N: models, batches, solver and losses
+    device: str = "auto"
     #: dfcl: revenue = the decision loss reaches the revenue heads only and the cost heads keep
     #: their prediction loss (a cost model that stays calibrated); both = the paper's loss on both
     decision_heads: str = "revenue"
@@ -346,6 +348,9 @@ def _validate(cfg: RunConfig) -> None:
         _require(len(e.budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                             and math.isfinite(v) and v > 0 for v in e.budgets),
                  f"expected eval.budgets to be a non-empty list of finite numbers > 0, got {e.budgets!r}")
+    _require(isinstance(t.device, str) and (t.device in ("auto", "cpu", "cuda") or
+                                            (t.device.startswith("cuda:") and t.device[5:].isdigit())),
+             f"expected train.device 'auto', 'cpu', 'cuda' or 'cuda:N', got {t.device!r}")
     _require(t.budget_unit in ("share", "per_capita", "total"),
              f"expected train.budget_unit in ['share', 'per_capita', 'total'], got {t.budget_unit!r}")
     if t.budgets is not None:

@@ -38,6 +38,16 @@ class RunData:
             raise ConfigError(f"bidfcl: the run's data has no {name!r} split (give data.{name})")
         return ds
 
+    def to(self, device) -> "RunData":
+        """Every split on ``device`` (moved once; the same object when it is there already). The
+        ground truth ``marketing`` stays where it is (evaluation brings choices to it)."""
+        device = torch.device(device)
+        splits = [self.rct, self.obs, self.val, self.test]
+        if all(d is None or d.device == device for d in splits):
+            return self
+        moved = [None if d is None else d.to(device) for d in splits]
+        return RunData(*moved, self.marketing)
+
     def validation(self) -> UpliftDataset:
         """The model-selection split: ``val`` if present, else the RCT training rows."""
         return self.val if self.val is not None else self.rct

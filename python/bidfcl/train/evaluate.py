@@ -98,6 +98,7 @@ def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDat
            "eom_cost": cost.tolist(), "lam": [float(v) for v in sol.lam], "feasible": sol.feasible.tolist(),
            "n_infeasible": int((~sol.feasible).sum()), "eom_mean": float(value.mean())}
     if truth is not None and split is not None:
+        choice = choice.cpu()  # the ground truth lives on the CPU
         tv, tc = truth.true_value(choice, split)
         oracle = truth.oracle(b, split)
         none_v, _ = truth.true_value(torch.zeros(len(ds), dtype=torch.int64), split)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..data import UpliftDataset
+from ..devices import resolve_device
 from ..models import MultiHeadMLP, model_from_config
 from .config import ConfigError, RunConfig
 from .datasets import RunData, free_options, max_arm_cost
@@ -306,18 +307,19 @@ class Trainer:
                  progress: Optional[Progress] = None):
         if data.rct is None or len(data.rct) == 0:
             raise ConfigError("bidfcl: training needs RCT rows (data.rct)")
-        self.cfg, self.data = cfg, data
+        self.device = resolve_device(cfg.train.device, "train.device")
+        self.cfg, self.data = cfg, data.to(self.device)
         self.out_dir = out_dir
         self.progress = progress if progress is not None else Progress(cfg.output.progress)
         t = cfg.train
         self.seed = int(t.seed)
-        top = max_arm_cost(data.rct)
+        top = max_arm_cost(self.data.rct)
         self.train_budget = t.budget_fraction * top  # per capita
-        self.val_ds = data.validation()
+        self.val_ds = self.data.validation()
         self.val_budgets = eval_budgets(cfg.eval, self.val_ds)
         #: per-capita training budget(s) of the decision losses
         if t.budgets is not None:
-            self.train_budgets = per_capita_budgets(t.budgets, t.budget_unit, data.rct)
+            self.train_budgets = per_capita_budgets(t.budgets, t.budget_unit, self.data.rct)
             self.train_budget = self.train_budgets[0]
         else:
             self.train_budgets = [f * top for f in (t.budget_fractions or [t.budget_fraction])]
@@ -326,6 +328,9 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict = {}
         self.running: dict = {}
+        self._first_bad: dict = {}  #: loss name -> first non-finite batch of the epoch (device tensors)
+        #: keep step losses on the device until the epoch ends (accelerators); on the CPU a read is free
+        self.defer_loss_reads = self.device.type != "cpu"
         self.timings: dict = {}
         torch.manual_seed(self.seed)
         self.build()
@@ -363,7 +368,7 @@ class Trainer:
                              activation=m.activation, output=output or m.output,
                              cost_output=None if output else m.cost_output, dropout=m.dropout, free_options=free)
         model.fit_scaler(self.data.rct.x if self.data.obs is None else torch.cat([self.data.rct.x, self.data.obs.x]))
-        return model.to(self.data.rct.dtype)
+        return model.to(device=self.device, dtype=self.data.rct.dtype)
 
     def adam(self, module: nn.Module, lr: Optional[float] = None) -> torch.optim.Optimizer:
         return torch.optim.Adam(module.parameters(), lr=lr or self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
@@ -381,8 +386,11 @@ class Trainer:
         return None if self.out_dir is None else os.path.join(self.out_dir, "checkpoint.pt")
 
     def _comparable_config(self) -> dict:
+        """What a resumed run must share with its checkpoint (not the device: a run may move)."""
         d = self.cfg.to_dict()
-        return {k: d[k] for k in ("data", "model", "train", "eval")}
+        out = {k: d[k] for k in ("data", "model", "train", "eval")}
+        out["train"] = {k: v for k, v in out["train"].items() if k != "device"}
+        return out
 
     def state(self) -> dict:
         return {"format": "bidfcl.checkpoint", "version": CHECKPOINT_VERSION, "method": self.method,
@@ -414,7 +422,8 @@ class Trainer:
         if blob["version"] != CHECKPOINT_VERSION or blob["method"] != self.method:
             raise ValueError(f"bidfcl: checkpoint {path!r} is a {blob['method']!r} checkpoint v{blob['version']}, "
                              f"expected {self.method!r} v{CHECKPOINT_VERSION}")
-        saved = {k: blob["run_config"].get(k, {}) for k in ("data", "model", "train", "eval")}
+        saved = {k: dict(blob["run_config"].get(k, {})) for k in ("data", "model", "train", "eval")}
+        saved["train"].pop("device", None)
         if saved != self._comparable_config():
             now = self._comparable_config()
             diff = [f"{s}.{k}" for s in saved for k in set(saved[s]) | set(now[s]) if saved[s].get(k) != now[s].get(k)]
@@ -502,17 +511,15 @@ class Trainer:
                         if self._parameters_finite():
                             raise
                         raise self._diverged(ph, epoch, b, f"non-finite parameters ({exc})") from None
-                    for k, v in losses.items():
-                        v = float(v)
-                        if not math.isfinite(v):
-                            raise self._diverged(ph, epoch, b, f"loss {k} = {v}")
-                        s, c = self.running.get(k, (0.0, 0))
-                        self.running[k] = (s + v, c + 1)
+                    self._accumulate(ph, epoch, b, losses)
                     self.position["batch"] = b + 1
                     self.position["step"] += 1
-                    self.progress.batch(ph.name, epoch, ph.epochs, b + 1, nb, self.running)
+                    if self.progress.mode == "bar":
+                        self.progress.batch(ph.name, epoch, ph.epochs, b + 1, nb, self.running)
                     if every and (b + 1) % every == 0 and b + 1 < nb:
+                        self._settle(ph, epoch)
                         self.save_checkpoint()
+                self._settle(ph, epoch)
                 seconds = time.perf_counter() - t0
                 s, c = self.timings.get(ph.name, (0.0, 0))
                 self.timings[ph.name] = (s + seconds, c + 1)
@@ -529,6 +536,36 @@ class Trainer:
             self.position.update(phase=pi + 1, epoch=0, batch=0)
         self.save_checkpoint()
         return self.finish(time.perf_counter() - t_start)
+
+    def _accumulate(self, phase: Phase, epoch: int, batch: int, losses: dict) -> None:
+        """Add a step's losses to the running sums. On the CPU each is read at once (a non-finite one
+        stops training at that batch); on an accelerator they stay device tensors, summed in float64
+        with the first non-finite batch remembered, and are read at the epoch's end or when a
+        checkpoint is written (:meth:`_settle`): no host synchronisation per batch."""
+        if not self.defer_loss_reads:
+            for k, v in losses.items():
+                v = float(v)
+                if not math.isfinite(v):
+                    raise self._diverged(phase, epoch, batch, f"loss {k} = {v}")
+                s, c = self.running.get(k, (0.0, 0))
+                self.running[k] = (s + v, c + 1)
+            return
+        for k, v in losses.items():
+            v = torch.as_tensor(v, device=self.device).detach().to(torch.float64)
+            s, c = self.running.get(k, (0.0, 0))
+            self.running[k] = (s + v, c + 1)
+            bad = self._first_bad.get(k, torch.full((), -1, dtype=torch.int64, device=self.device))
+            self._first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), batch, bad)
+
+    def _settle(self, phase: Phase, epoch: int) -> None:
+        """Read the device-side running sums (one synchronisation) and stop on a non-finite loss."""
+        for k, bad in self._first_bad.items():
+            b = int(bad)
+            if b >= 0:
+                self._first_bad = {}
+                raise self._diverged(phase, epoch, b, f"loss {k} is not finite")
+        self._first_bad = {}
+        self.running = {k: (float(s), c) for k, (s, c) in self.running.items()}
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for m in self.modules().values() for p in m.parameters())
