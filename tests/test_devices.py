@@ -97,3 +97,36 @@ def test_cuda_training_matches_cpu(data, method):
     assert next(t.deployed.parameters()).device.type == "cuda" and t.data.rct.x.device.type == "cuda"
     rg = t.fit()
     assert rg["evaluation"]["eom_mean"] == pytest.approx(rc["evaluation"]["eom_mean"], rel=0.05)
+
+
+def test_dfcl_step_without_host_reads_falls_back_to_the_prediction_loss(data):
+    """Where no budget is reachable (a per-capita budget below the cheapest predicted policy, paid
+    option costs all > 0), the DFCL step is exactly a prediction-loss Adam step, chosen on the device;
+    the undefined decision loss is left out of the running mean."""
+    import copy
+
+    from bidfcl.train.dfcl import decision_loss_terms
+    from bidfcl.train.loop import factual_loss
+
+    c = cfg("dfcl", budgets=[1e-9], budget_unit="per_capita")
+    c["model"]["free_options"] = []
+    t = make_trainer(c, data)
+    batch = t.rows.subset(torch.arange(128))
+    r, cc = t.model(batch.x)
+    loss, defined = decision_loss_terms("ppl", r, cc, batch, t.train_budgets)
+    assert not bool(defined) and torch.isfinite(loss)
+    ref = copy.deepcopy(t.model)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=c["train"].get("lr", 1e-3))
+    ref_opt.load_state_dict(t.opt.state_dict())
+    ref_opt.zero_grad()
+    factual_loss(*ref(batch.x), batch).backward()
+    ref_opt.step()
+    out = t.step(batch, torch.arange(128))
+    assert float(out["infeasible"]) == 1.0 and float(out["ppl"][1]) == 0.0
+    for p, q in zip(t.model.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
+    t._accumulate(t.phases()[1], 0, 0, out)
+    assert "ppl" not in t.running and t.running["infeasible"] == (1.0, 1)
+    # a reachable budget: defined, and the loss is the plain ppl loss
+    loss2, defined2 = decision_loss_terms("ppl", r, cc, batch, [10.0])
+    assert bool(defined2) and float(loss2) != 0.0

@@ -25,7 +25,7 @@ from ..models import MultiHeadMLP
 from ..solver import solve_mckp_rct
 from .loop import Phase, Trainer, factual_loss
 
-__all__ = ["DfclTrainer", "rct_lam", "decision_loss"]
+__all__ = ["DfclTrainer", "rct_lam", "decision_loss", "decision_loss_terms"]
 
 #: lam used when even the cheapest predicted policy overspends (the solve reports +inf)
 LAM_CAP = 1e6
@@ -39,15 +39,17 @@ def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budg
     return torch.nan_to_num(sol.lam, posinf=LAM_CAP).clamp(max=LAM_CAP)
 
 
-def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
-                  clip=None, lams=None) -> Optional[torch.Tensor]:
-    """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc).
+def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
+                        clip=None, lams=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc), as
+    ``(loss, defined)`` tensors with no host synchronisation.
 
     ``budget_per_capita`` is a number or a list of K budgets: ``ppl``/``pifd`` then average the loss
     over the budgets, each with its own RCT-calibrated lam* (one K-budget solve). Budgets where even
     the cheapest policy of the predictions overspends (lam* infinite) are left out: no multiplier
     makes the loss meaningful there, and a capped huge lam would send ``-lam * g`` into the cost
-    heads. Returns None when that holds for every budget; callers then take a prediction-loss step.
+    heads. ``defined`` (a bool tensor) is false when that holds for every budget; ``loss`` is then a
+    finite stand-in (lam = 0) that callers replace, e.g. by a prediction loss.
     """
     from .. import losses
 
@@ -59,23 +61,32 @@ def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capi
                              budgets, propensity=batch.propensity)
         # lam* can also be infinite on a feasible budget: when predicted costs of paid options
         # underflow to 0, the "cheapest" policy already gives those users a paid option
-        ok = (sol.feasible & torch.isfinite(sol.lam)).reshape(-1).tolist()
-        keep = [k for k, good in enumerate(ok) if good]
-        if not keep:
-            return None
-        lam = sol.lam.reshape(-1)
+        ok = (sol.feasible & torch.isfinite(sol.lam)).reshape(-1)
+        lam = torch.where(ok, sol.lam.reshape(-1), torch.zeros_like(sol.lam.reshape(-1)))
         if kind == "ppl":
-            parts = [losses.ppl_loss(r_hat, c_hat, t, rev, lam[k], prop, tau=tau) for k in keep]
+            parts = [losses.ppl_loss(r_hat, c_hat, t, rev, lam[k], prop, tau=tau) for k in range(lam.numel())]
         else:
-            parts = [losses.pifd_loss(r_hat, c_hat, t, rev, lam[k], prop, clip=clip) for k in keep]
-        return parts[0] if len(parts) == 1 else torch.stack(parts).mean()
+            parts = [losses.pifd_loss(r_hat, c_hat, t, rev, lam[k], prop, clip=clip) for k in range(lam.numel())]
+        w = ok.to(parts[0].dtype)
+        n = w.sum()
+        loss = parts[0] * w[0] if len(parts) == 1 else (torch.stack(parts) * w).sum() / n.clamp_min(1.0)
+        return loss, n > 0
     if kind == "dpl":
-        return losses.dpl_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop)
-    if kind == "mer":
-        return losses.mer_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, tau=tau)
-    if kind == "difd":
-        return losses.difd_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, clip=clip)
-    raise ValueError(f"bidfcl: unknown decision loss {kind!r}")
+        loss = losses.dpl_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop)
+    elif kind == "mer":
+        loss = losses.mer_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, tau=tau)
+    elif kind == "difd":
+        loss = losses.difd_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, clip=clip)
+    else:
+        raise ValueError(f"bidfcl: unknown decision loss {kind!r}")
+    return loss, torch.ones((), dtype=torch.bool, device=loss.device)
+
+
+def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
+                  clip=None, lams=None) -> Optional[torch.Tensor]:
+    """:func:`decision_loss_terms` as one loss, or None where it is undefined (reads ``defined``)."""
+    loss, defined = decision_loss_terms(kind, r_hat, c_hat, batch, budget_per_capita, tau=tau, clip=clip, lams=lams)
+    return loss if bool(defined) else None
 
 
 class DfclTrainer(Trainer):
@@ -121,29 +132,30 @@ class DfclTrainer(Trainer):
             self.lams = [float(v) for v in rct_lam(r, c, self.rows, budgets)]
 
     def step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
+        """A decision-loss step, or a prediction-loss step where the decision loss is undefined (the
+        predictions cannot meet any budget): chosen on the device with ``torch.where``, no host read.
+        Losses are logged as ``(sum, count)`` so an undefined batch leaves the running means alone."""
+        t = self.cfg.train
         self.opt.zero_grad(set_to_none=True)
         r, c = self.model(batch.x)
-        revenue_only = self.cfg.train.decision_heads == "revenue"
+        revenue_only = t.decision_heads == "revenue"
         # decision_heads = "revenue": the decision loss sees the cost predictions as constants and the
         # cost heads keep fitting the logged costs, so the budget calibration of the policy holds
-        dl = self._decision(r, c.detach() if revenue_only else c, batch)
-        out = {}
-        if dl is None:  # the predictions cannot meet the budget: a prediction-loss step instead
-            loss = factual_loss(r, c, batch)
-            out["infeasible"] = 1.0
-        else:
-            out = {self.cfg.train.loss: dl.detach(), "infeasible": 0.0}
-            loss = dl
-            if revenue_only:  # scale-free (divided by the logged costs' variance): as strong as the
-                # decision loss whatever the cost unit, so the shared trunk cannot drift the cost heads
-                cl = factual_loss(r, c, batch, heads="cost") / self.cost_var
-                loss = loss + cl
-                out["cost_mse"] = cl.detach()
-            if self.cfg.train.alpha > 0:
-                mse = factual_loss(r, c, batch)
-                loss = loss + self.cfg.train.alpha * mse
-                out["mse"] = mse.detach()
-        loss.backward()
+        dl, defined = decision_loss_terms(t.loss, r, c.detach() if revenue_only else c, batch, self.train_budgets,
+                                          tau=t.tau, clip=t.clip, lams=self.lams)
+        w = defined.to(dl.dtype)
+        out = {t.loss: (dl.detach() * w, w), "infeasible": 1.0 - w}
+        fallback = factual_loss(r, c, batch)
+        loss = dl
+        if revenue_only:  # scale-free (divided by the logged costs' variance): as strong as the
+            # decision loss whatever the cost unit, so the shared trunk cannot drift the cost heads
+            cl = factual_loss(r, c, batch, heads="cost") / self.cost_var
+            loss = loss + cl
+            out["cost_mse"] = (cl.detach() * w, w)
+        if t.alpha > 0:
+            loss = loss + t.alpha * fallback
+            out["mse"] = (fallback.detach() * w, w)
+        torch.where(defined, loss, fallback).backward()
         self.opt.step()
         return out
 

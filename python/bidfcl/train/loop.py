@@ -544,16 +544,19 @@ class Trainer:
         checkpoint is written (:meth:`_settle`): no host synchronisation per batch."""
         if not self.defer_loss_reads:
             for k, v in losses.items():
-                v = float(v)
+                v, n = v if isinstance(v, tuple) else (v, 1)
+                v, n = float(v), float(n)
                 if not math.isfinite(v):
                     raise self._diverged(phase, epoch, batch, f"loss {k} = {v}")
-                s, c = self.running.get(k, (0.0, 0))
-                self.running[k] = (s + v, c + 1)
+                if n:
+                    s, c = self.running.get(k, (0.0, 0))
+                    self.running[k] = (s + v, c + int(n))
             return
         for k, v in losses.items():
+            v, n = v if isinstance(v, tuple) else (v, 1)
             v = torch.as_tensor(v, device=self.device).detach().to(torch.float64)
             s, c = self.running.get(k, (0.0, 0))
-            self.running[k] = (s + v, c + 1)
+            self.running[k] = (s + v, c + (n.detach().to(torch.int64) if isinstance(n, torch.Tensor) else n))
             bad = self._first_bad.get(k, torch.full((), -1, dtype=torch.int64, device=self.device))
             self._first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), batch, bad)
 
@@ -565,7 +568,8 @@ class Trainer:
                 self._first_bad = {}
                 raise self._diverged(phase, epoch, b, f"loss {k} is not finite")
         self._first_bad = {}
-        self.running = {k: (float(s), c) for k, (s, c) in self.running.items()}
+        self.running = {k: (float(s), int(c)) for k, (s, c) in self.running.items()}
+        self.running = {k: (s, c) for k, (s, c) in self.running.items() if c}
 
     def _parameters_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for m in self.modules().values() for p in m.parameters())
