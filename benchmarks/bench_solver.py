@@ -6,6 +6,9 @@ Per N (M = 8, float32, one budget at 30% of the way from the cheapest to the dea
   exact        bidfcl.solve_mckp(method="exact")
   stream       one streaming pass over the inputs, values.sum() + costs.sum() (the memory floor)
   twin_bisect  the pure-PyTorch twin's eager 50-step bisection (what a user would write)
+  numpy_bisect the same bisection in NumPy
+  highs        SciPy's HiGHS on the LP relaxation (N = 1e4 only)
+The problem and the peers are bidfcl.bench's, the code behind `bidfcl bench`.
 Targets (issue 2): exact >= 50x faster than twin_bisect at N = 1e6, and <= 10x the stream pass.
 Correctness is checked first: the exact solution is feasible and matches the twin's choices.
 """
@@ -17,7 +20,8 @@ import torch
 
 import bidfcl
 from bidfcl import _reference as ref
-from bidfcl.cli import random_allocation_problem
+from bidfcl import bench
+from bidfcl.bench import random_allocation_problem
 
 SIZES = [100_000, 1_000_000, 4_000_000]
 M = 8
@@ -45,7 +49,7 @@ def test_exact(benchmark, record, problem):
 
 def test_stream(benchmark, record, problem):
     n, values, costs, _ = problem
-    benchmark.pedantic(lambda: values.sum() + costs.sum(), rounds=15, warmup_rounds=2)
+    benchmark.pedantic(bench.stream_pass, args=(values, costs), rounds=15, warmup_rounds=2)
     record(f"solver N={n:.0e}", "stream", benchmark)
 
 
@@ -56,6 +60,37 @@ def test_twin_eager_bisection(benchmark, record, problem):
     out = benchmark.pedantic(ref.solve_mckp_bisection, args=(values, costs, budgets, 50, 0.0), rounds=rounds, warmup_rounds=0)
     assert bool(out[5][0])
     record(f"solver N={n:.0e}", "twin_bisect", benchmark)
+
+
+def test_numpy_bisection(benchmark, record, problem):
+    n, values, costs, budget = problem
+    v, c = values.numpy(), costs.numpy()
+    lam, value = bench.numpy_bisection(v, c, budget)
+    assert value <= float(bidfcl.solve_mckp(values, costs, budget).dual_bound) * (1 + 1e-9)
+    benchmark.pedantic(bench.numpy_bisection, args=(v, c, budget), rounds=1, warmup_rounds=0)
+    record(f"solver N={n:.0e}", "numpy_bisect", benchmark)
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    values, costs = random_allocation_problem(10_000, M, seed=0)
+    return values, costs, bench.budgets_between(costs, 1, 0.3, 0.3)[0]
+
+
+def test_exact_small(benchmark, record, small_problem):
+    values, costs, budget = small_problem
+    benchmark.pedantic(bidfcl.solve_mckp, args=(values, costs, budget), rounds=7, warmup_rounds=1)
+    record("solver N=1e4", "exact", benchmark)
+
+
+def test_highs_lp_relaxation(benchmark, record, small_problem):
+    """The generic LP solver on the relaxation, where it finishes (N = 1e4, tens of seconds)."""
+    values, costs, budget = small_problem
+    sol = bidfcl.solve_mckp(values, costs, budget)
+    v, c = values.double().numpy(), costs.double().numpy()
+    lp = benchmark.pedantic(bench.highs_lp_relaxation, args=(v, c, budget), rounds=1, warmup_rounds=0)
+    assert float(sol.value) - 1e-6 <= lp <= float(sol.dual_bound) + 1e-6
+    record("solver N=1e4", "highs_lp", benchmark)
 
 
 def test_exact_k_budgets(benchmark, record):

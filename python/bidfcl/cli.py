@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from .bench import PEERS, random_allocation_problem  # noqa: F401  (re-exported: older benchmarks import it here)
 from .devices import resolve_device
 
 __all__ = ["main"]
@@ -105,20 +106,6 @@ def _check_input_file(path: str, what: str) -> None:
         raise UsageError(f"{what} {path!r} does not exist")
     if os.path.isdir(path):
         raise UsageError(f"{what} {path!r} is a folder; give a file")
-
-
-def random_allocation_problem(n: int, m: int, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """A random marketing-shaped allocation problem: option 0 is free, costs grow with the option,
-    revenue grows with diminishing returns and a per-user responsiveness."""
-    g = torch.Generator().manual_seed(seed)
-    responsiveness = torch.rand(n, 1, generator=g, dtype=torch.float64) * 2.0
-    base = torch.rand(n, 1, generator=g, dtype=torch.float64)
-    level = torch.arange(m, dtype=torch.float64).unsqueeze(0)
-    unit_cost = 0.5 + torch.rand(n, 1, generator=g, dtype=torch.float64)
-    costs = unit_cost * level * (1.0 + 0.1 * torch.rand(n, m, generator=g, dtype=torch.float64))
-    uplift = responsiveness * torch.log1p(level) * (0.8 + 0.4 * torch.rand(n, m, generator=g, dtype=torch.float64))
-    values = base + uplift
-    return values.to(dtype), costs.to(dtype)
 
 
 def _ratio(a: float, b: float, fmt: str) -> str:
@@ -509,6 +496,52 @@ def _learning_demo(args) -> int:
     return 0
 
 
+def _size_list(what: str, low: int):
+    """``1e5,1e6`` or ``100000`` -> [100000, 1000000] (whole numbers >= low)."""
+    def parse(text: str) -> list[int]:
+        out = []
+        for item in text.split(","):
+            try:
+                v = float(item)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+            if not math.isfinite(v) or v != int(v) or v < low:
+                raise argparse.ArgumentTypeError(f"expected {what} as whole numbers >= {low}, got {item!r}")
+            out.append(int(v))
+        return out
+    return parse
+
+
+def _bench(args) -> int:
+    import json
+
+    from . import bench
+
+    _threads(args.threads)
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    rows = []
+    for dt in args.dtype:
+        if dt not in dtypes:
+            raise UsageError(f"--dtype: expected float32 and/or float64, got {dt!r}")
+    for m in args.options:
+        if m > 256:
+            raise UsageError(f"--options: at most 256 options per user, got {m}")
+    resolve_device(args.device, "--device")
+    for n in args.users:
+        for m in args.options:
+            for dt in args.dtype:
+                case = bench.bench_case(n, m, dtype=dtypes[dt], budgets=args.budgets, device=args.device,
+                                        peers=args.peers, repeats=args.repeats, highs_max_users=args.highs_max_users,
+                                        bisect_max_users=args.bisect_max_users, seed=args.seed)
+                rows += case
+                if not args.json:
+                    print(bench.format_rows(case), flush=True)
+    if args.json:
+        json.dump([r.to_dict() for r in rows], sys.stdout, indent=1)
+        print()
+    return 0
+
+
 def _write_data(args) -> int:
     from .data import write_splits
     from .train import config_from_dict, load_run_data
@@ -646,6 +679,29 @@ def build_parser() -> argparse.ArgumentParser:
     wd.add_argument("--set", action="append", metavar="data.KEY=VALUE",
                     help="override a [data] key (repeatable), e.g. --set data.n_rct=5000")
     wd.set_defaults(func=_write_data)
+
+    be = sub.add_parser("bench", help="solver throughput (users/s, GB/s) of the exact solve next to one streaming "
+                                      "pass, eager torch and numpy bisections and the HiGHS LP, measured in one run")
+    be.add_argument("--users", type=_size_list("user counts", 1), default=[1_000_000],
+                    help="comma-separated problem sizes N, e.g. 1e5,1e6 (default 1e6)")
+    be.add_argument("--options", type=_size_list("option counts", 1), default=[8],
+                    help="comma-separated options per user M (default 8; at most 256)")
+    be.add_argument("--dtype", type=_name_list, default=["float32"], help="float32 and/or float64 (default float32)")
+    be.add_argument("--budgets", type=_int_at_least(1, "a budget count"), default=1,
+                    help="K budgets per problem, solved in one exact call, between 10%% and 90%% of the range (default 1)")
+    be.add_argument("--peers", type=_name_list, default=list(PEERS),
+                    help=f"implementations to time (default all: {','.join(PEERS)})")
+    be.add_argument("--repeats", type=_int_at_least(1, "a repeat count"), default=5,
+                    help="timed repetitions after a warm-up; the median is reported (default 5)")
+    be.add_argument("--highs-max-users", type=_int_at_least(0, "a user count"), default=10_000,
+                    help="largest N for the HiGHS LP relaxation (default 10000; it is far slower)")
+    be.add_argument("--bisect-max-users", type=_int_at_least(0, "a user count"), default=None,
+                    help="largest N for the two bisections (default: no limit)")
+    be.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    be.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
+    be.add_argument("--seed", type=_int_at_least(0, "a seed"), default=0, help="seed of the random problems")
+    be.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    be.set_defaults(func=_bench)
 
     sc = sub.add_parser("scenarios", help="list the named data scenarios with their sizes and measured headroom")
     sc.set_defaults(func=_scenarios)
