@@ -316,3 +316,24 @@ def test_solve_hessian_explains_what_it_takes():
     v, state = implicit.solve_hessian(lower(inner, outer), inner, [torch.ones(4, dtype=F64)])
     assert state.converged
     torch.testing.assert_close(v[0], torch.full((4,), 0.5, dtype=F64))
+
+
+# ------------------------------------------------------------------------------------- models
+
+def test_model_inputs_are_checked():
+    from bidfcl.models import MultiHeadMLP
+
+    model = MultiHeadMLP(3, 2, hidden=(4,))
+    x = torch.rand(5, 3)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+        model(x.numpy())
+    with pytest.raises(ValueError, match=r"expected x of shape \[N, 3\], got \[5, 2\]"):
+        model.predict(x[:, :2])
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        model.predict(x, batch_size=0)
+    bad = x.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"x must be finite, got nan at \[2, 1\]"):
+        model.fit_scaler(bad)  # used to set a NaN mean: every later prediction NaN
+    model.fit_scaler(x)
+    assert torch.isfinite(model.predict(x)[0]).all()
