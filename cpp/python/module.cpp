@@ -3,6 +3,10 @@
 // Python side needs to make torch.ops.bidfcl.* available.
 #include <torch/extension.h>
 
+#include <algorithm>
+
+#include "bidfcl/core/losses.h"
+#include "bidfcl/core/mckp.h"
 #include "bindings.h"
 
 #ifndef BIDFCL_VERSION
@@ -24,6 +28,9 @@ PYBIND11_MODULE(_C, m) {
     info["cuda"] = false;
 #endif
     info["cxx_standard"] = static_cast<long>(__cplusplus);
+    // The largest option count M every op accepts (solver hulls and loss scratch both hold M
+    // entries); Python reads its input checks from here (bidfcl.MAX_OPTIONS).
+    info["max_options"] = static_cast<long>(std::min(bidfcl::core::kMaxOptions, bidfcl::core::kMaxLossOptions));
     return info;
   }, "How this extension was built: version, torch it was compiled against, CUDA kernels in or out.");
   bidfcl::bind_implicit(m);

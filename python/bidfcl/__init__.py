@@ -9,13 +9,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from ._ops import EXTENSION_LOADED, build_info  # noqa: E402  (loads the ops first)
+from ._ops import EXTENSION_LOADED, MAX_OPTIONS, build_info  # noqa: E402  (loads the ops first)
+from ._validate import InputError, InputTypeError  # noqa: E402
 from .solver import MckpSolution, RctSolution, budget_frontier, solve_mckp, solve_mckp_rct  # noqa: E402
 from . import data, implicit, linear_solve, losses, metrics  # noqa: E402,F401  (pyarrow is imported only when a loader runs)
 
 __all__ = [
     "__version__",
     "EXTENSION_LOADED",
+    "MAX_OPTIONS",
+    "InputError",
+    "InputTypeError",
     "build_info",
     "MckpSolution",
     "RctSolution",

@@ -31,6 +31,12 @@ else:
 
 EXTENSION_LOADED: bool = _C is not None
 
+#: Largest option count M (columns of values / r_hat, arms of a dataset) that every op accepts:
+#: the compiled core's own limit when it is loaded, else the twins' (the same number). Every
+#: Python-side check of an option count reads it from here.
+MAX_OPTIONS: int = int(_C.build_info().get("max_options", _reference.MAX_OPTIONS)) if _C is not None \
+    else _reference.MAX_OPTIONS
+
 
 def build_info() -> dict:
     """How the package was built: version, torch it was compiled against, CUDA kernels in or out."""
@@ -107,6 +113,17 @@ if EXTENSION_LOADED:
             values.new_empty(k, dtype=torch.float64),
             values.new_empty(k, dtype=torch.bool),
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# ops without a derivative: an Autograd fallthrough, so inputs that require grad give outputs that
+# do not (no grad_fn, no "autograd kernel was not registered" warning, no silent zero gradient)
+# --------------------------------------------------------------------------------------------------
+
+if EXTENSION_LOADED:
+    _AUTOGRAD_LIB = torch.library.Library("bidfcl", "IMPL")
+    for _name in _reference.NON_DIFFERENTIABLE_OPS:
+        _AUTOGRAD_LIB.impl(_name, torch.library.fallthrough_kernel, "Autograd")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,7 +22,24 @@ from __future__ import annotations
 
 import torch
 
+from ._validate import InputError
+
 _F64 = torch.float64
+
+#: Largest option count M of every op (the core's kMaxOptions / kMaxLossOptions: hull indices are
+#: stored as uint8, per-row loss scratch lives on the stack). The compiled build reports its own
+#: value in ``build_info()["max_options"]``; :data:`bidfcl.MAX_OPTIONS` is the one the package checks.
+MAX_OPTIONS = 256
+
+#: Ops without a derivative: the solver's outputs (choices, lam, totals at a choice) are piecewise
+#: constant in values and costs, and the metrics are evaluation estimates of a fixed policy. Their
+#: outputs never require grad (here: computed under no_grad; compiled: an Autograd fallthrough).
+NON_DIFFERENTIABLE_OPS: list = []
+
+
+def _no_derivative(fn):
+    NON_DIFFERENTIABLE_OPS.append(fn.__name__)
+    return torch.no_grad()(fn)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -36,25 +53,25 @@ def _check_matrix_pair(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> No
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
         if t.dtype not in (torch.float32, torch.float64):
-            raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
+            raise InputError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
         if t.dim() != 2:
-            raise RuntimeError(f"bidfcl: {name} must be 2-D [N individuals, M options], got shape {list(t.shape)}")
+            raise InputError(f"bidfcl: {name} must be 2-D [N individuals, M options], got shape {list(t.shape)}")
     if a.dtype != b.dtype:
-        raise RuntimeError(f"bidfcl: {na} and {nb} must have the same dtype, got {a.dtype} and {b.dtype}")
+        raise InputError(f"bidfcl: {na} and {nb} must have the same dtype, got {a.dtype} and {b.dtype}")
     if a.device != b.device:
-        raise RuntimeError(f"bidfcl: {na} and {nb} must be on the same device, got {a.device} and {b.device}")
+        raise InputError(f"bidfcl: {na} and {nb} must be on the same device, got {a.device} and {b.device}")
     if a.shape != b.shape:
-        raise RuntimeError(f"bidfcl: {na} and {nb} must have the same shape, got {list(a.shape)} and {list(b.shape)}")
+        raise InputError(f"bidfcl: {na} and {nb} must have the same shape, got {list(a.shape)} and {list(b.shape)}")
 
 
 def _check_problem(values: torch.Tensor, costs: torch.Tensor) -> None:
     _check_matrix_pair(values, costs, "values", "costs")
     if values.shape[1] < 1:
-        raise RuntimeError(f"bidfcl: values must have at least one option (M >= 1), got shape {list(values.shape)}")
+        raise InputError(f"bidfcl: values must have at least one option (M >= 1), got shape {list(values.shape)}")
     if values.shape[0] < 1:
-        raise RuntimeError(f"bidfcl: values must hold at least one individual (N >= 1), got shape {list(values.shape)}")
-    if values.shape[1] > 256:
-        raise RuntimeError(f"bidfcl: at most 256 options are supported, got M = {values.shape[1]}")
+        raise InputError(f"bidfcl: values must hold at least one individual (N >= 1), got shape {list(values.shape)}")
+    if values.shape[1] > MAX_OPTIONS:
+        raise InputError(f"bidfcl: at most {MAX_OPTIONS} options are supported, got M = {values.shape[1]}")
     _first_bad(~torch.isfinite(values), values, "values must be finite")
     _first_bad(~torch.isfinite(costs), costs, "costs must be finite")
     _first_bad(costs < 0, costs, "costs must be >= 0")
@@ -64,23 +81,23 @@ def _first_bad(mask: torch.Tensor, t: torch.Tensor, what: str) -> None:
     if bool(mask.any()):
         pos = torch.nonzero(mask)[0].tolist()
         val = t[tuple(pos)].item()
-        raise RuntimeError(f"bidfcl: {what}, got {val:g} at {pos}")
+        raise InputError(f"bidfcl: {what}, got {val:g} at {pos}")
 
 
 def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str) -> None:
     if budgets.dtype != _F64:
-        raise RuntimeError(f"bidfcl: budgets must be float64, got {budgets.dtype}")
+        raise InputError(f"bidfcl: budgets must be float64, got {budgets.dtype}")
     if budgets.dim() != 1:
-        raise RuntimeError(f"bidfcl: budgets must be 1-D [K] ({what}), got shape {list(budgets.shape)}")
+        raise InputError(f"bidfcl: budgets must be 1-D [K] ({what}), got shape {list(budgets.shape)}")
     if budgets.shape[0] < 1:
-        raise RuntimeError(f"bidfcl: budgets must hold at least one budget, got shape {list(budgets.shape)}")
+        raise InputError(f"bidfcl: budgets must hold at least one budget, got shape {list(budgets.shape)}")
     if budgets.device != values.device:
-        raise RuntimeError(f"bidfcl: values and budgets must be on the same device, got {values.device} and {budgets.device}")
+        raise InputError(f"bidfcl: values and budgets must be on the same device, got {values.device} and {budgets.device}")
     for k, b in enumerate(budgets.tolist()):
         if b != b or b in (float("inf"), float("-inf")):
-            raise RuntimeError(f"bidfcl: budgets must be finite, got {b:g} at index {k}")
+            raise InputError(f"bidfcl: budgets must be finite, got {b:g} at index {k}")
         if b < 0:
-            raise RuntimeError(f"bidfcl: budgets must be >= 0 ({what}), got {b:g} at index {k}")
+            raise InputError(f"bidfcl: budgets must be >= 0 ({what}), got {b:g} at index {k}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,6 +202,7 @@ def _totals(values: torch.Tensor, costs: torch.Tensor, choice: torch.Tensor) -> 
 # --------------------------------------------------------------------------------------------------
 
 
+@_no_derivative
 def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budgets: torch.Tensor):
     """Twin of ``bidfcl::solve_mckp``: the longest prefix of the step order that fits each budget."""
     _check_problem(values, costs)
@@ -216,6 +234,7 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budgets: torch.Tensor)
     return lam, choice, spend, value, dual, feasible
 
 
+@_no_derivative
 def budget_frontier(values: torch.Tensor, costs: torch.Tensor):
     """Twin of ``bidfcl::budget_frontier``: (lam, spend, value) after each prefix of the step order."""
     _check_problem(values, costs)
@@ -234,6 +253,7 @@ def _policy_at(values: torch.Tensor, costs: torch.Tensor, lam: torch.Tensor):
     return choice, best.to(_F64).sum()
 
 
+@_no_derivative
 def solve_mckp_bisection(values: torch.Tensor, costs: torch.Tensor, budgets: torch.Tensor, max_iter: int, tol: float):
     """Twin of ``bidfcl::solve_mckp_bisection``: the paper's bisection on lam (eager, one pass per step).
 
@@ -243,9 +263,9 @@ def solve_mckp_bisection(values: torch.Tensor, costs: torch.Tensor, budgets: tor
     _check_problem(values, costs)
     _check_budgets(values, budgets, "total budgets")
     if max_iter < 0:
-        raise RuntimeError(f"bidfcl: max_iter must be >= 0, got {max_iter}")
+        raise InputError(f"bidfcl: max_iter must be >= 0, got {max_iter}")
     if not (tol >= 0 and tol != float("inf")):
-        raise RuntimeError(f"bidfcl: tol must be finite and >= 0, got {tol}")
+        raise InputError(f"bidfcl: tol must be finite and >= 0, got {tol}")
     dt = values.dtype
     pos = (costs > 0) & (values > 0)
     ratio = torch.where(pos, values / torch.where(pos, costs, torch.ones_like(costs)), torch.zeros_like(values))
@@ -296,6 +316,7 @@ def solve_mckp_bisection(values: torch.Tensor, costs: torch.Tensor, budgets: tor
     return lam_out, choice_out, spend, value, dual, feasible
 
 
+@_no_derivative
 def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets):
     """Twin of ``bidfcl::solve_mckp_rct``: the first crossing of the IPW spend estimate.
 
@@ -342,25 +363,25 @@ def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets):
 def _check_rct_inputs(values, treatment, cost_obs, propensity) -> None:
     n, m = values.shape
     if treatment.dtype != torch.long:
-        raise RuntimeError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
+        raise InputError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
     for name, t in (("treatment", treatment), ("cost_obs", cost_obs), ("propensity", propensity)):
         if t.dim() != 1 or t.shape[0] != n:
-            raise RuntimeError(f"bidfcl: {name} must have shape [{n}] (one entry per individual (row of values)), got {list(t.shape)}")
+            raise InputError(f"bidfcl: {name} must have shape [{n}] (one entry per individual (row of values)), got {list(t.shape)}")
     for name, t in (("cost_obs", cost_obs), ("propensity", propensity)):
         if t.dtype != values.dtype:
-            raise RuntimeError(f"bidfcl: values and {name} must have the same dtype, got {values.dtype} and {t.dtype}")
+            raise InputError(f"bidfcl: values and {name} must have the same dtype, got {values.dtype} and {t.dtype}")
     bad = (treatment < 0) | (treatment >= m)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
-        raise RuntimeError(f"bidfcl: treatment must be in [0, M) = [0, {m}), got {int(treatment[i])} at row {i}")
+        raise InputError(f"bidfcl: treatment must be in [0, M) = [0, {m}), got {int(treatment[i])} at row {i}")
     bad = ~((propensity > 0) & (propensity <= 1))
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
-        raise RuntimeError(f"bidfcl: propensity must be in (0, 1], got {float(propensity[i]):g} at row {i}")
+        raise InputError(f"bidfcl: propensity must be in (0, 1], got {float(propensity[i]):g} at row {i}")
     bad = ~torch.isfinite(cost_obs)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
-        raise RuntimeError(f"bidfcl: cost_obs must be finite, got {float(cost_obs[i]):g} at row {i}")
+        raise InputError(f"bidfcl: cost_obs must be finite, got {float(cost_obs[i]):g} at row {i}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -378,30 +399,30 @@ def _check_float_vector(t, name: str, like: torch.Tensor, n: int) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
     if t.dtype not in (torch.float32, torch.float64):
-        raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
+        raise InputError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
     if t.dim() != 1 or t.shape[0] != n:
-        raise RuntimeError(f"bidfcl: {name} must have shape [{n}] (one entry per row), got {list(t.shape)}")
+        raise InputError(f"bidfcl: {name} must have shape [{n}] (one entry per row), got {list(t.shape)}")
     if t.dtype != like.dtype:
-        raise RuntimeError(f"bidfcl: r_hat and {name} must have the same dtype, got {like.dtype} and {t.dtype}")
+        raise InputError(f"bidfcl: r_hat and {name} must have the same dtype, got {like.dtype} and {t.dtype}")
     if t.device != like.device:
-        raise RuntimeError(f"bidfcl: r_hat and {name} must be on the same device, got {like.device} and {t.device}")
+        raise InputError(f"bidfcl: r_hat and {name} must be on the same device, got {like.device} and {t.device}")
 
 
 def _check_treatment(treatment, like: torch.Tensor, n: int) -> None:
     if not isinstance(treatment, torch.Tensor):
         raise TypeError(f"bidfcl: treatment must be a tensor, got {type(treatment).__name__}")
     if treatment.dtype != torch.long:
-        raise RuntimeError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
+        raise InputError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
     if treatment.dim() != 1 or treatment.shape[0] != n:
-        raise RuntimeError(f"bidfcl: treatment must have shape [{n}] (one entry per row), got {list(treatment.shape)}")
+        raise InputError(f"bidfcl: treatment must have shape [{n}] (one entry per row), got {list(treatment.shape)}")
     if treatment.device != like.device:
-        raise RuntimeError(f"bidfcl: r_hat and treatment must be on the same device, got {like.device} and {treatment.device}")
+        raise InputError(f"bidfcl: r_hat and treatment must be on the same device, got {like.device} and {treatment.device}")
 
 
 def _first_bad_row(mask: torch.Tensor, t: torch.Tensor, what: str, where: str = "row") -> None:
     if bool(mask.any()):
         i = int(torch.nonzero(mask)[0])
-        raise RuntimeError(f"bidfcl: {what}, got {t[i].item():g} at {where} {i}")
+        raise InputError(f"bidfcl: {what}, got {t[i].item():g} at {where} {i}")
 
 
 def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> None:
@@ -409,29 +430,29 @@ def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> 
     _check_matrix_pair(r_hat, c_hat, "r_hat", "c_hat")
     n, m = r_hat.shape
     if m < 2:
-        raise RuntimeError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape {list(r_hat.shape)}")
-    if m > 256:
-        raise RuntimeError(f"bidfcl: at most 256 options are supported, got M = {m}")
+        raise InputError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape {list(r_hat.shape)}")
+    if m > MAX_OPTIONS:
+        raise InputError(f"bidfcl: at most {MAX_OPTIONS} options are supported, got M = {m}")
     _check_treatment(treatment, r_hat, n)
     _check_float_vector(revenue, "revenue", r_hat, n)
     _check_float_vector(propensity, "propensity", r_hat, n)
     if cost is not None:
         _check_float_vector(cost, "cost", r_hat, n)
     if not isinstance(lam, torch.Tensor) or lam.dtype not in (torch.float32, torch.float64):
-        raise RuntimeError(f"bidfcl: lam must be a float32 or float64 tensor, got {getattr(lam, 'dtype', type(lam))}")
+        raise InputError(f"bidfcl: lam must be a float32 or float64 tensor, got {getattr(lam, 'dtype', type(lam))}")
     if lam.dim() != 1 or lam.shape[0] < 1:
-        raise RuntimeError(f"bidfcl: lam must be 1-D [L >= 1] (one entry per multiplier), got shape {list(lam.shape)}")
+        raise InputError(f"bidfcl: lam must be 1-D [L >= 1] (one entry per multiplier), got shape {list(lam.shape)}")
     if lam.dtype != r_hat.dtype:
-        raise RuntimeError(f"bidfcl: r_hat and lam must have the same dtype, got {r_hat.dtype} and {lam.dtype}")
+        raise InputError(f"bidfcl: r_hat and lam must have the same dtype, got {r_hat.dtype} and {lam.dtype}")
     if lam.device != r_hat.device:
-        raise RuntimeError(f"bidfcl: r_hat and lam must be on the same device, got {r_hat.device} and {lam.device}")
+        raise InputError(f"bidfcl: r_hat and lam must be on the same device, got {r_hat.device} and {lam.device}")
     _first_bad_row(~torch.isfinite(lam), lam, "lam must be finite", "index")
     _first_bad(~torch.isfinite(r_hat), r_hat, "r_hat must be finite")
     _first_bad(~torch.isfinite(c_hat), c_hat, "c_hat must be finite")
     bad = (treatment < 0) | (treatment >= m)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
-        raise RuntimeError(f"bidfcl: treatment must be in [0, M) = [0, {m}), got {int(treatment[i])} at row {i}")
+        raise InputError(f"bidfcl: treatment must be in [0, M) = [0, {m}), got {int(treatment[i])} at row {i}")
     _first_bad_row(~torch.isfinite(revenue), revenue, "revenue must be finite")
     if cost is not None:
         _first_bad_row(~torch.isfinite(cost), cost, "cost must be finite")
@@ -440,22 +461,22 @@ def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> 
 
 def _check_tau(tau: float) -> None:
     if not (tau > 0 and tau != float("inf")):
-        raise RuntimeError(f"bidfcl: tau must be finite and > 0, got {tau}")
+        raise InputError(f"bidfcl: tau must be finite and > 0, got {tau}")
 
 
 def _check_clip(clip) -> float:
     if clip is None:
         return 0.0
     if not (clip > 0 and clip != float("inf")):
-        raise RuntimeError(f"bidfcl: clip must be None or finite and > 0, got {clip}")
+        raise InputError(f"bidfcl: clip must be None or finite and > 0, got {clip}")
     return float(clip)
 
 
 def _check_grad(grad: torch.Tensor, like: torch.Tensor) -> None:
     if grad.numel() != 1:
-        raise RuntimeError(f"bidfcl: grad must hold one element (the loss is a scalar), got shape {list(grad.shape)}")
+        raise InputError(f"bidfcl: grad must hold one element (the loss is a scalar), got shape {list(grad.shape)}")
     if grad.dtype != like.dtype:
-        raise RuntimeError(f"bidfcl: r_hat and grad must have the same dtype, got {like.dtype} and {grad.dtype}")
+        raise InputError(f"bidfcl: r_hat and grad must have the same dtype, got {like.dtype} and {grad.dtype}")
 
 
 def _scores(r_hat: torch.Tensor, c_hat: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -576,6 +597,7 @@ def pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
     return _flip_value(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
 
 
+@_no_derivative
 def policy_value(choice, treatment, revenue, cost, propensity, hajek: bool):
     """Twin of ``bidfcl::policy_value`` (float64 [K] each).
 
@@ -583,19 +605,19 @@ def policy_value(choice, treatment, revenue, cost, propensity, hajek: bool):
     hajek: V = sum y / sum 1[match]/p, se = sqrt(N/(N-1) sum (1[match]/p)^2 (revenue - V)^2) / sum 1[match]/p.
     """
     if choice.dtype != torch.long or choice.dim() != 2:
-        raise RuntimeError(f"bidfcl: choice must be int64 2-D [K policies, N rows], got {choice.dtype} {list(choice.shape)}")
+        raise InputError(f"bidfcl: choice must be int64 2-D [K policies, N rows], got {choice.dtype} {list(choice.shape)}")
     n = choice.shape[1]
     if treatment.dtype != torch.long:
-        raise RuntimeError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
+        raise InputError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
     for name, t in (("treatment", treatment), ("revenue", revenue), ("cost", cost), ("propensity", propensity)):
         if t.dim() != 1 or t.shape[0] != n:
-            raise RuntimeError(f"bidfcl: {name} must have shape [{n}] (one entry per row (column of choice)), got {list(t.shape)}")
+            raise InputError(f"bidfcl: {name} must have shape [{n}] (one entry per row (column of choice)), got {list(t.shape)}")
     for name, t in (("revenue", revenue), ("cost", cost), ("propensity", propensity)):
         if t.dtype not in (torch.float32, torch.float64):
-            raise RuntimeError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
+            raise InputError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
     for name, t in (("cost", cost), ("propensity", propensity)):
         if t.dtype != revenue.dtype:
-            raise RuntimeError(f"bidfcl: revenue and {name} must have the same dtype, got {revenue.dtype} and {t.dtype}")
+            raise InputError(f"bidfcl: revenue and {name} must have the same dtype, got {revenue.dtype} and {t.dtype}")
     _first_bad_row(~torch.isfinite(revenue), revenue, "revenue must be finite")
     _first_bad_row(~torch.isfinite(cost), cost, "cost must be finite")
     _first_bad_row(~((propensity > 0) & (propensity <= 1)), propensity, "propensity must be in (0, 1]")
@@ -625,6 +647,7 @@ def policy_value(choice, treatment, revenue, cost, propensity, hajek: bool):
     return value, cost_value, value_se, cost_se
 
 
+@_no_derivative
 def aucc(r_hat, c_hat, treatment, revenue, cost, q: int):
     """Twin of ``bidfcl::aucc``: (aucc, cost_curve [q+1], revenue_curve [q+1]), float64.
 
@@ -634,20 +657,20 @@ def aucc(r_hat, c_hat, treatment, revenue, cost, q: int):
     """
     _check_problem_pair = _check_decision  # same shape/dtype rules, minus lam and propensity
     if r_hat.dim() != 2 or r_hat.shape[1] != 2:
-        raise RuntimeError(f"bidfcl: aucc needs exactly two options (control, treatment), got shape {list(r_hat.shape)}")
+        raise InputError(f"bidfcl: aucc needs exactly two options (control, treatment), got shape {list(r_hat.shape)}")
     n = r_hat.shape[0]
     ones = torch.ones(n, dtype=r_hat.dtype, device=r_hat.device)
     lam_unused = torch.zeros(1, dtype=r_hat.dtype, device=r_hat.device)
     _check_problem_pair(r_hat, c_hat, treatment, revenue, cost, lam_unused, ones)
     if q < 1:
-        raise RuntimeError(f"bidfcl: q must be >= 1, got {q}")
+        raise InputError(f"bidfcl: q must be >= 1, got {q}")
     if n == 0:
         z = torch.zeros(q + 1, dtype=_F64, device=r_hat.device)
         return torch.tensor(float("nan"), dtype=_F64, device=r_hat.device), z, z.clone()
     n1 = int((treatment == 1).sum())
     n0 = n - n1
     if n1 == 0 or n0 == 0:
-        raise RuntimeError(
+        raise InputError(
             f"bidfcl: aucc needs rows in both arms (treatment 0 and 1), got none with treatment {1 if n1 == 0 else 0}"
         )
     dc = torch.clamp(c_hat[:, 1] - c_hat[:, 0], min=AUCC_MIN_COST_GAP)

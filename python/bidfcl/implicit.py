@@ -60,6 +60,7 @@ __all__ = [
     "hypergradient",
     "neumann",
     "unrolled",
+    "NEUMANN_DIVERGENCE_FACTOR",
 ]
 
 LossFn = Callable[[list, list], torch.Tensor]
@@ -220,6 +221,15 @@ def solve_hessian(
     compiled driver (default when the extension is loaded), ``'python'`` in the pure-PyTorch twin.
     Returns ``CGResult(solution list, CGState)``.
     """
+    if callable(loss) and not isinstance(loss, torch.Tensor):
+        raise TypeError(
+            "bidfcl.implicit: solve_hessian takes the loss value, a scalar tensor computed from params "
+            f"(e.g. loss = lower_loss(inner, outer)), got the {type(loss).__name__} {getattr(loss, '__name__', '')!s}"
+            " itself; call it first, or pass loss functions to implicit.hypergradient"
+        )
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"bidfcl.implicit: solve_hessian takes the loss as a scalar tensor computed from params, "
+                        f"got {type(loss).__name__}")
     params = _param_list(params, "params")
     _same_dtype_device(params, "params")
     loss = _scalar(loss, "loss")
@@ -379,6 +389,13 @@ def hypergradient(
     return HypergradientResult(grads, state, up, [t.detach() for t in v])
 
 
+#: :func:`neumann` stops as diverged once a series term is this many times larger than the first.
+#: For ``0 < alpha < 2 / lambda_max`` and a positive definite ``H + damping I`` the symmetric
+#: ``I - alpha (H + damping I)`` has spectral norm < 1, so no term ever exceeds the first; a term
+#: 10x larger means an eigenvalue outside (0, 2 / alpha) and geometric growth from there on.
+NEUMANN_DIVERGENCE_FACTOR = 10.0
+
+
 def neumann(
     lower_loss: LossFn,
     upper_loss: LossFn,
@@ -396,37 +413,53 @@ def neumann(
     and ``H + damping I`` is positive definite. ``state.error`` is the norm of the last series term
     relative to ``||grad_theta L_up||`` (how much the series still moved). Same conventions as
     :func:`hypergradient`.
+
+    Divergence: the terms are ``t_j = (I - alpha A)^j b``; when a term's norm exceeds
+    ``NEUMANN_DIVERGENCE_FACTOR * ||b||`` or is not finite (alpha too large for the curvature, or
+    ``H`` not positive definite), the series stops there with ``state.status == "diverged"``:
+    ``v`` is the sum of the terms before that one and ``state.error`` the offending term's
+    relative norm (inf if it is not finite). The grads are then not a hypergradient: use a
+    smaller ``alpha`` (below ``2 / lambda_max(H + damping I)``) or more damping. Otherwise the
+    status is ``"max_iter"``.
     """
     inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"bidfcl.implicit: expected an integer max_iter >= 0, got {max_iter!r}")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+    if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"bidfcl.implicit: expected a finite alpha > 0, got {alpha!r}")
-    if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
+    if isinstance(damping, bool) or not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
         raise ValueError(f"bidfcl.implicit: expected a finite damping >= 0, got {damping!r}")
     up, b, direct = _upper_gradients(upper_loss, inner, outer)
     grads_low = _lower_gradients(lower_loss, inner, outer)
     matvec_into = _hvp_into(grads_low, inner)
     shapes = [p.shape for p in inner]
+    status, steps = "max_iter", max_iter
     with torch.no_grad():
         term = torch.cat([t.reshape(-1) for t in b])
         b_norm = float(torch.linalg.vector_norm(term))
         total = term.clone()
         hp = torch.empty_like(term)
         views = [term.narrow(0, o, n).view(s) for o, n, s in _offsets(shapes)]
-        for _ in range(max_iter):
+        term_norm = b_norm
+        for j in range(max_iter):
             matvec_into(views, hp)
             if damping:
                 hp.add_(term, alpha=damping)
             term.add_(hp, alpha=-alpha)  # term <- (I - alpha A) term, in place (views follow)
+            term_norm = float(torch.linalg.vector_norm(term))
+            if not math.isfinite(term_norm) or term_norm > NEUMANN_DIVERGENCE_FACTOR * b_norm:
+                status, steps = "diverged", j  # the growing term is left out of the sum
+                break
             total.add_(term)
         total.mul_(alpha)
-        last = float(torch.linalg.vector_norm(term)) * alpha
     v = [total.narrow(0, o, n).view(s) for o, n, s in _offsets(shapes)]
     mixed = _mixed_term(grads_low, v, outer)
     grads = [d - m for d, m in zip(direct, mixed)]
-    error = last / (alpha * b_norm) if b_norm > 0 else 0.0
-    return HypergradientResult(grads, CGState(max_iter, error, "max_iter", max_iter, "python"), up)
+    if not math.isfinite(term_norm):
+        error = math.inf
+    else:
+        error = term_norm / b_norm if b_norm > 0 else 0.0
+    return HypergradientResult(grads, CGState(steps, error, status, steps + (status == "diverged"), "python"), up)
 
 
 def _offsets(shapes):

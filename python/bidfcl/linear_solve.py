@@ -41,7 +41,9 @@ class CGState:
 
     iter_num: int  #: CG steps applied to the iterate
     error: float  #: relative residual ||r|| / ||b|| from the CG recurrence (0 when b == 0)
-    status: str  #: "converged", "max_iter" or "nonpositive_curvature"
+    #: "converged", "max_iter", "nonpositive_curvature", or "diverged" (:func:`bidfcl.implicit.neumann`:
+    #: the series terms grew, the result is not to be used)
+    status: str
     num_matvec: int  #: matvecs evaluated (>= iter_num: up to check_every - 1 wasted after a stop)
     backend: str = "python"  #: "python" or "cpp"
 
@@ -52,6 +54,10 @@ class CGState:
     @property
     def nonpositive_curvature(self) -> bool:
         return self.status == "nonpositive_curvature"
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
 
 
 class CGResult(NamedTuple):

@@ -20,19 +20,30 @@ per-arm ``[M]`` tensor is accepted too (per-row wins when N == M).
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
+from . import _validate
 from ._ops import ops
 from ._reference import PIFD_ZERO_GAP_FLOOR
+from ._validate import call_op
 from .solver import _row_propensity
 
 __all__ = ["ppl_loss", "pifd_loss", "dpl_loss", "mer_loss", "difd_loss", "PIFD_ZERO_GAP_FLOOR"]
 
 
 def _check_tensor(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"bidfcl: {name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
+    return _validate.tensor(x, name)
+
+
+def _float_vector(x, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A real [N] outcome in like's dtype (integers and bools are converted; complex is refused)."""
+    x = _check_tensor(x, name)
+    if x.is_complex():
+        raise _validate.InputTypeError(f"bidfcl: {name} must be a real tensor, got dtype {x.dtype}")
+    return x.to(like.dtype)
 
 
 def _lam_grid(lam, like: torch.Tensor, name: str, single: bool) -> torch.Tensor:
@@ -42,7 +53,8 @@ def _lam_grid(lam, like: torch.Tensor, name: str, single: bool) -> torch.Tensor:
     elif isinstance(lam, (int, float)) and not isinstance(lam, bool):
         grid = torch.tensor([float(lam)], dtype=like.dtype, device=like.device)
     elif isinstance(lam, (list, tuple)):
-        grid = torch.tensor([float(v) for v in lam], dtype=like.dtype, device=like.device)
+        grid = torch.tensor([_validate.number(v, f"{name}[{k}]") for k, v in enumerate(lam)], dtype=like.dtype,
+                            device=like.device)
     else:
         raise TypeError(f"bidfcl: {name} must be a number or a tensor, got {type(lam).__name__}")
     if single and grid.shape[0] != 1:
@@ -54,10 +66,15 @@ def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single:
     r_hat, c_hat = _check_tensor(r_hat, "r_hat"), _check_tensor(c_hat, "c_hat")
     treatment, revenue = _check_tensor(treatment, "treatment"), _check_tensor(revenue, "revenue")
     if r_hat.dim() != 2:
-        raise ValueError(f"bidfcl: r_hat must be 2-D [N individuals, M options], got shape {list(r_hat.shape)}")
-    revenue = revenue.to(r_hat.dtype)
+        raise _validate.InputError(f"bidfcl: r_hat must be 2-D [N individuals, M options], got shape "
+                                   f"{list(r_hat.shape)}")
+    if r_hat.shape[1] < 2:
+        raise _validate.InputError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape "
+                                   f"{list(r_hat.shape)}")
+    treatment = _validate.treatment(treatment, n=r_hat.shape[0], m=r_hat.shape[1], length_of="row of r_hat")
+    revenue = _float_vector(revenue, "revenue", r_hat)
     if cost is not None:
-        cost = _check_tensor(cost, "cost").to(r_hat.dtype)
+        cost = _float_vector(cost, "cost", r_hat)
     grid = _lam_grid(lam, r_hat, "lam" if single else "lams", single)
     prop = _row_propensity(propensity, treatment, r_hat)
     return r_hat, c_hat, treatment, revenue, cost, grid, prop
@@ -85,7 +102,8 @@ def ppl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, 
     """
     r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
                                                                propensity, single=True)
-    return ops.ppl_loss(r_hat, c_hat, treatment, revenue, None, grid, prop, float(tau))
+    return call_op(ops.ppl_loss, r_hat, c_hat, treatment, revenue, None, grid, prop,
+                   _validate.number(tau, "tau", positive=True))
 
 
 def pifd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, lam,
@@ -108,7 +126,7 @@ def pifd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     """
     r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
                                                                propensity, single=True)
-    return ops.pifd_loss(r_hat, c_hat, treatment, revenue, None, grid, prop, None if clip is None else float(clip))
+    return call_op(ops.pifd_loss, r_hat, c_hat, treatment, revenue, None, grid, prop, _clip(clip))
 
 
 def mer_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
@@ -121,7 +139,8 @@ def mer_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, 
     """
     r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
                                                                   propensity, single=False)
-    return ops.ppl_loss(r_hat, c_hat, treatment, revenue, cost, grid, prop, float(tau))
+    return call_op(ops.ppl_loss, r_hat, c_hat, treatment, revenue, cost, grid, prop,
+                   _validate.number(tau, "tau", positive=True))
 
 
 def dpl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
@@ -136,4 +155,15 @@ def difd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     reward ``revenue - lam_l cost``, summed over the grid (same flip gradient, same clip rule)."""
     r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
                                                                   propensity, single=False)
-    return ops.pifd_loss(r_hat, c_hat, treatment, revenue, cost, grid, prop, None if clip is None else float(clip))
+    return call_op(ops.pifd_loss, r_hat, c_hat, treatment, revenue, cost, grid, prop, _clip(clip))
+
+
+def _clip(clip):
+    """PIFD/DIFD clip: None or a finite number > 0."""
+    if clip is None:
+        return None
+    if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
+        raise _validate.InputTypeError(f"bidfcl: clip must be None or a number, got {type(clip).__name__} {clip!r}")
+    if not (math.isfinite(clip) and clip > 0):
+        raise _validate.InputError(f"bidfcl: clip must be None or finite and > 0, got {clip!r}")
+    return float(clip)

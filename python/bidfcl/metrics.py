@@ -18,11 +18,20 @@ from typing import NamedTuple
 
 import torch
 
-from ._ops import ops
+from . import _validate
+from ._ops import MAX_OPTIONS, ops
+from ._validate import InputError, call_op
 from .solver import solve_mckp_rct
 
 __all__ = ["PolicyValue", "EomResult", "AuccCurve", "policy_value", "eom", "eom_curve", "aucc", "aucc_curve",
-           "qini", "auuc"]
+           "qini", "auuc", "MAX_CURVE_Q"]
+
+#: Largest ``q`` of :func:`aucc` / :func:`qini` / :func:`auuc`. Each curve point costs 8 bytes per
+#: curve plus an index, so 10^6 points stay below 50 MB, and the curves are step functions with at
+#: most N + 1 distinct points: past about N points a larger q only repeats them. The bound is fixed
+#: rather than N so that the default q = 200 also works on small samples. (Unbounded, q = 10^9
+#: asked for 16 GB.)
+MAX_CURVE_Q = 1_000_000
 
 
 class PolicyValue(NamedTuple):
@@ -52,17 +61,29 @@ class AuccCurve(NamedTuple):
 
 
 def _tensor(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"bidfcl: {name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
+    return _validate.tensor(x, name)
+
+
+def _outcome(x, name: str, dtype=None) -> torch.Tensor:
+    """A real ``[N]`` outcome (revenue, cost, score), as ``dtype`` (default: float64 unless already float)."""
+    x = _tensor(x, name)
+    if x.is_complex():
+        raise _validate.InputTypeError(f"bidfcl: {name} must be a real tensor, got dtype {x.dtype}")
+    if dtype is None:
+        dtype = x.dtype if x.is_floating_point() else torch.float64
+    return x.to(dtype)
+
+
+def _q(q) -> int:
+    return _validate.integer(q, "q", lo=1, hi=MAX_CURVE_Q,
+                             why=" (curve points; bidfcl.metrics.MAX_CURVE_Q bounds the curve's memory)")
 
 
 def _policy_propensity(propensity, treatment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Per-row propensity of each row's own arm: arm shares, per-row [N] or per-arm [M]."""
+    """Per-row propensity of each row's own arm: arm shares, per-row [N] or per-arm [M].
+
+    ``treatment`` has been checked (int64 [N], labels >= 0) by the caller."""
     n = treatment.shape[0]
-    if n and bool((treatment < 0).any()):
-        i = int(torch.nonzero(treatment < 0)[0])
-        raise ValueError(f"bidfcl: treatment must be >= 0, got {int(treatment[i])} at row {i}")
     if propensity is None:
         if n == 0:
             return torch.ones(0, dtype=dtype, device=treatment.device)
@@ -70,7 +91,11 @@ def _policy_propensity(propensity, treatment: torch.Tensor, dtype: torch.dtype) 
         return (counts / n)[treatment]
     if isinstance(propensity, (list, tuple)):
         propensity = torch.tensor(propensity, dtype=dtype, device=treatment.device)
-    propensity = _tensor(propensity, "propensity").to(device=treatment.device, dtype=dtype)
+    propensity = _tensor(propensity, "propensity")
+    if not propensity.is_floating_point():
+        raise _validate.InputTypeError(f"bidfcl: propensity must be a float tensor of probabilities, "
+                                       f"got dtype {propensity.dtype}")
+    propensity = propensity.to(device=treatment.device, dtype=dtype)
     if propensity.dim() == 1 and propensity.shape[0] == n:
         return propensity
     if propensity.dim() == 1:
@@ -84,7 +109,7 @@ def _policy_propensity(propensity, treatment: torch.Tensor, dtype: torch.dtype) 
 
 
 def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, cost: torch.Tensor,
-                 propensity=None, normalize: str = "ipw") -> PolicyValue:
+                 propensity=None, normalize: str = "ipw", *, n_options=None) -> PolicyValue:
     """Unbiased per-capita revenue and cost of a fixed policy on RCT rows, with standard errors.
 
     With ``y_i = 1[choice_i == t_i] revenue_i / p_{t_i}`` (cost likewise):
@@ -95,23 +120,45 @@ def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.T
 
     IPW is unbiased when the propensities are the true assignment probabilities; Hajek trades a
     small bias for lower variance. NaN where nothing can be estimated (N < 2 for the standard
-    errors, no matched row for Hajek).
+    errors, no matched row for Hajek). The estimates are not differentiable (outputs never
+    require grad).
 
     Args:
-        choice: int64 ``[N]`` (one policy) or ``[K, N]`` (K policies on the same rows).
-        treatment: int64 ``[N]`` randomised arm; revenue, cost: ``[N]`` observed outcomes.
+        choice: int64 ``[N]`` (one policy) or ``[K, N]`` (K policies on the same rows), each in
+            ``[0, M)``: a choice outside the arms matches no row and would be scored 0, so it is
+            rejected, naming the first bad row.
+        treatment: int64 ``[N]`` randomised arm in ``[0, M)``; revenue, cost: ``[N]`` observed outcomes.
+        n_options: M. Default: the length of a per-arm propensity, else ``max(treatment) + 1``
+            (an arm the trial never assigned cannot be evaluated by IPW).
     """
-    choice, treatment = _tensor(choice, "choice"), _tensor(treatment, "treatment")
-    revenue, cost = _tensor(revenue, "revenue"), _tensor(cost, "cost")
+    choice = _tensor(choice, "choice")
+    if choice.dtype != torch.int64:
+        raise _validate.InputTypeError(f"bidfcl: choice must be int64 (option indices), got dtype {choice.dtype}")
+    if choice.dim() not in (1, 2):
+        raise InputError(f"bidfcl: choice must be [N] (one policy) or [K, N] (K policies), got shape "
+                         f"{list(choice.shape)}")
     if normalize not in ("ipw", "hajek"):
         raise ValueError(f"bidfcl: normalize must be 'ipw' or 'hajek', got {normalize!r}")
     single = choice.dim() == 1
     choice2 = choice.unsqueeze(0) if single else choice
-    if not revenue.is_floating_point():
-        revenue = revenue.to(torch.float64)
-    cost = cost.to(revenue.dtype)
+    n = choice2.shape[1]
+    if n_options is not None:
+        m = _validate.integer(n_options, "n_options", lo=1, hi=MAX_OPTIONS)
+        treatment = _validate.treatment(treatment, n=n, m=m, length_of="row (column of choice)")
+    else:
+        treatment = _validate.treatment(treatment, n=n, length_of="row (column of choice)")
+        is_per_arm = isinstance(propensity, torch.Tensor) and propensity.dim() == 1 and propensity.shape[0] != n
+        m = int(propensity.shape[0]) if is_per_arm else (int(treatment.max()) + 1 if n else 0)
+    bad = (choice2 < 0) | (choice2 >= m)
+    if bad.any():
+        k, i = torch.nonzero(bad)[0].tolist()
+        at = f"row {i}" if single else f"[{k}, {i}] (policy {k}, row {i})"
+        raise InputError(f"bidfcl: choice must be in [0, M) = [0, {m}) (the arms of treatment), got "
+                         f"{int(choice2[k, i])} at {at}")
+    revenue = _outcome(revenue, "revenue")
+    cost = _outcome(cost, "cost", revenue.dtype)
     prop = _policy_propensity(propensity, treatment, revenue.dtype)
-    out = ops.policy_value(choice2, treatment, revenue, cost, prop, normalize == "hajek")
+    out = call_op(ops.policy_value, choice2, treatment, revenue, cost, prop, normalize == "hajek")
     if single:
         out = tuple(t[0] for t in out)
     return PolicyValue(*out)
@@ -125,13 +172,17 @@ def eom_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     RCT-calibrated solve (:func:`bidfcl.solve_mckp_rct`: the IPW spend estimate of the policy meets
     b), and EOM is that policy's :func:`policy_value` on the same rows.
     """
-    r_hat = _tensor(r_hat, "r_hat")
-    cost = _tensor(cost, "cost").to(r_hat.dtype)
-    revenue = _tensor(revenue, "revenue").to(r_hat.dtype)
-    prop = _policy_propensity(propensity, _tensor(treatment, "treatment"), r_hat.dtype)
+    r_hat, c_hat = _tensor(r_hat, "r_hat"), _tensor(c_hat, "c_hat")
+    if r_hat.dim() != 2:
+        raise InputError(f"bidfcl: r_hat must be 2-D [N individuals, M options], got shape {list(r_hat.shape)}")
+    n, m = r_hat.shape
+    treatment = _validate.treatment(treatment, n=n, m=m, length_of="row of r_hat")
+    cost = _outcome(cost, "cost", r_hat.dtype)
+    revenue = _outcome(revenue, "revenue", r_hat.dtype)
+    prop = _policy_propensity(propensity, treatment, r_hat.dtype)
     # a number gives 0-d fields, a [K] tensor [K] fields (solve_mckp_rct squeezes the same way)
     sol = solve_mckp_rct(r_hat, c_hat, treatment, cost, budgets, prop)
-    pv = policy_value(sol.choice, treatment, revenue, cost, prop, normalize)
+    pv = policy_value(sol.choice, treatment, revenue, cost, prop, normalize, n_options=m)
     return EomResult(pv.value, pv.cost, pv.value_se, pv.cost_se, sol.lam, sol.feasible)
 
 
@@ -145,9 +196,13 @@ def aucc_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor
                cost: torch.Tensor, q: int = 200) -> AuccCurve:
     """AUCC with its curve. See :func:`aucc` for the definition."""
     r_hat, c_hat = _tensor(r_hat, "r_hat"), _tensor(c_hat, "c_hat")
-    revenue = _tensor(revenue, "revenue").to(r_hat.dtype)
-    cost = _tensor(cost, "cost").to(r_hat.dtype)
-    return AuccCurve(*ops.aucc(r_hat, c_hat, _tensor(treatment, "treatment"), revenue, cost, int(q)))
+    if r_hat.dim() != 2 or r_hat.shape[1] != 2:
+        raise InputError(f"bidfcl: aucc needs exactly two options (control, treatment): r_hat of shape [N, 2], "
+                         f"got shape {list(r_hat.shape)}")
+    treatment = _validate.treatment(treatment, n=r_hat.shape[0], m=2, length_of="row of r_hat")
+    revenue = _outcome(revenue, "revenue", r_hat.dtype)
+    cost = _outcome(cost, "cost", r_hat.dtype)
+    return AuccCurve(*call_op(ops.aucc, r_hat, c_hat, treatment, revenue, cost, _q(q)))
 
 
 def aucc(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
@@ -166,22 +221,25 @@ def aucc(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, reve
         AUCC = sum_q' R(k_q') / (R(n) (q + 1)).
 
     A random ranking gives about 0.5, a better ROI ranking more. NaN when C(n) <= 0 or R(n) == 0.
-    Returns a 0-d float64 tensor.
+    ``q`` is an integer in ``[1, MAX_CURVE_Q]`` (see :data:`MAX_CURVE_Q` for why it is bounded).
+    Returns a 0-d float64 tensor (not differentiable).
     """
     return aucc_curve(r_hat, c_hat, treatment, revenue, cost, q).aucc
 
 
 def _uplift_cumulants(score: torch.Tensor, treatment: torch.Tensor, outcome: torch.Tensor, q: int):
     """Counts and outcome sums per arm among the top k_q' = floor(q' N / q) rows of the ranking."""
-    score, treatment, outcome = _tensor(score, "score"), _tensor(treatment, "treatment"), _tensor(outcome, "outcome")
+    score, outcome = _outcome(score, "score"), _outcome(outcome, "outcome")
+    if score.dim() != 1:
+        raise InputError(f"bidfcl: score must be 1-D [N] (one uplift score per row), got shape {list(score.shape)}")
     n = score.shape[0]
-    if score.dim() != 1 or treatment.shape != (n,) or outcome.shape != (n,):
-        raise ValueError(f"bidfcl: score, treatment and outcome must all be [N], got {list(score.shape)}, "
-                         f"{list(treatment.shape)} and {list(outcome.shape)}")
-    if q < 1:
-        raise ValueError(f"bidfcl: q must be >= 1, got {q}")
-    if n and bool(((treatment != 0) & (treatment != 1)).any()):
-        raise ValueError("bidfcl: treatment must be 0 (control) or 1 (treated) for uplift metrics")
+    if outcome.shape != (n,):
+        raise InputError(f"bidfcl: outcome must have shape [{n}] (one entry per row of score), "
+                         f"got {list(outcome.shape)}")
+    treatment = _validate.treatment(treatment, n=n, m=2, length_of="row of score")
+    q = _q(q)
+    _validate.finite(score, "score")
+    _validate.finite(outcome, "outcome")
     order = torch.argsort(score, descending=True, stable=True)
     t = (treatment[order] == 1).to(torch.float64)
     y = outcome[order].to(torch.float64)

@@ -23,6 +23,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from . import _validate
+
 __all__ = ["MultiHeadMLP", "OUTPUTS", "ACTIVATIONS", "model_from_config"]
 
 OUTPUTS = ("linear", "sigmoid", "softplus")
@@ -92,12 +94,21 @@ class MultiHeadMLP(nn.Module):
                     activation=self.activation, output=self.output, cost_output=self.cost_output,
                     dropout=self.dropout, free_options=list(self.free_options))
 
+    def _check_x(self, x) -> torch.Tensor:
+        _validate.tensor(x, "x")
+        if x.dtype == torch.bool or x.is_complex():
+            raise _validate.InputTypeError(f"bidfcl.models: expected real features x, got dtype {x.dtype}")
+        if x.dim() != 2 or x.shape[1] != self.n_features:
+            raise _validate.InputError(f"bidfcl.models: expected x of shape [N, {self.n_features}], "
+                                       f"got {list(x.shape)}")
+        return x
+
     @torch.no_grad()
     def fit_scaler(self, x: torch.Tensor) -> "MultiHeadMLP":
         """Set the standardisation to the column means / standard deviations of ``x`` (constant
-        columns keep std 1)."""
-        if x.dim() != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"bidfcl.models: expected x of shape [N, {self.n_features}], got {list(x.shape)}")
+        columns keep std 1). ``x`` must be finite (a NaN would make every prediction NaN)."""
+        self._check_x(x)
+        _validate.finite(x, "x")
         x64 = x.to(torch.float64)
         std = x64.std(0) if x.shape[0] > 1 else torch.ones(self.n_features, dtype=torch.float64)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))
@@ -107,8 +118,7 @@ class MultiHeadMLP(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-activation outputs ``[N, 2M]`` (revenue heads first)."""
-        if x.dim() != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"bidfcl.models: expected x of shape [N, {self.n_features}], got {list(x.shape)}")
+        self._check_x(x)
         z = (x.to(self.mean.dtype) - self.mean) / self.std
         return self.heads(self.trunk(z))
 
@@ -131,6 +141,8 @@ class MultiHeadMLP(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` in evaluation mode over row blocks, without gradients."""
+        self._check_x(x)
+        _validate.integer(batch_size, "batch_size", lo=1)
         was_training = self.training
         self.eval()
         try:

@@ -14,15 +14,22 @@ individual ascending, step ascending) and takes the longest prefix whose total c
   the Lagrangian policy takes the cheaper option;
 * the integer solution is within ``max_ij r_ij`` of the optimum, and
   ``dual_bound = lam B + sum_i max_j (r_ij - lam c_ij)`` is an upper bound on it.
+
+Every solver output is piecewise constant in values and costs (it changes only where a choice
+flips), so none has a useful derivative: outputs never require grad, also for inputs that do.
+M is at most :data:`bidfcl.MAX_OPTIONS` (256, the compiled core's limit).
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
 
+from . import _validate
 from ._ops import ops
+from ._validate import call_op
 
 __all__ = ["MckpSolution", "RctSolution", "Frontier", "solve_mckp", "budget_frontier", "solve_mckp_rct"]
 
@@ -56,9 +63,7 @@ class Frontier(NamedTuple):
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"bidfcl: {name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
+    return _validate.tensor(x, name)
 
 
 #: Budgets are compared with this relative slack. Totals over millions of rows are float64 sums
@@ -71,10 +76,12 @@ BUDGET_SLACK = 2.0**-40
 def _budgets(budget, values: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """Budgets as a float64 [K] tensor on values' device (with the slack), and whether a scalar was given."""
     if isinstance(budget, torch.Tensor):
+        if budget.dtype == torch.bool or budget.is_complex():
+            raise _validate.InputTypeError(f"bidfcl: budget must be a number or a 1-D real tensor, got dtype {budget.dtype}")
         scalar = budget.dim() == 0
-        b = budget.reshape(1) if scalar else budget
+        b = budget.detach().reshape(1) if scalar else budget.detach()
         b = b.to(device=values.device, dtype=torch.float64)
-    elif isinstance(budget, bool) or not isinstance(budget, (int, float)):
+    elif isinstance(budget, bool) or not isinstance(budget, numbers.Real):
         raise TypeError(f"bidfcl: budget must be a number or a 1-D tensor, got {type(budget).__name__}")
     else:
         b, scalar = torch.tensor([float(budget)], dtype=torch.float64, device=values.device), True
@@ -92,7 +99,8 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, *, method: str
     """Solve ``max sum r[i, choice_i]  s.t.  sum c[i, choice_i] <= budget`` for one or many budgets.
 
     Args:
-        values: ``[N, M]`` float32/float64 revenue of giving option j to individual i (any sign).
+        values: ``[N, M]`` float32/float64 revenue of giving option j to individual i (any sign),
+            ``1 <= M <= bidfcl.MAX_OPTIONS``.
         costs: ``[N, M]`` same dtype and device, finite and non-negative.
         budget: a number, or a ``[K]`` tensor of total budgets solved together (the per-individual
             work is shared).
@@ -106,9 +114,11 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, *, method: str
     values, costs = _as_tensor(values, "values"), _as_tensor(costs, "costs")
     budgets, scalar = _budgets(budget, values)
     if method == "exact":
-        out = ops.solve_mckp(values, costs, budgets)
+        out = call_op(ops.solve_mckp, values, costs, budgets)
     elif method == "bisection":
-        out = ops.solve_mckp_bisection(values, costs, budgets, int(max_iter), float(tol))
+        max_iter = _validate.integer(max_iter, "max_iter", lo=0)
+        tol = _validate.number(tol, "tol", nonnegative=True)
+        out = call_op(ops.solve_mckp_bisection, values, costs, budgets, max_iter, tol)
     else:
         raise ValueError(f"bidfcl: method must be 'exact' or 'bisection', got {method!r}")
     return _squeeze(MckpSolution(*out), scalar)
@@ -122,7 +132,7 @@ def budget_frontier(values: torch.Tensor, costs: torch.Tensor) -> Frontier:
     budget B returns exactly the last point whose spend is ``<= B``.
     """
     values, costs = _as_tensor(values, "values"), _as_tensor(costs, "costs")
-    return Frontier(*ops.budget_frontier(values, costs))
+    return Frontier(*call_op(ops.budget_frontier, values, costs))
 
 
 def arm_propensity(treatment: torch.Tensor, num_options: int, dtype: torch.dtype) -> torch.Tensor:
@@ -141,6 +151,8 @@ def _row_propensity(propensity, treatment: torch.Tensor, values: torch.Tensor) -
     if isinstance(propensity, (list, tuple)):
         propensity = torch.tensor(propensity, dtype=values.dtype, device=values.device)
     propensity = _as_tensor(propensity, "propensity")
+    if not propensity.is_floating_point():
+        raise _validate.InputTypeError(f"bidfcl: propensity must be a float tensor of probabilities, got dtype {propensity.dtype}")
     if propensity.dim() == 1 and propensity.shape[0] == n:
         return propensity.to(values.dtype)
     if propensity.dim() == 1 and propensity.shape[0] == m:
@@ -164,7 +176,8 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
     estimate over ``budget_per_capita`` (the first crossing; 0 if none does).
 
     Args:
-        treatment: int64 ``[N]`` randomised arm of each row, in ``[0, M)``.
+        treatment: integer ``[N]`` randomised arm of each row, in ``[0, M)`` (checked first: dtype,
+            shape and range, naming the first bad row).
         cost_obs: ``[N]`` observed cost of each row under its arm.
         budget_per_capita: a number or a ``[K]`` tensor.
         propensity: None (arm shares of ``treatment``), per-row ``[N]`` or per-arm ``[M]``
@@ -173,8 +186,13 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
     values, costs = _as_tensor(values, "values"), _as_tensor(costs, "costs")
     treatment, cost_obs = _as_tensor(treatment, "treatment"), _as_tensor(cost_obs, "cost_obs")
     if values.dim() != 2:
-        raise ValueError(f"bidfcl: values must be 2-D [N individuals, M options], got shape {list(values.shape)}")
+        raise _validate.InputError(f"bidfcl: values must be 2-D [N individuals, M options], got shape "
+                                   f"{list(values.shape)}")
+    n, m = values.shape
+    treatment = _validate.treatment(treatment, n=n, m=m, length_of="individual (row of values)")
+    if not cost_obs.is_floating_point():
+        raise _validate.InputTypeError(f"bidfcl: cost_obs must be a float tensor, got dtype {cost_obs.dtype}")
     budgets, scalar = _budgets(budget_per_capita, values)
     prop = _row_propensity(propensity, treatment, values)
-    out = ops.solve_mckp_rct(values, costs, treatment, cost_obs.to(values.dtype), prop, budgets)
+    out = call_op(ops.solve_mckp_rct, values, costs, treatment, cost_obs.to(values.dtype), prop, budgets)
     return _squeeze(RctSolution(*out), scalar)

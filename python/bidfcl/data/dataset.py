@@ -22,6 +22,9 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from .. import _validate
+from .._ops import MAX_OPTIONS
+
 __all__ = ["UpliftDataset", "DataError"]
 
 
@@ -59,7 +62,12 @@ class UpliftDataset:
         cost: ``[N]`` observed cost under the logged option.
         propensity: ``[N]`` probability of the logged option, or ``None`` (RCT with arm shares).
         r_true, c_true: ``[N, M]`` expected revenue / cost of every option (synthetic data only).
-        n_options: M; inferred as ``max(treatment) + 1`` (or from ``r_true``) when not given.
+        n_options: M; inferred as ``max(treatment) + 1`` (or from ``r_true``) when not given;
+            at most ``bidfcl.MAX_OPTIONS`` (256, the compiled core's limit).
+
+    The constructor checks types, dtypes and shapes (cheap, no pass over the values) and, when M is
+    inferred from the labels, that they lie in ``[0, MAX_OPTIONS)``; :meth:`validate` checks the
+    values themselves.
     """
 
     x: torch.Tensor
@@ -72,14 +80,30 @@ class UpliftDataset:
     n_options: Optional[int] = None
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name != "n_options" and not (v is None and f.name in _OPTIONAL):
+                _validate.tensor(v, f.name, "of an UpliftDataset", error=DataError)
+        _validate.treatment(self.treatment, "treatment", where="of an UpliftDataset", error=DataError,
+                            check_labels=False)
         if self.n_options is None:
-            if self.r_true is not None:
+            if self.r_true is not None and self.r_true.dim() == 2:
                 self.n_options = int(self.r_true.shape[1])
             elif self.treatment.numel() > 0:
+                i = _validate.first_row((self.treatment < 0) | (self.treatment >= MAX_OPTIONS))
+                if i is not None:
+                    raise DataError(f"bidfcl.data: expected treatment in [0, {MAX_OPTIONS}) (M = max(treatment) + 1 "
+                                    f"options, at most bidfcl.MAX_OPTIONS = {MAX_OPTIONS}), got "
+                                    f"{int(self.treatment[i])} at row {i}")
                 self.n_options = int(self.treatment.max()) + 1
             else:
                 self.n_options = 0
+        if isinstance(self.n_options, bool) or not isinstance(self.n_options, (int, np.integer)) \
+                or not 0 <= int(self.n_options) <= MAX_OPTIONS:
+            raise DataError(f"bidfcl.data: expected n_options an integer in [0, {MAX_OPTIONS}] "
+                            f"(bidfcl.MAX_OPTIONS), got {self.n_options!r}")
         self.n_options = int(self.n_options)
+        self.validate(check_values=False)
 
     # ---------------------------------------------------------------------------------- basics
     def __len__(self) -> int:

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .._ops import MAX_OPTIONS
 from .dataset import DataError, UpliftDataset
 
 __all__ = ["load_table", "load_criteo_uplift", "CRITEO_FEATURES", "CRITEO_COLUMNS"]
@@ -56,6 +57,11 @@ def _format(path: str, fmt: Optional[str]) -> str:
     if name.endswith((".csv", ".tsv", ".txt")):
         return "csv"
     raise ValueError(f"bidfcl.data: cannot tell the format of {path!r} from its name; pass format='csv' or 'parquet'")
+
+
+def _source(path: str, split: Optional[str]) -> str:
+    """How messages name the input: the file, and the split it was read for when known."""
+    return f"{path} (split {split!r})" if split else str(path)
 
 
 def _count_csv_rows(path: str) -> int:
@@ -111,67 +117,96 @@ class _Sink:
                 setattr(self, name, arr[: self.n])
 
 
-def _column_numpy(batch, name: str, row0: int, path: str) -> np.ndarray:
+def _column_numpy(batch, name: str, row0: int, src: str) -> np.ndarray:
     """One column of a record batch as float64 numpy, with null / non-numeric checks."""
     pa = _pyarrow()
     col = batch.column(batch.schema.get_field_index(name))
     typ = col.type
     if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
             or pa.types.is_null(typ)):
-        raise DataError(f"bidfcl.data: expected a numeric column {name!r} in {path}, got type {typ}")
+        raise DataError(f"bidfcl.data: expected a numeric column {name!r} in {src}, got type {typ}")
     if col.null_count:
         i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"bidfcl.data: expected no missing values in column {name!r} of {path}, "
+        raise DataError(f"bidfcl.data: expected no missing values in column {name!r} of {src}, "
                         f"got an empty/null value at data row {row0 + i}")
     arr = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"bidfcl.data: expected finite values in column {name!r} of {path}, "
+        raise DataError(f"bidfcl.data: expected finite values in column {name!r} of {src}, "
                         f"got {arr[i]} at data row {row0 + i}")
     return arr
 
 
-def _first_bad(mask: np.ndarray, values: np.ndarray, row0: int, path: str, expected: str) -> None:
+def _first_bad(mask: np.ndarray, values: np.ndarray, row0: int, src: str, expected: str) -> None:
     if mask.any():
         i = int(np.flatnonzero(mask)[0])
         v = values[i]
         shown = int(v) if float(v).is_integer() else float(v)
-        raise DataError(f"bidfcl.data: expected {expected} in {path}, got {shown} at data row {row0 + i}")
+        raise DataError(f"bidfcl.data: expected {expected} in {src}, got {shown} at data row {row0 + i}")
 
 
-def _check_columns(available: Sequence[str], wanted: Sequence[str], path: str) -> None:
+def _check_columns(available: Sequence[str], wanted: Sequence[str], src: str) -> None:
     missing = [c for c in wanted if c not in available]
     if missing:
-        raise DataError(f"bidfcl.data: expected columns {missing} in {path}, not found; "
+        raise DataError(f"bidfcl.data: expected columns {missing} in {src}, not found; "
                         f"available: {list(available)}")
 
 
-def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int]):
-    """(estimated row count, iterator of record batches with exactly ``columns``)."""
+def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src: str):
+    """(estimated row count, iterator of record batches with exactly ``columns``).
+
+    Every pyarrow failure (a corrupted or truncated file, a cell that is not a number) becomes a
+    :class:`DataError` naming ``src`` (the file and its split) and, where known, column and row."""
     pa = _pyarrow()
     if fmt == "parquet":
-        pf = pa.parquet.ParquetFile(str(path), buffer_size=1 << 20, pre_buffer=False)
-        _check_columns(pf.schema_arrow.names, columns, path)
-        return pf.metadata.num_rows, pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns,
-                                                     use_threads=False)
+        try:
+            pf = pa.parquet.ParquetFile(str(path), buffer_size=1 << 20, pre_buffer=False)
+            names, num_rows = pf.schema_arrow.names, pf.metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"bidfcl.data: could not read {src} as Parquet (corrupted, truncated or not a "
+                            f"Parquet file): {exc}") from None
+        _check_columns(names, columns, src)
+
+        def parquet_gen():
+            it = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns, use_threads=False)
+            row0 = 0
+            while True:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+                except (pa.ArrowException, OSError) as exc:
+                    raise DataError(f"bidfcl.data: could not read {src} as Parquet after data row {row0} "
+                                    f"(corrupted or truncated file): {exc}") from None
+                row0 += batch.num_rows
+                yield batch
+
+        return num_rows, parquet_gen()
     # CSV: read the header first to report missing columns by name, then stream with fixed types
     import pyarrow.csv as pacsv
 
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES)
     try:
         reader = pacsv.open_csv(str(path), read_options=read)
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"bidfcl.data: could not read {path} as CSV: {exc}") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"bidfcl.data: could not read {src} as CSV: {exc}") from None
     names = reader.schema.names
     del reader
-    _check_columns(names, columns, path)
+    _check_columns(names, columns, src)
     convert = pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.float64() for c in columns},
                                    strings_can_be_null=False)
+
+    def not_numeric(exc) -> DataError:
+        return DataError(f"bidfcl.data: expected numeric values in {src}: "
+                         f"{_locate_csv_cell(path, names, columns, str(exc))}")
+
     try:
         reader = pacsv.open_csv(str(path), read_options=read, convert_options=convert)
     except pa.ArrowInvalid as exc:
-        raise DataError(f"bidfcl.data: expected numeric values in {path}: {exc}") from None
+        raise not_numeric(exc) from None
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"bidfcl.data: could not read {src} as CSV: {exc}") from None
     estimate = n_rows if n_rows is not None else _count_csv_rows(path)
 
     def gen():
@@ -181,16 +216,56 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int]):
             except StopIteration:
                 return
             except pa.ArrowInvalid as exc:
-                raise DataError(f"bidfcl.data: expected numeric values in {path}: {exc}") from None
+                raise not_numeric(exc) from None
+            except (pa.ArrowException, OSError) as exc:
+                raise DataError(f"bidfcl.data: could not read {src} as CSV: {exc}") from None
             yield batch
 
     return estimate, gen()
 
 
+def _locate_csv_cell(path: str, names: Sequence[str], columns: Sequence[str], message: str) -> str:
+    """pyarrow's CSV conversion error names the column by its index only: find the column name,
+    the first cell of it that is not a number and its data row (an error-path rescan of that column)."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    found = re.search(r"CSV column #(\d+)", message)
+    if not found or int(found.group(1)) >= len(names):
+        return message
+    name = names[int(found.group(1))]
+    if name not in columns:
+        return message
+    try:
+        reader = pacsv.open_csv(str(path), read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+                                convert_options=pacsv.ConvertOptions(include_columns=[name],
+                                                                     column_types={name: pa.string()},
+                                                                     strings_can_be_null=False))
+        row0 = 0
+        for batch in reader:
+            cells = batch.column(0).to_pylist()
+            try:
+                np.asarray(cells, dtype=np.float64)
+            except ValueError:
+                for i, cell in enumerate(cells):
+                    try:
+                        float(cell)
+                    except (TypeError, ValueError):
+                        shown = "an empty cell" if cell in ("", None) else repr(cell)
+                        return f"column {name!r} holds {shown} at data row {row0 + i}, not a number"
+            row0 += batch.num_rows
+    except (pa.ArrowException, OSError):
+        pass
+    return f"column {name!r}: {message}"
+
+
 def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str, revenue: str, cost: str,
                propensity: Optional[str] = None, *, format: Optional[str] = None, n_options: Optional[int] = None,
                dtype: torch.dtype = torch.float32, scale: Optional[str] = None, nonnegative_cost: bool = True,
-               require_all_arms: bool = False, n_rows: Optional[int] = None) -> UpliftDataset:
+               require_all_arms: bool = False, n_rows: Optional[int] = None,
+               split: Optional[str] = None) -> UpliftDataset:
     """Load uplift rows from a local Parquet or CSV file through pyarrow, with a column mapping.
 
     Args:
@@ -199,20 +274,33 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         features: feature column names (in this order -> ``x`` ``[N, F]``).
         treatment: column of the logged option (integers in ``[0, n_options)``).
         revenue, cost: observed outcome columns. propensity: optional column of P(logged option).
-        n_options: M (default: largest treatment + 1).
+        n_options: M (default: largest treatment + 1), at most ``bidfcl.MAX_OPTIONS`` (256, the
+            compiled core's limit); a treatment at or above the limit is rejected while reading,
+            naming its row, so a typo such as ``1e12`` cannot ask for 10^12 options.
         dtype: float dtype of ``x``/revenue/cost/propensity (treatment is int64).
         scale: None or ``"minmax"`` (each feature mapped to [0, 1]; constant features to 0).
         nonnegative_cost: reject negative costs. require_all_arms: reject an empty arm (an RCT).
         n_rows: optional row count hint for CSV (skips the newline-counting pre-pass).
+        split: the split this file is read for (``"obs"``, ``"rct"``, ``"val"``, ``"test"``), named
+            in every error message next to the file.
 
     Raises:
-        DataError: missing columns, non-numeric / missing / NaN / Inf values, non-integer or
-            out-of-range treatment, negative cost, propensity outside (0, 1], empty arm.
+        DataError: a corrupted or unreadable file, missing columns, non-numeric / missing / NaN /
+            Inf values, non-integer or out-of-range treatment (also >= MAX_OPTIONS), negative
+            cost, propensity outside (0, 1], empty arm. Each names the file and split, the column
+            and the data row (0-based, header excluded) where known.
     """
     _pyarrow()
     path = os.fspath(path)
+    src = _source(path, split)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"bidfcl.data: no such file {path!r} (loaders read local files only)")
+        raise FileNotFoundError(f"bidfcl.data: no such file {src} (loaders read local files only)")
+    if os.path.isdir(path):
+        raise DataError(f"bidfcl.data: expected a Parquet or CSV file, got a directory: {src}")
+    if n_options is not None and (isinstance(n_options, bool) or not isinstance(n_options, int)
+                                  or not 1 <= n_options <= MAX_OPTIONS):
+        raise ValueError(f"bidfcl.data: n_options must be an integer in [1, {MAX_OPTIONS}] (bidfcl.MAX_OPTIONS), "
+                         f"got {n_options!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"bidfcl.data: dtype must be torch.float32 or torch.float64, got {dtype}")
     if scale not in (None, "minmax"):
@@ -222,7 +310,7 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         raise ValueError("bidfcl.data: expected at least one feature column")
     fmt = _format(path, format)
     columns = list(dict.fromkeys(features + [treatment, revenue, cost] + ([propensity] if propensity else [])))
-    estimate, batches = _batches(path, fmt, columns, n_rows)
+    estimate, batches = _batches(path, fmt, columns, n_rows, src)
     npdt = np.float32 if dtype == torch.float32 else np.float64
     sink = _Sink(estimate, len(features), npdt, propensity is not None)
     t_max = -1
@@ -234,29 +322,31 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         row0 = sink.n
         sl = sink.reserve(k)
         for j, name in enumerate(features):
-            sink.x[sl, j] = _column_numpy(batch, name, row0, path)
+            sink.x[sl, j] = _column_numpy(batch, name, row0, src)
             stored = sink.x[sl, j]  # range of the stored (rounded) values: same result for every format
             sink.fmin[j] = min(sink.fmin[j], float(stored.min()))
             sink.fmax[j] = max(sink.fmax[j], float(stored.max()))
-        t = _column_numpy(batch, treatment, row0, path)
+        t = _column_numpy(batch, treatment, row0, src)
         frac = t != np.round(t)
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
-            raise DataError(f"bidfcl.data: expected integer treatment in column {treatment!r} of {path}, "
+            raise DataError(f"bidfcl.data: expected integer treatment in column {treatment!r} of {src}, "
                             f"got {t[i]} at data row {row0 + i}")
-        _first_bad(t < 0 if n_options is None else (t < 0) | (t >= n_options), t, row0, path,
-                   f"treatment in [0, {'M' if n_options is None else n_options})")
+        limit = MAX_OPTIONS if n_options is None else n_options
+        why = f"at most bidfcl.MAX_OPTIONS = {MAX_OPTIONS} options" if n_options is None else f"n_options = {n_options}"
+        _first_bad((t < 0) | (t >= limit), t, row0, src,
+                   f"treatment in [0, {limit}) ({why}) in column {treatment!r}")
         sink.t[sl] = t
         t_max = max(t_max, int(t.max()))
         arm_counts += np.bincount(sink.t[sl], minlength=len(arm_counts))[: len(arm_counts)] if n_options else 0
-        sink.rev[sl] = _column_numpy(batch, revenue, row0, path)
-        c = _column_numpy(batch, cost, row0, path)
+        sink.rev[sl] = _column_numpy(batch, revenue, row0, src)
+        c = _column_numpy(batch, cost, row0, src)
         if nonnegative_cost:
-            _first_bad(c < 0, c, row0, path, "non-negative cost")
+            _first_bad(c < 0, c, row0, src, f"non-negative cost in column {cost!r}")
         sink.cost[sl] = c
         if propensity:
-            p = _column_numpy(batch, propensity, row0, path)
-            _first_bad((p <= 0) | (p > 1), p, row0, path, "propensity in (0, 1]")
+            p = _column_numpy(batch, propensity, row0, src)
+            _first_bad((p <= 0) | (p > 1), p, row0, src, f"propensity in (0, 1] in column {propensity!r}")
             sink.prop[sl] = p
     sink.finish()
     m = n_options if n_options is not None else t_max + 1
@@ -264,7 +354,7 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         counts = arm_counts if n_options else np.bincount(sink.t, minlength=m)
         empty = [j for j in range(m) if counts[j] == 0]
         if m == 0 or empty:
-            raise DataError(f"bidfcl.data: expected every one of the {m} arms of an RCT in {path} to have rows, "
+            raise DataError(f"bidfcl.data: expected every one of the {m} arms of an RCT in {src} to have rows, "
                             f"got empty arm(s) {empty} (rows per arm: {counts.tolist()})")
     if scale == "minmax" and sink.n:
         span = sink.fmax - sink.fmin
@@ -285,7 +375,8 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
 
 
 def load_criteo_uplift(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, scale: bool = True,
-                       format: Optional[str] = None, n_rows: Optional[int] = None) -> UpliftDataset:
+                       format: Optional[str] = None, n_rows: Optional[int] = None,
+                       split: Optional[str] = None) -> UpliftDataset:
     """Load CRITEO-UPLIFT v2.1 from a local file (``criteo-uplift-v2.1.csv.gz``, a CSV or a Parquet copy).
 
     Schema-checked: columns ``f0..f11, treatment, conversion, visit, exposure`` must all be present
@@ -299,28 +390,36 @@ def load_criteo_uplift(path: str | os.PathLike, *, dtype: torch.dtype = torch.fl
     """
     _pyarrow()
     path = os.fspath(path)
+    src = _source(path, split)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"bidfcl.data: no such file {path!r}; download criteo-uplift-v2.1.csv.gz "
+        raise FileNotFoundError(f"bidfcl.data: no such file {src}; download criteo-uplift-v2.1.csv.gz "
                                 "from the Criteo AI Lab website (bidfcl never downloads data)")
     fmt = _format(path, format)
     # schema check over every documented column, including exposure, before reading any rows
-    _check_schema(path, fmt, CRITEO_COLUMNS)
+    _check_schema(path, fmt, CRITEO_COLUMNS, src)
     ds = load_table(path, CRITEO_FEATURES, "treatment", "conversion", "visit", format=fmt, n_options=2,
-                    dtype=dtype, scale="minmax" if scale else None, require_all_arms=True, n_rows=n_rows)
+                    dtype=dtype, scale="minmax" if scale else None, require_all_arms=True, n_rows=n_rows,
+                    split=split)
     return ds
 
 
-def _check_schema(path: str, fmt: str, columns: Sequence[str]) -> None:
+def _check_schema(path: str, fmt: str, columns: Sequence[str], src: str) -> None:
     pa = _pyarrow()
+    if os.path.isdir(path):
+        raise DataError(f"bidfcl.data: expected a Parquet or CSV file, got a directory: {src}")
     if fmt == "parquet":
-        names = pa.parquet.ParquetFile(str(path)).schema_arrow.names
+        try:
+            names = pa.parquet.ParquetFile(str(path)).schema_arrow.names
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"bidfcl.data: could not read {src} as Parquet (corrupted, truncated or not a "
+                            f"Parquet file): {exc}") from None
     else:
         import pyarrow.csv as pacsv
 
         try:
             reader = pacsv.open_csv(str(path), read_options=pacsv.ReadOptions(block_size=1 << 16))
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"bidfcl.data: could not read {path} as CSV: {exc}") from None
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"bidfcl.data: could not read {src} as CSV: {exc}") from None
         names = reader.schema.names
         del reader
-    _check_columns(names, columns, path)
+    _check_columns(names, columns, src)

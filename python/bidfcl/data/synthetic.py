@@ -83,6 +83,7 @@ from typing import NamedTuple, Optional, Sequence
 import numpy as np
 import torch
 
+from .._ops import MAX_OPTIONS
 from ..solver import solve_mckp
 from .dataset import DataError, UpliftDataset
 
@@ -322,8 +323,9 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
     n_val, n_test = _check_size("n_val", n_val), _check_size("n_test", n_test)
     if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 3:
         raise ValueError(f"bidfcl.data: expected n_features >= 3 (the truth uses x_0, x_1, x_2), got {n_features!r}")
-    if isinstance(n_options, bool) or not isinstance(n_options, int) or n_options < 2:
-        raise ValueError(f"bidfcl.data: expected n_options >= 2, got {n_options!r}")
+    if isinstance(n_options, bool) or not isinstance(n_options, int) or not 2 <= n_options <= MAX_OPTIONS:
+        raise ValueError(f"bidfcl.data: expected n_options in [2, {MAX_OPTIONS}] (bidfcl.MAX_OPTIONS, the compiled "
+                         f"core's limit), got {n_options!r}")
     if outcome not in ("continuous", "binary"):
         raise ValueError(f"bidfcl.data: outcome must be 'continuous' or 'binary', got {outcome!r}")
     if dtype not in (torch.float32, torch.float64):
