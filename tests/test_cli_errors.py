@@ -311,3 +311,16 @@ def test_files_example_runs_on_written_tables(tmp_path, capsys):
                  "--set", "train.epochs=1", "--set", "train.warm_start_epochs=1", "--progress", "none"]) == 0
     assert "mean EOM" in capsys.readouterr().out
     fails(capsys, ["write-data", "--out", str(tmp_path / "d2"), "--set", "train.epochs=1"], "data.KEY=VALUE")
+
+
+def test_a_damaged_data_file_is_named_with_its_split(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    import shutil
+
+    root = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+    shutil.copy(os.path.join(root, "dfcl_files.toml"), tmp_path / "dfcl_files.toml")
+    assert main(["write-data", "--out", str(tmp_path / "data"), "--set", "data.n_rct=300", "--set", "data.n_obs=0",
+                 "--set", "data.n_val=200", "--set", "data.n_test=200"]) == 0
+    (tmp_path / "data" / "val.parquet").write_bytes(b"PAR1" + os.urandom(300) + b"PAR1")
+    fails(capsys, ["train", "--config", str(tmp_path / "dfcl_files.toml"), "--out", str(tmp_path / "run")],
+          "val.parquet", "split 'val'")

@@ -195,14 +195,14 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
                           f"got {cfg.source!r}")
     from ..data import load_table
 
-    def read(path: Optional[str], rct: bool) -> Optional[UpliftDataset]:
+    def read(path: Optional[str], split: str) -> Optional[UpliftDataset]:
         if path is None:
             return None
         return load_table(path, list(cfg.features), cfg.treatment, cfg.revenue, cfg.cost, cfg.propensity_column,
-                          require_all_arms=rct)
+                          require_all_arms=split != "obs", split=split)
 
-    rct = read(cfg.rct, True)
-    obs, val, test = read(cfg.obs, False), read(cfg.val, True), read(cfg.test, True)
+    rct = read(cfg.rct, "rct")
+    obs, val, test = read(cfg.obs, "obs"), read(cfg.val, "val"), read(cfg.test, "test")
     m = max(d.n_options for d in (rct, obs, val, test) if d is not None)
     fix = lambda d: None if d is None else d._replace(n_options=m)  # noqa: E731
     return RunData(fix(rct), fix(obs), fix(val), fix(test), None)
