@@ -324,3 +324,16 @@ def test_a_damaged_data_file_is_named_with_its_split(tmp_path, capsys):
     (tmp_path / "data" / "val.parquet").write_bytes(b"PAR1" + os.urandom(300) + b"PAR1")
     fails(capsys, ["train", "--config", str(tmp_path / "dfcl_files.toml"), "--out", str(tmp_path / "run")],
           "val.parquet", "split 'val'")
+
+
+def test_every_option_has_help_text():
+    import argparse
+
+    from bidfcl.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(a.option_strings)}" for name, p in sub.choices.items() for a in p._actions
+               if a.option_strings and a.dest != "help" and not a.help]
+    assert not missing, missing
+    assert all(c.help for c in sub._choices_actions)
