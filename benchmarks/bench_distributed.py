@@ -141,7 +141,8 @@ def bench_allocate(n: int = 20_000_000, chunk: int = 1_000_000) -> None:
     users, model_path = os.path.join(folder, "users.parquet"), os.path.join(folder, "model.pt")
     try:
         torch.manual_seed(0)
-        save_model(MultiHeadMLP(4, 4, hidden=(32, 16)), model_path)
+        model = MultiHeadMLP(4, 4, hidden=(32, 16))
+        save_model(model, model_path)
         rng = np.random.default_rng(0)
         t0 = time.perf_counter()
         with pq.ParquetWriter(users, pa.schema([(f"x{j}", pa.float64()) for j in range(4)])) as w:
@@ -150,9 +151,16 @@ def bench_allocate(n: int = 20_000_000, chunk: int = 1_000_000) -> None:
                 w.write_table(pa.table({f"x{j}": rng.standard_normal(k) for j in range(4)}))
         print(f"wrote {n:,} users x 4 features ({os.path.getsize(users) / 1e6:.0f} MB) in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
+        # a binding budget: 30% of the way from the cheapest to the dearest policy (from a sample)
+        import bidfcl
+
+        r_hat, c_hat = model.predict(torch.randn(100_000, 4, generator=torch.Generator().manual_seed(1)))
+        frontier = bidfcl.budget_frontier(r_hat, c_hat.clamp_min(0.0))
+        low, high = float(frontier.spend[0]) / 100_000, float(frontier.spend[-1]) / 100_000
+        per_capita = low + 0.3 * (high - low)
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OMP_NUM_THREADS="1")
         base = [sys.executable, "-m", "bidfcl", "allocate", "--model", model_path, "--input", users,
-                "--budget", "0.3", "--threads", "1"]
+                "--budget", f"{per_capita:.6f}", "--threads", "1"]
         plan_s, plan_m = os.path.join(folder, "stream.parquet"), os.path.join(folder, "memory.parquet")
         ws, rs, out_s = _timed(base + ["--chunk-rows", str(chunk), "--output", plan_s], env)
         print(out_s.strip())

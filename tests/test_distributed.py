@@ -252,3 +252,36 @@ def test_streaming_cli_matches_in_memory_cli(tmp_path, small_model):
     assert main(common + ["--chunk-rows", "16", "--output", str(tmp_path / "b.parquet")]) == 0
     a, b = pq.read_table(str(tmp_path / "a.parquet")), pq.read_table(str(tmp_path / "b.parquet"))
     assert a.to_pydict() == b.to_pydict()
+
+
+def test_allocate_under_torchrun_writes_parts_equal_to_the_whole(tmp_path, small_model):
+    """2 ranks on a Parquet file: each writes its row range; the parts concatenated are the plan."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from bidfcl.streaming import PREDICT_BLOCK
+    from bidfcl.train import save_model
+
+    n = PREDICT_BLOCK + 3000  # rank 0: one predict block, rank 1: the rest
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    x[-500:] = x[:500]  # ties across the two ranks
+    path = tmp_path / "users.parquet"
+    pq.write_table(pa.table({f"x{j}": x[:, j].numpy() for j in range(3)}), str(path), row_group_size=10_000)
+    model_path = tmp_path / "model.pt"
+    save_model(small_model, str(model_path))
+    r_hat, c_hat = small_model.predict(x.to(small_model.mean.dtype))
+    c_hat = c_hat.clamp_min(0.0)
+    per_capita = float(bidfcl.budget_frontier(r_hat, c_hat).spend[0]) / n + 0.02
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "bidfcl", "allocate", "--model", str(model_path), "--input",
+           str(path), "--budget", repr(per_capita), "--features", "x0,x1,x2", "--output", str(tmp_path / "plan.parquet")]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    parts = [pq.read_table(str(tmp_path / f"plan.rank{r}-of-2.parquet")) for r in range(2)]
+    assert [t.num_rows for t in parts] == [PREDICT_BLOCK, 3000]
+    ref = bidfcl.solve_mckp(r_hat, c_hat, per_capita * n)
+    options = parts[0].column("option").to_pylist() + parts[1].column("option").to_pylist()
+    assert options == ref.choice.tolist()
+    assert parts[1].column("row").to_pylist()[0] == PREDICT_BLOCK

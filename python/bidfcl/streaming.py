@@ -3,7 +3,7 @@
 Two passes over the users, with memory bounded by the chunk size (never the file size):
 
 1. read ``chunk_rows`` rows at a time, score them with the model (``r_hat``, ``c_hat >= 0``), append
-   the predictions to a temporary spill file (``2 x rows x M`` floats on disk, memory-mapped), and
+   the predictions to a temporary spill file (``2 x rows x M`` floats on disk, read back by chunk), and
    note the chunk's cheapest-policy spend and breakpoint range;
 2. find the exact cut of :func:`bidfcl.solve_mckp` over all rows with the sharded selection of
    :mod:`bidfcl._sharded` (each chunk is one segment; each round re-reads the spill one chunk at a
@@ -191,14 +191,18 @@ class _Spill:
     def close(self) -> None:
         for fh in self.files.values():
             fh.close()
-        n = self.bounds[-1][1] if self.bounds else 0
-        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
-        self.maps = {name: np.memmap(os.path.join(self.folder, f"{name}.bin"), dtype=np_dtype, mode="r",
-                                     shape=(n, self.m)) if n else None for name in ("r", "c")}
 
     def chunk(self, q: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # plain reads, not a memory map: mapped pages of the whole spill would count in the RSS
         a, b = self.bounds[q]
-        return (torch.from_numpy(np.array(self.maps["r"][a:b])), torch.from_numpy(np.array(self.maps["c"][a:b])))
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+        size = np.dtype(np_dtype).itemsize
+        out = []
+        for name in ("r", "c"):
+            arr = np.fromfile(os.path.join(self.folder, f"{name}.bin"), dtype=np_dtype, count=(b - a) * self.m,
+                              offset=a * self.m * size)
+            out.append(torch.from_numpy(arr.reshape(b - a, self.m)))
+        return out[0], out[1]
 
 
 def _events(r: torch.Tensor, c: torch.Tensor, ordinal: int) -> tuple[Segment, float]:
