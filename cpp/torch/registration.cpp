@@ -20,6 +20,18 @@ TORCH_LIBRARY(bidfcl, m) {
   // budgets: float64 [K] per-capita budgets. spend: float64 [K] IPW estimate of per-capita spend.
   m.def("solve_mckp_rct(Tensor values, Tensor costs, Tensor treatment, Tensor cost_obs, "
         "Tensor propensity, Tensor budgets) -> (Tensor lam, Tensor choice, Tensor spend, Tensor feasible)");
+  // Building blocks of the sharded (distributed / out-of-core) solves in bidfcl.distributed:
+  // the steps of the order as events in (individual, step) order, NOT sorted: bp (input dtype),
+  // id = individual * M + step (int64), delta (float64: the spend the step adds, or with
+  // treatment int64 [N] and weight float64 [N] the IPW spend estimate it adds, +-w), and base
+  // (float64 0-d: the cheapest policy's spend or estimate).
+  m.def("mckp_events(Tensor values, Tensor costs, Tensor? treatment, Tensor? weight) -> "
+        "(Tensor bp, Tensor id, Tensor delta, Tensor base)");
+  // Choices under K cuts: step (i, s) is taken iff bp > lam[k], or bp == lam[k] and
+  // (i, s) < (individual[k], step[k]) lexicographically. lam: [K] input dtype; individual, step:
+  // int64 [K]. Returns choice int64 [K, N], spend, value and sum_i max_j (r - lam c) (float64 [K]).
+  m.def("apply_mckp_cut(Tensor values, Tensor costs, Tensor lam, Tensor individual, Tensor step) -> "
+        "(Tensor choice, Tensor spend, Tensor value, Tensor lagrangian)");
 
   // ---- decision losses, estimators and metrics (METHOD.md sections 2-3) ------------------------
   // r_hat, c_hat: [N, M >= 2]; treatment int64 [N]; revenue, propensity (of the row's own arm) and

@@ -115,6 +115,19 @@ if EXTENSION_LOADED:
         )
 
 
+    @torch.library.register_fake("bidfcl::mckp_events")
+    def _mckp_events_fake(values, costs, treatment, weight):
+        e = torch.library.get_ctx().new_dynamic_size()  # known only after the hulls are built
+        return (values.new_empty(e), values.new_empty(e, dtype=torch.long), values.new_empty(e, dtype=torch.float64),
+                values.new_empty((), dtype=torch.float64))
+
+    @torch.library.register_fake("bidfcl::apply_mckp_cut")
+    def _apply_mckp_cut_fake(values, costs, lam, individual, step):
+        k, n = lam.shape[0], values.shape[0]
+        return (values.new_empty((k, n), dtype=torch.long), values.new_empty(k, dtype=torch.float64),
+                values.new_empty(k, dtype=torch.float64), values.new_empty(k, dtype=torch.float64))
+
+
 # --------------------------------------------------------------------------------------------------
 # ops without a derivative: an Autograd fallthrough, so inputs that require grad give outputs that
 # do not (no grad_fn, no "autograd kernel was not registered" warning, no silent zero gradient)

@@ -360,6 +360,105 @@ def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets):
     return lam, choice, spend, feasible
 
 
+def _hull_steps(values: torch.Tensor, costs: torch.Tensor):
+    """Hulls plus the [N, M-1] grid of step breakpoints (step s at column s-1) and its valid mask."""
+    n, m = values.shape
+    hull, length = hulls(values, costs)
+    if m > 1:
+        bp = _slope(values, costs, hull[:, :-1], hull[:, 1:])
+        valid = torch.arange(1, m, device=values.device).unsqueeze(0) < length.unsqueeze(1)
+    else:
+        bp = values.new_zeros((n, 0))
+        valid = torch.zeros((n, 0), dtype=torch.bool, device=values.device)
+    return hull, length, bp, valid
+
+
+def mckp_events(values, costs, treatment, weight):
+    """Twin of ``bidfcl::mckp_events``: the steps of the order as events, in (individual, step) order.
+
+    Without ``treatment`` every hull step (i, s) is an event with ``delta = c[h_s] - c[h_{s-1}]``
+    and ``base`` is the cheapest policy's spend. With ``treatment`` and float64 ``weight`` (the IPW
+    weights ``w_i``) only the steps where i's choice starts (``+w_i``) or stops (``-w_i``) matching
+    ``t_i`` are events, and ``base = sum_i w_i [h_0(i) = t_i]``. ``id = individual * M + step``.
+    """
+    _check_problem(values, costs)
+    n, m = values.shape
+    if (treatment is None) != (weight is None):
+        raise RuntimeError("bidfcl: mckp_events needs both treatment and weight, or neither")
+    hull, length, bp, valid = _hull_steps(values, costs)
+    dev = values.device
+    if treatment is None:
+        ii, ss = torch.nonzero(valid, as_tuple=True)  # row-major: (individual, step - 1) ascending
+        a, b = hull[ii, ss], hull[ii, ss + 1]
+        delta = costs[ii, b].to(_F64) - costs[ii, a].to(_F64)
+        base = costs.gather(1, hull[:, :1]).to(_F64).sum()
+        return bp[ii, ss], ii * m + ss + 1, delta, base
+    if treatment.dtype != torch.long:
+        raise RuntimeError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
+    if weight.dtype != _F64:
+        raise RuntimeError(f"bidfcl: weight must be float64, got {weight.dtype}")
+    for name, t in (("treatment", treatment), ("weight", weight)):
+        if t.dim() != 1 or t.shape[0] != n:
+            raise RuntimeError(f"bidfcl: {name} must have shape [{n}] (one entry per individual (row of values)), "
+                               f"got {list(t.shape)}")
+    bad = (treatment < 0) | (treatment >= m)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise RuntimeError(f"bidfcl: treatment must be in [0, M) = [0, {m}), got {int(treatment[i])} at row {i}")
+    pos = torch.arange(m, device=dev).unsqueeze(0)
+    on_hull = (hull == treatment.unsqueeze(1)) & (pos < length.unsqueeze(1))
+    q = torch.where(on_hull.any(1), on_hull.long().argmax(1), torch.full_like(length, -1))
+    base = (weight * (q == 0)).sum()
+    # candidate events per row: entering at step q (q >= 1), leaving at step q + 1 (q + 1 < len)
+    enter = q >= 1
+    leave = (q >= 0) & (q + 1 < length)
+    rows = torch.arange(n, device=dev)
+    step = torch.stack([q, q + 1], 1)  # [N, 2], already in step order per row
+    keep = torch.stack([enter, leave], 1)
+    d = torch.stack([weight, -weight], 1)
+    ii = rows.unsqueeze(1).expand(n, 2)[keep]
+    st = step[keep]
+    ev_bp = bp[ii, st - 1] if bp.shape[1] else values.new_zeros(0)
+    return ev_bp, ii * m + st, d[keep], base
+
+
+def apply_mckp_cut(values, costs, lam, individual, step):
+    """Twin of ``bidfcl::apply_mckp_cut``: the choices under K cuts and their totals.
+
+    Step (i, s) is taken iff ``bp > lam[k]``, or ``bp == lam[k]`` and ``(i, s) < (individual[k],
+    step[k])``; the choice is the hull point after the taken steps. The Lagrangian sum is
+    ``sum_i r[h_a] - lam c[h_a]`` with ``a`` the number of steps whose bp is strictly above lam.
+    """
+    _check_problem(values, costs)
+    n, m = values.shape
+    if lam.dtype != values.dtype or lam.dim() != 1 or lam.shape[0] < 1:
+        raise RuntimeError(f"bidfcl: lam must be 1-D [K >= 1] of the values' dtype, got {lam.dtype} {list(lam.shape)}")
+    for name, t in (("individual", individual), ("step", step)):
+        if t.dtype != torch.long:
+            raise RuntimeError(f"bidfcl: {name} must be int64, got {t.dtype}")
+        if t.dim() != 1 or t.shape[0] != lam.shape[0]:
+            raise RuntimeError(f"bidfcl: {name} must have shape [{lam.shape[0]}] (one entry per cut (entry of lam)), "
+                               f"got {list(t.shape)}")
+    hull, length, bp, valid = _hull_steps(values, costs)
+    k = lam.shape[0]
+    rows = torch.arange(n, device=values.device).unsqueeze(1)
+    steps = torch.arange(1, m, device=values.device).unsqueeze(0)
+    choice = torch.empty((k, n), dtype=torch.long, device=values.device)
+    spend = values.new_empty(k, dtype=_F64)
+    value = values.new_empty(k, dtype=_F64)
+    lagr = values.new_empty(k, dtype=_F64)
+    for q in range(k):
+        lq, iq, sq = lam[q], int(individual[q]), int(step[q])
+        above = (bp > lq) & valid
+        before = (rows < iq) | ((rows == iq) & (steps < sq))
+        taken = (above | ((bp == lq) & before & valid)).sum(1)
+        choice[q] = hull.gather(1, taken.unsqueeze(1)).squeeze(1)
+        spend[q], value[q] = _totals(values, costs, choice[q])
+        ja = hull.gather(1, above.sum(1).unsqueeze(1))
+        lagr[q] = (values.gather(1, ja).to(_F64) - lq.to(_F64) * costs.gather(1, ja).to(_F64)).sum()
+    return choice, spend, value, lagr
+
+
 def _check_rct_inputs(values, treatment, cost_obs, propensity) -> None:
     n, m = values.shape
     if treatment.dtype != torch.long:

@@ -350,6 +350,8 @@ def _allocate(args) -> int:
         print(f"bidfcl allocate: the model expects {model.n_features} features, got {len(features)} columns",
               file=sys.stderr)
         return 2
+    if args.chunk_rows:
+        return _allocate_streaming(args, model, features)
     x, table = _read_features(args.input, features)
     x = x.to(model.mean.dtype)
     r_hat, c_hat = model.predict(x)
@@ -391,6 +393,27 @@ def _allocate(args) -> int:
           f"expected spend {float(sol.spend):,.4f}, expected revenue {float(sol.value):,.4f}")
     print(f"  users per option: {counts}")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _allocate_streaming(args, model, features) -> int:
+    """``allocate --chunk-rows N``: two passes over the input in chunks (bidfcl.streaming)."""
+    from .streaming import StreamingInputError, allocate_file
+
+    try:
+        res = allocate_file(model, args.input, args.output, features, budget=args.budget,
+                            total_budget=args.total_budget, id_column=args.id_column, chunk_rows=args.chunk_rows,
+                            label="--input")
+    except StreamingInputError as exc:
+        if exc.about_columns:  # as the in-memory path reports them
+            raise SystemExit(f"bidfcl allocate: {exc}") from None
+        raise
+    print(f"allocated {res['n']:,} users under a total budget of {res['total_budget']:,.4f}: lam* = {res['lam']:.6g}, "
+          f"expected spend {res['spend']:,.4f}, expected revenue {res['value']:,.4f}")
+    print(f"  users per option: {res['counts']}")
+    print(f"  streamed in {res['chunks']} chunk(s) of up to {res['chunk_rows']:,} rows, "
+          f"{res['stats']['rounds']} selection round(s)")
+    print(f"wrote {', '.join(res['outputs'])}")
     return 0
 
 
@@ -655,6 +678,11 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--features", help="comma-separated feature columns (default: the training config's, or x0..x{F-1})")
     al.add_argument("--id-column", help="column copied to the output to identify users")
     al.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
+    al.add_argument("--chunk-rows", type=_int_at_least(0, "a number of rows per chunk, 0 to read all at once"),
+                    default=1_000_000,
+                    help="stream the input in chunks of this many rows (peak memory ~ chunk size; under torchrun "
+                         "each rank takes a contiguous row range of a Parquet input and writes its own plan part); "
+                         "0 reads the whole input into memory (default: 1000000)")
     al.set_defaults(func=_allocate)
 
     ex = sub.add_parser("experiment", help="methods x seeds -> results table (Markdown, CSV) and EOM-vs-budget plot")

@@ -75,6 +75,92 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cpu(
   return o.tuple();
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mckp_events_cpu(
+    const at::Tensor& values_in, const at::Tensor& costs_in, const std::optional<at::Tensor>& treatment_in,
+    const std::optional<at::Tensor>& weight_in) {
+  check_solver_problem(values_in, costs_in);
+  const int64_t n = values_in.size(0);
+  TORCH_CHECK(treatment_in.has_value() == weight_in.has_value(),
+              "bidfcl: mckp_events needs both treatment and weight, or neither");
+  at::Tensor treatment, weight;
+  if (treatment_in.has_value()) {
+    treatment = *treatment_in;
+    weight = *weight_in;
+    checks::check_defined(treatment, "treatment");
+    TORCH_CHECK(treatment.scalar_type() == at::kLong, "bidfcl: treatment must be int64, got ", treatment.scalar_type());
+    checks::check_length(treatment, n, "treatment", "individual (row of values)");
+    checks::check_defined(weight, "weight");
+    TORCH_CHECK(weight.scalar_type() == at::kDouble, "bidfcl: weight must be float64, got ", weight.scalar_type());
+    checks::check_length(weight, n, "weight", "individual (row of values)");
+    checks::check_same_device(values_in, treatment, "values", "treatment");
+    checks::check_same_device(values_in, weight, "values", "weight");
+    treatment = treatment.contiguous();
+    weight = weight.contiguous();
+  }
+  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
+  at::Tensor bp, id, delta, base;
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::mckp_events", [&] {
+    core::MckpEventsParams<scalar_t> p;
+    p.in = make_input<scalar_t>(values, costs, at::get_num_threads());
+    if (treatment.defined()) {
+      p.treatment = treatment.data_ptr<int64_t>();
+      p.weight = weight.data_ptr<double>();
+    }
+    core::EventList<scalar_t> ev;
+    checks::raise_if_error(core::mckp_events_cpu<scalar_t>(p, ev));
+    const int64_t e = static_cast<int64_t>(ev.bp.size());
+    bp = at::empty({e}, values.options());
+    id = at::empty({e}, values.options().dtype(at::kLong));
+    delta = at::empty({e}, values.options().dtype(at::kDouble));
+    std::copy(ev.bp.begin(), ev.bp.end(), bp.data_ptr<scalar_t>());
+    std::copy(ev.id.begin(), ev.id.end(), id.data_ptr<int64_t>());
+    std::copy(ev.delta.begin(), ev.delta.end(), delta.data_ptr<double>());
+    base = at::full({}, ev.base, values.options().dtype(at::kDouble));
+  });
+  return {bp, id, delta, base};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> apply_mckp_cut_cpu(
+    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& lam_in,
+    const at::Tensor& individual_in, const at::Tensor& step_in) {
+  check_solver_problem(values_in, costs_in);
+  checks::check_float(lam_in, "lam");
+  checks::check_same_dtype(values_in, lam_in, "values", "lam");
+  TORCH_CHECK(lam_in.dim() == 1 && lam_in.size(0) >= 1, "bidfcl: lam must be 1-D [K >= 1] (one per cut), got shape ",
+              checks::shape_str(lam_in));
+  const int64_t k = lam_in.size(0);
+  for (auto [t, name] : {std::pair{&individual_in, "individual"}, std::pair{&step_in, "step"}}) {
+    checks::check_defined(*t, name);
+    TORCH_CHECK(t->scalar_type() == at::kLong, "bidfcl: ", name, " must be int64, got ", t->scalar_type());
+    checks::check_length(*t, k, name, "cut (entry of lam)");
+  }
+  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
+  const at::Tensor lam = lam_in.to(at::kCPU).contiguous(), individual = individual_in.to(at::kCPU).contiguous();
+  const at::Tensor step = step_in.to(at::kCPU).contiguous();
+  const auto opts = values.options();
+  at::Tensor choice = at::empty({k, values.size(0)}, opts.dtype(at::kLong));
+  at::Tensor spend = at::empty({k}, opts.dtype(at::kDouble)), value = at::empty({k}, opts.dtype(at::kDouble));
+  at::Tensor lagrangian = at::empty({k}, opts.dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::apply_mckp_cut", [&] {
+    std::vector<core::Cut<scalar_t>> cuts(k);
+    for (int64_t q = 0; q < k; ++q) {
+      cuts[q].lam = lam.data_ptr<scalar_t>()[q];
+      cuts[q].individual = individual.data_ptr<int64_t>()[q];
+      cuts[q].step = step.data_ptr<int64_t>()[q];
+    }
+    core::MckpApplyParams<scalar_t> p;
+    p.in = make_input<scalar_t>(values, costs, at::get_num_threads());
+    p.cuts = cuts.data();
+    p.k = k;
+    p.choice = choice.data_ptr<int64_t>();
+    p.spend = spend.data_ptr<double>();
+    p.value = value.data_ptr<double>();
+    p.lagrangian = lagrangian.data_ptr<double>();
+    checks::raise_if_error(core::apply_mckp_cuts_cpu<scalar_t>(p));
+  });
+  return {choice, spend, value, lagrangian};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(bidfcl, CPU, m) {
@@ -82,6 +168,8 @@ TORCH_LIBRARY_IMPL(bidfcl, CPU, m) {
   m.impl("solve_mckp_bisection", &solve_mckp_bisection_cpu);
   m.impl("budget_frontier", &budget_frontier_cpu);
   m.impl("solve_mckp_rct", &solve_mckp_rct_cpu);
+  m.impl("mckp_events", &mckp_events_cpu);
+  m.impl("apply_mckp_cut", &apply_mckp_cut_cpu);
 }
 
 }  // namespace bidfcl::mckp

@@ -88,6 +88,45 @@ struct MckpRctParams {
   bool* feasible = nullptr;   // [k]
 };
 
+// The steps of the order as a flat list, for selections that run over several shards of the
+// individuals (ranks of a process group, chunks of a file): a shard's events, with the shard's
+// row offset added to `id`, merge into the global order by (bp desc, id asc).
+//   without treatment: every hull step is an event, delta = dc (the spend it adds);
+//   with treatment t and weights w (RCT): only the steps where individual i's choice starts or
+//     stops matching t_i, delta = +w_i / -w_i (the IPW spend estimate it adds); base = sum of w_i
+//     over individuals whose cheapest hull point is t_i.
+// Events come in (individual asc, step asc) order, NOT sorted by bp.
+template <typename T>
+struct MckpEventsParams {
+  MckpInput<T> in;
+  const int64_t* treatment = nullptr;  // [n] in [0, m), or null for the plain (total spend) events
+  const double* weight = nullptr;      // [n] IPW weight of each row (with treatment)
+};
+
+template <typename T>
+struct EventList {
+  std::vector<T> bp;          // breakpoint of the step
+  std::vector<int64_t> id;    // individual * m + step
+  std::vector<double> delta;  // what applying the step adds to the spend (or its estimate)
+  double base = 0;            // spend (estimate) of the cheapest policy
+};
+
+// Choices, totals and sum_i max_j (r_ij - lam c_ij) for given cuts (see "cut" above); the
+// Lagrangian sum uses lam (0 for take_all) and is meaningless for an infeasible cut.
+template <typename T>
+struct MckpApplyParams {
+  MckpInput<T> in;
+  const Cut<T>* cuts = nullptr;  // [k]
+  int64_t k = 0;
+  int64_t* choice = nullptr;     // [k, n]
+  double* spend = nullptr;       // [k]
+  double* value = nullptr;       // [k]
+  double* lagrangian = nullptr;  // [k]
+};
+
+template <typename T> Status mckp_events_cpu(const MckpEventsParams<T>& p, EventList<T>& out);
+template <typename T> Status apply_mckp_cuts_cpu(const MckpApplyParams<T>& p);
+
 template <typename T> Status solve_mckp_exact_cpu(const MckpSolveParams<T>& p);
 template <typename T> Status solve_mckp_bisection_cpu(const MckpBisectionParams<T>& p);
 template <typename T> Status budget_frontier_cpu(const MckpInput<T>& in, FrontierResult<T>& out);
