@@ -11,16 +11,18 @@ Constraint ``j`` lives in one vector of length ``J = K + M + K G``: ``j < K`` is
 
 Method (exact parts and approximate parts):
 
-1. **Dual coordinate descent.** With multipliers ``lam >= 0`` the problem separates per user; the
-   Lagrangian dual ``D(lam) = sum_i max_{m in E_i} (r_im - sum_j lam_j a_j[i, m]) + sum_j lam_j b_j``
-   is an upper bound on the LP relaxation, hence on the integer optimum. One sweep minimises D over
-   each multiplier in turn, EXACTLY: for a resource or group budget it is today's single-budget
-   problem on the adjusted values (solved by the exact MCKP core, so lam_j is a breakpoint), for a
-   capacity it is an order statistic of the users' margins for that option. D never increases.
-   Sweeps stop when D falls by less than ``tol`` (relative) in a sweep, or after ``max_iter``.
-   Coordinate descent on a nonsmooth function can stop short of the minimum of D; the reported
-   ``dual_bound`` is a valid bound wherever it stops, and ``gap`` says how far the answer can be
-   from the optimum.
+1. **Dual phase.** With multipliers ``lam >= 0`` the problem separates per user; the Lagrangian
+   dual ``D(lam) = sum_i max_{m in E_i} (r_im - sum_j lam_j a_j[i, m]) + sum_j lam_j b_j`` is an
+   upper bound on the LP relaxation, hence on the integer optimum. (a) One exact coordinate-descent
+   sweep: each multiplier in turn minimises D with the others fixed, EXACTLY. For a resource or
+   group budget that is today's single-budget problem on the adjusted values (the exact MCKP core,
+   so lam_j is a breakpoint); for a capacity it is an order statistic of the users' margins for
+   that option. (b) Coordinate descent alone stalls on this nonsmooth dual (hundreds of sweeps on
+   coupled budgets and capacities), so a projected Newton method on the softmax-smoothed dual
+   follows (:func:`_smoothed_newton`), its temperature cut tenfold per stage. (c) Exact sweeps then
+   polish until D falls by less than ``tol`` (relative) in a sweep, or ``max_iter`` sweeps in all.
+   The minimum of D is approached, not certified: ``dual_bound`` (the smallest D evaluated) is a
+   valid bound wherever the phase stops, and ``gap`` says how far the answer can be from the optimum.
 2. **Primal repair** (exact feasibility). The Lagrangian policy at the final lam may overshoot a
    constraint (users indifferent at lam). Users are moved one at a time to another eligible option,
    the move with the least value loss per unit of (relative) violation removed first, never raising
@@ -226,7 +228,9 @@ def solve_allocation(values: torch.Tensor, costs: torch.Tensor, budgets, *, capa
         eligible: bool ``[N, M]``; False options are never chosen; every user needs one True.
         groups: integer ``[N]`` group of each user in ``[0, G)``, with ``group_budgets`` ``[K, G]``
             (``[G]`` when K = 1): the most group g may spend of resource k (``inf`` = no limit).
-        max_iter: most dual coordinate-descent sweeps; tol: relative decrease of the dual that ends them.
+        max_iter: most exact coordinate-descent sweeps; tol: relative decrease of the dual that ends them.
+        smooth: run the Newton phase on the smoothed dual (at most 128 constraints), down to a
+            temperature of ``tau_min`` times the median spread of a user's values.
         fill: run the fill phase after the repair.
 
     Returns:
@@ -348,6 +352,8 @@ def _smoothed_newton(pb: _Problem, dev, lam: list, active: list, dual_value, off
     tau = 0.02 * scale
     while tau >= tau_min * scale * (1 - 1e-9):
         cur = evaluate(lam_all, tau)
+        if cur[3] < 4 * len(active):  # too few users near a tie: the smoothing no longer helps
+            break
         for _ in range(20):
             f, grad, hess, soft = cur
             la = lam_all[act]
@@ -377,8 +383,6 @@ def _smoothed_newton(pb: _Problem, dev, lam: list, active: list, dual_value, off
             steps += 1
         if _DEBUG:
             print(f"tau {tau:.3g} steps {steps} soft {cur[3]} f {cur[0]:.10g} best {best_dual[0]:.10g}")
-        if cur[3] < 4 * len(active):  # too few users near a tie: the smoothing no longer helps
-            break
         tau *= 0.1
     lam[:] = lam_all.tolist()
     return steps
