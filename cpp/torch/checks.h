@@ -86,6 +86,10 @@ inline void raise_if_error(const core::Status& s, const char* values_name = "val
       TORCH_CHECK(false, "bidfcl: propensity must be in (0, 1], got ", s.value, " at row ", s.row);
     case Code::kNonFiniteInput:
       TORCH_CHECK(false, "bidfcl: ", other_name, " must be finite, got ", s.value, " at row ", s.row);
+    case Code::kNoEligibleOption:
+      TORCH_CHECK(false, "bidfcl: eligible must allow at least one option per user, got none at row ", s.row);
+    case Code::kBadGroup:
+      TORCH_CHECK(false, "bidfcl: groups must be in [0, G) = [0, ", s.col, "), got ", s.value, " at row ", s.row);
   }
   TORCH_CHECK(false, "bidfcl: unknown error code ", static_cast<int>(s.code));
 }

@@ -33,6 +33,29 @@ TORCH_LIBRARY(bidfcl, m) {
   m.def("apply_mckp_cut(Tensor values, Tensor costs, Tensor lam, Tensor individual, Tensor step) -> "
         "(Tensor choice, Tensor spend, Tensor value, Tensor lagrangian)");
 
+  // ---- multi-constraint allocation (cpp/core/include/bidfcl/core/allocation.h) -----------------
+  // values [N, M]; costs [K, N, M]; eligible bool [N, M] or None; groups int64 [N] in [0, G) or
+  // None with num_groups = G (0 without groups). Constraints j in one float64 vector of length
+  // J = K + M + K G: K global resources, M option capacities, then group budgets at K + M + k G + g.
+  // lam: float64 [J] multipliers >= 0; budgets: float64 [J] (+inf: no such constraint).
+  // The Lagrangian policy and its totals; value and lagrangian (sum_i max_m s_im) are 0-d float64.
+  m.def("allocation_policy(Tensor values, Tensor costs, Tensor? eligible, Tensor? groups, int num_groups, "
+        "Tensor lam) -> (Tensor choice, Tensor spend, Tensor value, Tensor lagrangian)");
+  // Exact minimiser of the dual over lam[constraint] with the other multipliers fixed: 0-d float64
+  // (+inf when the constraint cannot be met). check = False skips the per-entry validation (only
+  // for inputs already validated by allocation_policy).
+  m.def("allocation_line_search(Tensor values, Tensor costs, Tensor? eligible, Tensor? groups, int num_groups, "
+        "Tensor lam, Tensor budgets, int constraint, bool check) -> Tensor");
+  // The softmax-smoothed dual at temperature tau > 0 (J <= 128): sum_i tau log sum_m exp(s_im/tau),
+  // sum_i max_m s_im, expected use [J], Hessian [J, J], number of users with curvature.
+  m.def("allocation_smoothed(Tensor values, Tensor costs, Tensor? eligible, Tensor? groups, int num_groups, "
+        "Tensor lam, float tau, bool check) -> (Tensor smoothed, Tensor lagrangian, Tensor expected, "
+        "Tensor hessian, Tensor soft)");
+  // Greedy primal repair (and fill) from `choice`; moves: int64 [2] (repair, fill).
+  m.def("allocation_repair(Tensor values, Tensor costs, Tensor? eligible, Tensor? groups, int num_groups, "
+        "Tensor lam, Tensor budgets, Tensor choice, bool fill, bool check) -> "
+        "(Tensor choice, Tensor spend, Tensor value, Tensor feasible, Tensor moves)");
+
   // ---- decision losses, estimators and metrics (METHOD.md sections 2-3) ------------------------
   // r_hat, c_hat: [N, M >= 2]; treatment int64 [N]; revenue, propensity (of the row's own arm) and
   // the optional cost: [N]; lam: [L >= 1] multipliers (constants). Scores a_l = r_hat - lam[l] c_hat;

@@ -194,3 +194,44 @@ if EXTENSION_LOADED:
 
     torch.library.register_autograd("bidfcl::ppl_loss", _ppl_loss_backward, setup_context=_decision_setup_context)
     torch.library.register_autograd("bidfcl::pifd_loss", _pifd_loss_backward, setup_context=_decision_setup_context)
+
+
+# --------------------------------------------------------------------------------------------------
+# multi-constraint allocation: fake kernels (no autograd: choices are discrete)
+# --------------------------------------------------------------------------------------------------
+
+if EXTENSION_LOADED:
+
+    @torch.library.register_fake("bidfcl::allocation_policy")
+    def _allocation_policy_fake(values, costs, eligible, groups, num_groups, lam):
+        return (
+            values.new_empty(values.shape[0], dtype=torch.long),
+            values.new_empty(lam.shape[0], dtype=torch.float64),
+            values.new_empty((), dtype=torch.float64),
+            values.new_empty((), dtype=torch.float64),
+        )
+
+    @torch.library.register_fake("bidfcl::allocation_line_search")
+    def _allocation_line_search_fake(values, costs, eligible, groups, num_groups, lam, budgets, constraint, check):
+        return values.new_empty((), dtype=torch.float64)
+
+    @torch.library.register_fake("bidfcl::allocation_repair")
+    def _allocation_repair_fake(values, costs, eligible, groups, num_groups, lam, budgets, choice, fill, check):
+        return (
+            values.new_empty(values.shape[0], dtype=torch.long),
+            values.new_empty(lam.shape[0], dtype=torch.float64),
+            values.new_empty((), dtype=torch.float64),
+            values.new_empty(lam.shape[0], dtype=torch.bool),
+            values.new_empty(2, dtype=torch.long),
+        )
+
+    @torch.library.register_fake("bidfcl::allocation_smoothed")
+    def _allocation_smoothed_fake(values, costs, eligible, groups, num_groups, lam, tau, check):
+        j = lam.shape[0]
+        return (
+            values.new_empty((), dtype=torch.float64),
+            values.new_empty((), dtype=torch.float64),
+            values.new_empty(j, dtype=torch.float64),
+            values.new_empty((j, j), dtype=torch.float64),
+            values.new_empty((), dtype=torch.long),
+        )

@@ -20,6 +20,8 @@ Conventions (shared with the compiled ops, see ``cpp/core/include/bidfcl/core/mc
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._validate import InputError
@@ -790,3 +792,418 @@ def aucc(r_hat, c_hat, treatment, revenue, cost, q: int):
     ok = (c_tot > 0) & (r_tot != 0)
     value = torch.where(ok, revenue_curve.sum() / (r_tot * (q + 1)), torch.full_like(r_tot, float("nan")))
     return value, cost_curve, revenue_curve
+
+
+# --------------------------------------------------------------------------------------------------
+# multi-constraint allocation (cpp/core/include/bidfcl/core/allocation.h)
+# --------------------------------------------------------------------------------------------------
+#
+# Constraint j of a problem with K resources, M options and G groups: j < K global resource j;
+# K <= j < K + M capacity of option j - K; j = K + M + k G + g budget of group g on resource k.
+
+
+def _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets=None, check=True) -> None:
+    """The checks of cpp/torch/allocation_common.h (ValueError, naming the argument and entry)."""
+    for name, t in (("values", values), ("costs", costs), ("lam", lam)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
+    for name, t in (("values", values), ("costs", costs)):
+        if t.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
+    if values.dim() != 2:
+        raise ValueError(f"bidfcl: values must be 2-D [N users, M options], got shape {list(values.shape)}")
+    if costs.dim() != 3:
+        raise ValueError(f"bidfcl: costs must be 3-D [K resources, N users, M options], got shape {list(costs.shape)}")
+    if values.dtype != costs.dtype:
+        raise ValueError(f"bidfcl: values and costs must have the same dtype, got {values.dtype} and {costs.dtype}")
+    if values.device != costs.device:
+        raise ValueError(f"bidfcl: values and costs must be on the same device, got {values.device} and {costs.device}")
+    n, m = values.shape
+    k = costs.shape[0]
+    if tuple(costs.shape[1:]) != (n, m):
+        raise ValueError(f"bidfcl: costs must have shape [K, {n}, {m}] to match values {list(values.shape)}, "
+                         f"got {list(costs.shape)}")
+    if not 1 <= m <= 256:
+        raise ValueError(f"bidfcl: values must have 1 to 256 options, got M = {m}")
+    if not 1 <= k <= 256:
+        raise ValueError(f"bidfcl: costs must hold 1 to 256 resources, got K = {k}")
+    if eligible is not None:
+        if eligible.dtype != torch.bool:
+            raise ValueError(f"bidfcl: eligible must be bool, got {eligible.dtype}")
+        if tuple(eligible.shape) != (n, m):
+            raise ValueError(f"bidfcl: eligible must have shape [{n}, {m}] like values, got {list(eligible.shape)}")
+    if num_groups < 0:
+        raise ValueError(f"bidfcl: num_groups must be >= 0, got {num_groups}")
+    if groups is not None:
+        if groups.dtype != torch.long:
+            raise ValueError(f"bidfcl: groups must be int64, got {groups.dtype}")
+        if tuple(groups.shape) != (n,):
+            raise ValueError(f"bidfcl: groups must have shape [{n}] (one group per user), got {list(groups.shape)}")
+        if num_groups < 1:
+            raise ValueError(f"bidfcl: groups given but num_groups = {num_groups}")
+    elif num_groups != 0:
+        raise ValueError(f"bidfcl: num_groups = {num_groups} but no groups given")
+    j_total = k + m + k * num_groups
+    for name, t, allow_inf in (("lam", lam, False), ("budgets", budgets, True)):
+        if t is None:
+            continue
+        if t.dtype != _F64:
+            raise ValueError(f"bidfcl: {name} must be float64, got {t.dtype}")
+        if tuple(t.shape) != (j_total,):
+            raise ValueError(f"bidfcl: {name} must have shape [{j_total}] (K + M + K * G constraints), "
+                             f"got {list(t.shape)}")
+        for j, x in enumerate(t.tolist()):
+            if x != x or (not allow_inf and x in (float("inf"), float("-inf"))):
+                raise ValueError(f"bidfcl: {name} must be {'non-NaN' if allow_inf else 'finite'}, got {x} at index {j}")
+            if x < 0:
+                raise ValueError(f"bidfcl: {name} must be >= 0, got {x} at index {j}")
+    if not check:
+        return
+    for i, row in _first_rows(~torch.isfinite(values)):
+        raise ValueError(f"bidfcl: values must be finite, got {values[i, row].item()} at [{i}, {row}]")
+    bad = ~torch.isfinite(costs) | (costs < 0)
+    if bool(bad.any()):
+        # first offending user, then resource, then option (the core's row-major order per user)
+        pos = torch.nonzero(bad.permute(1, 0, 2))[0].tolist()
+        i, kk, j = pos
+        x = costs[kk, i, j].item()
+        what = "finite" if x != x or x in (float("inf"), float("-inf")) else ">= 0"
+        # the core reports the first bad entry of a row: a non-finite one before a negative one only within its order
+        raise ValueError(f"bidfcl: costs must be {what}, got {x} at [{kk}, {i}, {j}]")
+    if eligible is not None:
+        for i, _ in _first_rows(~eligible.any(dim=1, keepdim=True)):
+            raise ValueError(f"bidfcl: eligible must allow at least one option per user, got none at row {i}")
+    if groups is not None:
+        for i, _ in _first_rows(((groups < 0) | (groups >= num_groups)).unsqueeze(1)):
+            raise ValueError(f"bidfcl: groups must be in [0, G) = [0, {num_groups}), got {int(groups[i])} at row {i}")
+
+
+def _first_rows(mask: torch.Tensor):
+    """(row, col) of the first True entry of a 2-D mask, as a zero- or one-element list."""
+    if not bool(mask.any()):
+        return []
+    return [tuple(torch.nonzero(mask)[0].tolist())]
+
+
+def _alloc_scores(values, costs, groups, num_groups, lam, skip: int = -1) -> torch.Tensor:
+    """Adjusted scores s [N, M] (allocation.h), leaving out multiplier `skip` (-1: none)."""
+    n, m = values.shape
+    k = costs.shape[0]
+    lam = lam.to(values.device)
+    glob = lam[:k].clone()
+    if 0 <= skip < k:
+        glob[skip] = 0.0
+    w = glob.unsqueeze(0).expand(n, k)
+    if groups is not None and num_groups > 0:
+        grp = lam[k + m:].reshape(k, num_groups).clone()
+        if skip >= k + m:
+            grp.view(-1)[skip - k - m] = 0.0
+        w = w + grp[:, groups].T
+    w = w.to(values.dtype)
+    s = values.clone()
+    for kk in range(k):
+        s = s - w[:, kk : kk + 1] * costs[kk]
+    mu = lam[k : k + m].clone()
+    if k <= skip < k + m:
+        mu[skip - k] = 0.0
+    return s - mu.to(values.dtype).unsqueeze(0)
+
+
+def _alloc_spend(values, costs, groups, num_groups, choice) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spend per constraint [J] and value (0-d) of a choice, float64."""
+    n, m = values.shape
+    k = costs.shape[0]
+    idx = choice.view(1, n, 1).expand(k, n, 1)
+    chosen = costs.gather(2, idx).squeeze(2).to(_F64)  # [K, N]
+    parts = [chosen.sum(dim=1), torch.bincount(choice, minlength=m).to(_F64)]
+    if groups is not None and num_groups > 0:
+        grp = torch.zeros((k, num_groups), dtype=_F64, device=values.device).index_add(1, groups, chosen)
+        parts.append(grp.reshape(-1))
+    value = values.gather(1, choice.unsqueeze(1)).to(_F64).sum()
+    return torch.cat(parts), value
+
+
+def allocation_policy(values, costs, eligible, groups, num_groups: int, lam):
+    """Twin of ``bidfcl::allocation_policy``: argmax of the adjusted score over eligible options."""
+    _alloc_check(values, costs, eligible, groups, num_groups, lam)
+    s = _alloc_scores(values, costs, groups, num_groups, lam)
+    masked = s if eligible is None else torch.where(eligible, s, torch.full_like(s, float("-inf")))
+    best, choice = masked.max(dim=1)  # the first maximal index
+    spend, value = _alloc_spend(values, costs, groups, num_groups, choice)
+    return choice, spend, value, _alloc_dual_terms(values, costs, eligible, groups, num_groups, lam, best)
+
+
+def _alloc_dual_terms(values, costs, eligible, groups, num_groups, lam, best_t):
+    """sum_i max_m s_im with s in float64 (weights unrounded): the dual's user terms."""
+    if values.dtype == _F64:
+        return best_t.to(_F64).sum()
+    s = _alloc_scores(values.to(_F64), costs.to(_F64), groups, num_groups, lam)
+    if eligible is not None:
+        s = torch.where(eligible, s, torch.full_like(s, float("-inf")))
+    return s.max(dim=1).values.sum()
+
+
+def _dominated_ineligible(v: torch.Tensor, c: torch.Tensor, eligible) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ineligible options get the row's largest eligible cost and a value below every eligible one."""
+    if eligible is None:
+        return v, c
+    big = torch.finfo(v.dtype).max
+    vmin = torch.where(eligible, v, torch.full_like(v, big)).min(dim=1, keepdim=True).values
+    cmax = torch.where(eligible, c, torch.zeros_like(c)).max(dim=1, keepdim=True).values
+    low = vmin - (1.0 + vmin.abs())
+    low = torch.where(torch.isfinite(low), low, torch.full_like(low, torch.finfo(v.dtype).min))
+    return torch.where(eligible, v, low.expand_as(v)), torch.where(eligible, c, cmax.expand_as(c))
+
+
+def _allocation_line_search_impl(values, costs, eligible, groups, num_groups, lam, budgets, constraint, solve):
+    """The exact coordinate minimiser; `solve` is a solve_mckp(values, costs, budgets) implementation."""
+    n, m = values.shape
+    k = costs.shape[0]
+    j = int(constraint)
+    b = float(budgets[j])
+    if b == float("inf"):
+        return torch.zeros((), dtype=_F64, device=values.device)
+    s = _alloc_scores(values, costs, groups, num_groups, lam, skip=j)
+    if k <= j < k + m:  # capacity of option o
+        o = j - k
+        limit = n if b >= n else int(math.floor(b))
+        other = s.clone()
+        other[:, o] = float("-inf")
+        if eligible is not None:
+            other = torch.where(eligible, other, torch.full_like(other, float("-inf")))
+        best_other = other.max(dim=1).values.to(_F64)
+        d = s[:, o].to(_F64) - best_other  # +inf where no other option is eligible
+        if eligible is not None:
+            d = d[eligible[:, o]]
+        d = d[d > 0]
+        if d.numel() <= limit:
+            return torch.zeros((), dtype=_F64, device=values.device)
+        return torch.sort(d, descending=True).values[limit].clone()
+    if j < k:
+        kk, rows = j, None
+    else:
+        kk, g = divmod(j - k - m, num_groups)
+        rows = torch.nonzero(groups == g).squeeze(1)
+        if rows.numel() == 0:
+            return torch.zeros((), dtype=_F64, device=values.device)
+    c = costs[kk]
+    el = eligible
+    if rows is not None:
+        s, c = s[rows], c[rows]
+        el = None if eligible is None else eligible[rows]
+    v2, c2 = _dominated_ineligible(s, c, el)
+    lam_k, _, _, _, _, feasible = solve(v2.contiguous(), c2.contiguous(),
+                                        torch.tensor([b], dtype=_F64, device=values.device))
+    if not bool(feasible[0]):
+        return torch.full((), float("inf"), dtype=_F64, device=values.device)
+    return lam_k[0].to(_F64)
+
+
+def allocation_line_search(values, costs, eligible, groups, num_groups: int, lam, budgets, constraint: int,
+                           check: bool):
+    """Twin of ``bidfcl::allocation_line_search``: min over lam[constraint] >= 0 of the dual, exactly."""
+    _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets, check)
+    if not 0 <= constraint < lam.shape[0]:
+        raise ValueError(f"bidfcl: constraint must be in [0, {lam.shape[0]}), got {constraint}")
+    return _allocation_line_search_impl(values, costs, eligible, groups, num_groups, lam, budgets, constraint,
+                                        solve_mckp)
+
+
+class _RepairState:
+    """The repair heap's view of the problem, in float64 (exact for float32 inputs)."""
+
+    def __init__(self, values, costs, eligible, groups, num_groups, lam, budgets):
+        self.n, self.m = values.shape
+        self.k = costs.shape[0]
+        self.g = num_groups if groups is not None else 0
+        self.v = values.detach().to("cpu", _F64)
+        self.c = costs.detach().to("cpu", _F64)  # [K, N, M]
+        self.el = None if eligible is None else eligible.detach().cpu()
+        self.groups = None if groups is None else groups.detach().cpu()
+        self.budget = budgets.detach().cpu().tolist()
+        self.lam = [x if x != float("inf") else 0.0 for x in lam.detach().cpu().tolist()]
+        self.spend = [0.0] * len(self.budget)
+        self.violated = [False] * len(self.budget)
+        self.weight = [0.0] * len(self.budget)
+
+    def refresh(self):
+        for j, (s, b) in enumerate(zip(self.spend, self.budget)):
+            self.violated[j] = s > b
+            self.weight[j] = 1.0 / s if s > b else 0.0
+
+    def slots(self, i: int) -> list[tuple[int, int]]:
+        """(resource, constraint) pairs in the visiting order: per resource its global, then its group."""
+        gi = -1 if self.groups is None else int(self.groups[i])
+        out = []
+        for kk in range(self.k):
+            out.append((kk, kk))
+            if gi >= 0:
+                out.append((kk, self.k + self.m + kk * self.g + gi))
+        return out
+
+    def best_move(self, choice: list, i: int, repair: bool):
+        """(key, user, to) of user i's best move (allocation.h), or None."""
+        x = choice[i]
+        r = self.v[i].tolist()
+        c = self.c[:, i, :].tolist()
+        el = None if self.el is None else self.el[i].tolist()
+        slots = self.slots(i)
+        best = None
+        for to in range(self.m):
+            if to == x or (el is not None and not el[to]):
+                continue
+            ok, acc = True, 0.0
+            deltas = [(j, c[kk][to] - c[kk][x]) for kk, j in slots]
+            deltas += [(self.k + x, -1.0), (self.k + to, 1.0)]
+            for j, d in deltas:
+                if self.violated[j]:
+                    if d > 0:
+                        ok = False
+                        break
+                    if repair:
+                        acc += self.weight[j] * -d
+                elif d > 0 and self.spend[j] + d > self.budget[j]:
+                    ok = False
+                    break
+                if not repair and self.lam[j] != 0:
+                    acc += self.lam[j] * d
+            if not ok:
+                continue
+            if repair:
+                if not acc > 0:
+                    continue
+                key = (r[x] - r[to]) / acc
+            else:
+                gain = r[to] - r[x]
+                if not gain > 0:
+                    continue
+                key = -(gain - acc)
+            if best is None or key < best[0]:
+                best = (key, i, to)
+        return best
+
+    def apply(self, choice: list, mv):
+        _, i, to = mv
+        x = choice[i]
+        for kk, j in self.slots(i):
+            self.spend[j] += self.c[kk, i, to].item() - self.c[kk, i, x].item()
+        self.spend[self.k + x] -= 1.0
+        self.spend[self.k + to] += 1.0
+        choice[i] = to
+
+
+def _repair_phase(st: _RepairState, choice: list, repair: bool) -> int:
+    import heapq
+
+    st.refresh()
+    if repair and not any(st.violated):
+        return 0
+
+    def build():
+        heap = [mv for mv in (st.best_move(choice, i, repair) for i in range(st.n)) if mv is not None]
+        heapq.heapify(heap)
+        return heap
+
+    heap = build()
+    moves = 0
+    while heap:
+        top = heapq.heappop(heap)
+        now = st.best_move(choice, top[1], repair)
+        if now is None:
+            continue
+        if now[0] != top[0] or now[2] != top[2]:
+            heapq.heappush(heap, now)
+            continue
+        before = sum(st.violated)
+        st.apply(choice, now)
+        moves += 1
+        if repair:
+            st.refresh()
+            after = sum(st.violated)
+            if after == 0:
+                break
+            if after != before:
+                heap = build()
+                continue
+        nxt = st.best_move(choice, top[1], repair)
+        if nxt is not None:
+            heapq.heappush(heap, nxt)
+    return moves
+
+
+def allocation_repair(values, costs, eligible, groups, num_groups: int, lam, budgets, choice, fill: bool,
+                      check: bool):
+    """Twin of ``bidfcl::allocation_repair``: the same greedy moves, one heap, in Python."""
+    _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets, check)
+    n = values.shape[0]
+    if not isinstance(choice, torch.Tensor) or choice.dtype != torch.long:
+        raise ValueError(f"bidfcl: choice must be int64, got {getattr(choice, 'dtype', type(choice).__name__)}")
+    if tuple(choice.shape) != (n,):
+        raise ValueError(f"bidfcl: choice must have shape [{n}] (one option per user), got {list(choice.shape)}")
+    m = values.shape[1]
+    ch = choice.detach().cpu()
+    bad = (ch < 0) | (ch >= m)
+    if eligible is not None and not bool(bad.any()):
+        bad = ~eligible.detach().cpu().gather(1, ch.unsqueeze(1)).squeeze(1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(f"bidfcl: choice must be an eligible option in [0, M), got {int(ch[i])} at row {i}")
+    st = _RepairState(values, costs, eligible, groups, num_groups, lam, budgets)
+    cur = ch.tolist()
+    moves = [0, 0]
+    for _ in range(4):
+        spend, _ = _alloc_spend(st.v, st.c, st.groups, st.g, torch.tensor(cur, dtype=torch.long))
+        st.spend = spend.tolist()
+        a = _repair_phase(st, cur, True)
+        moves[0] += a
+        b = 0
+        if fill:
+            spend, _ = _alloc_spend(st.v, st.c, st.groups, st.g, torch.tensor(cur, dtype=torch.long))
+            st.spend = spend.tolist()
+            b = _repair_phase(st, cur, False)
+            moves[1] += b
+        spend, _ = _alloc_spend(st.v, st.c, st.groups, st.g, torch.tensor(cur, dtype=torch.long))
+        st.spend = spend.tolist()
+        violated = any(s > bb for s, bb in zip(st.spend, st.budget))
+        if not violated or (a == 0 and b == 0):
+            break
+    out = torch.tensor(cur, dtype=torch.long, device=values.device)
+    spend, value = _alloc_spend(values, costs, groups, st.g, out)
+    feasible = spend <= budgets.to(spend.device)
+    return out, spend, value, feasible, torch.tensor(moves, dtype=torch.long, device=values.device)
+
+
+def _alloc_use(values, costs, groups, num_groups) -> torch.Tensor:
+    """a_j(i, m) as a dense float64 [N, M, J]: resources, capacities (one-hot), group budgets."""
+    n, m = values.shape
+    k = costs.shape[0]
+    c = costs.to(_F64).permute(1, 2, 0)  # [N, M, K]
+    parts = [c, torch.eye(m, dtype=_F64, device=values.device).unsqueeze(0).expand(n, m, m)]
+    if groups is not None and num_groups > 0:
+        onehot = torch.nn.functional.one_hot(groups, num_groups).to(_F64)  # [N, G]
+        parts.append((c.unsqueeze(3) * onehot.view(n, 1, 1, num_groups)).reshape(n, m, k * num_groups))
+    return torch.cat(parts, dim=2)
+
+
+def allocation_smoothed(values, costs, eligible, groups, num_groups: int, lam, tau: float, check: bool):
+    """Twin of ``bidfcl::allocation_smoothed``: the softmax-smoothed dual and its derivatives."""
+    _alloc_check(values, costs, eligible, groups, num_groups, lam, None, check)
+    if not (tau > 0 and math.isfinite(tau)):
+        raise ValueError(f"bidfcl: tau must be finite and > 0, got {tau}")
+    if lam.shape[0] > 128:
+        raise ValueError(f"bidfcl: the smoothed dual supports at most 128 constraints (K + M + K G), "
+                         f"got {lam.shape[0]}")
+    s = _alloc_scores(values, costs, groups, num_groups, lam).to(_F64)
+    if eligible is not None:
+        s = torch.where(eligible, s, torch.full_like(s, float("-inf")))
+    mx = s.max(dim=1, keepdim=True).values
+    z = (s - mx) / tau
+    p = torch.softmax(z, dim=1)
+    smoothed = (mx.squeeze(1) + tau * torch.logsumexp(z, dim=1)).sum()
+    a = _alloc_use(values, costs, groups, num_groups)
+    mean = torch.einsum("nm,nmj->nj", p, a)
+    soft = (z > -40.0).sum(dim=1) > 1
+    ps, as_, ms = p[soft], a[soft], mean[soft]
+    hess = (torch.einsum("nm,nmj,nml->jl", ps, as_, as_) - ms.T @ ms) / tau
+    lagr = _alloc_dual_terms(values, costs, eligible, groups, num_groups, lam, mx.squeeze(1))
+    return smoothed, lagr, mean.sum(dim=0), hess, soft.sum()

@@ -350,8 +350,14 @@ def _allocate(args) -> int:
         print(f"bidfcl allocate: the model expects {model.n_features} features, got {len(features)} columns",
               file=sys.stderr)
         return 2
-    if args.chunk_rows:
+    from . import allocation
+
+    constrained = allocation.cli_constraints_given(args)
+    if args.chunk_rows and not constrained:
         return _allocate_streaming(args, model, features)
+    if constrained and args.chunk_rows:
+        print("bidfcl allocate: note: several constraints are solved with the whole input in memory "
+              "(--chunk-rows streams single-budget allocations only)", file=sys.stderr)
     x, table = _read_features(args.input, features)
     x = x.to(model.mean.dtype)
     r_hat, c_hat = model.predict(x)
@@ -361,7 +367,10 @@ def _allocate(args) -> int:
     if total < 0:
         print(f"bidfcl allocate: expected a budget >= 0, got {total}", file=sys.stderr)
         return 2
-    sol = bidfcl.solve_mckp(r_hat, c_hat, float(total))
+    if constrained:
+        sol, report = allocation.allocate_table(table, r_hat, c_hat, float(total), args)
+    else:
+        sol = bidfcl.solve_mckp(r_hat, c_hat, float(total))
     choice = sol.choice
     rows = torch.arange(n)
     exp_rev = r_hat[rows, choice].to(torch.float64)
@@ -389,8 +398,11 @@ def _allocate(args) -> int:
 
         pacsv.write_csv(out, args.output)
     counts = torch.bincount(choice, minlength=model.n_options).tolist()
-    print(f"allocated {n:,} users under a total budget of {total:,.4f}: lam* = {float(sol.lam):.6g}, "
-          f"expected spend {float(sol.spend):,.4f}, expected revenue {float(sol.value):,.4f}")
+    if constrained:
+        print("\n".join(report))
+    else:
+        print(f"allocated {n:,} users under a total budget of {total:,.4f}: lam* = {float(sol.lam):.6g}, "
+              f"expected spend {float(sol.spend):,.4f}, expected revenue {float(sol.value):,.4f}")
     print(f"  users per option: {counts}")
     print(f"wrote {args.output}")
     return 0
@@ -683,6 +695,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stream the input in chunks of this many rows (peak memory ~ chunk size; under torchrun "
                          "each rank takes a contiguous row range of a Parquet input and writes its own plan part); "
                          "0 reads the whole input into memory (default: 1000000)")
+    # constraints beyond the one budget (bidfcl.solve_allocation; parsed in bidfcl.allocation.allocate_table)
+    al.add_argument("--extra-cost", action="append", metavar="COLUMNS=TOTAL",
+                    help="another resource: its per-option costs in columns PREFIX0..PREFIX{M-1} (or M comma-separated "
+                         "names) and its total budget (repeatable)")
+    al.add_argument("--capacity", action="append", metavar="OPTION=COUNT", help="most users given OPTION (repeatable)")
+    al.add_argument("--eligible-columns", metavar="PREFIX", help="0/1 columns PREFIX0..PREFIX{M-1}: who may get each option")
+    al.add_argument("--eligibility-rules", metavar="FILE",
+                    help='JSON list of {"option": m, "where": "COLUMN OP NUMBER"} rules')
+    al.add_argument("--group-column", help="column whose values define groups with their own budgets")
+    al.add_argument("--group-budget", action="append", metavar="GROUP=TOTAL",
+                    help="most a group may spend of the model's cost (repeatable; with --group-column)")
     al.set_defaults(func=_allocate)
 
     ex = sub.add_parser("experiment", help="methods x seeds -> results table (Markdown, CSV) and EOM-vs-budget plot")

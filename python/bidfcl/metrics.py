@@ -130,6 +130,8 @@ def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.T
         treatment: int64 ``[N]`` randomised arm in ``[0, M)``; revenue, cost: ``[N]`` observed outcomes.
         n_options: M. Default: the length of a per-arm propensity, else ``max(treatment) + 1``
             (an arm the trial never assigned cannot be evaluated by IPW).
+            ``cost`` may also be ``[K, N]`` (K resources, e.g. coupon and cash-back spend): then
+            ``cost`` and ``cost_se`` get a trailing ``[K]`` axis, one per resource.
     """
     choice = _tensor(choice, "choice")
     if choice.dtype != torch.int64:
@@ -158,10 +160,28 @@ def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.T
     revenue = _outcome(revenue, "revenue")
     cost = _outcome(cost, "cost", revenue.dtype)
     prop = _policy_propensity(propensity, treatment, revenue.dtype)
+    if cost.dim() == 2:  # K resources: one cost (and standard error) per resource
+        return _policy_value_resources(choice2, treatment, revenue, cost, prop, normalize == "hajek", single)
     out = call_op(ops.policy_value, choice2, treatment, revenue, cost, prop, normalize == "hajek")
     if single:
         out = tuple(t[0] for t in out)
     return PolicyValue(*out)
+
+
+def _policy_value_resources(choice, treatment, revenue, cost, prop, hajek: bool, single: bool) -> PolicyValue:
+    """policy_value with cost [K, N]: ``cost`` and ``cost_se`` get a trailing resource axis."""
+    if cost.shape[1] != revenue.shape[0]:
+        raise ValueError(f"bidfcl: cost must be [N] or [K, N] with N = {revenue.shape[0]} (one entry per row of "
+                         f"revenue), got shape {list(cost.shape)}")
+    if cost.shape[0] < 1:
+        raise ValueError(f"bidfcl: cost [K, N] needs at least one resource, got shape {list(cost.shape)}")
+    per = [ops.policy_value(choice, treatment, revenue, cost[kk].contiguous(), prop, hajek) for kk in range(cost.shape[0])]
+    value, value_se = per[0][0], per[0][2]
+    cost_v = torch.stack([q[1] for q in per], dim=-1)  # [P, K]
+    cost_se = torch.stack([q[3] for q in per], dim=-1)
+    if single:
+        value, cost_v, value_se, cost_se = value[0], cost_v[0], value_se[0], cost_se[0]
+    return PolicyValue(value, cost_v, value_se, cost_se)
 
 
 def eom_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,

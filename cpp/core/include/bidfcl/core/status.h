@@ -14,6 +14,8 @@ enum class Code : int {
   kBadTreatment,      // a treatment label is outside [0, M)
   kBadPropensity,     // a propensity is not in (0, 1]
   kNonFiniteInput,    // any other float input is NaN or +-Inf
+  kNoEligibleOption,  // a user (row) has no eligible option
+  kBadGroup,          // a group label is outside [0, G)
 };
 
 struct Status {
