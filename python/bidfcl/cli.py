@@ -60,8 +60,10 @@ def _solve_demo(args) -> int:
 
 def _parse_sets(items) -> dict:
     """``--set section.key=value`` (value as a TOML literal; a bare word is a string)."""
-    from .train.config import tomllib
+    from .train.config import NO_TOML_PARSER, ConfigError, tomllib
 
+    if items and tomllib is None:  # keeping every value as text would change their types silently
+        raise ConfigError(NO_TOML_PARSER)
     out = {}
     for item in items or []:
         if "=" not in item:
@@ -69,7 +71,7 @@ def _parse_sets(items) -> dict:
         key, value = item.split("=", 1)
         try:
             out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except Exception:  # not a TOML literal (or no tomllib): keep the text
+        except tomllib.TOMLDecodeError:  # not a TOML literal (a bare word): keep the text
             out[key.strip()] = value
     return out
 
@@ -168,12 +170,10 @@ def _read_features(path: str, columns):
     """Feature matrix (and the table) from a Parquet or CSV file via pyarrow."""
     import numpy as np
 
-    try:
-        import pyarrow as pa  # noqa: F401
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise SystemExit("bidfcl allocate: reading Parquet/CSV needs pyarrow (pip install pyarrow)") from None
+    from .data.loaders import _pyarrow
+
+    pa = _pyarrow()  # MissingDependencyError (one line, naming the extra) without pyarrow
+    pacsv, pq = pa.csv, pa.parquet
     low = path.lower()
     table = pq.read_table(path) if low.endswith((".parquet", ".pq")) else pacsv.read_csv(path)
     missing = [c for c in columns if c not in table.column_names]
@@ -449,12 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "solve-demo":
+        from ._optional import MissingDependencyError
         from .train.config import ConfigError
         from .data import DataError
 
         try:
             return args.func(args)
-        except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+        except (ConfigError, DataError, FileNotFoundError, ValueError, MissingDependencyError) as exc:
             if os.environ.get("BIDFCL_DEBUG"):
                 raise
             print(exc if str(exc).startswith("bidfcl") else f"bidfcl {args.command}: {exc}", file=sys.stderr)
