@@ -5,7 +5,11 @@ failing with one line that names the extra, and the PNG of the experiment plot.
 failures, so a CI that forgot to install an extra cannot pass by skipping its tests.
 """
 
+import importlib.metadata
+import importlib.util
 import os
+import re
+import subprocess
 import sys
 import types
 
@@ -168,3 +172,117 @@ def test_plot_without_matplotlib_is_one_line_naming_the_plot_extra(monkeypatch, 
     msg = plot_curves(_runs(), ["tsm-rct", "bidfcl-ppl"], str(tmp_path / "p.png"))
     assert "matplotlib" in msg and "pip install 'bidfcl[plot]'" in msg and "\n" not in msg
     assert not (tmp_path / "p.png").exists()
+
+
+# ----------------------------------------------------------- the torch the extension was built for
+import bidfcl  # noqa: E402
+from bidfcl import _ops  # noqa: E402
+
+needs_extension = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="the compiled extension is not loaded")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_torch_mismatch_message_names_both_torches_and_the_ways_out():
+    msg = _ops.torch_mismatch("2.13.0+cpu", False, "2.14.1", "13.0")
+    assert "built against torch 2.13.0+cpu" in msg and "torch 2.14.1 is installed" in msg
+    assert "pip install 'torch==2.13.*'" in msg and "--no-build-isolation" in msg and "BIDFCL_NO_EXTENSION=1" in msg
+    assert "\n" not in msg
+    assert "built against torch 2.13.0" in _ops.torch_mismatch("2.13.0", False, "3.13.0", None)
+    # the same minor release (another patch or local build label) loads
+    assert _ops.torch_mismatch("2.13.0+cpu", False, "2.13.1", None) is None
+    assert _ops.torch_mismatch("2.13.0+cpu", False, "2.13.0+cu130", "13.0") is None
+    # CUDA kernels need a CUDA build of torch
+    cuda = _ops.torch_mismatch("2.14.1+cu130", True, "2.14.1+cpu", None)
+    assert "CUDA kernels" in cuda and "CPU-only" in cuda and "torch 2.14.*" in cuda
+    assert _ops.torch_mismatch("2.14.1+cu130", True, "2.14.1+cu130", "13.0") is None
+
+
+@needs_extension
+def test_build_record_agrees_with_the_extension_and_the_running_torch():
+    import torch
+    from bidfcl import _build_record
+
+    info = bidfcl.build_info()
+    assert (_build_record.TORCH_VERSION, _build_record.WITH_CUDA, _build_record.VERSION) == \
+        (info["torch_version"], info["cuda"], info["version"])
+    assert _ops.torch_mismatch(_build_record.TORCH_VERSION, _build_record.WITH_CUDA, torch.__version__,
+                               torch.version.cuda) is None
+
+
+def _import_bidfcl_under_torch(version: str, **env):
+    """``import bidfcl`` in a fresh interpreter whose torch reports ``version``."""
+    code = ("import torch, torch.torch_version as tv\n"
+            f"torch.__version__ = tv.TorchVersion({version!r})\n"
+            "import bidfcl\nprint('extension', bidfcl.EXTENSION_LOADED)\n")
+    full_env = {k: v for k, v in os.environ.items() if k != "BIDFCL_NO_EXTENSION"}
+    full_env["PYTHONPATH"] = os.path.dirname(os.path.dirname(bidfcl.__file__))  # this very package
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300)
+
+
+@needs_extension
+def test_importing_under_another_torch_is_one_clear_message():
+    from bidfcl import _build_record
+
+    proc = _import_bidfcl_under_torch("9.1.0")
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bidfcl._ops.ExtensionMismatchError: bidfcl: its compiled extension was built against "
+                           f"torch {_build_record.TORCH_VERSION}, but torch 9.1.0 is installed")
+    assert "undefined symbol" not in proc.stderr and "During handling" not in proc.stderr
+    # the pure-PyTorch twins load under any torch
+    proc = _import_bidfcl_under_torch("9.1.0", BIDFCL_NO_EXTENSION="1")
+    assert proc.returncode == 0 and "extension False" in proc.stdout, proc.stderr
+
+
+# ------------------------------------------------------------------------- the wheel's metadata
+def _metadata_provider():
+    path = os.path.join(ROOT, "tools", "bidfcl_metadata.py")
+    if not os.path.exists(path):
+        pytest.skip("tools/bidfcl_metadata.py is not beside these tests")
+    spec = importlib.util.spec_from_file_location("bidfcl_metadata", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_metadata_provider_pins_the_installed_torch_minor_release(monkeypatch):
+    provider = _metadata_provider()
+    assert provider.torch_requirement("2.13.0+cpu") == "torch==2.13.*"
+    assert provider.torch_requirement("2.14.0.dev20250101") == "torch==2.14.*"
+    monkeypatch.setattr(provider.importlib.metadata, "version", lambda name: "2.13.0+cpu")
+    assert provider.dynamic_metadata("dependencies", {"requires": ["numpy>=1.24"]}) == ["torch==2.13.*", "numpy>=1.24"]
+    with pytest.raises(ValueError, match="provides 'dependencies', not 'version'"):
+        provider.dynamic_metadata("version", {})
+    with pytest.raises(TypeError, match="list of requirement strings"):
+        provider.dynamic_metadata("dependencies", {"requires": "numpy"})
+
+    def no_torch(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(provider.importlib.metadata, "version", no_torch)
+    with pytest.raises(RuntimeError, match="torch is not installed.*--no-build-isolation"):
+        provider.dynamic_metadata("dependencies", {"requires": []})
+
+
+def test_installed_package_pins_the_torch_it_was_built_against():
+    """Runs where bidfcl is installed (CI's wheel check sets BIDFCL_TEST_INSTALLED=1, which also
+    asserts that the package imported is the installed one, not the source tree's python/)."""
+    must = os.environ.get("BIDFCL_TEST_INSTALLED", "") not in ("", "0")
+    source_copy = os.path.abspath(bidfcl.__file__).startswith(os.path.join(ROOT, "python") + os.sep)
+    if must:
+        assert not source_copy, f"bidfcl was imported from the source tree ({bidfcl.__file__})"
+        assert bidfcl.EXTENSION_LOADED
+    try:
+        dist = importlib.metadata.distribution("bidfcl")
+    except importlib.metadata.PackageNotFoundError:
+        if must:
+            raise
+        pytest.skip("bidfcl is not installed as a distribution (a source-tree run)")
+    if source_copy and not must:
+        pytest.skip("bidfcl is imported from the source tree, not from the installed distribution")
+    from bidfcl import _build_record
+
+    major, minor = _build_record.TORCH_VERSION.split(".")[:2]
+    pins = [r for r in dist.requires or [] if re.match(r"torch\b", r)]
+    assert pins == [f"torch=={major}.{minor}.*"]
