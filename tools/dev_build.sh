@@ -11,4 +11,4 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="
 cmake --build "$BUILD" -j "${BIDFCL_BUILD_JOBS:-2}"
 # Only the default (CPU, runnable here) build is dropped into the source tree; a CUDA compile
 # check in another build dir must not replace the module this machine can import.
-if [ "${BIDFCL_WITH_CUDA:-OFF}" = "OFF" ]; then cp -f "$BUILD"/_C*.so python/bidfcl/; fi
+if [ "${BIDFCL_WITH_CUDA:-OFF}" = "OFF" ]; then cp -f "$BUILD"/_C*.so "$BUILD"/_build_record.py python/bidfcl/; fi

@@ -8,26 +8,82 @@ loaded, or the pure-PyTorch twins of :mod:`bidfcl._reference` when ``BIDFCL_NO_E
 from __future__ import annotations
 
 import os
+import re
 import types
+from typing import Optional
 
 import torch
 
 from . import _reference
 
+
+class ExtensionMismatchError(ImportError):
+    """The compiled extension was built against a torch that is not the one installed (it would fail
+    in the dynamic loader with an undefined symbol, or crash later)."""
+
+
+def _major_minor(version: str) -> Optional[tuple[int, int]]:
+    """(major, minor) of a torch version such as ``2.13.0+cpu`` or ``2.14.0.dev20250101``; None if
+    the string does not start with ``X.Y``."""
+    m = re.match(r"\s*(\d+)\.(\d+)", str(version))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def torch_mismatch(built_torch: str, built_with_cuda: bool, running_torch: str,
+                   running_cuda: Optional[str]) -> Optional[str]:
+    """Why an extension built against ``built_torch`` cannot load under ``running_torch``, or None.
+
+    The extension links torch's C++ libraries, whose ABI changes between minor releases, so it loads
+    only under the ``X.Y.*`` of the torch it was compiled against (the wheel pins ``torch==X.Y.*`` in
+    its metadata for the same reason); an extension with CUDA kernels also needs a CUDA build of
+    torch (``running_cuda``, i.e. ``torch.version.cuda``, not None). The message is one line: the
+    torch it was built for, the torch installed, and the three ways out.
+    """
+    built, running = _major_minor(built_torch), _major_minor(running_torch)
+    want = f"{built[0]}.{built[1]}.*" if built else str(built_torch)
+    if built is not None and running is not None and built != running:
+        return (f"bidfcl: its compiled extension was built against torch {built_torch}, but torch "
+                f"{running_torch} is installed, and it loads only under torch {want}: "
+                + _ways_out(f"install that torch (pip install 'torch=={want}')"))
+    if built_with_cuda and not running_cuda:
+        return (f"bidfcl: its compiled extension has CUDA kernels (built against torch {built_torch}), but the "
+                f"installed torch {running_torch} is a CPU-only build: "
+                + _ways_out(f"install a CUDA build of torch {want}"))
+    return None
+
+
+def _ways_out(install: str) -> str:
+    return (f"{install}, rebuild bidfcl against the installed torch (pip install --no-build-isolation "
+            "--force-reinstall --no-deps on the bidfcl source; ./bidfcl-dev does it by itself in a checkout), "
+            "or set BIDFCL_NO_EXTENSION=1 to run on the pure-PyTorch twins")
+
+
+def _load_extension():
+    """Import ``bidfcl._C`` after checking its build record (``_build_record.py``, written by CMake
+    next to it) against the running torch. Returns the module."""
+    try:
+        from . import _build_record as record
+    except ImportError:  # a build from before the record existed: nothing to check against
+        record = None
+    if record is not None:
+        problem = torch_mismatch(record.TORCH_VERSION, record.WITH_CUDA, torch.__version__, torch.version.cuda)
+        if problem:
+            raise ExtensionMismatchError(problem)
+    try:
+        from . import _C as module  # registers torch.ops.bidfcl.* as a side effect
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        built = f" (it was built against torch {record.TORCH_VERSION})" if record is not None else ""
+        raise ImportError(
+            f"bidfcl: the compiled extension bidfcl._C could not be loaded{built}: {exc}. Reinstall with "
+            "`pip install --no-build-isolation .` against the torch you run (torch " + torch.__version__ + "), "
+            "or set BIDFCL_NO_EXTENSION=1 to use the pure-PyTorch implementation."
+        ) from exc
+    return module
+
+
 _NO_EXT = os.environ.get("BIDFCL_NO_EXTENSION", "").strip().lower() not in ("", "0", "false", "no")
 
-if _NO_EXT:
-    _C = None
-else:
-    try:
-        from . import _C  # noqa: F401  (registers torch.ops.bidfcl.* as a side effect)
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "bidfcl: the compiled extension bidfcl._C could not be loaded "
-            f"({exc}). Reinstall with `pip install --no-build-isolation .` against the torch you run "
-            "(torch " + torch.__version__ + "), or set BIDFCL_NO_EXTENSION=1 to use the pure-PyTorch "
-            "implementation."
-        ) from exc
+_C = None if _NO_EXT else _load_extension()
 
 EXTENSION_LOADED: bool = _C is not None
 

@@ -146,8 +146,10 @@ def _solve_demo(args) -> int:
 
 def _parse_sets(items) -> dict:
     """``--set section.key=value`` (value as a TOML literal; a bare word is a string)."""
-    from .train.config import tomllib
+    from .train.config import NO_TOML_PARSER, ConfigError, tomllib
 
+    if items and tomllib is None:  # keeping every value as text would change their types silently
+        raise ConfigError(NO_TOML_PARSER)
     out = {}
     for item in items or []:
         if "=" not in item:
@@ -155,7 +157,7 @@ def _parse_sets(items) -> dict:
         key, value = item.split("=", 1)
         try:
             out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except Exception:  # not a TOML literal (or no tomllib): keep the text
+        except tomllib.TOMLDecodeError:  # not a TOML literal (a bare word): keep the text
             out[key.strip()] = value
     return out
 
@@ -293,12 +295,10 @@ def _read_features(path: str, columns):
     """Feature matrix (and the table) from a Parquet or CSV file via pyarrow."""
     import numpy as np
 
-    try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UsageError("reading Parquet/CSV needs pyarrow: pip install 'bidfcl[data]' (or pyarrow)") from None
+    from .data.loaders import _pyarrow
+
+    pa = _pyarrow()  # MissingDependencyError (one line, naming the extra) without pyarrow
+    pacsv, pq = pa.csv, pa.parquet
     low = path.lower()
     try:
         table = pq.read_table(path) if low.endswith((".parquet", ".pq")) else pacsv.read_csv(path)
@@ -760,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
+    from ._optional import MissingDependencyError
     from .data import DataError
     from .train.config import ConfigError
 
@@ -778,7 +779,8 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print(f"bidfcl {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, DataError, UsageError, FileNotFoundError, ValueError, TypeError) as exc:
+    except (ConfigError, DataError, UsageError, FileNotFoundError, ValueError, TypeError,
+            MissingDependencyError) as exc:
         if os.environ.get("BIDFCL_DEBUG"):
             raise
         msg = str(exc)

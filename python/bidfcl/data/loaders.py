@@ -1,4 +1,4 @@
-"""Loaders for local uplift data files (nothing is downloaded). Needs pyarrow (``pip install pyarrow``).
+"""Loaders for local uplift data files (nothing is downloaded). Need pyarrow (``pip install 'bidfcl[data]'``).
 
 * :func:`load_table`: any Parquet or CSV (optionally gzip/bz2/zstd-compressed) file with a column
   mapping to features, treatment, revenue, cost and optionally propensity.
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .._ops import MAX_OPTIONS
+from .._optional import require
 from .dataset import DataError, UpliftDataset
 
 __all__ = ["load_table", "load_criteo_uplift", "CRITEO_FEATURES", "CRITEO_COLUMNS"]
@@ -33,14 +34,11 @@ _PARQUET_BATCH_ROWS = 1 << 16
 
 
 def _pyarrow():
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.csv  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError("bidfcl.data loaders need pyarrow: `pip install pyarrow` "
-                          "(or `pip install bidfcl[data]`)") from exc
-    return pyarrow
+    """pyarrow with its ``csv`` and ``parquet`` modules loaded, or MissingDependencyError naming the
+    ``data`` extra (one line, so the CLI can print it as it is)."""
+    for name in ("pyarrow.csv", "pyarrow.parquet"):
+        require(name, extra="data", feature="reading Parquet/CSV files")
+    return require("pyarrow", extra="data", feature="reading Parquet/CSV files")
 
 
 def _format(path: str, fmt: Optional[str]) -> str:

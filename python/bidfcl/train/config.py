@@ -31,10 +31,25 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    tomllib = None
+
+def _toml_parser():
+    """The TOML parser: the standard library's ``tomllib`` (Python >= 3.11), else ``tomli`` (the
+    package it was taken from, with the same ``load``/``loads``/``TOMLDecodeError`` API; a dependency
+    of bidfcl on Python 3.10), else None."""
+    try:
+        import tomllib as parser
+    except ModuleNotFoundError:
+        try:
+            import tomli as parser
+        except ModuleNotFoundError:
+            return None
+    return parser
+
+
+#: the module configs and ``--set`` values are parsed with (see :func:`_toml_parser`)
+tomllib = _toml_parser()
+NO_TOML_PARSER = ("bidfcl config: reading TOML needs the standard library's tomllib (Python >= 3.11) or, on "
+                  "Python 3.10, the tomli package, and neither is importable: pip install 'tomli>=2'")
 
 __all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "EvalConfig", "OutputConfig",
            "ExperimentConfig", "load_config", "config_from_dict", "METHODS", "LOSSES"]
@@ -395,8 +410,8 @@ def config_from_dict(raw: dict) -> RunConfig:
 
 def load_config(path: str | os.PathLike, overrides: Optional[dict] = None) -> RunConfig:
     """Read and check a TOML configuration file; relative data paths are taken from the file's folder."""
-    if tomllib is None:  # pragma: no cover
-        raise ConfigError("bidfcl config: reading TOML needs Python >= 3.11 (tomllib)")
+    if tomllib is None:
+        raise ConfigError(NO_TOML_PARSER)
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ConfigError(f"bidfcl config: {path!r} is a folder, expected a TOML file (e.g. examples/bidfcl.toml)")

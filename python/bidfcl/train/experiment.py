@@ -264,13 +264,13 @@ def _curves_csv(runs: list[dict]) -> str:
 
 def plot_curves(runs: list[dict], methods: list[str], path: str) -> Optional[str]:
     """EOM (and true value) vs budget per method, mean over seeds; returns a message if skipped."""
-    try:
-        import matplotlib
+    from .._optional import MissingDependencyError, require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: skipped the EOM-vs-budget plot (pip install matplotlib)"
+    try:
+        require("matplotlib", extra="plot", feature="the EOM-vs-budget plot").use("Agg")
+        plt = require("matplotlib.pyplot", extra="plot", feature="the EOM-vs-budget plot")
+    except MissingDependencyError as exc:  # the tables are written all the same
+        return f"{exc}; skipped the plot"
     keys = [("eom", "EOM (IPW revenue per capita)")]
     if all("true_value" in r["evaluation"] for r in runs):
         keys.append(("true_value", "true revenue per capita"))
