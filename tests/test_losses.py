@@ -583,3 +583,32 @@ def test_with_grad_opcheck():
     torch.library.opcheck(torch.ops.bidfcl.ppl_loss_with_grad, (r, c, t, rev, cost, lam, prop, 0.7))
     torch.library.opcheck(torch.ops.bidfcl.pifd_loss_with_grad, (r, c, t, rev, cost, lam, prop, 0.3))
     torch.library.opcheck(torch.ops.bidfcl.pifd_loss_with_grad, (r, c, t, rev, None, lam[:1], prop, None))
+
+
+@pytest.mark.parametrize("fn", [losses.ppl_loss, losses.pifd_loss])
+def test_second_backward_with_retained_graph_is_the_same(fn):
+    # the first backward scales the saved unit gradient in place; a second one must not reuse it
+    r, c, t, rev, _, prop = make_batch(n=40, m=4, seed=65)
+    rg = r.clone().requires_grad_()
+    loss = fn(rg, c, t, rev, 0.4, prop) * 3.0
+    loss.backward(retain_graph=True)
+    first = rg.grad.clone()
+    rg.grad = None
+    loss.backward()
+    torch.testing.assert_close(rg.grad, first, rtol=1e-14, atol=0)
+
+
+@needs_ext
+def test_with_grad_same_bits_with_one_and_two_threads():
+    r, c, t, rev, cost, prop = make_batch(n=20_000, m=8, dtype=torch.float32, seed=66, with_cost=True)
+    lam = lam_of([0.3, 0.7], torch.float32)
+    before = torch.get_num_threads()
+    try:
+        for op, extra in ((ops.ppl_loss_with_grad, 0.8), (ops.pifd_loss_with_grad, 0.3)):
+            torch.set_num_threads(1)
+            one = op(r, c, t, rev, cost, lam, prop, extra)
+            torch.set_num_threads(2)
+            two = op(r, c, t, rev, cost, lam, prop, extra)
+            assert all(torch.equal(a, b) for a, b in zip(one, two))
+    finally:
+        torch.set_num_threads(before)

@@ -192,23 +192,26 @@ if EXTENSION_LOADED:
                     if r_hat.device.type == "cpu":
                         loss, gr, gc = fused_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam,
                                                            propensity, extra)
-                        ctx.save_for_backward(gr, gc)
-                        ctx.fused = True
+                        # held outside save_for_backward so the first backward may scale them in place
+                        # (no new [N, M] buffers); the inputs stay saved for any later backward
+                        ctx.unit_grads = (gr, gc)
                     else:
                         loss = forward_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
                                                      extra)
-                        ctx.save_for_backward(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
-                        ctx.fused = False
+                        ctx.unit_grads = None
+                ctx.save_for_backward(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
                 ctx.extra = extra  # tau (PPL) or clip (PIFD)
                 return loss
 
             @staticmethod
             def backward(ctx, grad):
-                if ctx.fused:
-                    gr, gc = ctx.saved_tensors
-                    gr, gc = gr * grad, gc * grad
-                else:
-                    gr, gc = backward_op(grad, *ctx.saved_tensors, ctx.extra)
+                if ctx.unit_grads is not None:
+                    gr, gc = ctx.unit_grads
+                    ctx.unit_grads = None  # consumed: a second backward (retain_graph) recomputes below
+                    if grad.requires_grad:  # create_graph: keep the product differentiable in grad
+                        return None, gr * grad, gc * grad, None, None, None, None, None, None
+                    return None, gr.mul_(grad), gc.mul_(grad), None, None, None, None, None, None
+                gr, gc = backward_op(grad, *ctx.saved_tensors, ctx.extra)
                 return None, gr, gc, None, None, None, None, None, None
 
         _DecisionLoss.__name__ = f"_{name}_autograd"
