@@ -214,8 +214,8 @@ inline void exp_column(double* e, const double* mx, double* sum, int64_t nb, dou
 // Softmax pieces of rows [i0, i0 + nb) for one multiplier, option-major in e ([m][kBlockRows]):
 // e[j][b] = exp((a_bj - max_j a_bj) / tau), inv_sum[b] = 1 / sum_j e[j][b], zt[b] = e[t_b][b] * inv_sum[b],
 // w[b] = reward / (n p) of the row.
-// kM > 0 is the option count known at compile time (== in.m): the per-option loops unroll and the
-// strided row-major reads vectorise; kM == 0 reads in.m at run time.
+// kM > 0 is the option count known at compile time (== in.m), so the compiler can unroll the
+// per-option loops and fix the strides; kM == 0 reads in.m at run time. Same arithmetic either way.
 template <int64_t kM, typename T>
 void softmax_block(const DecisionBatch<T>& in, int64_t i0, int64_t nb, T lam, T inv_tau, T* e, T* inv_sum, T* zt,
                    T* w) {
