@@ -61,6 +61,9 @@ def _op_calls(backend):
         ("solve_mckp_rct", lambda: backend.solve_mckp_rct(v, c, t, cost, prop, budgets)),
         ("policy_value", lambda: backend.policy_value(choice, t, rev, cost, prop, False)),
         ("aucc", lambda: backend.aucc(two_r, two_c, t2, rev, cost, 20)),
+        # the fused forwards: their gradient outputs are values, not differentiable functions
+        ("ppl_loss_with_grad", lambda: backend.ppl_loss_with_grad(v, c, t, rev, None, budgets[:1], prop, 1.0)),
+        ("pifd_loss_with_grad", lambda: backend.pifd_loss_with_grad(v, c, t, rev, None, budgets[:1], prop, None)),
     ]
 
 
@@ -69,7 +72,7 @@ def test_every_non_differentiable_op_is_listed():
 
 
 @pytest.mark.parametrize("backend", ["twin", pytest.param("op", marks=needs_ext)])
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(8))
 def test_non_differentiable_ops_return_outputs_without_grad(backend, index):
     name, call = _op_calls(ref if backend == "twin" else ops)[index]
     with warnings.catch_warnings():

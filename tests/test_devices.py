@@ -129,4 +129,4 @@ def test_dfcl_step_without_host_reads_falls_back_to_the_prediction_loss(data):
     assert "ppl" not in t.running and t.running["infeasible"] == (1.0, 1)
     # a reachable budget: defined, and the loss is the plain ppl loss
     loss2, defined2 = decision_loss_terms("ppl", r, cc, batch, [10.0])
-    assert bool(defined2) and float(loss2) != 0.0
+    assert bool(defined2) and float(loss2.detach()) != 0.0

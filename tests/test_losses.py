@@ -503,3 +503,112 @@ def test_softmax_loss_many_blocks_and_chunks_match_twin(dtype):
     for a, b in zip(ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6),
                     ref.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6)):
         torch.testing.assert_close(a, b, **tol)
+
+
+# --------------------------------------------------------------------------------------------------
+# fused forward (<loss>_with_grad): one pass gives the loss and the unit-upstream gradient; autograd
+# on CPU saves that gradient and its backward only scales it
+# --------------------------------------------------------------------------------------------------
+
+FUSED = [("ppl", 0.7), ("pifd", None), ("pifd", 0.3)]
+
+
+def fused_ops(name):
+    """(forward, backward, with_grad) of a loss: the compiled ops, or the twins without the extension."""
+    return getattr(ops, f"{name}_loss"), getattr(ops, f"{name}_loss_backward"), getattr(ops, f"{name}_loss_with_grad")
+
+
+@pytest.mark.parametrize("name,extra", FUSED)
+@pytest.mark.parametrize("m", [2, 3, 4, 5, 7, 8, 16])  # the fixed-M specialisations and the generic loop
+@pytest.mark.parametrize("with_cost", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_with_grad_is_forward_and_unit_backward_bit_for_bit(name, extra, m, with_cost, dtype):
+    forward, backward, fused = fused_ops(name)
+    # 300 rows: several 64-row blocks and a ragged last one
+    r, c, t, rev, cost, prop = make_batch(n=300, m=m, dtype=dtype, seed=60 + m, with_cost=with_cost)
+    lam = lam_of([0.5] if not with_cost else [0.2, 0.9], dtype)
+    loss, gr, gc = fused(r, c, t, rev, cost, lam, prop, extra)
+    exp_gr, exp_gc = backward(torch.ones((), dtype=dtype), r, c, t, rev, cost, lam, prop, extra)
+    assert torch.equal(loss, forward(r, c, t, rev, cost, lam, prop, extra))
+    assert torch.equal(gr, exp_gr) and torch.equal(gc, exp_gc)
+
+
+@pytest.mark.parametrize("name,extra", FUSED)
+def test_with_grad_matches_twin(name, extra):
+    r, c, t, rev, cost, prop = make_batch(n=70, m=6, seed=61, with_cost=True)
+    lam = lam_of([0.1, 0.6])
+    fused, twin = fused_ops(name)[2], getattr(ref, f"{name}_loss_with_grad")
+    for a, b in zip(fused(r, c, t, rev, cost, lam, prop, extra), twin(r, c, t, rev, cost, lam, prop, extra)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("fn", [losses.ppl_loss, losses.pifd_loss])
+def test_autograd_scales_saved_gradient_by_upstream(fn):
+    r, c, t, rev, _, prop = make_batch(n=90, m=5, seed=62)
+    lam = lam_of([0.4])
+    op_backward = ops.ppl_loss_backward if fn is losses.ppl_loss else ops.pifd_loss_backward
+    extra = 1.0 if fn is losses.ppl_loss else None
+    rg, cg = r.clone().requires_grad_(), c.clone().requires_grad_()
+    (fn(rg, cg, t, rev, lam, prop) * -2.5).backward()
+    exp_gr, exp_gc = op_backward(torch.tensor(-2.5, dtype=F64), r, c, t, rev, None, lam, prop, extra)
+    torch.testing.assert_close(rg.grad, exp_gr, rtol=1e-13, atol=0)
+    torch.testing.assert_close(cg.grad, exp_gc, rtol=1e-13, atol=0)
+    # no grad wanted: the plain forward, same value, no graph
+    with torch.no_grad():
+        plain = fn(rg, cg, t, rev, lam, prop)
+    assert plain.grad_fn is None
+    torch.testing.assert_close(plain, fn(r, c, t, rev, lam, prop), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,extra", FUSED)
+def test_with_grad_empty_and_non_contiguous(name, extra):
+    fused = fused_ops(name)[2]
+    z = torch.zeros(0, 3, dtype=F64)
+    e = torch.zeros(0, dtype=F64)
+    loss, gr, gc = fused(z, z, torch.zeros(0, dtype=torch.long), e, None, lam_of([0.5]), e, extra)
+    assert float(loss) == 0.0 and gr.shape == (0, 3) and gc.shape == (0, 3)
+    r, c, t, rev, _, prop = make_batch(n=33, m=4, seed=63)
+    r_nc, c_nc = r.t().contiguous().t(), torch.stack([c, c], dim=2)[:, :, 0]
+    rev_nc = torch.stack([rev, rev], 1)[:, 0]
+    assert not (r_nc.is_contiguous() or c_nc.is_contiguous() or rev_nc.is_contiguous())
+    lam = lam_of([0.3])
+    for a, b in zip(fused(r_nc, c_nc, t, rev_nc, None, lam, prop, extra), fused(r, c, t, rev, None, lam, prop, extra)):
+        assert torch.equal(a, b)
+
+
+@needs_ext
+def test_with_grad_opcheck():
+    r, c, t, rev, cost, prop = make_batch(n=16, m=3, seed=64, with_cost=True)
+    lam = lam_of([0.2, 0.8])
+    torch.library.opcheck(torch.ops.bidfcl.ppl_loss_with_grad, (r, c, t, rev, cost, lam, prop, 0.7))
+    torch.library.opcheck(torch.ops.bidfcl.pifd_loss_with_grad, (r, c, t, rev, cost, lam, prop, 0.3))
+    torch.library.opcheck(torch.ops.bidfcl.pifd_loss_with_grad, (r, c, t, rev, None, lam[:1], prop, None))
+
+
+@pytest.mark.parametrize("fn", [losses.ppl_loss, losses.pifd_loss])
+def test_second_backward_with_retained_graph_is_the_same(fn):
+    # the first backward scales the saved unit gradient in place; a second one must not reuse it
+    r, c, t, rev, _, prop = make_batch(n=40, m=4, seed=65)
+    rg = r.clone().requires_grad_()
+    loss = fn(rg, c, t, rev, 0.4, prop) * 3.0
+    loss.backward(retain_graph=True)
+    first = rg.grad.clone()
+    rg.grad = None
+    loss.backward()
+    torch.testing.assert_close(rg.grad, first, rtol=1e-14, atol=0)
+
+
+@needs_ext
+def test_with_grad_same_bits_with_one_and_two_threads():
+    r, c, t, rev, cost, prop = make_batch(n=20_000, m=8, dtype=torch.float32, seed=66, with_cost=True)
+    lam = lam_of([0.3, 0.7], torch.float32)
+    before = torch.get_num_threads()
+    try:
+        for op, extra in ((ops.ppl_loss_with_grad, 0.8), (ops.pifd_loss_with_grad, 0.3)):
+            torch.set_num_threads(1)
+            one = op(r, c, t, rev, cost, lam, prop, extra)
+            torch.set_num_threads(2)
+            two = op(r, c, t, rev, cost, lam, prop, extra)
+            assert all(torch.equal(a, b) for a, b in zip(one, two))
+    finally:
+        torch.set_num_threads(before)

@@ -74,6 +74,13 @@ TORCH_LIBRARY(bidfcl, m) {
         "Tensor propensity, float? clip) -> Tensor");
   m.def("pifd_loss_backward(Tensor grad, Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, "
         "Tensor? cost, Tensor lam, Tensor propensity, float? clip) -> (Tensor grad_r_hat, Tensor grad_c_hat)");
+  // Fused forward (CPU): the loss and its gradient for a unit upstream gradient, in one pass; the
+  // loss is bit for bit the forward op's, the gradients the backward op's with grad = 1. Autograd
+  // of ppl_loss / pifd_loss on CPU calls these and saves the gradients (python/bidfcl/_ops.py).
+  m.def("ppl_loss_with_grad(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, "
+        "Tensor lam, Tensor propensity, float tau) -> (Tensor loss, Tensor grad_r_hat, Tensor grad_c_hat)");
+  m.def("pifd_loss_with_grad(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, "
+        "Tensor lam, Tensor propensity, float? clip) -> (Tensor loss, Tensor grad_r_hat, Tensor grad_c_hat)");
   // IPW (or Hajek) per-capita revenue and cost of K policies, with standard errors: float64 [K] each.
   m.def("policy_value(Tensor choice, Tensor treatment, Tensor revenue, Tensor cost, Tensor propensity, "
         "bool hajek) -> (Tensor value, Tensor cost_value, Tensor value_se, Tensor cost_se)");

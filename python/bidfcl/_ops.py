@@ -230,26 +230,74 @@ if EXTENSION_LOADED:
             r_hat.new_empty(q + 1, dtype=torch.float64),
         )
 
+    @torch.library.register_fake("bidfcl::ppl_loss_with_grad")
+    def _ppl_loss_with_grad_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau):
+        return r_hat.new_empty(()), r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
+
+    @torch.library.register_fake("bidfcl::pifd_loss_with_grad")
+    def _pifd_loss_with_grad_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+        return r_hat.new_empty(()), r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
+
     # Autograd: gradients flow to r_hat and c_hat only; labels, propensities and lam are constants.
-    def _decision_setup_context(ctx, inputs, output):
-        r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra = inputs
-        ctx.save_for_backward(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
-        ctx.extra = extra  # tau (PPL) or clip (PIFD)
+    #
+    # On CPU the forward is fused: <loss>_with_grad returns the loss and its gradient for a unit
+    # upstream gradient in one pass over the rows (the loss bit for bit the forward op's), and the
+    # backward only scales the saved gradients by the upstream one:
+    #     dL/dr_hat = grad * G_r,   dL/dc_hat = grad * G_c     (G = <loss>_backward(1, ...))
+    # Elsewhere (CUDA) the forward op runs and the backward op recomputes from the saved inputs.
+    # Both are one autograd.Function on the Autograd key, like register_autograd builds, with the
+    # choice made per call from the input's device.
 
-    def _ppl_loss_backward(ctx, grad):
-        r_hat, c_hat, treatment, revenue, cost, lam, propensity = ctx.saved_tensors
-        gr, gc = torch.ops.bidfcl.ppl_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
-                                                    ctx.extra)
-        return gr, gc, None, None, None, None, None, None
+    def _fused_forward_kernel(name):
+        forward_op = getattr(torch.ops.bidfcl, name).default
+        fused_op = getattr(torch.ops.bidfcl, name + "_with_grad").default
+        backward_op = getattr(torch.ops.bidfcl, name + "_backward").default
 
-    def _pifd_loss_backward(ctx, grad):
-        r_hat, c_hat, treatment, revenue, cost, lam, propensity = ctx.saved_tensors
-        gr, gc = torch.ops.bidfcl.pifd_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
-                                                     ctx.extra)
-        return gr, gc, None, None, None, None, None, None
+        class _DecisionLoss(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra):
+                below = keyset & torch._C._after_autograd_keyset
+                with torch._C._AutoDispatchBelowAutograd():
+                    if r_hat.device.type == "cpu":
+                        loss, gr, gc = fused_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam,
+                                                           propensity, extra)
+                        # held outside save_for_backward so the first backward may scale them in place
+                        # (no new [N, M] buffers); the inputs stay saved for any later backward
+                        ctx.unit_grads = (gr, gc)
+                    else:
+                        loss = forward_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
+                                                     extra)
+                        ctx.unit_grads = None
+                ctx.save_for_backward(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
+                ctx.extra = extra  # tau (PPL) or clip (PIFD)
+                return loss
 
-    torch.library.register_autograd("bidfcl::ppl_loss", _ppl_loss_backward, setup_context=_decision_setup_context)
-    torch.library.register_autograd("bidfcl::pifd_loss", _pifd_loss_backward, setup_context=_decision_setup_context)
+            @staticmethod
+            def backward(ctx, grad):
+                if ctx.unit_grads is not None:
+                    gr, gc = ctx.unit_grads
+                    ctx.unit_grads = None  # consumed: a second backward (retain_graph) recomputes below
+                    if grad.requires_grad:  # create_graph: keep the product differentiable in grad
+                        return None, gr * grad, gc * grad, None, None, None, None, None, None
+                    return None, gr.mul_(grad), gc.mul_(grad), None, None, None, None, None, None
+                gr, gc = backward_op(grad, *ctx.saved_tensors, ctx.extra)
+                return None, gr, gc, None, None, None, None, None, None
+
+        _DecisionLoss.__name__ = f"_{name}_autograd"
+
+        def autograd_kernel(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra):
+            if torch.is_grad_enabled() and torch._C._any_requires_grad(r_hat, c_hat, treatment, revenue, cost, lam,
+                                                                         propensity):
+                return _DecisionLoss.apply(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra)
+            with torch._C._AutoDispatchBelowAutograd():
+                return forward_op.redispatch(keyset & torch._C._after_autograd_keyset, r_hat, c_hat, treatment,
+                                             revenue, cost, lam, propensity, extra)
+
+        return autograd_kernel
+
+    _LOSS_AUTOGRAD_LIB = torch.library.Library("bidfcl", "IMPL")
+    for _name in ("ppl_loss", "pifd_loss"):
+        _LOSS_AUTOGRAD_LIB.impl(_name, _fused_forward_kernel(_name), "Autograd", with_keyset=True)
 
 
 # --------------------------------------------------------------------------------------------------

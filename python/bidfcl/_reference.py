@@ -699,6 +699,23 @@ def pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
 
 
 @_no_derivative
+def ppl_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float):
+    """Twin of ``bidfcl::ppl_loss_with_grad``: the loss and its gradient for a unit upstream gradient,
+    ``(ppl_loss(...), *ppl_loss_backward(1, ...))`` (the fused forward autograd uses on CPU)."""
+    unit = torch.ones((), dtype=r_hat.dtype, device=r_hat.device)
+    return (ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau),
+            *ppl_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau))
+
+
+@_no_derivative
+def pifd_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+    """Twin of ``bidfcl::pifd_loss_with_grad``: ``(pifd_loss(...), *pifd_loss_backward(1, ...))``."""
+    unit = torch.ones((), dtype=r_hat.dtype, device=r_hat.device)
+    return (pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip),
+            *pifd_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip))
+
+
+@_no_derivative
 def policy_value(choice, treatment, revenue, cost, propensity, hajek: bool):
     """Twin of ``bidfcl::policy_value`` (float64 [K] each).
 

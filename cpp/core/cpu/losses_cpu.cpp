@@ -2,7 +2,8 @@
 //
 // The losses are one pass over rows in fixed chunks (parallel.h): each chunk sums its rows' loss
 // into its own double slot and the slots are added in chunk order, so the result does not depend
-// on the thread count. Backward passes recompute the row's scores instead of storing them.
+// on the thread count. Backward passes recompute the row's scores instead of storing them, and can
+// write the forward loss as well (Params::loss), so autograd gets loss and gradient in one pass.
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -210,13 +211,15 @@ inline void exp_column(double* e, const double* mx, double* sum, int64_t nb, dou
   exp_shifted<double>(e, mx, sum, nb, inv_tau);
 }
 
-// Softmax pieces of rows [i0, i0 + nb) for one multiplier, option-major in e ([m][nb]):
+// Softmax pieces of rows [i0, i0 + nb) for one multiplier, option-major in e ([m][kBlockRows]):
 // e[j][b] = exp((a_bj - max_j a_bj) / tau), inv_sum[b] = 1 / sum_j e[j][b], zt[b] = e[t_b][b] * inv_sum[b],
 // w[b] = reward / (n p) of the row.
-template <typename T>
+// kM > 0 is the option count known at compile time (== in.m), so the compiler can unroll the
+// per-option loops and fix the strides; kM == 0 reads in.m at run time. Same arithmetic either way.
+template <int64_t kM, typename T>
 void softmax_block(const DecisionBatch<T>& in, int64_t i0, int64_t nb, T lam, T inv_tau, T* e, T* inv_sum, T* zt,
                    T* w) {
-  const int64_t m = in.m;
+  const int64_t m = kM > 0 ? kM : in.m;
   const T* r = in.r_hat + i0 * m;
   const T* c = in.c_hat + i0 * m;
   T mx[kBlockRows], sum[kBlockRows];
@@ -227,18 +230,18 @@ void softmax_block(const DecisionBatch<T>& in, int64_t i0, int64_t nb, T lam, T 
     sum[b] = T(0);
   }
   for (int64_t j = 1; j < m; ++j) {
-    T* __restrict ej = e + j * nb;
+    T* __restrict ej = e + j * kBlockRows;
     for (int64_t b = 0; b < nb; ++b) {
       const T a = r[b * m + j] - lam * c[b * m + j];
       ej[b] = a;
       mx[b] = a > mx[b] ? a : mx[b];
     }
   }
-  for (int64_t j = 0; j < m; ++j) exp_column(e + j * nb, mx, sum, nb, inv_tau);
+  for (int64_t j = 0; j < m; ++j) exp_column(e + j * kBlockRows, mx, sum, nb, inv_tau);
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t i = i0 + b;
     inv_sum[b] = T(1) / sum[b];
-    zt[b] = e[in.treatment[i] * nb + b] * inv_sum[b];
+    zt[b] = e[in.treatment[i] * kBlockRows + b] * inv_sum[b];
     w[b] = row_weight(in, i, lam);
   }
 }
@@ -277,6 +280,21 @@ Status for_blocks(const DecisionBatch<T>& in, double* total, Fn&& fn) {
   return Status::Ok();
 }
 
+// Calls fn(std::integral_constant<int64_t, kM>) with kM == m for the common small option counts
+// (specialised loops), kM == 0 otherwise. Every specialisation computes the same thing.
+template <typename Fn>
+Status with_option_count(int64_t m, Fn&& fn) {
+  switch (m) {
+    case 2: return fn(std::integral_constant<int64_t, 2>{});
+    case 3: return fn(std::integral_constant<int64_t, 3>{});
+    case 4: return fn(std::integral_constant<int64_t, 4>{});
+    case 5: return fn(std::integral_constant<int64_t, 5>{});
+    case 8: return fn(std::integral_constant<int64_t, 8>{});
+    case 16: return fn(std::integral_constant<int64_t, 16>{});
+    default: return fn(std::integral_constant<int64_t, 0>{});
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -284,16 +302,19 @@ Status softmax_loss_cpu(const SoftmaxLossParams<T>& p) {
   const auto& in = p.in;
   const T inv_tau = static_cast<T>(1.0 / p.tau);
   double total = 0;
-  Status s = for_blocks(in, &total, [&](int64_t i0, int64_t nb, T* scratch) {
-    T* e = scratch;
-    T* inv_sum = e + in.m * kBlockRows;
-    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
-    double acc = 0;
-    for (int64_t l = 0; l < in.l; ++l) {
-      softmax_block(in, i0, nb, in.lam[l], inv_tau, e, inv_sum, zt, w);
-      for (int64_t b = 0; b < nb; ++b) acc -= double(zt[b] * w[b]);
-    }
-    return acc;
+  Status s = with_option_count(in.m, [&](auto fixed_m) {
+    constexpr int64_t kM = decltype(fixed_m)::value;
+    return for_blocks(in, &total, [&](int64_t i0, int64_t nb, T* scratch) {
+      T* e = scratch;
+      T* inv_sum = e + in.m * kBlockRows;
+      T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
+      double acc = 0;
+      for (int64_t l = 0; l < in.l; ++l) {
+        softmax_block<kM>(in, i0, nb, in.lam[l], inv_tau, e, inv_sum, zt, w);
+        for (int64_t b = 0; b < nb; ++b) acc -= double(zt[b] * w[b]);
+      }
+      return acc;
+    });
   });
   if (!s.ok()) return s;
   p.loss[0] = static_cast<T>(total);
@@ -303,47 +324,55 @@ Status softmax_loss_cpu(const SoftmaxLossParams<T>& p) {
 template <typename T>
 Status softmax_loss_backward_cpu(const SoftmaxLossBackwardParams<T>& p) {
   const auto& in = p.in;
-  const int64_t m = in.m;
   const T inv_tau = static_cast<T>(1.0 / p.tau);
   const T go = p.grad_output[0];
-  return for_blocks(in, nullptr, [&](int64_t i0, int64_t nb, T* scratch) {
-    T* e = scratch;
-    T* inv_sum = e + m * kBlockRows;
-    T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
-    T* gr = p.grad_r_hat + i0 * m;
-    T* gc = p.grad_c_hat + i0 * m;
-    T coef[kBlockRows];
-    for (int64_t l = 0; l < in.l; ++l) {
-      const T lam = in.lam[l];
-      softmax_block(in, i0, nb, lam, inv_tau, e, inv_sum, zt, w);
-      // dL/da_j = coef (1[j == t] - z_j) with coef = -(w / tau) z_t, times the upstream gradient:
-      // -coef z_j on every cell (computed in place, option-major), then +coef on the row's arm
-      for (int64_t b = 0; b < nb; ++b) coef[b] = -(w[b] * inv_tau) * zt[b] * go;
-      for (int64_t j = 0; j < m; ++j) {
-        T* __restrict ej = e + j * nb;
-        for (int64_t b = 0; b < nb; ++b) ej[b] = -(coef[b] * (ej[b] * inv_sum[b]));
-      }
-      for (int64_t b = 0; b < nb; ++b) {
-        T* gr_row = gr + b * m;
-        T* gc_row = gc + b * m;
-        if (l == 0) {
-          for (int64_t j = 0; j < m; ++j) {
-            gr_row[j] = e[j * nb + b];
-            gc_row[j] = -(lam * e[j * nb + b]);
-          }
-        } else {
-          for (int64_t j = 0; j < m; ++j) {
-            gr_row[j] += e[j * nb + b];
-            gc_row[j] -= lam * e[j * nb + b];
-          }
+  double total = 0;
+  const Status s = with_option_count(in.m, [&](auto fixed_m) {
+    constexpr int64_t kM = decltype(fixed_m)::value;
+    const int64_t m = kM > 0 ? kM : in.m;
+    return for_blocks(in, &total, [&](int64_t i0, int64_t nb, T* scratch) {
+      T* e = scratch;
+      T* inv_sum = e + m * kBlockRows;
+      T *zt = inv_sum + kBlockRows, *w = zt + kBlockRows;
+      T* gr = p.grad_r_hat + i0 * m;
+      T* gc = p.grad_c_hat + i0 * m;
+      T coef[kBlockRows];
+      double acc = 0;  // the forward loss of the block, summed as softmax_loss_cpu sums it
+      for (int64_t l = 0; l < in.l; ++l) {
+        const T lam = in.lam[l];
+        softmax_block<kM>(in, i0, nb, lam, inv_tau, e, inv_sum, zt, w);
+        for (int64_t b = 0; b < nb; ++b) acc -= double(zt[b] * w[b]);
+        // dL/da_j = coef (1[j == t] - z_j) with coef = -(w / tau) z_t, times the upstream gradient:
+        // -coef z_j on every cell (computed in place, option-major), then +coef on the row's arm
+        for (int64_t b = 0; b < nb; ++b) coef[b] = -(w[b] * inv_tau) * zt[b] * go;
+        for (int64_t j = 0; j < m; ++j) {
+          T* __restrict ej = e + j * kBlockRows;
+          for (int64_t b = 0; b < nb; ++b) ej[b] = -(coef[b] * (ej[b] * inv_sum[b]));
         }
-        const int64_t t = in.treatment[i0 + b];
-        gr_row[t] += coef[b];
-        gc_row[t] -= lam * coef[b];
+        for (int64_t b = 0; b < nb; ++b) {
+          T* gr_row = gr + b * m;
+          T* gc_row = gc + b * m;
+          if (l == 0) {
+            for (int64_t j = 0; j < m; ++j) {
+              gr_row[j] = e[j * kBlockRows + b];
+              gc_row[j] = -(lam * e[j * kBlockRows + b]);
+            }
+          } else {
+            for (int64_t j = 0; j < m; ++j) {
+              gr_row[j] += e[j * kBlockRows + b];
+              gc_row[j] -= lam * e[j * kBlockRows + b];
+            }
+          }
+          const int64_t t = in.treatment[i0 + b];
+          gr_row[t] += coef[b];
+          gc_row[t] -= lam * coef[b];
+        }
       }
-    }
-    return 0.0;
+      return acc;
+    });
   });
+  if (s.ok() && p.loss) p.loss[0] = static_cast<T>(total);
+  return s;
 }
 
 template <typename T>
@@ -381,7 +410,8 @@ Status flip_loss_backward_cpu(const FlipLossBackwardParams<T>& p) {
   const auto& in = p.in;
   const int64_t m = in.m;
   const T go = p.grad_output[0];
-  return for_rows(in, nullptr, [&](int64_t i) {
+  double total = 0;
+  const Status st = for_rows(in, &total, [&](int64_t i) {
     T a[kMaxLossOptions];
     const T* r = in.r_hat + i * m;
     const T* c = in.c_hat + i * m;
@@ -389,12 +419,15 @@ Status flip_loss_backward_cpu(const FlipLossBackwardParams<T>& p) {
     T* gc = p.grad_c_hat + i * m;
     for (int64_t j = 0; j < m; ++j) gr[j] = gc[j] = T(0);
     const int64_t t = in.treatment[i];
+    double acc = 0;  // the row's forward loss, as flip_loss_cpu sums it
     for (int64_t l = 0; l < in.l; ++l) {
       const T lam = in.lam[l];
       row_scores(r, c, lam, m, a);
       int64_t k, s;
       top_two(a, m, k, s);
-      const T cw = row_weight(in, i, lam) * go;
+      const T rw = row_weight(in, i, lam);
+      if (k == t) acc -= double(rw);
+      const T cw = rw * go;
       auto add = [&](int64_t j, T g) {
         gr[j] += g;
         gc[j] -= lam * g;
@@ -411,8 +444,10 @@ Status flip_loss_backward_cpu(const FlipLossBackwardParams<T>& p) {
         if (s == t) add(k, cw * ig);
       }
     }
-    return 0.0;
+    return acc;
   });
+  if (st.ok() && p.loss) p.loss[0] = static_cast<T>(total);
+  return st;
 }
 
 template <typename T>

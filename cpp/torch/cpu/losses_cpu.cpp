@@ -89,6 +89,54 @@ GradPair flip_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_hat,
   return {grad_r, grad_c};
 }
 
+using LossAndGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+LossAndGrads softmax_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
+                                        const at::Tensor& revenue, const std::optional<at::Tensor>& cost,
+                                        const at::Tensor& lam, const at::Tensor& propensity, double tau) {
+  check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  check_tau(tau);
+  const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  at::Tensor loss = at::empty({}, r_hat.options());
+  at::Tensor grad_r = at::empty(r_hat.sizes(), r_hat.options());
+  at::Tensor grad_c = at::empty(r_hat.sizes(), r_hat.options());
+  AT_DISPATCH_FLOATING_TYPES(r_hat.scalar_type(), "bidfcl::ppl_loss_with_grad", [&] {
+    const scalar_t unit = 1;
+    core::SoftmaxLossBackwardParams<scalar_t> p;
+    p.in = in.batch<scalar_t>(at::get_num_threads());
+    p.tau = tau;
+    p.grad_output = &unit;
+    p.grad_r_hat = grad_r.data_ptr<scalar_t>();
+    p.grad_c_hat = grad_c.data_ptr<scalar_t>();
+    p.loss = loss.data_ptr<scalar_t>();
+    raise_loss_error(core::softmax_loss_backward_cpu<scalar_t>(p));
+  });
+  return {loss, grad_r, grad_c};
+}
+
+LossAndGrads flip_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
+                                     const at::Tensor& revenue, const std::optional<at::Tensor>& cost,
+                                     const at::Tensor& lam, const at::Tensor& propensity, std::optional<double> clip) {
+  check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  const double h = clip_value(clip);
+  const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  at::Tensor loss = at::empty({}, r_hat.options());
+  at::Tensor grad_r = at::empty(r_hat.sizes(), r_hat.options());
+  at::Tensor grad_c = at::empty(r_hat.sizes(), r_hat.options());
+  AT_DISPATCH_FLOATING_TYPES(r_hat.scalar_type(), "bidfcl::pifd_loss_with_grad", [&] {
+    const scalar_t unit = 1;
+    core::FlipLossBackwardParams<scalar_t> p;
+    p.in = in.batch<scalar_t>(at::get_num_threads());
+    p.clip = h;
+    p.grad_output = &unit;
+    p.grad_r_hat = grad_r.data_ptr<scalar_t>();
+    p.grad_c_hat = grad_c.data_ptr<scalar_t>();
+    p.loss = loss.data_ptr<scalar_t>();
+    raise_loss_error(core::flip_loss_backward_cpu<scalar_t>(p));
+  });
+  return {loss, grad_r, grad_c};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_value_cpu(
     const at::Tensor& choice_in, const at::Tensor& treatment_in, const at::Tensor& revenue_in,
     const at::Tensor& cost_in, const at::Tensor& propensity_in, bool hajek) {
@@ -154,6 +202,8 @@ TORCH_LIBRARY_IMPL(bidfcl, CPU, m) {
   m.impl("ppl_loss_backward", &softmax_loss_backward_cpu);
   m.impl("pifd_loss", &flip_loss_cpu);
   m.impl("pifd_loss_backward", &flip_loss_backward_cpu);
+  m.impl("ppl_loss_with_grad", &softmax_loss_with_grad_cpu);
+  m.impl("pifd_loss_with_grad", &flip_loss_with_grad_cpu);
   m.impl("policy_value", &policy_value_cpu);
   m.impl("aucc", &aucc_cpu);
 }

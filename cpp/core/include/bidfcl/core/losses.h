@@ -65,6 +65,9 @@ struct SoftmaxLossBackwardParams {
   const T* grad_output = nullptr;  // [1] upstream gradient (same memory space as the inputs)
   T* grad_r_hat = nullptr;         // [n, m] output
   T* grad_c_hat = nullptr;         // [n, m] output
+  // [1] optional output (CPU only): when set, the forward loss is written here too, bit for bit what
+  // softmax_loss_cpu returns, so one pass gives the loss and its gradient (the fused forward).
+  T* loss = nullptr;
 };
 
 // PIFD / DIFD forward: the exact discrete decision loss
@@ -87,9 +90,12 @@ template <typename T>
 struct FlipLossBackwardParams {
   DecisionBatch<T> in;
   double clip = 0.0;  // h; <= 0 means no clip
-  const T* grad_output = nullptr;
-  T* grad_r_hat = nullptr;
-  T* grad_c_hat = nullptr;
+  const T* grad_output = nullptr;  // [1] upstream gradient
+  T* grad_r_hat = nullptr;         // [n, m] output
+  T* grad_c_hat = nullptr;         // [n, m] output
+  // [1] optional output (CPU only): when set, the forward loss is written here too, bit for bit what
+  // flip_loss_cpu returns (the fused forward).
+  T* loss = nullptr;
 };
 
 // IPW estimates of the per-capita revenue and cost of K policies on one RCT sample:
