@@ -299,6 +299,19 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError("bidfcl config: " + message)
 
 
+#: units of ``train.budgets`` and ``eval.budgets`` (converted by ``evaluate.per_capita_budgets``)
+BUDGET_UNITS = ("share", "per_capita", "total")
+
+
+def _check_budgets(section: str, budgets, unit: str) -> None:
+    """``[section] budgets`` (None, or a non-empty list of finite numbers > 0) and ``budget_unit``."""
+    _require(unit in BUDGET_UNITS, f"expected {section}.budget_unit in {list(BUDGET_UNITS)}, got {unit!r}")
+    if budgets is not None:
+        _require(len(budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                          and math.isfinite(v) and v > 0 for v in budgets),
+                 f"expected {section}.budgets to be a non-empty list of finite numbers > 0, got {budgets!r}")
+
+
 def _validate(cfg: RunConfig) -> None:
     d, m, t, e, o, x = cfg.data, cfg.model, cfg.train, cfg.eval, cfg.output, cfg.experiment
     _require(d.source in ("synthetic", "files"), f"expected data.source 'synthetic' or 'files', got {d.source!r}")
@@ -357,21 +370,12 @@ def _validate(cfg: RunConfig) -> None:
     _require(t.bridge_mode in ("gate", "weight"), f"expected train.bridge_mode 'gate' or 'weight', "
                                                   f"got {t.bridge_mode!r}")
     _require(e.n_budgets >= 1, f"expected eval.n_budgets >= 1, got {e.n_budgets}")
-    _require(e.budget_unit in ("share", "per_capita", "total"),
-             f"expected eval.budget_unit in ['share', 'per_capita', 'total'], got {e.budget_unit!r}")
-    if e.budgets is not None:
-        _require(len(e.budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                            and math.isfinite(v) and v > 0 for v in e.budgets),
-                 f"expected eval.budgets to be a non-empty list of finite numbers > 0, got {e.budgets!r}")
+    _check_budgets("eval", e.budgets, e.budget_unit)
     _require(isinstance(t.device, str) and (t.device in ("auto", "cpu", "cuda") or
                                             (t.device.startswith("cuda:") and t.device[5:].isdigit())),
              f"expected train.device 'auto', 'cpu', 'cuda' or 'cuda:N', got {t.device!r}")
-    _require(t.budget_unit in ("share", "per_capita", "total"),
-             f"expected train.budget_unit in ['share', 'per_capita', 'total'], got {t.budget_unit!r}")
+    _check_budgets("train", t.budgets, t.budget_unit)
     if t.budgets is not None:
-        _require(len(t.budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                            and math.isfinite(v) and v > 0 for v in t.budgets),
-                 f"expected train.budgets to be a non-empty list of finite numbers > 0, got {t.budgets!r}")
         _require(t.budget_fractions is None, "give train.budgets or train.budget_fractions, not both")
     if t.budget_fractions is not None:
         _require(len(t.budget_fractions) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)

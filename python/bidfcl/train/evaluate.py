@@ -24,6 +24,7 @@ import torch
 
 from ..data import MarketingData, UpliftDataset
 from ..solver import solve_mckp_rct
+from .config import BUDGET_UNITS
 from .datasets import max_arm_cost
 
 __all__ = ["budget_levels", "eval_budgets", "per_capita_budgets", "BUDGET_UNITS", "ipw_value", "evaluate_predictions", "evaluate_model"]
@@ -33,9 +34,6 @@ def budget_levels(ds: UpliftDataset, n_budgets: int) -> list[float]:
     """``n_budgets`` per-capita budgets evenly spaced strictly inside ``(0, C_max)``."""
     top = max_arm_cost(ds)
     return [top * k / (n_budgets + 1) for k in range(1, n_budgets + 1)]
-
-
-BUDGET_UNITS = ("share", "per_capita", "total")
 
 
 def per_capita_budgets(values, unit: str, ds: UpliftDataset) -> list[float]:
