@@ -22,12 +22,7 @@ needs_bilevel = pytest.mark.skipif(not (HAVE_LOSSES and HAVE_IMPLICIT), reason="
 TINY = {"n_rct": 600, "n_obs": 1200, "n_val": 600, "n_test": 1000}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

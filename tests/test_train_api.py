@@ -12,12 +12,7 @@ CFG = {"model": {"hidden": [8]}, "train": {"method": "tsm", "data": "pooled", "e
        "output": {"progress": "none"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _arrays(ds):
