@@ -208,18 +208,35 @@ def _train(args) -> int:
         cfg = cfg.replace({"output.progress": args.progress})
     _threads(args.threads or cfg.output.threads)
     _ignored_experiment_note(cfg, "train")
-    resolve_device(cfg.train.device, "train.device")  # a device that does not exist fails before any work
-    _check_writable_dir(cfg.output.dir, "output.dir")
+    from .train.parallel import Parallel
+
+    # under torchrun: join the group (gloo on CPU, nccl on CUDA); every check below is agreed by all
+    # ranks, so bad input on one rank stops every rank with the message instead of a hang
+    par = Parallel.from_environment(cfg.train.device)
+    # a device that does not exist fails before any work
+    par.run_agreed("resolving train.device", resolve_device, cfg.train.device, "train.device")
+    if par.is_main:  # rank 0 writes the outputs
+        par.run_agreed("checking output.dir", _check_writable_dir, cfg.output.dir, "output.dir")
+    else:
+        par.agree(None, "checking output.dir")
     ckpt = os.path.join(cfg.output.dir, "checkpoint.pt")
-    if args.resume and os.path.exists(ckpt):
-        read_checkpoint(ckpt)  # a damaged checkpoint is reported before any data are read
-    progress = Progress(cfg.output.progress)
+    resuming = args.resume and os.path.exists(ckpt)
+    if par.active:  # every rank resumes from rank 0's checkpoint: it must see one too
+        resuming = all(par.gather_objects(bool(resuming))) if args.resume else False
+    if resuming:  # a damaged checkpoint is reported before any data are read
+        par.run_agreed("reading the checkpoint", read_checkpoint, ckpt)
+    progress = Progress(cfg.output.progress if par.is_main else "none")
     done = _step(progress, f"reading the {cfg.data.source} data" if cfg.data.source == "files"
                  else "generating the synthetic data")
-    data = load_run_data(cfg.data)
+    data = load_run_data(cfg.data, parallel=par)
     done()
-    trainer = make_trainer(cfg, data, out_dir=cfg.output.dir, progress=progress)
-    result = trainer.fit(resume=args.resume)
+    trainer = make_trainer(cfg, data, out_dir=cfg.output.dir, progress=progress, parallel=par)
+    result = trainer.fit(resume=resuming)
+    if not par.is_main:  # metrics and paths are printed once
+        return 0
+    if par.active:
+        print(f"data-parallel training on {par.world} processes (torch.distributed, "
+              f"{'nccl' if trainer.device.type == 'cuda' else 'gloo'})")
     _print_evaluation(result["evaluation"], f"{cfg.train.method} on the {result['split']} split")
     for phase, best in result["best"].items():
         print(f"  model selection ({cfg.eval.select} on validation): phase {phase}, epoch {best['epoch']} "

@@ -186,7 +186,8 @@ def _hvp_into(grads: Sequence[Optional[torch.Tensor]], params: list[torch.Tensor
     return matvec_into
 
 
-def _cg_from_grads(grads, params, b, x0, max_iter, tol, damping, check_every, stop, backend) -> tuple[list, CGState]:
+def _cg_from_grads(grads, params, b, x0, max_iter, tol, damping, check_every, stop, backend,
+                   reduce=None) -> tuple[list, CGState]:
     if check_every is None:
         check_every = _default_check_every(params[0].device)
     _check_options(max_iter, tol, damping, check_every)
@@ -199,7 +200,15 @@ def _cg_from_grads(grads, params, b, x0, max_iter, tol, damping, check_every, st
             list(grads), params, b, x0, max_iter, float(tol), float(damping), check_every, bool(stop)
         )
         return list(solution), CGState(int(iters), float(error), STATUS_NAMES[int(code)], int(matvecs), "cpp")
-    return _run_flat(_hvp_into(grads, params), b, x0, max_iter, float(tol), float(damping), check_every, bool(stop))
+    matvec_into = _hvp_into(grads, params)
+    if reduce is not None:
+        local_into = matvec_into
+
+        def matvec_into(p_views, out):  # noqa: F811 (the summed product of every rank's part)
+            local_into(p_views, out)
+            out.copy_(reduce([out])[0])
+
+    return _run_flat(matvec_into, b, x0, max_iter, float(tol), float(damping), check_every, bool(stop))
 
 
 def solve_hessian(
@@ -344,6 +353,7 @@ def hypergradient(
     stop_on_nonpositive_curvature: bool = True,
     backend: str = "auto",
     curvature: str = "hessian",
+    reduce: Optional[Callable[[list], list]] = None,
 ) -> HypergradientResult:
     """Implicit hypergradient at the current inner parameters (assumed stationary for ``L_low``):
 
@@ -363,6 +373,13 @@ def hypergradient(
     from the same gradients, and ``state.status`` reports ``"nonpositive_curvature"``). Returns
     ``HypergradientResult(grads, state, upper_loss, solution)``, ``solution`` being ``v`` (a warm
     start for the next solve).
+
+    ``reduce`` (data-parallel training): when both losses are sums of per-process parts, a
+    function that sums a list of tensors over the processes (e.g. an all-reduce). It is applied to
+    ``grad_theta L_up``, to every Hessian (or Gauss-Newton) vector product, to the upper loss and to
+    the final gradients, so every process runs the same CG iterations on the global system and
+    gets the global hypergradient (the CG loop then runs in PyTorch: the compiled driver cannot
+    call back between products).
     """
     if curvature not in ("hessian", "gauss-newton", "auto"):
         raise ValueError(f"bidfcl.implicit: expected curvature 'hessian', 'gauss-newton' or 'auto', got {curvature!r}")
@@ -372,20 +389,31 @@ def hypergradient(
     inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
     backend = _backend(backend)
     up, b, direct = _upper_gradients(upper_loss, inner, outer)
+    if reduce is not None:
+        backend = "python"
+        b = reduce(b)
+        up = reduce([up])[0]
     grads_low = _lower_gradients(lower_loss, inner, outer)
     if curvature != "gauss-newton":
         v, state = _cg_from_grads(
-            grads_low, inner, b, x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend
+            grads_low, inner, b, x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend,
+            reduce
         )
     if curvature == "gauss-newton" or (curvature == "auto" and state.status == "nonpositive_curvature"):
         if x0 is not None:
             x0 = _param_list(x0, "x0", need_grad=False)
-        v, state = cg(_gauss_newton_matvec(lower_loss, inner, outer), b, max_iter=max_iter, tol=tol, damping=damping,
+        matvec = _gauss_newton_matvec(lower_loss, inner, outer)
+        if reduce is not None:
+            local_matvec = matvec
+            matvec = lambda v: reduce(local_matvec(v))  # noqa: E731
+        v, state = cg(matvec, b, max_iter=max_iter, tol=tol, damping=damping,
                       x0=x0, check_every=check_every, stop_on_nonpositive_curvature=stop_on_nonpositive_curvature)
         if curvature == "auto":  # say that the Hessian was indefinite here and Gauss-Newton stood in
             state = dataclasses.replace(state, status="nonpositive_curvature")
     mixed = _mixed_term(grads_low, v, outer)
     grads = [d - m for d, m in zip(direct, mixed)]
+    if reduce is not None:
+        grads = reduce(grads)
     return HypergradientResult(grads, state, up, [t.detach() for t in v])
 
 

@@ -104,12 +104,25 @@ class MultiHeadMLP(nn.Module):
         return x
 
     @torch.no_grad()
-    def fit_scaler(self, x: torch.Tensor) -> "MultiHeadMLP":
+    def fit_scaler(self, x: torch.Tensor, parallel=None) -> "MultiHeadMLP":
         """Set the standardisation to the column means / standard deviations of ``x`` (constant
-        columns keep std 1). ``x`` must be finite (a NaN would make every prediction NaN)."""
+        columns keep std 1). ``x`` must be finite (a NaN would make every prediction NaN).
+
+        ``parallel`` (an active :class:`bidfcl.train.parallel.Parallel`): ``x`` is this rank's
+        shard and the moments are those of every rank's rows (two all-reduced passes: the mean,
+        then the squared deviations from it)."""
         self._check_x(x)
         _validate.finite(x, "x")
         x64 = x.to(torch.float64)
+        if parallel is not None and parallel.active:
+            n = float(parallel.sum(torch.tensor([float(x.shape[0])], dtype=torch.float64))[0])
+            mean = parallel.sum(x64.sum(0)) / n
+            dev = parallel.sum(((x64 - mean) ** 2).sum(0))
+            std = (dev / (n - 1)).sqrt() if n > 1 else torch.ones(self.n_features, dtype=torch.float64, device=x.device)
+            std = torch.where(std > 1e-12, std, torch.ones_like(std))
+            self.mean.copy_(mean.to(self.mean.dtype))
+            self.std.copy_(std.to(self.std.dtype))
+            return self
         std = x64.std(0) if x.shape[0] > 1 else torch.ones(self.n_features, dtype=torch.float64)
         std = torch.where(std > 1e-12, std, torch.ones_like(std))
         self.mean.copy_(x64.mean(0).to(self.mean.dtype))

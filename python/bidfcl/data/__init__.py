@@ -14,7 +14,7 @@
 
 from .dataset import DataError, UpliftDataset
 from .export import write_splits, write_table
-from .loaders import CRITEO_COLUMNS, CRITEO_FEATURES, load_criteo_uplift, load_table
+from .loaders import CRITEO_COLUMNS, CRITEO_FEATURES, count_rows, load_criteo_uplift, load_table
 from .protocol import HybridSplit, RidgeTLearner, hybrid_split
 from .synthetic import SPLITS, MarketingData, MarketingWorld, OraclePolicy, make_marketing
 from .scenarios import SCENARIOS, Scenario, get_scenario, make_scenario
@@ -38,6 +38,7 @@ __all__ = [
     "CRITEO_FEATURES",
     "load_criteo_uplift",
     "load_table",
+    "count_rows",
     "write_table",
     "write_splits",
 ]

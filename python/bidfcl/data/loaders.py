@@ -22,7 +22,7 @@ from .._ops import MAX_OPTIONS
 from .._optional import require
 from .dataset import DataError, UpliftDataset
 
-__all__ = ["load_table", "load_criteo_uplift", "CRITEO_FEATURES", "CRITEO_COLUMNS"]
+__all__ = ["load_table", "count_rows", "load_criteo_uplift", "CRITEO_FEATURES", "CRITEO_COLUMNS"]
 
 CRITEO_FEATURES = tuple(f"f{k}" for k in range(12))
 CRITEO_COLUMNS = CRITEO_FEATURES + ("treatment", "conversion", "visit", "exposure")
@@ -151,8 +151,28 @@ def _check_columns(available: Sequence[str], wanted: Sequence[str], src: str) ->
                         f"available: {list(available)}")
 
 
-def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src: str):
-    """(estimated row count, iterator of record batches with exactly ``columns``).
+def count_rows(path: str | os.PathLike, *, format: Optional[str] = None) -> int:
+    """Data rows of a Parquet (from its footer) or CSV file (one pass counting newlines), e.g. to
+    divide a file among the ranks of a data-parallel run before anyone reads it."""
+    _pyarrow()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"bidfcl.data: no such file {path} (loaders read local files only)")
+    fmt = _format(path, format)
+    if fmt == "parquet":
+        pa = _pyarrow()
+        try:
+            return int(pa.parquet.ParquetFile(path).metadata.num_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"bidfcl.data: could not read {path} as Parquet (corrupted, truncated or not a "
+                            f"Parquet file): {exc}") from None
+    return _count_csv_rows(path)
+
+
+def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src: str, rows=None):
+    """(estimated row count, iterator of record batches with exactly ``columns``). With ``rows =
+    (lo, hi)`` a Parquet file is read from the first row group that holds row ``lo`` to the last
+    that holds row ``hi - 1`` only (the caller cuts the batches to the range; see :func:`_in_range`).
 
     Every pyarrow failure (a corrupted or truncated file, a cell that is not a number) becomes a
     :class:`DataError` naming ``src`` (the file and its split) and, where known, column and row."""
@@ -166,9 +186,23 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
                             f"Parquet file): {exc}") from None
         _check_columns(names, columns, src)
 
+        groups, row0 = None, 0
+        if rows is not None:
+            lo, hi = rows
+            groups, at = [], 0
+            for g in range(pf.metadata.num_row_groups):
+                k = pf.metadata.row_group(g).num_rows
+                if at < hi and at + k > lo:
+                    if not groups:
+                        row0 = at
+                    groups.append(g)
+                at += k
+        first_row = row0
+
         def parquet_gen():
-            it = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns, use_threads=False)
-            row0 = 0
+            it = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns, use_threads=False,
+                                 row_groups=groups)
+            row0 = first_row
             while True:
                 try:
                     batch = next(it)
@@ -177,10 +211,10 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
                 except (pa.ArrowException, OSError) as exc:
                     raise DataError(f"bidfcl.data: could not read {src} as Parquet after data row {row0} "
                                     f"(corrupted or truncated file): {exc}") from None
+                yield row0, batch
                 row0 += batch.num_rows
-                yield batch
 
-        return num_rows, parquet_gen()
+        return (num_rows if rows is None else rows[1] - rows[0]), parquet_gen()
     # CSV: read the header first to report missing columns by name, then stream with fixed types
     import pyarrow.csv as pacsv
 
@@ -205,9 +239,10 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
         raise not_numeric(exc) from None
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"bidfcl.data: could not read {src} as CSV: {exc}") from None
-    estimate = n_rows if n_rows is not None else _count_csv_rows(path)
+    estimate = rows[1] - rows[0] if rows is not None else n_rows if n_rows is not None else _count_csv_rows(path)
 
     def gen():
+        row0 = 0
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -217,9 +252,24 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
                 raise not_numeric(exc) from None
             except (pa.ArrowException, OSError) as exc:
                 raise DataError(f"bidfcl.data: could not read {src} as CSV: {exc}") from None
-            yield batch
+            yield row0, batch
+            row0 += batch.num_rows
+            if rows is not None and row0 >= rows[1]:
+                return  # past this rank's rows: the rest of the file is someone else's
 
     return estimate, gen()
+
+
+def _in_range(batches, rows):
+    """``(row0, batch)`` cut to the data rows ``[lo, hi)`` (all with ``rows=None``); ``row0`` is the
+    number of the batch's first row in the whole file (error messages name it)."""
+    for row0, batch in batches:
+        if rows is None:
+            yield row0, batch
+            continue
+        a, b = max(rows[0] - row0, 0), min(rows[1] - row0, batch.num_rows)
+        if b > a:
+            yield row0 + a, batch.slice(a, b - a)
 
 
 def _locate_csv_cell(path: str, names: Sequence[str], columns: Sequence[str], message: str) -> str:
@@ -263,7 +313,7 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
                propensity: Optional[str] = None, *, format: Optional[str] = None, n_options: Optional[int] = None,
                dtype: torch.dtype = torch.float32, scale: Optional[str] = None, nonnegative_cost: bool = True,
                require_all_arms: bool = False, n_rows: Optional[int] = None,
-               split: Optional[str] = None) -> UpliftDataset:
+               split: Optional[str] = None, rows: Optional[tuple[int, int]] = None) -> UpliftDataset:
     """Load uplift rows from a local Parquet or CSV file through pyarrow, with a column mapping.
 
     Args:
@@ -281,6 +331,10 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         n_rows: optional row count hint for CSV (skips the newline-counting pre-pass).
         split: the split this file is read for (``"obs"``, ``"rct"``, ``"val"``, ``"test"``), named
             in every error message next to the file.
+        rows: ``(lo, hi)``: only data rows ``lo <= row < hi`` (a rank's shard, see
+            :func:`count_rows`); Parquet row groups outside them are not read, a CSV is read up to
+            row ``hi``. Errors still name rows by their number in the whole file; M (default),
+            ``require_all_arms`` and ``scale`` then see these rows only.
 
     Raises:
         DataError: a corrupted or unreadable file, missing columns, non-numeric / missing / NaN /
@@ -308,16 +362,19 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         raise ValueError("bidfcl.data: expected at least one feature column")
     fmt = _format(path, format)
     columns = list(dict.fromkeys(features + [treatment, revenue, cost] + ([propensity] if propensity else [])))
-    estimate, batches = _batches(path, fmt, columns, n_rows, src)
+    if rows is not None:
+        if not (isinstance(rows, tuple) and len(rows) == 2 and all(isinstance(v, int) for v in rows)
+                and 0 <= rows[0] <= rows[1]):
+            raise ValueError(f"bidfcl.data: rows must be a pair of integers (lo, hi) with 0 <= lo <= hi, got {rows!r}")
+    estimate, batches = _batches(path, fmt, columns, n_rows, src, rows)
     npdt = np.float32 if dtype == torch.float32 else np.float64
     sink = _Sink(estimate, len(features), npdt, propensity is not None)
     t_max = -1
     arm_counts = np.zeros(n_options or 0, dtype=np.int64)
-    for batch in batches:
+    for row0, batch in _in_range(batches, rows):
         k = batch.num_rows
         if k == 0:
             continue
-        row0 = sink.n
         sl = sink.reserve(k)
         for j, name in enumerate(features):
             sink.x[sl, j] = _column_numpy(batch, name, row0, src)

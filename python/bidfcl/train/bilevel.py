@@ -111,6 +111,10 @@ class BidfclTrainer(Trainer):
         self.teacher_opt = self.adam(self.teacher)
         self.opt = self.adam(self.target)
         self.bridge_opt = self.adam(self.bridge, lr=t.bridge_lr)
+        # prediction-loss steps average gradients over ranks (DDP); the bridge's hypergradient is
+        # summed over ranks inside bidfcl.implicit.hypergradient (reduce=)
+        self.teacher_ddp, self.target_ddp = self.parallel.wrap(self.teacher), self.parallel.wrap(self.target)
+        self._rct_rows: Optional[tuple[int, int]] = None  #: (this rank's, all) rows of the RCT batch
         self.rct_gen = torch.Generator().manual_seed(self.seed + 7919)
         self.obs_rows = factual_rows(self.data.obs)
         self.teach_r = self.teach_c = None
@@ -137,15 +141,15 @@ class BidfclTrainer(Trainer):
     # -------------------------------------------------------------------------------- phases
     def teacher_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         self.teacher_opt.zero_grad(set_to_none=True)
-        loss = factual_loss(*self.teacher(batch.x), batch)
-        loss.backward()
+        loss = factual_loss(*self.teacher_ddp(batch.x), batch)
+        self.scaled(loss).backward()
         self.teacher_opt.step()
         return {"mse": loss.detach()}
 
     def warm_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         self.opt.zero_grad(set_to_none=True)
-        loss = factual_loss(*self.target(batch.x), batch)
-        loss.backward()
+        loss = factual_loss(*self.target_ddp(batch.x), batch)
+        self.scaled(loss).backward()
         self.opt.step()
         return {"mse": loss.detach()}
 
@@ -154,15 +158,29 @@ class BidfclTrainer(Trainer):
         self.teach_r, self.teach_c = self.teacher.predict(self.obs_rows.x)
 
     def rct_batch(self) -> UpliftDataset:
-        n, bs = len(self.data.rct), self.cfg.train.rct_batch_size
+        """``rct_batch_size`` RCT rows drawn without replacement (all with 0); in a data-parallel run
+        the same global draw on every rank, of which each keeps the rows it holds."""
+        n, bs = self._rows("rct"), self.cfg.train.rct_batch_size
+        shard = self.shard_of("rct")
         if bs == 0 or bs >= n:
+            self._rct_rows = (len(self.data.rct), n)
             return self.data.rct
-        idx = torch.randperm(n, generator=self.rct_gen)[:bs]
-        return self.data.rct.subset(idx.sort().values)
+        idx = torch.randperm(n, generator=self.rct_gen)[:bs].sort().values
+        if shard is not None:
+            idx = shard.local(idx)
+        self._rct_rows = (int(idx.numel()), bs)
+        return self.data.rct.subset(idx)
+
+    def _share(self, loss: torch.Tensor, rows: Optional[tuple[int, int]]) -> torch.Tensor:
+        """This rank's part ``loss * n_local / n_global`` of a global mean (summed over ranks by the
+        hypergradient's ``reduce``); ``loss`` when alone."""
+        if not self.parallel.active or rows is None:
+            return loss
+        return loss.nan_to_num(0.0) * 0.0 if rows[0] == 0 else loss * (rows[0] / rows[1])
 
     def _upper(self, r, c, batch: UpliftDataset) -> Optional[torch.Tensor]:
         t = self.cfg.train
-        return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip)
+        return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip, parallel=self.parallel)
 
     def _upper_or_zero(self, r, c, batch: UpliftDataset) -> torch.Tensor:
         """The upper loss, or a zero with a graph where lam* is infinite (``_upper_defined`` false:
@@ -188,9 +206,11 @@ class BidfclTrainer(Trainer):
         def outputs(inner):
             return torch.cat(functional_call(model, dict(zip(self.t_names, inner)), (batch.x,)), 1)
 
+        obs_rows = self.batch_rows
+
         def loss(o, outer):
             y, w = lower_targets(batch, tr, tc, *self._gates(batch.x, outer), t.bridge_mode, t.gate_factual)
-            return weighted_squared_error(o, y, w)
+            return self._share(weighted_squared_error(o, y, w), obs_rows)
 
         return CompositeLoss(outputs, loss)
 
@@ -205,7 +225,12 @@ class BidfclTrainer(Trainer):
         tr, tc = self.teach_r[index], self.teach_c[index]
         for _ in range(t.inner_steps):
             inner_opt.zero_grad(set_to_none=True)
-            lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode, t.gate_factual).backward()
+            low = lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode, t.gate_factual)
+            self._share(low, self.batch_rows).backward()
+            if self.parallel.active:  # the global batch's gradient: the sum of the ranks' parts
+                params = list(inner_model.parameters())
+                for p, g in zip(params, self.parallel.sum_list([p.grad for p in params])):
+                    p.grad = g
             inner_opt.step()
         return inner_model
 
@@ -253,9 +278,9 @@ class BidfclTrainer(Trainer):
         with torch.no_grad():
             gr, gc = self.bridge(batch.x)
         self.opt.zero_grad(set_to_none=True)
-        loss = lower_loss(*self.target(batch.x), gr, gc, batch, self.teach_r[index], self.teach_c[index],
+        loss = lower_loss(*self.target_ddp(batch.x), gr, gc, batch, self.teach_r[index], self.teach_c[index],
                           t.bridge_mode, t.gate_factual)
-        loss.backward()
+        self.scaled(loss).backward()
         self.opt.step()
         out["low"] = loss.detach()
         return out
@@ -272,29 +297,35 @@ class BidfclTrainer(Trainer):
         inner = [p.detach().clone().requires_grad_(True) for p in inner_model.parameters()]
         outer = list(self.bridge.parameters())
 
+        rct_rows = self._rct_rows
+
         def upper(theta, phi):
-            return self._upper_or_zero(*functional_call(inner_model, dict(zip(self.t_names, theta)), (rct.x,)), rct)
+            r, c = functional_call(inner_model, dict(zip(self.t_names, theta)), (rct.x,))
+            return self._share(self._upper_or_zero(r, c, rct), rct_rows)
 
         x0 = self.cg_warm if t.cg_warm_start else None
         if x0 is not None and any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(x0, inner)):
             x0 = None
         return implicit.hypergradient(self.lower_objective(inner_model, batch, index), upper, inner, outer,
                                       max_iter=t.cg_iters, tol=t.cg_tol, damping=t.damping, x0=x0,
-                                      curvature=t.curvature)
+                                      curvature=t.curvature,
+                                      reduce=self.parallel.sum_list if self.parallel.active else None)
 
     def phases(self) -> list[Phase]:
         t = self.cfg.train
         teacher_epochs = 0 if self._given_teacher is not None else t.teacher_epochs
-        return [Phase("teacher", teacher_epochs, factual_rows(self.data.rct), self.teacher_step, select="teacher"),
-                Phase("target-warm", t.warm_start_epochs, self.obs_rows, self.warm_step),
+        rct, obs = self.shard_of("rct"), self.shard_of("obs")
+        return [Phase("teacher", teacher_epochs, factual_rows(self.data.rct), self.teacher_step, select="teacher",
+                      shard=rct),
+                Phase("target-warm", t.warm_start_epochs, self.obs_rows, self.warm_step, shard=obs),
                 Phase(f"bidfcl-{t.loss}", t.epochs, self.obs_rows, self.bilevel_step, select="target",
-                      begin=self.begin_bilevel)]
+                      begin=self.begin_bilevel, shard=obs)]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:
         model = self.modules()[name]
         r, c = model.predict(self.val_ds.x)
         if name == "teacher":
-            return float(factual_loss(r, c, self.val_ds))
+            return self.split_mean(factual_loss(r, c, self.val_ds), self.val_ds, self.val_shard)
         up = self._upper(r, c, self.val_ds)
-        return float("inf") if up is None else float(up)
+        return float("inf") if up is None else self.split_mean(up, self.val_ds, self.val_shard)

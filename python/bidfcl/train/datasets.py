@@ -11,7 +11,7 @@ from ..data import MarketingData, UpliftDataset, make_marketing
 from .config import SYNTHETIC_KEYS, ConfigError, DataConfig
 
 __all__ = ["RunData", "run_data", "as_run_data", "load_run_data", "synthetic_kwargs", "factual_rows", "max_arm_cost",
-           "free_options"]
+           "arm_cost_means", "free_options"]
 
 
 @dataclass
@@ -23,6 +23,9 @@ class RunData:
     val: Optional[UpliftDataset]
     test: Optional[UpliftDataset]
     marketing: Optional[MarketingData] = None
+    #: in a data-parallel run: split name -> the :class:`~bidfcl.train.parallel.RowShard` this
+    #: process holds (its splits are then those shards); None: every split whole
+    shards: Optional[dict] = None
 
     @property
     def n_options(self) -> int:
@@ -46,7 +49,27 @@ class RunData:
         if all(d is None or d.device == device for d in splits):
             return self
         moved = [None if d is None else d.to(device) for d in splits]
-        return RunData(*moved, self.marketing)
+        return RunData(*moved, self.marketing, self.shards)
+
+    def shard(self, parallel) -> "RunData":
+        """This rank's contiguous rows of every split (:meth:`~bidfcl.train.parallel.Parallel.shard`),
+        for data already in memory on every rank (e.g. generated); itself when alone or sharded."""
+        if not parallel.active or self.shards is not None:
+            return self
+        parts, shards = {}, {}
+        for name in _SPLITS:
+            ds = getattr(self, name)
+            if ds is None:
+                parts[name] = None
+                continue
+            shards[name] = parallel.shard(len(ds), f"split {name!r}")
+            lo, hi, _ = shards[name].segments[0]
+            parts[name] = ds.subset(torch.arange(lo, hi, device=ds.device))
+        return RunData(parts["rct"], parts["obs"], parts["val"], parts["test"], self.marketing, shards)
+
+    def row_shard(self, name: str):
+        """The :class:`~bidfcl.train.parallel.RowShard` of split ``name`` (None when not sharded)."""
+        return None if self.shards is None else self.shards.get(name)
 
     def validation(self) -> UpliftDataset:
         """The model-selection split: ``val`` if present, else the RCT training rows."""
@@ -171,12 +194,18 @@ def synthetic_kwargs(cfg: DataConfig) -> dict:
     return kwargs
 
 
-def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
+def load_run_data(cfg: DataConfig, *, seed_offset: int = 0, parallel=None) -> RunData:
     """Generate (``source = "synthetic"``) or read (``source = "files"``) the run's splits.
 
     ``seed_offset`` is added to the synthetic ``seed`` (``bidfcl experiment`` draws a fresh sample of
     the same world per seed). With ``data.scenario`` the scenario's keywords are the base and the
     section's own keys override them.
+
+    ``parallel`` (an active :class:`~bidfcl.train.parallel.Parallel`, data-parallel training):
+    each rank keeps only its contiguous shard of every split. Files are then read shard by shard
+    (Parquet: only the row groups of the shard; CSV: up to its last row), so no process ever holds
+    a whole split; M is the largest over all ranks, and an arm an RCT-like split lacks on every
+    rank is an error on every rank. Synthetic data are generated whole on every rank, then cut.
     """
     if cfg.source == "synthetic":
         kwargs = synthetic_kwargs(cfg)
@@ -189,7 +218,8 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
             md = make_marketing(**kwargs)
         except ValueError as exc:
             raise ConfigError(f"bidfcl config: [data] rejected by make_marketing: {exc}") from None
-        return RunData(md.rct, md.obs, md.val, md.test, md)
+        whole = RunData(md.rct, md.obs, md.val, md.test, md)
+        return whole if parallel is None else whole.shard(parallel)
     if cfg.scenario is not None:
         raise ConfigError(f"bidfcl config: data.scenario = {cfg.scenario!r} needs data.source = 'synthetic', "
                           f"got {cfg.source!r}")
@@ -201,6 +231,8 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
         return load_table(path, list(cfg.features), cfg.treatment, cfg.revenue, cfg.cost, cfg.propensity_column,
                           require_all_arms=split != "obs", split=split)
 
+    if parallel is not None and parallel.active:
+        return _read_shards(cfg, parallel)
     rct = read(cfg.rct, "rct")
     obs, val, test = read(cfg.obs, "obs"), read(cfg.val, "val"), read(cfg.test, "test")
     m = max(d.n_options for d in (rct, obs, val, test) if d is not None)
@@ -208,28 +240,71 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0) -> RunData:
     return RunData(fix(rct), fix(obs), fix(val), fix(test), None)
 
 
+def _read_shards(cfg: DataConfig, parallel) -> RunData:
+    """:func:`load_run_data` of files on one rank of a data-parallel run (see there)."""
+    from ..data import DataError, count_rows, load_table
+
+    paths = {k: getattr(cfg, k) for k in _SPLITS if getattr(cfg, k) is not None}
+
+    def read_mine():
+        parts, shards = {}, {}
+        for split, path in paths.items():
+            shards[split] = parallel.shard(count_rows(path), f"split {split!r} ({path})")
+            lo, hi, _ = shards[split].segments[0]
+            parts[split] = load_table(path, list(cfg.features), cfg.treatment, cfg.revenue, cfg.cost,
+                                      cfg.propensity_column, split=split, rows=(lo, hi))
+        return parts, shards
+
+    parts, shards = parallel.run_agreed("reading this rank's rows of the data files", read_mine)
+    m = int(parallel.max(torch.tensor([max(d.n_options for d in parts.values())]))[0])
+    for split in ("rct", "val", "test"):
+        if split not in parts:
+            continue
+        counts = parallel.sum(torch.bincount(parts[split].treatment, minlength=m)[:m])
+        empty = [j for j in range(m) if int(counts[j]) == 0]
+        if empty:  # the same global counts on every rank: every rank raises this
+            raise DataError(f"bidfcl.data: expected every one of the {m} arms of an RCT in {paths[split]} "
+                            f"(split {split!r}) to have rows, got empty arm(s) {empty} on all {parallel.world} "
+                            f"ranks (rows per arm: {counts.tolist()})")
+    fixed = {k: parts[k]._replace(n_options=m) if k in parts else None for k in _SPLITS}
+    return RunData(fixed["rct"], fixed["obs"], fixed["val"], fixed["test"], None, shards)
+
+
 def factual_rows(ds: UpliftDataset) -> UpliftDataset:
     """Only ``x, treatment, revenue, cost`` (what a prediction loss uses; lets RCT and OBS concatenate)."""
     return UpliftDataset(ds.x, ds.treatment, ds.revenue, ds.cost, n_options=ds.n_options)
 
 
-def max_arm_cost(ds: UpliftDataset) -> float:
-    """Largest per-arm mean observed cost: an RCT estimate of the per-capita spend of the dearest
-    option, the top of the budget range used for training and evaluation."""
+def arm_cost_means(ds: UpliftDataset, parallel=None) -> list[Optional[float]]:
+    """Per-arm mean observed cost (None for an arm without rows), over every rank's rows when
+    ``parallel`` is an active :class:`~bidfcl.train.parallel.Parallel`."""
     t = ds.treatment
-    best = 0.0
+    sums, counts = [], []
     for j in range(ds.n_options):
         mask = t == j
-        if bool(mask.any()):
-            best = max(best, float(ds.cost[mask].to(torch.float64).mean()))
+        sums.append(ds.cost[mask].to(torch.float64).sum() if bool(mask.any()) else torch.zeros((), dtype=torch.float64))
+        counts.append(int(mask.sum()))
+    if parallel is not None and parallel.active:
+        both = parallel.sum(torch.stack([torch.stack(sums).cpu(), torch.tensor(counts, dtype=torch.float64)]))
+        return [float(s / c) if c > 0 else None for s, c in zip(both[0].tolist(), both[1].tolist())]
+    # alone: exactly ``cost[mask].mean()`` (torch's mean is the sum divided by the count)
+    return [float(s / c) if c > 0 else None for s, c in zip(sums, counts)]
+
+
+def max_arm_cost(ds: UpliftDataset, parallel=None) -> float:
+    """Largest per-arm mean observed cost: an RCT estimate of the per-capita spend of the dearest
+    option, the top of the budget range used for training and evaluation (global over ranks with
+    an active ``parallel``)."""
+    best = max([0.0] + [v for v in arm_cost_means(ds, parallel) if v is not None])
     if best <= 0:
         raise ConfigError("bidfcl: every arm has zero mean cost; no budget range to allocate over")
     return best
 
 
-def free_options(*datasets: Optional[UpliftDataset]) -> list[int]:
+def free_options(*datasets: Optional[UpliftDataset], parallel=None) -> list[int]:
     """Options logged at least once whose every logged cost is exactly zero in ``datasets``
-    (e.g. option 0, "no incentive"): their cost is known, not learned."""
+    (e.g. option 0, "no incentive"): their cost is known, not learned (over every rank's rows
+    with an active ``parallel``)."""
     present = [d for d in datasets if d is not None and len(d) > 0]
     if not present:
         return []
@@ -237,6 +312,9 @@ def free_options(*datasets: Optional[UpliftDataset]) -> list[int]:
     seen = torch.zeros(m, dtype=torch.bool)
     paid = torch.zeros(m, dtype=torch.bool)
     for d in present:
-        seen |= torch.bincount(d.treatment, minlength=m)[:m] > 0
-        paid.index_fill_(0, d.treatment[d.cost != 0], True)
+        seen |= torch.bincount(d.treatment, minlength=m)[:m].cpu() > 0
+        paid.index_fill_(0, d.treatment[d.cost != 0].cpu(), True)
+    if parallel is not None and parallel.active:
+        flags = parallel.max(torch.stack([seen, paid]).to(torch.int32))
+        seen, paid = flags[0] > 0, flags[1] > 0
     return [j for j in range(m) if bool(seen[j]) and not bool(paid[j])]

@@ -31,16 +31,32 @@ __all__ = ["DfclTrainer", "rct_lam", "decision_loss", "decision_loss_terms"]
 LAM_CAP = 1e6
 
 
-def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budget_per_capita) -> torch.Tensor:
+def _rct_solve(r_hat, c_hat, batch: UpliftDataset, budget_per_capita, parallel=None):
+    """The RCT-calibrated exact solve of detached predictions (predicted costs below zero count as
+    zero), over every rank's rows with an active ``parallel`` (the same lam* as one process on the
+    union of the rows), with the propensities the losses then use (None: the batch's arm shares)."""
+    r, c = r_hat.detach(), c_hat.detach().clamp_min(0.0)
+    if parallel is None or not parallel.active:
+        return solve_mckp_rct(r, c, batch.treatment, batch.cost, budget_per_capita, propensity=batch.propensity), \
+            batch.propensity
+    from ..distributed import solve_mckp_rct as solve_sharded
+    from .evaluate import global_row_propensity
+
+    prop = global_row_propensity(batch, parallel).to(r.dtype)
+    return solve_sharded(r, c, batch.treatment, batch.cost, budget_per_capita, propensity=prop,
+                         group=parallel.group), prop
+
+
+def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budget_per_capita,
+            parallel=None) -> torch.Tensor:
     """lam* of the RCT-calibrated exact solve on detached predictions (finite: capped at ``LAM_CAP``;
     predicted costs below zero count as zero)."""
-    sol = solve_mckp_rct(r_hat.detach(), c_hat.detach().clamp_min(0.0), batch.treatment, batch.cost, budget_per_capita,
-                         propensity=batch.propensity)
+    sol, _ = _rct_solve(r_hat, c_hat, batch, budget_per_capita, parallel)
     return torch.nan_to_num(sol.lam, posinf=LAM_CAP).clamp(max=LAM_CAP)
 
 
 def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
-                        clip=None, lams=None) -> tuple[torch.Tensor, torch.Tensor]:
+                        clip=None, lams=None, parallel=None) -> tuple[torch.Tensor, torch.Tensor]:
     """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc), as
     ``(loss, defined)`` tensors with no host synchronisation.
 
@@ -50,6 +66,10 @@ def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_pe
     makes the loss meaningful there, and a capped huge lam would send ``-lam * g`` into the cost
     heads. ``defined`` (a bool tensor) is false when that holds for every budget; ``loss`` is then a
     finite stand-in (lam = 0) that callers replace, e.g. by a prediction loss.
+
+    With an active ``parallel`` the batch is this rank's part of a global batch: lam* and the arm
+    shares are those of the global batch, and ``loss`` is the mean over this rank's rows (the
+    caller weighs it by its share of the batch, :meth:`bidfcl.train.loop.Trainer.scaled`).
     """
     from .. import losses
 
@@ -57,8 +77,7 @@ def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_pe
     if kind in ("ppl", "pifd"):
         budgets = torch.tensor(budget_per_capita if isinstance(budget_per_capita, (list, tuple))
                                else [budget_per_capita], dtype=torch.float64)
-        sol = solve_mckp_rct(r_hat.detach(), c_hat.detach().clamp_min(0.0), batch.treatment, batch.cost,
-                             budgets, propensity=batch.propensity)
+        sol, prop = _rct_solve(r_hat, c_hat, batch, budgets, parallel)
         # lam* can also be infinite on a feasible budget: when predicted costs of paid options
         # underflow to 0, the "cheapest" policy already gives those users a paid option
         ok = (sol.feasible & torch.isfinite(sol.lam)).reshape(-1)
@@ -71,6 +90,10 @@ def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_pe
         n = w.sum()
         loss = parts[0] * w[0] if len(parts) == 1 else (torch.stack(parts) * w).sum() / n.clamp_min(1.0)
         return loss, n > 0
+    if parallel is not None and parallel.active and prop is None:
+        from .evaluate import global_row_propensity
+
+        prop = global_row_propensity(batch, parallel).to(r_hat.dtype)
     if kind == "dpl":
         loss = losses.dpl_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop)
     elif kind == "mer":
@@ -83,9 +106,10 @@ def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_pe
 
 
 def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
-                  clip=None, lams=None) -> Optional[torch.Tensor]:
+                  clip=None, lams=None, parallel=None) -> Optional[torch.Tensor]:
     """:func:`decision_loss_terms` as one loss, or None where it is undefined (reads ``defined``)."""
-    loss, defined = decision_loss_terms(kind, r_hat, c_hat, batch, budget_per_capita, tau=tau, clip=clip, lams=lams)
+    loss, defined = decision_loss_terms(kind, r_hat, c_hat, batch, budget_per_capita, tau=tau, clip=clip, lams=lams,
+                                        parallel=parallel)
     return loss if bool(defined) else None
 
 
@@ -101,9 +125,21 @@ class DfclTrainer(Trainer):
         if self._given_warm is not None:  # e.g. the TSM-on-RCT model of the same experiment seed
             self.model.load_state_dict(self._given_warm.state_dict())
         self.opt = self.adam(self.model)
+        self.ddp = self.parallel.wrap(self.model)
         self.rows = self.data.rct
-        self.cost_var = max(float(self.rows.cost.to(torch.float64).var()), 1e-12) if len(self.rows) > 1 else 1.0
+        self.cost_var = self._cost_variance()
         self.lams = None if self.cfg.train.lams is None else [float(v) for v in self.cfg.train.lams]
+
+    def _cost_variance(self) -> float:
+        """Variance of the logged RCT costs (over every rank's rows), floored at 1e-12; 1 for one row."""
+        cost = self.rows.cost.to(torch.float64)
+        if not self.parallel.active:
+            return max(float(cost.var()), 1e-12) if len(self.rows) > 1 else 1.0
+        par = self.parallel
+        n = self._rows("rct")
+        mean = float(par.sum(cost.sum().reshape(1))[0]) / n
+        dev = float(par.sum(((cost - mean) ** 2).sum().reshape(1))[0])
+        return max(dev / (n - 1), 1e-12) if n > 1 else 1.0
 
     def extra_state(self) -> dict:
         return {"lams": self.lams}
@@ -113,23 +149,24 @@ class DfclTrainer(Trainer):
 
     def warm_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         self.opt.zero_grad(set_to_none=True)
-        loss = factual_loss(*self.model(batch.x), batch)
-        loss.backward()
+        loss = factual_loss(*self.ddp(batch.x), batch)
+        self.scaled(loss).backward()
         self.opt.step()
         return {"mse": loss.detach()}
 
     def _decision(self, r, c, batch) -> torch.Tensor:
         t = self.cfg.train
-        return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip, lams=self.lams)
+        return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip, lams=self.lams,
+                             parallel=self.parallel)
 
     def begin_main(self) -> None:
         if self.cfg.train.loss in ("dpl", "mer", "difd") and self.lams is None:
             from .datasets import max_arm_cost
 
             r, c = self.model.predict(self.rows.x)
-            top = max_arm_cost(self.rows)
+            top = max_arm_cost(self.rows, self.parallel)
             budgets = torch.tensor([top * f for f in (0.1, 0.2, 0.3, 0.4, 0.5)], dtype=torch.float64)
-            self.lams = [float(v) for v in rct_lam(r, c, self.rows, budgets)]
+            self.lams = [float(v) for v in rct_lam(r, c, self.rows, budgets, self.parallel)]
 
     def step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         """A decision-loss step, or a prediction-loss step where the decision loss is undefined (the
@@ -137,12 +174,12 @@ class DfclTrainer(Trainer):
         Losses are logged as ``(sum, count)`` so an undefined batch leaves the running means alone."""
         t = self.cfg.train
         self.opt.zero_grad(set_to_none=True)
-        r, c = self.model(batch.x)
+        r, c = self.ddp(batch.x)
         revenue_only = t.decision_heads == "revenue"
         # decision_heads = "revenue": the decision loss sees the cost predictions as constants and the
         # cost heads keep fitting the logged costs, so the budget calibration of the policy holds
         dl, defined = decision_loss_terms(t.loss, r, c.detach() if revenue_only else c, batch, self.train_budgets,
-                                          tau=t.tau, clip=t.clip, lams=self.lams)
+                                          tau=t.tau, clip=t.clip, lams=self.lams, parallel=self.parallel)
         w = defined.to(dl.dtype)
         out = {t.loss: (dl.detach() * w, w), "infeasible": 1.0 - w}
         fallback = factual_loss(r, c, batch)
@@ -155,19 +192,20 @@ class DfclTrainer(Trainer):
         if t.alpha > 0:
             loss = loss + t.alpha * fallback
             out["mse"] = (fallback.detach() * w, w)
-        torch.where(defined, loss, fallback).backward()
+        self.scaled(torch.where(defined, loss, fallback)).backward()
         self.opt.step()
         return out
 
     def phases(self) -> list[Phase]:
         t = self.cfg.train
         warm = 0 if self._given_warm is not None else t.warm_start_epochs
-        return [Phase("dfcl-warm", warm, self.rows, self.warm_step),
+        shard = self.shard_of("rct")
+        return [Phase("dfcl-warm", warm, self.rows, self.warm_step, shard=shard),
                 Phase(f"dfcl-{t.loss}", t.epochs, self.rows, self.step, select="model", begin=self.begin_main,
-                      select_initial=True)]
+                      select_initial=True, shard=shard)]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:
         r, c = self.modules()[name].predict(self.val_ds.x)
         dl = self._decision(r, c, self.val_ds)
-        return float("inf") if dl is None else float(dl)
+        return float("inf") if dl is None else self.split_mean(dl, self.val_ds, self.val_shard)

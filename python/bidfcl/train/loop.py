@@ -39,6 +39,7 @@ from ..models import MultiHeadMLP, model_from_config
 from .config import ConfigError, RunConfig
 from .datasets import RunData, free_options, max_arm_cost
 from .evaluate import eval_budgets, evaluate_model, per_capita_budgets
+from .parallel import Parallel, ParallelError, RowShard
 
 __all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_save", "factual_loss",
            "read_checkpoint", "TrainingDiverged", "data_fingerprint", "remove_stale_temporaries"]
@@ -169,17 +170,28 @@ def read_checkpoint(path: str) -> dict:
     return blob
 
 
-def data_fingerprint(ds: Optional[UpliftDataset]) -> Optional[dict]:
+def data_fingerprint(ds: Optional[UpliftDataset], parallel: Optional[Parallel] = None,
+                     shard: Optional[RowShard] = None) -> Optional[dict]:
     """Rows, features, options and a SHA-256 of up to 4096 evenly spaced rows (features, treatment,
-    revenue, cost) of a split: a resumed run refuses data that changed under the same path."""
+    revenue, cost) of a split: a resumed run refuses data that changed under the same path.
+
+    In a data-parallel run ``ds`` is this rank's ``shard``: each rank contributes the sampled rows
+    it holds, gathered in rank order, so the fingerprint is the one of the whole split."""
     if ds is None:
         return None
-    n = len(ds)
+    n = len(ds) if shard is None else shard.n_global
     idx = torch.linspace(0, max(n - 1, 0), steps=min(n, 4096)).round().to(torch.int64) if n else torch.zeros(0, dtype=torch.int64)
+    if shard is not None:
+        idx = shard.local(idx)
+    parts = [t.detach().cpu().contiguous().to(torch.float64 if t.is_floating_point() else torch.int64).numpy().tobytes()
+             for t in (ds.x[idx], ds.treatment[idx], ds.revenue[idx], ds.cost[idx])]
+    ranks = [parts] if parallel is None or not parallel.active or shard is None else parallel.gather_objects(parts)
     h = hashlib.sha256()
-    for t in (ds.x[idx], ds.treatment[idx], ds.revenue[idx], ds.cost[idx]):
-        h.update(t.detach().cpu().contiguous().to(torch.float64 if t.is_floating_point() else torch.int64).numpy().tobytes())
-    return {"rows": n, "features": ds.n_features, "options": ds.n_options, "sha256": h.hexdigest()}
+    for k in range(4):
+        for rank_parts in ranks:
+            h.update(rank_parts[k])
+    options = ds.n_options if parallel is None else int(parallel.max(torch.tensor([ds.n_options]))[0])
+    return {"rows": n, "features": ds.n_features, "options": options, "sha256": h.hexdigest()}
 
 
 def _describe_fp(fp: Optional[dict]) -> str:
@@ -288,6 +300,8 @@ class Phase:
     select: Optional[str] = None
     begin: Optional[Callable[[], None]] = None
     select_initial: bool = False  #: also a candidate for selection: the module as the phase starts
+    #: data-parallel runs: which global rows ``rows`` are (None: all of them)
+    shard: Optional[RowShard] = None
 
 
 def _mix_seed(*parts: int) -> int:
@@ -304,33 +318,46 @@ class Trainer:
     deployed_name = "model"
 
     def __init__(self, cfg: RunConfig, data: RunData, *, out_dir: Optional[str] = None,
-                 progress: Optional[Progress] = None):
+                 progress: Optional[Progress] = None, parallel: Optional[Parallel] = None):
+        #: this process's place in a data-parallel run (torchrun); a group of one otherwise
+        self.parallel = par = parallel if parallel is not None else Parallel.current()
         if data.rct is None or len(data.rct) == 0:
             raise ConfigError("bidfcl: training needs RCT rows (data.rct)")
-        self.device = resolve_device(cfg.train.device, "train.device")
+        self.device = par.run_agreed("resolving train.device", resolve_device, cfg.train.device, "train.device")
+        if par.active:
+            par.run_agreed("checking the run for data-parallel training", self._check_parallel, cfg, data)
+            data = par.run_agreed("sharding the data", data.shard, par)
         self.cfg, self.data = cfg, data.to(self.device)
         self.out_dir = out_dir
-        self.progress = progress if progress is not None else Progress(cfg.output.progress)
+        if progress is None:
+            progress = Progress(cfg.output.progress if par.is_main else "none")
+        self.progress = progress
         t = cfg.train
         self.seed = int(t.seed)
-        top = max_arm_cost(self.data.rct)
+        top = max_arm_cost(self.data.rct, par)
         self.train_budget = t.budget_fraction * top  # per capita
         self.val_ds = self.data.validation()
-        self.val_budgets = eval_budgets(cfg.eval, self.val_ds)
+        self.val_shard = self.data.row_shard("val" if self.data.val is not None else "rct")
+        self.val_budgets = eval_budgets(cfg.eval, self.val_ds, par, self._rows("val" if self.data.val is not None
+                                                                              else "rct"))
         #: per-capita training budget(s) of the decision losses
         if t.budgets is not None:
-            self.train_budgets = per_capita_budgets(t.budgets, t.budget_unit, self.data.rct)
+            self.train_budgets = per_capita_budgets(t.budgets, t.budget_unit, self.data.rct, par, self._rows("rct"))
             self.train_budget = self.train_budgets[0]
         else:
             self.train_budgets = [f * top for f in (t.budget_fractions or [t.budget_fraction])]
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
+        #: (rows of this rank, rows of all ranks) in the current global batch
+        self.batch_rows: Optional[tuple[int, int]] = None
         self._fingerprints = self.data_fingerprints()
         self.history: list[dict] = []
         self.best: dict = {}
         self.running: dict = {}
         self._first_bad: dict = {}  #: loss name -> first non-finite batch of the epoch (device tensors)
-        #: keep step losses on the device until the epoch ends (accelerators); on the CPU a read is free
-        self.defer_loss_reads = self.device.type != "cpu"
+        self._unsettled: dict = {}  #: data-parallel runs: this rank's parts of the sums since the last settle
+        #: keep step losses on the device until the epoch ends (accelerators; and data-parallel runs,
+        #: whose ranks must stop on a non-finite loss together); on the CPU a read is free
+        self.defer_loss_reads = self.device.type != "cpu" or par.active
         self.timings: dict = {}
         torch.manual_seed(self.seed)
         self.build()
@@ -361,14 +388,56 @@ class Trainer:
         if output is not None:  # e.g. the bridge: logits, no cost heads to fix
             free = []
         elif m.free_options is None:
-            free = free_options(self.data.rct, self.data.obs)
+            free = free_options(self.data.rct, self.data.obs, parallel=self.parallel)
         else:
             free = m.free_options
         model = MultiHeadMLP(self.data.n_features, self.data.n_options, hidden=hidden or m.hidden,
                              activation=m.activation, output=output or m.output,
                              cost_output=None if output else m.cost_output, dropout=m.dropout, free_options=free)
-        model.fit_scaler(self.data.rct.x if self.data.obs is None else torch.cat([self.data.rct.x, self.data.obs.x]))
+        model.fit_scaler(self.data.rct.x if self.data.obs is None else torch.cat([self.data.rct.x, self.data.obs.x]),
+                         parallel=self.parallel)
         return model.to(device=self.device, dtype=self.data.rct.dtype)
+
+    # ---------------------------------------------------------------------- data-parallel helpers
+    @staticmethod
+    def _check_parallel(cfg: RunConfig, data: RunData) -> None:
+        """What a data-parallel run cannot do (checked on every rank before any collective)."""
+        t = cfg.train
+        if t.hypergradient == "unrolled":
+            raise ConfigError("bidfcl: train.hypergradient = 'unrolled' (an ablation) runs in one process only; "
+                              "use the default 'cg' under torchrun")
+        if cfg.model.dropout:
+            raise ConfigError(f"bidfcl: model.dropout = {cfg.model.dropout} under torchrun: the ranks would draw "
+                              f"different masks than one process does; use dropout = 0 for data-parallel training")
+
+    def _rows(self, name: str) -> int:
+        """Rows of split ``name`` over all ranks."""
+        shard = self.data.row_shard(name)
+        return len(self.data.split(name)) if shard is None else shard.n_global
+
+    def shard_of(self, name: str) -> Optional[RowShard]:
+        """Which global rows of split ``name`` this rank holds (None when alone)."""
+        return self.data.row_shard(name)
+
+    def scaled(self, loss: torch.Tensor, averaged: bool = True) -> torch.Tensor:
+        """This rank's part of a mean over the current global batch, from the mean ``loss`` over its own
+        rows: ``loss * n_local / n_global`` (times P with ``averaged``, when DDP averages the
+        gradients over ranks); ``loss`` itself when alone. A rank without rows in the batch gets a
+        zero that keeps the graph (its gradients are zero)."""
+        if not self.parallel.active or self.batch_rows is None:
+            return loss
+        n_local, n_global = self.batch_rows
+        if n_local == 0:
+            return loss.nan_to_num(0.0) * 0.0
+        return loss * self.parallel.batch_scale(n_local, n_global, averaged)
+
+    def split_mean(self, value: torch.Tensor, ds: UpliftDataset, shard: Optional[RowShard]) -> float:
+        """A mean over the rows ``ds`` of one rank as the mean over every rank's rows of that split."""
+        if not self.parallel.active or shard is None:
+            return float(value)
+        part = value.detach().to(torch.float64) * (len(ds) / shard.n_global) if len(ds) else torch.zeros(
+            (), dtype=torch.float64)
+        return float(self.parallel.sum(part.reshape(1))[0])
 
     def adam(self, module: nn.Module, lr: Optional[float] = None) -> torch.optim.Optimizer:
         return torch.optim.Adam(module.parameters(), lr=lr or self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
@@ -378,7 +447,7 @@ class Trainer:
         return self.modules()[self.deployed_name]
 
     def validation_eom(self, name: str) -> float:
-        return evaluate_model(self.modules()[name], self.val_ds, self.val_budgets)["eom_mean"]
+        return evaluate_model(self.modules()[name], self.val_ds, self.val_budgets, parallel=self.parallel)["eom_mean"]
 
     # ------------------------------------------------------------------------------ checkpoints
     @property
@@ -411,11 +480,15 @@ class Trainer:
         pass
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is not None:
+        """Write the checkpoint (rank 0 of a data-parallel run: the state is the same on every rank)."""
+        if self.checkpoint_path is not None and self.parallel.is_main:
             atomic_save(self.state(), self.checkpoint_path)
 
     def data_fingerprints(self) -> dict:
-        return {k: data_fingerprint(getattr(self.data, k)) for k in ("rct", "obs", "val", "test")}
+        """:func:`data_fingerprint` of every split: of all ranks' rows together in a data-parallel run
+        (the same as one process computes on the whole data)."""
+        return {k: data_fingerprint(getattr(self.data, k), self.parallel, self.data.row_shard(k))
+                for k in ("rct", "obs", "val", "test")}
 
     def load_checkpoint(self, path: str, blob: Optional[dict] = None) -> None:
         blob = read_checkpoint(path) if blob is None else blob
@@ -495,7 +568,7 @@ class Trainer:
             ph = phases[pi]
             if ph.begin is not None:
                 ph.begin()
-            n = len(ph.rows)
+            n = len(ph.rows) if ph.shard is None else ph.shard.n_global
             nb = -(-n // bs)
             if (ph.select_initial and ph.select is not None and ph.epochs > 0 and self.position["epoch"] == 0
                     and self.position["batch"] == 0 and ph.name not in self.best):
@@ -505,6 +578,10 @@ class Trainer:
                 t0 = time.perf_counter()
                 for b in range(self.position["batch"], nb):
                     idx = perm[b * bs:(b + 1) * bs]
+                    if ph.shard is not None:  # the same global batch as one process; this rank's rows of it
+                        local = ph.shard.local(idx)
+                        self.batch_rows = (int(local.numel()), int(idx.numel()))
+                        idx = local
                     try:
                         losses = ph.step(ph.rows.subset(idx), idx)
                     except ValueError as exc:  # e.g. the solver refusing non-finite predictions
@@ -552,16 +629,40 @@ class Trainer:
                     s, c = self.running.get(k, (0.0, 0))
                     self.running[k] = (s + v, c + int(n))
             return
+        share = None
+        if self.parallel.active and self.batch_rows is not None:  # this rank's part of the global batch's mean
+            share = self.batch_rows[0] / max(self.batch_rows[1], 1)
         for k, v in losses.items():
             v, n = v if isinstance(v, tuple) else (v, 1)
             v = torch.as_tensor(v, device=self.device).detach().to(torch.float64)
-            s, c = self.running.get(k, (0.0, 0))
-            self.running[k] = (s + v, c + (n.detach().to(torch.int64) if isinstance(n, torch.Tensor) else n))
+            if share is not None:
+                v = v.nan_to_num(0.0) * 0.0 if share == 0 else v * share
+            into = self._unsettled if self.parallel.active else self.running
+            s, c = into.get(k, (0.0, 0))
+            into[k] = (s + v, c + (n.detach().to(torch.int64) if isinstance(n, torch.Tensor) else n))
             bad = self._first_bad.get(k, torch.full((), -1, dtype=torch.int64, device=self.device))
             self._first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), batch, bad)
 
     def _settle(self, phase: Phase, epoch: int) -> None:
-        """Read the device-side running sums (one synchronisation) and stop on a non-finite loss."""
+        """Read the device-side running sums (one synchronisation) and stop on a non-finite loss. In a
+        data-parallel run the ranks' parts of the sums are added up (one all-reduce; the counts are
+        the same on every rank) and every rank stops on the first bad batch of any rank."""
+        par = self.parallel
+        if par.active:
+            keys = sorted(self._first_bad)
+            never = torch.iinfo(torch.int64).max
+            first = torch.stack([torch.where(self._first_bad[k] < 0, never, self._first_bad[k]) for k in keys]) \
+                if keys else torch.zeros(0, dtype=torch.int64)
+            first = -par.max(-first.cpu())  # the earliest over ranks
+            self._first_bad = {k: torch.where(f == never, -1, f) for k, f in zip(keys, first)}
+            names = sorted(self._unsettled)
+            if names:  # the ranks' parts of this stretch's sums (the running sums so far are global)
+                sums = par.sum(torch.stack([torch.as_tensor(self._unsettled[k][0], dtype=torch.float64).cpu()
+                                            for k in names]))
+                for i, k in enumerate(names):
+                    s, c = self.running.get(k, (0.0, 0))
+                    self.running[k] = (s + float(sums[i]), c + int(self._unsettled[k][1]))
+            self._unsettled = {}
         for k, bad in self._first_bad.items():
             b = int(bad)
             if b >= 0:
@@ -590,18 +691,21 @@ class Trainer:
         if ds is None:
             ds = self.data.rct
             split = "rct"
-        budgets = eval_budgets(self.cfg.eval, ds)
+        budgets = eval_budgets(self.cfg.eval, ds, self.parallel, self._rows(split))
         t0 = time.perf_counter()
-        self.progress.message(f"evaluating the deployed model on the {split} split ({len(ds):,} rows, "
+        self.progress.message(f"evaluating the deployed model on the {split} split ({self._rows(split):,} rows, "
                               f"{len(budgets)} budgets) ...")
         evaluation = evaluate_model(self.deployed, ds, budgets, truth=self.data.marketing,
-                                    split=split if self.data.marketing is not None else None)
+                                    split=split if self.data.marketing is not None else None,
+                                    parallel=self.parallel)
         self.progress.message(f"  done in {time.perf_counter() - t0:.1f} s")
         result = {"method": self.method, "split": split, "train_budget_per_capita": self.train_budget,
                   "evaluation": evaluation, "epoch_seconds": self.epoch_seconds(), "fit_seconds": seconds,
                   "best": {k: {"metric": v["metric"], "epoch": v["epoch"]} for k, v in self.best.items()},
                   "history": self.history}
-        if self.out_dir is not None:
+        if self.parallel.active:
+            result["world_size"] = self.parallel.world
+        if self.out_dir is not None and self.parallel.is_main:
             os.makedirs(self.out_dir, exist_ok=True)
             save_model(self.deployed, os.path.join(self.out_dir, "model.pt"), run_config=self.cfg.to_dict(),
                        method=self.method, extra={"train_budget_per_capita": self.train_budget})

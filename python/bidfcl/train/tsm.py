@@ -13,8 +13,18 @@ import torch
 from ..data import UpliftDataset
 from .datasets import factual_rows
 from .loop import Phase, Trainer, factual_loss
+from .parallel import RowShard
 
 __all__ = ["TsmTrainer", "tsm_rows"]
+
+
+def tsm_shard(data, which: str):
+    """The global rows of :func:`tsm_rows` this rank holds (None when the data is not sharded)."""
+    if data.shards is None:
+        return None
+    if which in ("rct", "obs"):
+        return data.row_shard(which)
+    return RowShard.concat([data.row_shard("rct"), data.row_shard("obs")])
 
 
 def tsm_rows(data, which: str) -> UpliftDataset:
@@ -36,19 +46,21 @@ class TsmTrainer(Trainer):
     def build(self) -> None:
         self.model = self.new_model()
         self.opt = self.adam(self.model)
+        self.ddp = self.parallel.wrap(self.model)
         self.rows = tsm_rows(self.data, self.cfg.train.data)
 
     def step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         self.opt.zero_grad(set_to_none=True)
-        loss = factual_loss(*self.model(batch.x), batch)
-        loss.backward()
+        loss = factual_loss(*self.ddp(batch.x), batch)
+        self.scaled(loss).backward()
         self.opt.step()
         return {"mse": loss.detach()}
 
     def phases(self) -> list[Phase]:
-        return [Phase(f"tsm-{self.cfg.train.data}", self.cfg.train.epochs, self.rows, self.step, select="model")]
+        return [Phase(f"tsm-{self.cfg.train.data}", self.cfg.train.epochs, self.rows, self.step, select="model",
+                      shard=tsm_shard(self.data, self.cfg.train.data))]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:
         model = self.modules()[name]
-        return float(factual_loss(*model.predict(self.val_ds.x), self.val_ds))
+        return self.split_mean(factual_loss(*model.predict(self.val_ds.x), self.val_ds), self.val_ds, self.val_shard)
