@@ -634,7 +634,9 @@ class Trainer:
             share = self.batch_rows[0] / max(self.batch_rows[1], 1)
         for k, v in losses.items():
             v, n = v if isinstance(v, tuple) else (v, 1)
-            v = torch.as_tensor(v, device=self.device).detach().to(torch.float64)
+            # a Python float becomes a float64 tensor (as_tensor would round it to float32 first)
+            v = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else \
+                torch.tensor(float(v), dtype=torch.float64, device=self.device)
             if share is not None:
                 v = v.nan_to_num(0.0) * 0.0 if share == 0 else v * share
             into = self._unsettled if self.parallel.active else self.running
