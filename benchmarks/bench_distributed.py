@@ -2,6 +2,7 @@
 
     PYTHONPATH=python python benchmarks/bench_distributed.py solve      # N = 4M, M = 8: P = 1, 2
     PYTHONPATH=python python benchmarks/bench_distributed.py allocate   # 20M users, --chunk-rows 1000000
+    PYTHONPATH=python python benchmarks/bench_distributed.py epoch      # one Bi-DFCL epoch: P = 1, 2
 
 solve: every rank builds the same problem (``random_allocation_problem``, float32, one budget at
 30% of the way from the cheapest to the dearest policy) and solves its contiguous shard with
@@ -14,6 +15,12 @@ allocate: writes a 20M-row Parquet file with 4 features (row groups of 1M), a sm
 runs ``bidfcl allocate`` twice under ``/usr/bin/time -v``: streamed (``--chunk-rows 1000000``) and
 in memory (``--chunk-rows 0``); checks the two plans are equal, reports peak RSS and users/s, and
 deletes the files.
+
+epoch: one Bi-DFCL epoch (the main phase, default configuration) on the data of
+``benchmarks/bench_epoch.py`` (2k RCT + 100k OBS rows, batch 1024) in 1 and in 2 gloo processes
+(data-parallel training, ``bidfcl.train.parallel``), one thread per process. Reported: the epoch
+time of each and the ratio, after checking that the 2-process model's test EOM equals the
+1-process one (float32: up to summation order).
 """
 
 from __future__ import annotations
@@ -181,12 +188,60 @@ def bench_allocate(n: int = 20_000_000, chunk: int = 1_000_000) -> None:
         os.rmdir(folder)
 
 
+# ------------------------------------------------------------------------------------------- epoch
+def _epoch_rank(rank: int, world: int, port: str, out: str) -> None:
+    import torch
+
+    sys.path.insert(0, HERE)
+    from bench_epoch import DATA
+
+    from bidfcl.train import config_from_dict, load_run_data, make_trainer
+
+    torch.set_num_threads(1)
+    if world > 1:
+        import torch.distributed as dist
+
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    cfg = config_from_dict({"data": DATA, "train": {"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1,
+                                                     "epochs": 2, "batch_size": 1024},
+                            "eval": {"select": "last"}, "output": {"progress": "none"}})
+    res = make_trainer(cfg, load_run_data(cfg.data)).fit()
+    main = [k for k in res["epoch_seconds"] if k != "teacher" and not k.endswith("warm")][-1]
+    with open(os.path.join(out, f"e{rank}.json"), "w") as fh:
+        json.dump({"epoch_s": res["epoch_seconds"][main], "eom": res["evaluation"]["eom"]}, fh)
+
+
+def bench_epoch() -> None:
+    times = {}
+    for world in (1, 2):
+        out = tempfile.mkdtemp(prefix="bench-epoch-")
+        port = _port()
+        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OMP_NUM_THREADS="1")
+        procs = [subprocess.Popen([sys.executable, __file__, "_epoch", str(r), str(world), port, out], env=env)
+                 for r in range(world)]
+        if any(p.wait(timeout=1800) != 0 for p in procs):
+            raise SystemExit(f"a rank of the P = {world} epoch run failed")
+        times[world] = [json.load(open(os.path.join(out, f"e{r}.json"))) for r in range(world)]
+    one, two = times[1][0], times[2]
+    assert two[0]["eom"] == two[1]["eom"], "the two ranks disagree"
+    mean1, mean2 = sum(one["eom"]) / len(one["eom"]), sum(two[0]["eom"]) / len(two[0]["eom"])
+    t2 = max(r["epoch_s"] for r in two)
+    print(f"one Bi-DFCL epoch (2k RCT + 100k OBS, batch 1024): 1 process {one['epoch_s']:.2f} s, "
+          f"2 processes {t2:.2f} s (slowest rank): speed-up {one['epoch_s'] / t2:.2f}x; mean test EOM "
+          f"{mean1:.5f} vs {mean2:.5f} (float32: 2 epochs of summation-order differences)")
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_rank"]:
         _rank_main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6])
+    elif sys.argv[1:2] == ["_epoch"]:
+        _epoch_rank(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     else:
         what = sys.argv[1] if len(sys.argv) > 1 else "all"
         if what in ("solve", "all"):
             bench_solve()
         if what in ("allocate", "all"):
             bench_allocate()
+        if what in ("epoch", "all"):
+            bench_epoch()

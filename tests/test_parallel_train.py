@@ -227,3 +227,12 @@ def test_torchrun_cli_rct_file_missing_an_arm_fails_on_every_rank(tmp_path):
     assert p.stderr.count("empty arm(s) [2] on all 2 ranks") == 2, p.stderr[-3000:]
     # (torchrun itself prints a traceback of its own when a child fails; bidfcl's ranks print none)
     assert "rct.parquet" in p.stderr and "bidfcl/" not in p.stderr.replace(folder, "")
+
+
+def test_experiment_refuses_torchrun(monkeypatch, capsys):
+    from bidfcl.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["experiment", "--config", os.path.join(ROOT, "examples", "decision_quality.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "runs in one process" in err and "bidfcl train" in err and "Traceback" not in err

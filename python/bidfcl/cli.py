@@ -450,6 +450,9 @@ def _experiment(args) -> int:
     from .train.experiment import combine_results, run_experiment
     from .train.loop import Progress
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # every rank would run (and write) the whole grid
+        raise ValueError("bidfcl experiment runs in one process; under torchrun train one run at a time with "
+                         "`torchrun ... -m bidfcl train --config C`")
     if args.combine:
         if not args.out:
             print("bidfcl experiment: --combine needs --out (where the merged table goes)", file=sys.stderr)
