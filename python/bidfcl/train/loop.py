@@ -327,6 +327,7 @@ class Trainer:
         if par.active:
             par.run_agreed("checking the run for data-parallel training", self._check_parallel, cfg, data)
             data = par.run_agreed("sharding the data", data.shard, par)
+            self._check_ranks_agree(par, cfg, data)
         self.cfg, self.data = cfg, data.to(self.device)
         self.out_dir = out_dir
         if progress is None:
@@ -409,6 +410,25 @@ class Trainer:
         if cfg.model.dropout:
             raise ConfigError(f"bidfcl: model.dropout = {cfg.model.dropout} under torchrun: the ranks would draw "
                               f"different masks than one process does; use dropout = 0 for data-parallel training")
+
+    @staticmethod
+    def _check_ranks_agree(par: Parallel, cfg: RunConfig, data: RunData) -> None:
+        """Every rank must train the same run on shards of the same splits: the configuration (all but
+        the device), the splits present, features, options and dtype are all-gathered and compared."""
+        d = cfg.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
+        run = hashlib.sha256(json.dumps({k: d[k] for k in ("data", "model", "train", "eval")}, sort_keys=True,
+                                        default=str).encode()).hexdigest()[:16]
+        mine = {"config": run, "splits": [k for k in ("rct", "obs", "val", "test") if getattr(data, k) is not None],
+                "features": data.n_features, "options": data.n_options, "dtype": str(data.rct.dtype)}
+        every = par.gather_objects(mine)
+        for key in mine:
+            seen = [e[key] for e in every]
+            if any(v != seen[0] for v in seen):
+                listing = ", ".join(f"rank {r}: {v}" for r, v in enumerate(seen))
+                what = "configurations (data, model, train or eval sections)" if key == "config" else key
+                raise ParallelError(f"bidfcl ({par.where()}): the ranks were given different {what} ({listing}); "
+                                    f"every rank must train the same run on shards of the same data")
 
     def _rows(self, name: str) -> int:
         """Rows of split ``name`` over all ranks."""
