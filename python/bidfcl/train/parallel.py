@@ -132,21 +132,19 @@ class Parallel:
     # ------------------------------------------------------------------------------ collectives
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum over ranks of ``t`` (a new tensor on ``t``'s device; ``t`` itself when alone)."""
-        if not self.active:
-            return t
-        import torch.distributed as dist
-
-        buf = t.detach().to(self.comm_device).clone()
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
-        return buf.to(t.device)
+        return self._reduce(t, "SUM")
 
     def max(self, t: torch.Tensor) -> torch.Tensor:
+        """The element-wise largest over ranks of ``t`` (``t`` itself when alone)."""
+        return self._reduce(t, "MAX")
+
+    def _reduce(self, t: torch.Tensor, op: str) -> torch.Tensor:
         if not self.active:
             return t
         import torch.distributed as dist
 
         buf = t.detach().to(self.comm_device).clone()
-        dist.all_reduce(buf, op=dist.ReduceOp.MAX, group=self.group)
+        dist.all_reduce(buf, op=getattr(dist.ReduceOp, op), group=self.group)
         return buf.to(t.device)
 
     def sum_list(self, tensors: list) -> list:
