@@ -597,3 +597,44 @@ def test_loaders_say_when_pyarrow_is_missing(tmp_path, monkeypatch):
         load_table(path, ["a"], "t", "r", "c")
     with pytest.raises(ImportError, match="pip install pyarrow"):
         load_criteo_uplift(path)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_load_table_rows_reads_a_shard_equal_to_the_slice(tmp_path, fmt):
+    """``rows=(lo, hi)`` (a data-parallel rank's shard) gives exactly rows lo..hi-1 of the whole
+    read, for Parquet with many row groups and for CSV; errors name rows by their file number."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from bidfcl.data import count_rows, load_table, make_marketing, write_table
+
+    ds = make_marketing(n_rct=1000, n_obs=10, n_val=10, n_test=10, seed=2).rct
+    path = str(tmp_path / f"rows.{fmt}")
+    write_table(ds, path)
+    if fmt == "parquet":  # small row groups: the shard spans several, starts and ends inside one
+        pq.write_table(pq.read_table(path), path, row_group_size=97)
+        assert pq.ParquetFile(path).metadata.num_row_groups > 5
+    cols = dict(features=[f"f{j}" for j in range(ds.n_features)], treatment="treatment", revenue="revenue",
+                cost="cost", propensity="propensity")
+    assert count_rows(path) == 1000
+    whole = load_table(path, **cols)
+    for lo, hi in ((0, 500), (500, 1000), (123, 456), (0, 0), (999, 1000), (0, 1000)):
+        part = load_table(path, **cols, rows=(lo, hi))
+        assert len(part) == hi - lo
+        for name in ("x", "treatment", "revenue", "cost", "propensity"):
+            assert torch.equal(getattr(part, name), getattr(whole, name)[lo:hi]), (lo, hi, name)
+    columns = {c: [float(i) for i in range(1000)] for c in cols["features"] + ["revenue"]}
+    columns.update(treatment=[i % 3 for i in range(1000)], cost=[1.0] * 600 + [-1.0] + [1.0] * 399)
+    bad = pa.Table.from_pydict(columns)
+    if fmt == "parquet":
+        pq.write_table(bad, path, row_group_size=97)
+    else:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(bad, path)
+    cols.pop("propensity")
+    with pytest.raises(DataError, match="row 600"):
+        load_table(path, **cols, rows=(550, 700))
+    assert len(load_table(path, **cols, rows=(0, 600))) == 600  # the bad row is not in [0, 600)
+    with pytest.raises(ValueError, match="rows must be a pair"):
+        load_table(path, **cols, rows=(5, 2))
