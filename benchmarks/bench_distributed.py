@@ -74,6 +74,7 @@ def _rank_main(rank: int, world: int, port: str, n: int, out: str) -> None:
     checksum = int((sol.choice * torch.arange(a, b) % 1_000_003).sum())
     record = {"rank": rank, "world": world, "n": n, "time_s": sorted(times)[1], "bytes": stats["bytes"],
               "collectives": stats["collectives"], "rounds": stats["rounds"], "lam": float(sol.lam),
+              "bracketed_rows": stats.get("bracketed_rows"),
               "spend": float(sol.spend), "value": float(sol.value), "checksum": checksum}
     if world == 1:  # correctness and the single-process peer
         ref = bidfcl.solve_mckp(v, c, budget)
@@ -110,7 +111,8 @@ def bench_solve() -> None:
         r0 = recs[0]
         line = (f"P = {world}, N = {n:,}: {r0['time_s'] * 1e3:8.1f} ms per solve (slowest rank "
                 f"{max(r['time_s'] for r in recs) * 1e3:.1f} ms), {r0['bytes']:,} bytes in {r0['collectives']} "
-                f"collectives ({r0['rounds']} rounds) per rank")
+                f"collectives ({r0['rounds']} rounds) per rank; rows whose hull entered the selection: "
+                f"{r0['bracketed_rows'] if r0['bracketed_rows'] is not None else 'all'}")
         if "single_process_time_s" in r0:
             line += f"; bidfcl.solve_mckp on the same rows: {r0['single_process_time_s'] * 1e3:.1f} ms"
         print(line, flush=True)

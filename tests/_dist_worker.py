@@ -80,9 +80,18 @@ def _shard(t, sizes, rank):
     return t[start: start + sizes[rank]]
 
 
-def check_mckp(rank, world, seed, n, m, dtype, split, k, ties=True, scalar=False):
+def _interior_budgets(values, costs, g, k: int) -> torch.Tensor:
+    """Budgets inside the frontier (20%..80% of its points): exactly at points (also inside tie runs)
+    and between them, where every shard's own solve is finite: the bracketed path of bd.solve_mckp."""
+    pts = bidfcl.budget_frontier(values, costs).spend
+    lo, hi = int(pts.numel() * 0.2), max(int(pts.numel() * 0.8), int(pts.numel() * 0.2) + 2)
+    picks = torch.randint(lo, hi - 1, (k,), generator=g)
+    return torch.cat([pts[picks], (pts[picks] + pts[picks + 1]) / 2]).to(torch.float64)
+
+
+def check_mckp(rank, world, seed, n, m, dtype, split, k, ties=True, scalar=False, interior=False):
     values, costs, g = _problem(seed, n, m, dtype, ties)
-    budgets = _budget_set(values, costs, g, k)
+    budgets = (_interior_budgets if interior else _budget_set)(values, costs, g, k)
     sizes = _splits(n, world, split, g)
     budget = float(budgets[3]) if scalar else budgets
     ref = bidfcl.solve_mckp(values, costs, budget)
@@ -205,6 +214,12 @@ def _all_cases(rank, world):
     yield "mckp_scalar_budget", lambda: check_mckp(rank, world, 7, 150, 4, torch.float32, "uneven", 3, scalar=True)
     yield "mckp_one_option", lambda: check_mckp(rank, world, 8, 50, 1, torch.float32, "uneven", 2)
     yield "mckp_no_ties", lambda: check_mckp(rank, world, 9, 300, 6, torch.float64, "even", 5, ties=False)
+    for i, split in enumerate(("even", "uneven")):
+        for dtype in (torch.float32, torch.float64):
+            yield (f"bracket_mckp_{split}_{dtype}", (lambda s=split, d=dtype, i=i:
+                   check_mckp(rank, world, 500 + i, 400, 5, d, s, 3, interior=True)))
+            yield (f"bracket_scalar_{split}_{dtype}", (lambda s=split, d=dtype, i=i:
+                   check_mckp(rank, world, 510 + i, 400, 4, d, s, 2, scalar=True, interior=True)))
     for i, kind in enumerate(["none", "arm", "row"]):
         for split in ("uneven", "empty_last"):
             yield (f"rct_{kind}_{split}", (lambda k=kind, s=split, i=i:

@@ -70,6 +70,11 @@ def test_distributed_solves_match_single_process(world, tmp_path):
     assert len(names) >= (27 if world == 2 else 18)
     small = [c for c in records[0] if c["case"].startswith("small_mckp")]
     assert sum(c["stats"]["requests"]["tie"] for c in small) > 0, "the tie path was not exercised"
+    # interior budgets take the bracketed path (the hulls of a few rows only) and still match exactly
+    bracketed = [c["stats"].get("bracketed_rows") for c in records[0] if c["case"].startswith("bracket_")]
+    if world == 2:
+        assert bracketed and sum(b is not None for b in bracketed) >= len(bracketed) // 2, bracketed
+        assert all(b is None or b < 400 for b in bracketed), bracketed
     big = [c for c in records[0] if c["case"] == "mckp_even_torch.float32"][0]["stats"]
     # communication is bins and candidates, not rows: K budgets x rounds x (3 x 4096 float64) + gathers
     assert big["bytes"] < 2_000_000 and big["ranks"] == world

@@ -32,7 +32,7 @@ import torch
 
 from . import _reference, solver
 from ._ops import EXTENSION_LOADED, ops
-from ._sharded import Comm, Segment, bp_keys, select_cuts
+from ._sharded import INT64_MAX, Comm, Segment, bp_keys, select_cuts
 from .solver import MckpSolution, RctSolution
 
 __all__ = ["DistributedInputError", "solve_mckp", "solve_mckp_rct", "last_stats"]
@@ -87,6 +87,11 @@ def _check_problem(values, costs) -> str | None:
     m = values.shape[1]
     if not 1 <= m <= 256:
         return f"values must have 1 to 256 options (columns), got M = {m}"
+    if values.numel():  # one pass each when all is well (aminmax carries NaN): the search below only on failure
+        vmin, vmax = torch.aminmax(values)
+        cmin, cmax = torch.aminmax(costs)
+        if bool(torch.isfinite(vmin) & torch.isfinite(vmax) & torch.isfinite(cmax) & (cmin >= 0)):
+            return None
     for name, t, bad in (("values", values, ~torch.isfinite(values)), ("costs", costs, ~torch.isfinite(costs)),
                          ("costs", costs, costs < 0)):
         if bool(bad.any()):
@@ -178,6 +183,104 @@ def _key_range(comm: Comm, seg: Segment) -> tuple[int, int]:
     return -int(both[1]), int(both[0])
 
 
+#: relative widening of the bracket of local lam*s (covers rounding between the local solve and the
+#: events' breakpoints), and the score margin under which a row counts as possibly tied
+BRACKET_WIDEN = 1e-3
+_MARGIN = {torch.float32: 1e-5, torch.float64: 1e-11}
+
+
+def _bracketed_cuts(comm: Comm, values, costs, budgets: torch.Tensor, n_total: int, sel: dict):
+    """The cuts from the hull steps of the few rows whose choice can change near lam*, or None.
+
+    Each rank solves its own rows at its share of every budget, ``b n_rank / N`` (the fast
+    single-process solve). Spend is non-increasing in lam on every rank, so the global lam* of
+    each budget lies between the smallest and the largest of the ranks' lam*s: above the largest
+    every rank spends at most its share, at the smallest every rank spends more. In that bracket
+    (widened by ``BRACKET_WIDEN``) a row whose best option is the same at both ends, by more than
+    a rounding margin, has no hull step: its choice is fixed and its spend known. Only the other
+    rows' steps enter the exact selection (the fixed rows' spend joins the base); their ids are
+    mapped back to the shard's rows, so the order and the tie rule are those of the whole shard.
+
+    Returns ``(cuts, sub, best)`` (``sub``: the rows with steps, ``best``: every row's option while
+    fixed), or None (the caller selects over every step) when a rank's share fits or overspends
+    at every lam, or when a cut is not inside the bracket; every rank sees the same and agrees.
+    """
+    n, m = values.shape
+    lo_hi = torch.tensor([float("-inf"), float("-inf")], dtype=_F64)
+    if n:
+        local = solver.solve_mckp(values, costs, (budgets * (n / n_total)).to(values.device))
+        lam = local.lam.to("cpu", _F64)
+        ok = bool(torch.isfinite(lam).all()) and bool((lam > 0).all())
+        lo_hi = torch.tensor([-float(lam.min()), float(lam.max())], dtype=_F64) if ok else torch.tensor(
+            [float("inf"), float("inf")], dtype=_F64)
+    both = comm.all_reduce(lo_hi, op="max")
+    if not bool(torch.isfinite(both).all()) or m < 2:
+        return None
+    lo, hi = -float(both[0]) * (1 - BRACKET_WIDEN), float(both[1]) * (1 + BRACKET_WIDEN)
+    # the margin test in the input dtype: its rounding (a few ulp) is far below the margin
+    scale = values.abs().amax(1) + costs.amax(1) * hi
+    tol = _MARGIN[values.dtype] * scale
+    fixed, best = None, None
+    for lam_end in (lo, hi):
+        score = values - lam_end * costs
+        top, pick = score.max(1)
+        second = score.scatter_(1, pick.unsqueeze(1), float("-inf")).amax(1)
+        sure = (top - second) > tol
+        fixed = sure if fixed is None else fixed & sure & (pick == best)
+        best = pick
+    sub = torch.nonzero(~fixed).squeeze(1)
+    cf = costs.gather(1, best.unsqueeze(1)).squeeze(1)
+    fixed_spend = float(cf.to(_F64)[fixed].sum()) if n else 0.0
+    seg, base_sub = _segment(values[sub], costs[sub], comm.rank)
+    seg = seg._replace(id=sub.cpu()[seg.id // m] * m + seg.id % m)
+    kmin, kmax = _key_range(comm, seg)
+    base = float(comm.all_reduce(torch.tensor([base_sub + fixed_spend], dtype=_F64))[0])
+    cuts = select_cuts(lambda: (seg,), comm, budgets.tolist(), base, kmin, kmax, monotone=True,
+                       nbins=NUM_BINS, cap=CANDIDATE_CAP, stats=sel)
+    klo = int(bp_keys(torch.tensor([lo], dtype=values.dtype))[0])
+    khi = int(bp_keys(torch.tensor([hi], dtype=values.dtype))[0])
+    if any(cut.kind != "cut" or not klo <= cut.key <= khi for cut in cuts):
+        return None
+    sel["bracketed_rows"] = int(comm.all_reduce(torch.tensor([sub.numel()], dtype=_I64))[0])
+    return cuts, sub, best
+
+
+def _apply_bracketed(values, costs, cuts, ordinal: int, sub: torch.Tensor, best: torch.Tensor):
+    """:func:`_apply` when only the rows ``sub`` have steps in the bracket: ``apply_mckp_cut`` on them
+    (the cut's row mapped to their numbering), ``best`` and its totals for the fixed rest."""
+    n, m = values.shape
+    k = len(cuts)
+    local = [c.local(ordinal, m, values.dtype) for c in cuts]
+    lam = torch.stack([x[0] for x in local]).to(values.device)
+    choice = best.unsqueeze(0).expand(k, n).clone()
+    fixed = torch.ones(n, dtype=torch.bool, device=values.device)
+    fixed[sub] = False
+    v = values.gather(1, best.unsqueeze(1)).squeeze(1)[fixed].to(_F64)
+    c = costs.gather(1, best.unsqueeze(1)).squeeze(1)[fixed].to(_F64)
+    spend = torch.full((k,), float(c.sum()), dtype=_F64)
+    value = torch.full((k,), float(v.sum()), dtype=_F64)
+    lagr = torch.stack([(v - lam[q].to(_F64) * c).sum() for q in range(k)]).cpu()
+    if sub.numel():
+        ind, stp = [], []
+        subs = sub.cpu()
+        for _, i, s_ in local:  # the cut's individual among the rows of sub (ties at lam are all there)
+            if i in (0, INT64_MAX):
+                ind.append(i)
+                stp.append(s_)
+                continue
+            pos = int(torch.searchsorted(subs, torch.tensor(i)))
+            inside = pos < subs.numel() and int(subs[pos]) == i
+            ind.append(pos)
+            stp.append(s_ if inside else 0)
+        dev = values.device
+        ch, sp, va, la = _local_ops(values).apply_mckp_cut(values[sub], costs[sub], lam,
+                                                            torch.tensor(ind, dtype=_I64, device=dev),
+                                                            torch.tensor(stp, dtype=_I64, device=dev))
+        choice[:, sub] = ch
+        spend, value, lagr = spend + sp.cpu(), value + va.cpu(), lagr + la.cpu()
+    return choice, spend, value, lagr
+
+
 def _apply(values, costs, cuts, ordinal: int, k: int):
     n, m = values.shape
     if n == 0:
@@ -193,7 +296,7 @@ def _apply(values, costs, cuts, ordinal: int, k: int):
 
 def _finish_stats(comm: Comm, sel: dict, stats: dict | None) -> None:
     out = {"bytes": comm.bytes, "collectives": comm.collectives, "rounds": sel.get("rounds", 0),
-           "ranks": comm.size, "requests": {k: sel.get(k, 0) for k in ("hist", "cand", "tie", "tiewalk")}}
+           "ranks": comm.size, "bracketed_rows": sel.get("bracketed_rows"), "requests": {k: sel.get(k, 0) for k in ("hist", "cand", "tie", "tiewalk")}}
     _LAST_STATS.clear()
     _LAST_STATS.update(out)
     if stats is not None:
@@ -248,14 +351,20 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, group=None, *,
     if int(rows[:, _H_N].sum()) == 0:
         raise DistributedInputError("bidfcl.distributed: no rank holds any row (N = 0 over the group): nothing to solve")
 
-    seg, base_local = _segment(values, costs, comm.rank)
-    kmin, kmax = _key_range(comm, seg)
-    base = float(comm.all_reduce(torch.tensor([base_local], dtype=_F64))[0])
     sel: dict = {}
-    cuts = select_cuts(lambda: (seg,), comm, budgets.tolist(), base, kmin, kmax, monotone=True,
-                       nbins=NUM_BINS, cap=CANDIDATE_CAP, stats=sel)
+    n_total = int(rows[:, _H_N].sum())
+    bracketed = _bracketed_cuts(comm, values, costs, budgets, n_total, sel)
+    if bracketed is None:  # no bracket (a shard fits or overspends at every lam), or it missed: all hull steps
+        seg, base_local = _segment(values, costs, comm.rank)
+        kmin, kmax = _key_range(comm, seg)
+        base = float(comm.all_reduce(torch.tensor([base_local], dtype=_F64))[0])
+        cuts = select_cuts(lambda: (seg,), comm, budgets.tolist(), base, kmin, kmax, monotone=True,
+                           nbins=NUM_BINS, cap=CANDIDATE_CAP, stats=sel)
+        choice, spend, value, lagr = _apply(values, costs, cuts, comm.rank, len(cuts))
+    else:
+        cuts, sub, best = bracketed
+        choice, spend, value, lagr = _apply_bracketed(values, costs, cuts, comm.rank, sub, best)
     k = len(cuts)
-    choice, spend, value, lagr = _apply(values, costs, cuts, comm.rank, k)
     totals = comm.all_reduce(torch.cat([spend.to(_F64), value.to(_F64), lagr.to(_F64)]))
     spend, value, lagr = totals[:k], totals[k: 2 * k], totals[2 * k:]
     lam = torch.stack([c.lam(values.dtype) for c in cuts])
