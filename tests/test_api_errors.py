@@ -64,6 +64,9 @@ def _op_calls(backend):
         # the fused forwards: their gradient outputs are values, not differentiable functions
         ("ppl_loss_with_grad", lambda: backend.ppl_loss_with_grad(v, c, t, rev, None, budgets[:1], prop, 1.0)),
         ("pifd_loss_with_grad", lambda: backend.pifd_loss_with_grad(v, c, t, rev, None, budgets[:1], prop, None)),
+        # the lazy checks (check=False): a status record, never differentiable
+        ("validate_mckp", lambda: (backend.validate_mckp(v, c, budgets, t, cost, prop),)),
+        ("validate_decision", lambda: (backend.validate_decision(v, c, t, rev, None, budgets[:1], prop),)),
     ]
 
 
@@ -72,7 +75,7 @@ def test_every_non_differentiable_op_is_listed():
 
 
 @pytest.mark.parametrize("backend", ["twin", pytest.param("op", marks=needs_ext)])
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(10))
 def test_non_differentiable_ops_return_outputs_without_grad(backend, index):
     name, call = _op_calls(ref if backend == "twin" else ops)[index]
     with warnings.catch_warnings():

@@ -8,13 +8,16 @@
 
 namespace bidfcl::mckp {
 
-inline void check_budgets(const at::Tensor& values, const at::Tensor& budgets, const char* what) {
+// check = false: the metadata only (dtype, shape, device); the values are left to the lazy check
+// (validate_mckp), so nothing is read from a device.
+inline void check_budgets(const at::Tensor& values, const at::Tensor& budgets, const char* what, bool check = true) {
   checks::check_defined(budgets, "budgets");
   TORCH_CHECK(budgets.scalar_type() == at::kDouble, "bidfcl: budgets must be float64, got ", budgets.scalar_type());
   TORCH_CHECK(budgets.dim() == 1, "bidfcl: budgets must be 1-D [K] (", what, "), got shape ", checks::shape_str(budgets));
   TORCH_CHECK(budgets.size(0) >= 1, "bidfcl: budgets must hold at least one budget, got shape ",
               checks::shape_str(budgets));
   checks::check_same_device(values, budgets, "values", "budgets");
+  if (!check) return;
   // K is small: checking on the host is cheap and gives a readable message.
   const at::Tensor host = budgets.to(at::kCPU).contiguous();
   const double* b = host.data_ptr<double>();

@@ -10,7 +10,10 @@
 TORCH_LIBRARY(bidfcl, m) {
   // ---- allocation solvers (multiple-choice knapsack, METHOD.md section 1) ----------------------
   // values, costs: [N, M]; budgets: float64 [K] total budgets. choice: int64 [K, N].
-  m.def("solve_mckp(Tensor values, Tensor costs, Tensor budgets) -> "
+  // check = False (exact solve and RCT solve only): no value checks and, on CUDA, no host read or
+  // synchronisation at all, so the call can be captured in a CUDA graph; bad input then gives
+  // unspecified outputs, and validate_mckp (below) is how to find it lazily.
+  m.def("solve_mckp(Tensor values, Tensor costs, Tensor budgets, bool check=True) -> "
         "(Tensor lam, Tensor choice, Tensor spend, Tensor value, Tensor dual_bound, Tensor feasible)");
   m.def("solve_mckp_bisection(Tensor values, Tensor costs, Tensor budgets, int max_iter, float tol) -> "
         "(Tensor lam, Tensor choice, Tensor spend, Tensor value, Tensor dual_bound, Tensor feasible)");
@@ -19,7 +22,14 @@ TORCH_LIBRARY(bidfcl, m) {
   // RCT-calibrated solve: treatment int64 [N]; cost_obs, propensity (of the row's own arm): [N];
   // budgets: float64 [K] per-capita budgets. spend: float64 [K] IPW estimate of per-capita spend.
   m.def("solve_mckp_rct(Tensor values, Tensor costs, Tensor treatment, Tensor cost_obs, "
-        "Tensor propensity, Tensor budgets) -> (Tensor lam, Tensor choice, Tensor spend, Tensor feasible)");
+        "Tensor propensity, Tensor budgets, bool check=True) -> (Tensor lam, Tensor choice, Tensor spend, "
+        "Tensor feasible)");
+  // The lazy check: the first input error that solve_mckp (treatment, cost_obs, propensity None)
+  // or solve_mckp_rct (all three given) and their Python wrappers would raise, as an int64 [5]
+  // status record on the inputs' device (layout: cpp/core/include/bidfcl/core/status_record.h),
+  // computed without any host read. Shape, dtype and device errors raise at once.
+  m.def("validate_mckp(Tensor values, Tensor costs, Tensor budgets, Tensor? treatment, Tensor? cost_obs, "
+        "Tensor? propensity) -> Tensor status");
   // Building blocks of the sharded (distributed / out-of-core) solves in bidfcl.distributed:
   // the steps of the order as events in (individual, step) order, NOT sorted: bp (input dtype),
   // id = individual * M + step (int64), delta (float64: the spend the step adds, or with
@@ -63,24 +73,35 @@ TORCH_LIBRARY(bidfcl, m) {
   // 0-d in the input dtype, summed over the lam grid; backward ops take the upstream gradient
   // `grad` (one element) and return (grad_r_hat, grad_c_hat).
   // Softmax policy loss (PPL; DPL/MER with cost): -sum_l (1/N) sum_i softmax(a_l/tau)[i,t_i] reward/p.
+  // check = False on every loss op: no value checks and, on CUDA, no host read or synchronisation
+  // (validate_decision is the lazy check); bad input then gives an unspecified loss or gradient.
   m.def("ppl_loss(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, Tensor lam, "
-        "Tensor propensity, float tau) -> Tensor");
+        "Tensor propensity, float tau, bool check=True) -> Tensor");
   m.def("ppl_loss_backward(Tensor grad, Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, "
-        "Tensor? cost, Tensor lam, Tensor propensity, float tau) -> (Tensor grad_r_hat, Tensor grad_c_hat)");
+        "Tensor? cost, Tensor lam, Tensor propensity, float tau, bool check=True) -> "
+        "(Tensor grad_r_hat, Tensor grad_c_hat)");
   // Exact discrete decision loss of the argmax policy (PIFD; DIFD with cost); its backward is the
   // flip-based finite-difference estimate (METHOD.md section 3), optional clip h > 0.
   // (clip is unused by the forward; it is an input so that the registered autograd can see it.)
   m.def("pifd_loss(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, Tensor lam, "
-        "Tensor propensity, float? clip) -> Tensor");
+        "Tensor propensity, float? clip, bool check=True) -> Tensor");
   m.def("pifd_loss_backward(Tensor grad, Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, "
-        "Tensor? cost, Tensor lam, Tensor propensity, float? clip) -> (Tensor grad_r_hat, Tensor grad_c_hat)");
+        "Tensor? cost, Tensor lam, Tensor propensity, float? clip, bool check=True) -> "
+        "(Tensor grad_r_hat, Tensor grad_c_hat)");
   // Fused forward (CPU): the loss and its gradient for a unit upstream gradient, in one pass; the
   // loss is bit for bit the forward op's, the gradients the backward op's with grad = 1. Autograd
   // of ppl_loss / pifd_loss on CPU calls these and saves the gradients (python/bidfcl/_ops.py).
   m.def("ppl_loss_with_grad(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, "
-        "Tensor lam, Tensor propensity, float tau) -> (Tensor loss, Tensor grad_r_hat, Tensor grad_c_hat)");
+        "Tensor lam, Tensor propensity, float tau, bool check=True) -> "
+        "(Tensor loss, Tensor grad_r_hat, Tensor grad_c_hat)");
   m.def("pifd_loss_with_grad(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, "
-        "Tensor lam, Tensor propensity, float? clip) -> (Tensor loss, Tensor grad_r_hat, Tensor grad_c_hat)");
+        "Tensor lam, Tensor propensity, float? clip, bool check=True) -> "
+        "(Tensor loss, Tensor grad_r_hat, Tensor grad_c_hat)");
+  // The lazy check of the decision losses: the first input error the losses (and their Python
+  // wrappers' treatment check) would raise, as an int64 [5] status record on the inputs' device,
+  // without any host read (layout: cpp/core/include/bidfcl/core/status_record.h).
+  m.def("validate_decision(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, "
+        "Tensor lam, Tensor propensity) -> Tensor status");
   // IPW (or Hajek) per-capita revenue and cost of K policies, with standard errors: float64 [K] each.
   m.def("policy_value(Tensor choice, Tensor treatment, Tensor revenue, Tensor cost, Tensor propensity, "
         "bool hajek) -> (Tensor value, Tensor cost_value, Tensor value_se, Tensor cost_se)");

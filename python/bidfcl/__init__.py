@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._ops import EXTENSION_LOADED, MAX_OPTIONS, build_info  # noqa: E402  (loads the ops first)
-from ._validate import InputError, InputTypeError  # noqa: E402
+from ._validate import InputError, InputTypeError, raise_if_failed  # noqa: E402
 from .solver import MckpSolution, RctSolution, budget_frontier, solve_mckp, solve_mckp_rct  # noqa: E402
 from .allocation import AllocationSolution, solve_allocation  # noqa: E402
 from . import data, implicit, linear_solve, losses, metrics  # noqa: E402,F401  (pyarrow is imported only when a loader runs)
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_OPTIONS",
     "InputError",
     "InputTypeError",
+    "raise_if_failed",
     "build_info",
     "MckpSolution",
     "AllocationSolution",

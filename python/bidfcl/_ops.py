@@ -85,6 +85,8 @@ _NO_EXT = os.environ.get("BIDFCL_NO_EXTENSION", "").strip().lower() not in ("", 
 
 _C = None if _NO_EXT else _load_extension()
 
+_STATUS_LEN = 5  # entries of a lazy-check status record (bidfcl._validate.STATUS_LEN)
+
 EXTENSION_LOADED: bool = _C is not None
 
 #: Largest option count M (columns of values / r_hat, arms of a dataset) that every op accepts:
@@ -143,7 +145,7 @@ if EXTENSION_LOADED:
         )
 
     @torch.library.register_fake("bidfcl::solve_mckp")
-    def _solve_mckp_fake(values, costs, budgets):
+    def _solve_mckp_fake(values, costs, budgets, check=True):
         return _solve_outputs(values, budgets)
 
     @torch.library.register_fake("bidfcl::solve_mckp_bisection")
@@ -161,7 +163,7 @@ if EXTENSION_LOADED:
         )
 
     @torch.library.register_fake("bidfcl::solve_mckp_rct")
-    def _solve_mckp_rct_fake(values, costs, treatment, cost_obs, propensity, budgets):
+    def _solve_mckp_rct_fake(values, costs, treatment, cost_obs, propensity, budgets, check=True):
         k, n = budgets.shape[0], values.shape[0]
         return (
             values.new_empty(k),
@@ -170,6 +172,15 @@ if EXTENSION_LOADED:
             values.new_empty(k, dtype=torch.bool),
         )
 
+
+    # the lazy checks: one int64 status record on the inputs' device
+    @torch.library.register_fake("bidfcl::validate_mckp")
+    def _validate_mckp_fake(values, costs, budgets, treatment, cost_obs, propensity):
+        return values.new_empty(_STATUS_LEN, dtype=torch.long)
+
+    @torch.library.register_fake("bidfcl::validate_decision")
+    def _validate_decision_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity):
+        return r_hat.new_empty(_STATUS_LEN, dtype=torch.long)
 
     @torch.library.register_fake("bidfcl::mckp_events")
     def _mckp_events_fake(values, costs, treatment, weight):
@@ -202,19 +213,19 @@ if EXTENSION_LOADED:
 if EXTENSION_LOADED:
 
     @torch.library.register_fake("bidfcl::ppl_loss")
-    def _ppl_loss_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau):
+    def _ppl_loss_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check=True):
         return r_hat.new_empty(())
 
     @torch.library.register_fake("bidfcl::ppl_loss_backward")
-    def _ppl_loss_backward_fake(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau):
+    def _ppl_loss_backward_fake(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check=True):
         return r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
 
     @torch.library.register_fake("bidfcl::pifd_loss")
-    def _pifd_loss_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+    def _pifd_loss_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check=True):
         return r_hat.new_empty(())
 
     @torch.library.register_fake("bidfcl::pifd_loss_backward")
-    def _pifd_loss_backward_fake(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+    def _pifd_loss_backward_fake(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check=True):
         return r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
 
     @torch.library.register_fake("bidfcl::policy_value")
@@ -231,11 +242,11 @@ if EXTENSION_LOADED:
         )
 
     @torch.library.register_fake("bidfcl::ppl_loss_with_grad")
-    def _ppl_loss_with_grad_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau):
+    def _ppl_loss_with_grad_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check=True):
         return r_hat.new_empty(()), r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
 
     @torch.library.register_fake("bidfcl::pifd_loss_with_grad")
-    def _pifd_loss_with_grad_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+    def _pifd_loss_with_grad_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check=True):
         return r_hat.new_empty(()), r_hat.new_empty(r_hat.shape), r_hat.new_empty(r_hat.shape)
 
     # Autograd: gradients flow to r_hat and c_hat only; labels, propensities and lam are constants.
@@ -245,6 +256,7 @@ if EXTENSION_LOADED:
     # backward only scales the saved gradients by the upstream one:
     #     dL/dr_hat = grad * G_r,   dL/dc_hat = grad * G_c     (G = <loss>_backward(1, ...))
     # Elsewhere (CUDA) the forward op runs and the backward op recomputes from the saved inputs.
+    # `check` (False: no value checks, no host synchronisation) goes to every op of the pair.
     # Both are one autograd.Function on the Autograd key, like register_autograd builds, with the
     # choice made per call from the input's device.
 
@@ -255,21 +267,22 @@ if EXTENSION_LOADED:
 
         class _DecisionLoss(torch.autograd.Function):
             @staticmethod
-            def forward(ctx, keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra):
+            def forward(ctx, keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra, check):
                 below = keyset & torch._C._after_autograd_keyset
                 with torch._C._AutoDispatchBelowAutograd():
                     if r_hat.device.type == "cpu":
                         loss, gr, gc = fused_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam,
-                                                           propensity, extra)
+                                                           propensity, extra, check)
                         # held outside save_for_backward so the first backward may scale them in place
                         # (no new [N, M] buffers); the inputs stay saved for any later backward
                         ctx.unit_grads = (gr, gc)
                     else:
                         loss = forward_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
-                                                     extra)
+                                                     extra, check)
                         ctx.unit_grads = None
                 ctx.save_for_backward(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
                 ctx.extra = extra  # tau (PPL) or clip (PIFD)
+                ctx.check = check
                 return loss
 
             @staticmethod
@@ -278,20 +291,21 @@ if EXTENSION_LOADED:
                     gr, gc = ctx.unit_grads
                     ctx.unit_grads = None  # consumed: a second backward (retain_graph) recomputes below
                     if grad.requires_grad:  # create_graph: keep the product differentiable in grad
-                        return None, gr * grad, gc * grad, None, None, None, None, None, None
-                    return None, gr.mul_(grad), gc.mul_(grad), None, None, None, None, None, None
-                gr, gc = backward_op(grad, *ctx.saved_tensors, ctx.extra)
-                return None, gr, gc, None, None, None, None, None, None
+                        return None, gr * grad, gc * grad, None, None, None, None, None, None, None
+                    return None, gr.mul_(grad), gc.mul_(grad), None, None, None, None, None, None, None
+                gr, gc = backward_op(grad, *ctx.saved_tensors, ctx.extra, ctx.check)
+                return None, gr, gc, None, None, None, None, None, None, None
 
         _DecisionLoss.__name__ = f"_{name}_autograd"
 
-        def autograd_kernel(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra):
+        def autograd_kernel(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra, check=True):
             if torch.is_grad_enabled() and torch._C._any_requires_grad(r_hat, c_hat, treatment, revenue, cost, lam,
                                                                          propensity):
-                return _DecisionLoss.apply(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra)
+                return _DecisionLoss.apply(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra,
+                                           check)
             with torch._C._AutoDispatchBelowAutograd():
                 return forward_op.redispatch(keyset & torch._C._after_autograd_keyset, r_hat, c_hat, treatment,
-                                             revenue, cost, lam, propensity, extra)
+                                             revenue, cost, lam, propensity, extra, check)
 
         return autograd_kernel
 

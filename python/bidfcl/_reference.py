@@ -66,7 +66,7 @@ def _check_matrix_pair(a: torch.Tensor, b: torch.Tensor, na: str, nb: str) -> No
         raise InputError(f"bidfcl: {na} and {nb} must have the same shape, got {list(a.shape)} and {list(b.shape)}")
 
 
-def _check_problem(values: torch.Tensor, costs: torch.Tensor) -> None:
+def _check_problem(values: torch.Tensor, costs: torch.Tensor, check_values: bool = True) -> None:
     _check_matrix_pair(values, costs, "values", "costs")
     if values.shape[1] < 1:
         raise InputError(f"bidfcl: values must have at least one option (M >= 1), got shape {list(values.shape)}")
@@ -74,6 +74,8 @@ def _check_problem(values: torch.Tensor, costs: torch.Tensor) -> None:
         raise InputError(f"bidfcl: values must hold at least one individual (N >= 1), got shape {list(values.shape)}")
     if values.shape[1] > MAX_OPTIONS:
         raise InputError(f"bidfcl: at most {MAX_OPTIONS} options are supported, got M = {values.shape[1]}")
+    if not check_values:
+        return
     _first_bad(~torch.isfinite(values), values, "values must be finite")
     _first_bad(~torch.isfinite(costs), costs, "costs must be finite")
     _first_bad(costs < 0, costs, "costs must be >= 0")
@@ -86,7 +88,7 @@ def _first_bad(mask: torch.Tensor, t: torch.Tensor, what: str) -> None:
         raise InputError(f"bidfcl: {what}, got {val:g} at {pos}")
 
 
-def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str) -> None:
+def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str, check_values: bool = True) -> None:
     if budgets.dtype != _F64:
         raise InputError(f"bidfcl: budgets must be float64, got {budgets.dtype}")
     if budgets.dim() != 1:
@@ -95,6 +97,8 @@ def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str) -> No
         raise InputError(f"bidfcl: budgets must hold at least one budget, got shape {list(budgets.shape)}")
     if budgets.device != values.device:
         raise InputError(f"bidfcl: values and budgets must be on the same device, got {values.device} and {budgets.device}")
+    if not check_values:
+        return
     for k, b in enumerate(budgets.tolist()):
         if b != b or b in (float("inf"), float("-inf")):
             raise InputError(f"bidfcl: budgets must be finite, got {b:g} at index {k}")
@@ -205,8 +209,11 @@ def _totals(values: torch.Tensor, costs: torch.Tensor, choice: torch.Tensor) -> 
 
 
 @_no_derivative
-def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budgets: torch.Tensor):
-    """Twin of ``bidfcl::solve_mckp``: the longest prefix of the step order that fits each budget."""
+def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budgets: torch.Tensor, check: bool = True):
+    """Twin of ``bidfcl::solve_mckp``: the longest prefix of the step order that fits each budget.
+    ``check=False``: bad input is not raised (:func:`validate_mckp` reports it); outputs are zeros then."""
+    if not check and _failed(validate_mckp(values, costs, budgets, None, None, None)):
+        return _zero_solution(values, budgets, 6)
     _check_problem(values, costs)
     _check_budgets(values, budgets, "total budgets")
     steps = _Steps(values, costs)
@@ -319,13 +326,15 @@ def solve_mckp_bisection(values: torch.Tensor, costs: torch.Tensor, budgets: tor
 
 
 @_no_derivative
-def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets):
+def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets, check: bool = True):
     """Twin of ``bidfcl::solve_mckp_rct``: the first crossing of the IPW spend estimate.
 
     ``spend(prefix) = (1/N) sum_i 1[choice_i = t_i] cost_obs_i / p_i``, walked along the step order
     from the cheapest policy; lam* is the breakpoint of the first step that pushes the estimate over
-    the per-capita budget (0 when none does).
+    the per-capita budget (0 when none does). ``check=False`` as in :func:`solve_mckp`.
     """
+    if not check and _failed(validate_mckp(values, costs, budgets, treatment, cost_obs, propensity)):
+        return _zero_solution(values, budgets, 4)
     _check_problem(values, costs)
     n, m = values.shape
     _check_rct_inputs(values, treatment, cost_obs, propensity)
@@ -360,6 +369,126 @@ def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets):
         spend[kk] = cum[e - 1] if e > 0 else base
         feasible[kk] = True
     return lam, choice, spend, feasible
+
+
+# --------------------------------------------------------------------------------------------------
+# lazy checks (check=False): status records in the twins' own check order
+# --------------------------------------------------------------------------------------------------
+
+_STATUS_LEN = 5
+_CODE_NON_FINITE_VALUE, _CODE_NON_FINITE_COST, _CODE_NEGATIVE_COST, _CODE_BAD_TREATMENT = 1, 2, 3, 4
+_CODE_BAD_PROPENSITY, _CODE_NON_FINITE_INPUT = 5, 6
+_CODE_NON_FINITE_BUDGET, _CODE_NEGATIVE_BUDGET = 20, 21
+_FAMILY_SOLVE, _FAMILY_RCT, _FAMILY_DECISION = 0, 1, 2
+_LOSS_REVENUE, _LOSS_COST, _LOSS_LAM = 0, 1, 2
+
+
+def _bits(v: float) -> int:
+    """The int64 bit pattern of a float64 (the record's value slot)."""
+    return int(torch.tensor([float(v)], dtype=_F64).view(torch.int64)[0])
+
+
+def _record(device, family: int, found=None) -> torch.Tensor:
+    """A status record: ``found`` is None (ok) or (code, row, col, value slot)."""
+    code, row, col, value = found if found is not None else (0, -1, -1, 0)
+    return torch.tensor([code, row, col, value, family], dtype=torch.long, device=device)
+
+
+def _first_in(mask: torch.Tensor, t: torch.Tensor, code: int, col=None):
+    """(code, row, col, bits) of the first True of ``mask`` (row-major), or None. ``col`` None: the
+    column of a 2-D mask (else -1); an int: that column."""
+    if mask.numel() == 0 or not bool(mask.any()):
+        return None
+    pos = torch.nonzero(mask)[0].tolist()
+    c = (pos[1] if len(pos) > 1 else -1) if col is None else col
+    return code, pos[0], c, _bits(t[tuple(pos)].item())
+
+
+def _first_found(*thunks):
+    for thunk in thunks:
+        found = thunk()
+        if found is not None:
+            return found
+    return None
+
+
+def _bad_labels(treatment: torch.Tensor, m: int):
+    bad = (treatment < 0) | (treatment >= m)
+    if not bool(bad.any()):
+        return None
+    i = int(torch.nonzero(bad)[0])
+    return _CODE_BAD_TREATMENT, i, m, int(treatment[i])
+
+
+def _bad_budgets(budgets: torch.Tensor):
+    for k, b in enumerate(budgets.tolist()):
+        if b != b or b in (float("inf"), float("-inf")):
+            return _CODE_NON_FINITE_BUDGET, k, -1, _bits(b)
+        if b < 0:
+            return _CODE_NEGATIVE_BUDGET, k, -1, _bits(b)
+    return None
+
+
+def _failed(status: torch.Tensor) -> bool:
+    return int(status[0]) != 0
+
+
+def _zero_solution(values: torch.Tensor, budgets: torch.Tensor, fields: int):
+    """The outputs of a check=False solve whose input failed its check: zeros (feasible False)."""
+    k, n = budgets.shape[0], values.shape[0]
+    lam, choice = values.new_zeros(k), torch.zeros((k, n), dtype=torch.long, device=values.device)
+    totals = [values.new_zeros(k, dtype=_F64) for _ in range(fields - 3)]
+    return (lam, choice, *totals, torch.zeros(k, dtype=torch.bool, device=values.device))
+
+
+@_no_derivative
+def validate_mckp(values, costs, budgets, treatment, cost_obs, propensity):
+    """Twin of ``bidfcl::validate_mckp``: the first error the twin solver (and the wrapper's
+    treatment check) would raise, as a status record; metadata errors raise at once."""
+    _check_problem(values, costs, check_values=False)
+    rct = treatment is not None
+    if rct:
+        _check_rct_inputs(values, treatment, cost_obs, propensity, check_values=False)
+    _check_budgets(values, budgets, "per-capita budgets" if rct else "total budgets", check_values=False)
+    m = values.shape[1]
+    cells = (lambda: _first_in(~torch.isfinite(values), values, _CODE_NON_FINITE_VALUE),
+             lambda: _first_in(~torch.isfinite(costs), costs, _CODE_NON_FINITE_COST),
+             lambda: _first_in(costs < 0, costs, _CODE_NEGATIVE_COST))
+    if rct:
+        found = _first_found(lambda: _bad_labels(treatment, m), *cells,
+                             lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity,
+                                               _CODE_BAD_PROPENSITY, -1),
+                             lambda: _first_in(~torch.isfinite(cost_obs), cost_obs, _CODE_NON_FINITE_INPUT, -1),
+                             lambda: _bad_budgets(budgets))
+    else:
+        found = _first_found(*cells, lambda: _bad_budgets(budgets))
+    return _record(values.device, _FAMILY_RCT if rct else _FAMILY_SOLVE, found)
+
+
+@_no_derivative
+def validate_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity):
+    """Twin of ``bidfcl::validate_decision``: the first error the twin losses (and the wrapper's
+    treatment check) would raise, as a status record; metadata errors raise at once."""
+    _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity, check_values=False)
+    found = _first_found(
+        lambda: _bad_labels(treatment, r_hat.shape[1]),
+        lambda: _first_in(~torch.isfinite(lam), lam, _CODE_NON_FINITE_INPUT, _LOSS_LAM),
+        lambda: _first_in(~torch.isfinite(r_hat), r_hat, _CODE_NON_FINITE_VALUE),
+        lambda: _first_in(~torch.isfinite(c_hat), c_hat, _CODE_NON_FINITE_COST),
+        lambda: _first_in(~torch.isfinite(revenue), revenue, _CODE_NON_FINITE_INPUT, _LOSS_REVENUE),
+        lambda: None if cost is None else _first_in(~torch.isfinite(cost), cost, _CODE_NON_FINITE_INPUT, _LOSS_COST),
+        lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity, _CODE_BAD_PROPENSITY, 0))
+    return _record(r_hat.device, _FAMILY_DECISION, found)
+
+
+def _zero_loss(r_hat: torch.Tensor, c_hat: torch.Tensor) -> torch.Tensor:
+    """0 that still depends on r_hat and c_hat (zero gradients, also through NaN entries)."""
+    off = torch.zeros_like(r_hat, dtype=torch.bool)
+    return (torch.where(off, r_hat, 0.0) + torch.where(off, c_hat, 0.0)).sum()
+
+
+def _decision_failed(check, r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> bool:
+    return not check and _failed(validate_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity))
 
 
 def _hull_steps(values: torch.Tensor, costs: torch.Tensor):
@@ -461,7 +590,7 @@ def apply_mckp_cut(values, costs, lam, individual, step):
     return choice, spend, value, lagr
 
 
-def _check_rct_inputs(values, treatment, cost_obs, propensity) -> None:
+def _check_rct_inputs(values, treatment, cost_obs, propensity, check_values: bool = True) -> None:
     n, m = values.shape
     if treatment.dtype != torch.long:
         raise InputError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
@@ -471,6 +600,8 @@ def _check_rct_inputs(values, treatment, cost_obs, propensity) -> None:
     for name, t in (("cost_obs", cost_obs), ("propensity", propensity)):
         if t.dtype != values.dtype:
             raise InputError(f"bidfcl: values and {name} must have the same dtype, got {values.dtype} and {t.dtype}")
+    if not check_values:
+        return
     bad = (treatment < 0) | (treatment >= m)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
@@ -526,7 +657,7 @@ def _first_bad_row(mask: torch.Tensor, t: torch.Tensor, what: str, where: str = 
         raise InputError(f"bidfcl: {what}, got {t[i].item():g} at {where} {i}")
 
 
-def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> None:
+def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity, check_values: bool = True) -> None:
     """The checks of cpp/torch/losses_common.h (check_decision_inputs) plus the core's value checks."""
     _check_matrix_pair(r_hat, c_hat, "r_hat", "c_hat")
     n, m = r_hat.shape
@@ -547,6 +678,8 @@ def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> 
         raise InputError(f"bidfcl: r_hat and lam must have the same dtype, got {r_hat.dtype} and {lam.dtype}")
     if lam.device != r_hat.device:
         raise InputError(f"bidfcl: r_hat and lam must be on the same device, got {r_hat.device} and {lam.device}")
+    if not check_values:
+        return
     _first_bad_row(~torch.isfinite(lam), lam, "lam must be finite", "index")
     _first_bad(~torch.isfinite(r_hat), r_hat, "r_hat must be finite")
     _first_bad(~torch.isfinite(c_hat), c_hat, "c_hat must be finite")
@@ -599,21 +732,31 @@ def _take_arm(x: torch.Tensor, treatment: torch.Tensor) -> torch.Tensor:
     return x.gather(2, idx).squeeze(2)
 
 
-def ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float):
+def ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float, check: bool = True):
     """Twin of ``bidfcl::ppl_loss`` (differentiable by plain autograd; lam is a constant).
 
         L = -sum_l sum_i softmax(a[l, i, :] / tau)[t_i] * reward[l, i] / (N p_i)
+
+    ``check=False``: bad input is not raised (:func:`validate_decision` reports it); the loss is 0 then.
     """
+    if _decision_failed(check, r_hat, c_hat, treatment, revenue, cost, lam, propensity):
+        _check_tau(tau)
+        return _zero_loss(r_hat, c_hat)
     _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
     _check_tau(tau)
     z = torch.softmax(_scores(r_hat, c_hat, lam) / tau, dim=2)
     return -(_take_arm(z, treatment) * _row_weights(revenue, cost, lam, propensity)).sum()
 
 
-def ppl_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float):
+def ppl_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float, check: bool = True):
     """Twin of ``bidfcl::ppl_loss_backward``:
     dL/da[l,i,j] = -(w[l,i]/tau) z[l,i,t_i] (1[j == t_i] - z[l,i,j]);  dr = sum_l dL/da, dc = -sum_l lam dL/da.
+    ``check=False``: zeros for bad input instead of an error.
     """
+    if _decision_failed(check, r_hat, c_hat, treatment, revenue, cost, lam, propensity):
+        _check_grad(grad, r_hat)
+        _check_tau(tau)
+        return torch.zeros_like(r_hat.detach()), torch.zeros_like(r_hat.detach())
     _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
     _check_grad(grad, r_hat)
     _check_tau(tau)
@@ -634,14 +777,19 @@ def _flip_value(r_hat, c_hat, treatment, revenue, cost, lam, propensity) -> torc
     return -(w * matched.to(w.dtype)).sum()
 
 
-def pifd_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+def pifd_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check: bool = True):
     """Twin of ``bidfcl::pifd_loss_backward``: the flip estimates of METHOD.md section 3.
 
     Per row with chosen k, runner-up s (first max among the others), C = w[l, i] * grad:
     matched (k == t): cell k gets -C/gap(a_k - a_s), every other cell j +C/gap(a_k - a_j);
     unmatched: cell t gets -C/gap(a_k - a_t), and cell k +C/gap(a_k - a_t) when s == t.
     gap(g): with clip h, g < h -> h and g > h -> cell zeroed; without, g == 0 -> PIFD_ZERO_GAP_FLOOR.
+    ``check=False``: zeros for bad input instead of an error.
     """
+    if _decision_failed(check, r_hat, c_hat, treatment, revenue, cost, lam, propensity):
+        _check_grad(grad, r_hat)
+        _check_clip(clip)
+        return torch.zeros_like(r_hat.detach()), torch.zeros_like(r_hat.detach())
     _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
     _check_grad(grad, r_hat)
     h = _check_clip(clip)
@@ -688,9 +836,13 @@ class _FlipLoss(torch.autograd.Function):
         return gr, gc, None, None, None, None, None, None
 
 
-def pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+def pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check: bool = True):
     """Twin of ``bidfcl::pifd_loss``: L = -sum_l sum_i 1[argmax_j a[l,i,j] == t_i] reward[l,i]/(N p_i),
-    differentiable through :func:`pifd_loss_backward` (``clip`` only matters there)."""
+    differentiable through :func:`pifd_loss_backward` (``clip`` only matters there). ``check=False``:
+    the loss is 0 for bad input instead of an error."""
+    if _decision_failed(check, r_hat, c_hat, treatment, revenue, cost, lam, propensity):
+        _check_clip(clip)
+        return _zero_loss(r_hat, c_hat)
     _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
     _check_clip(clip)
     if torch.is_grad_enabled() and (r_hat.requires_grad or c_hat.requires_grad):
@@ -699,20 +851,20 @@ def pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
 
 
 @_no_derivative
-def ppl_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float):
+def ppl_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau: float, check: bool = True):
     """Twin of ``bidfcl::ppl_loss_with_grad``: the loss and its gradient for a unit upstream gradient,
     ``(ppl_loss(...), *ppl_loss_backward(1, ...))`` (the fused forward autograd uses on CPU)."""
     unit = torch.ones((), dtype=r_hat.dtype, device=r_hat.device)
-    return (ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau),
-            *ppl_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau))
+    return (ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check),
+            *ppl_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check))
 
 
 @_no_derivative
-def pifd_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip):
+def pifd_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check: bool = True):
     """Twin of ``bidfcl::pifd_loss_with_grad``: ``(pifd_loss(...), *pifd_loss_backward(1, ...))``."""
     unit = torch.ones((), dtype=r_hat.dtype, device=r_hat.device)
-    return (pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip),
-            *pifd_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip))
+    return (pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check),
+            *pifd_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check))
 
 
 @_no_derivative

@@ -23,7 +23,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["InputError", "InputTypeError", "tensor", "treatment", "finite", "first_row", "integer", "number", "call_op"]
+__all__ = ["InputError", "InputTypeError", "tensor", "treatment", "finite", "first_row", "integer", "number", "call_op",
+           "status_message", "raise_if_failed"]
 
 
 class InputError(ValueError, RuntimeError):
@@ -154,3 +155,134 @@ def call_op(op, *args):
         if isinstance(exc, InputError) or not msg.startswith("bidfcl:"):
             raise
         raise InputError(msg) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# lazy checks (check=False): the status record and the eager messages rebuilt from it
+# --------------------------------------------------------------------------------------------------
+
+#: Layout of a status record, an int64 tensor of STATUS_LEN entries written by the
+#: ``validate_mckp`` / ``validate_decision`` ops on the inputs' device (the C++ side of this table is
+#: cpp/core/include/bidfcl/core/status_record.h): code (0 = ok), row (or index), col, value (the bits
+#: of a float64; the label itself for a bad treatment), family (whose argument names to use).
+STATUS_LEN = 5
+STATUS_CODE, STATUS_ROW, STATUS_COL, STATUS_VALUE, STATUS_FAMILY = range(STATUS_LEN)
+
+# codes: core::Code of cpp/core/include/bidfcl/core/status.h, and the glue's budget codes
+CODE_OK, CODE_NON_FINITE_VALUE, CODE_NON_FINITE_COST, CODE_NEGATIVE_COST, CODE_BAD_TREATMENT = 0, 1, 2, 3, 4
+CODE_BAD_PROPENSITY, CODE_NON_FINITE_INPUT = 5, 6
+CODE_NON_FINITE_BUDGET, CODE_NEGATIVE_BUDGET = 20, 21
+# families
+FAMILY_SOLVE, FAMILY_RCT, FAMILY_DECISION = 0, 1, 2
+# LossInput of cpp/core/include/bidfcl/core/losses.h (the col of a decision kNonFiniteInput)
+_LOSS_INPUTS = {0: "revenue", 1: "cost", 2: "lam", 3: "propensity"}
+
+
+def _as_float64(bits: int) -> float:
+    import struct
+
+    return struct.unpack("<d", struct.pack("<q", int(bits)))[0]
+
+
+def _c_number(v: float) -> str:
+    """``v`` as C++'s ``std::ostream << double`` prints it (what the compiled ops' messages show):
+    ``%g``, with the sign of a NaN (``-nan``) kept, as libstdc++ does. The twins print Python's
+    ``:g`` (no sign on NaN); ``_number_text`` picks the backend's form."""
+    if math.isnan(v):
+        return "-nan" if math.copysign(1.0, v) < 0 else "nan"
+    return f"{v:g}"
+
+
+def _number_text(v: float) -> str:
+    from ._ops import EXTENSION_LOADED  # import here: _ops imports nothing from this module
+
+    return _c_number(v) if EXTENSION_LOADED else f"{v:g}"
+
+
+def status_message(record) -> Optional[str]:
+    """The eager error message for a status record (a sequence or CPU tensor of STATUS_LEN ints),
+    or None when it reports no error. The text is the one the eager path (check=True) raises for
+    the same input: same argument name, same position, same value."""
+    code, row, col, value, family = (int(x) for x in record)
+    if code == CODE_OK:
+        return None
+    if code == CODE_BAD_TREATMENT:
+        return f"bidfcl: treatment must be in [0, M) = [0, {col}), got {value} at row {row}"
+    v = _number_text(_as_float64(value))
+    if code in (CODE_NON_FINITE_BUDGET, CODE_NEGATIVE_BUDGET):
+        if code == CODE_NON_FINITE_BUDGET:
+            return f"bidfcl: budgets must be finite, got {v} at index {row}"
+        what = "per-capita budgets" if family == FAMILY_RCT else "total budgets"
+        return f"bidfcl: budgets must be >= 0 ({what}), got {v} at index {row}"
+    decision = family == FAMILY_DECISION
+    values_name, costs_name = ("r_hat", "c_hat") if decision else ("values", "costs")
+    if code == CODE_NON_FINITE_VALUE:
+        return f"bidfcl: {values_name} must be finite, got {v} at [{row}, {col}]"
+    if code == CODE_NON_FINITE_COST:
+        return f"bidfcl: {costs_name} must be finite, got {v} at [{row}, {col}]"
+    if code == CODE_NEGATIVE_COST:
+        return f"bidfcl: {costs_name} must be >= 0, got {v} at [{row}, {col}]"
+    if code == CODE_BAD_PROPENSITY:
+        return f"bidfcl: propensity must be in (0, 1], got {v} at row {row}"
+    if code == CODE_NON_FINITE_INPUT:
+        if decision:
+            name = _LOSS_INPUTS.get(col, "input")
+            where = "index" if name == "lam" else "row"
+            return f"bidfcl: {name} must be finite, got {v} at {where} {row}"
+        name = "cost_obs" if family == FAMILY_RCT else "input"
+        return f"bidfcl: {name} must be finite, got {v} at row {row}"
+    return f"bidfcl: unknown error code {code} in a status record"
+
+
+def _statuses(results) -> list:
+    """The status tensors held by ``results``, in order (see :func:`raise_if_failed`)."""
+    found = []
+    for r in results:
+        if r is None:
+            continue
+        if isinstance(r, torch.Tensor):
+            if r.dtype != torch.int64 or r.dim() != 1 or r.shape[0] != STATUS_LEN:
+                raise InputError(f"bidfcl: a status must be an int64 tensor of shape [{STATUS_LEN}], got dtype "
+                                 f"{r.dtype} and shape {list(r.shape)}")
+            found.append(r)
+        elif hasattr(r, "status"):
+            found.extend(_statuses([r.status]))
+        elif isinstance(r, (list, tuple)):
+            found.extend(_statuses(r))
+        else:
+            raise InputTypeError(f"bidfcl: raise_if_failed takes results of check=False calls (with a .status), "
+                                 f"status tensors or None, got {type(r).__name__}")
+    return found
+
+
+def raise_if_failed(*results, require_feasible: bool = False) -> None:
+    """The lazy half of ``check=False``: raise the eager error of the first failed check, if any.
+
+    ``results`` are what ``check=False`` calls returned -- an :class:`~bidfcl.MckpSolution` /
+    :class:`~bidfcl.RctSolution` (its ``.status``), a :class:`~bidfcl.losses.LossWithStatus`, a bare
+    status tensor -- or None (and results of check=True calls, whose ``status`` is None: they were
+    checked already). They are checked in the order given, so pass them in the order the calls
+    ran. All statuses are read to the host together: this is the one synchronisation the lazy path
+    costs, made where the caller chooses (e.g. every few hundred steps, or after a CUDA graph
+    replay). Raises :class:`InputError` with exactly the message the eager call (check=True) would
+    have raised for the same input.
+
+    ``require_feasible=True`` also raises when a solution reports an infeasible budget
+    (``feasible`` false: even the cheapest policy overspends), which is a result, not an input
+    error, and is otherwise left to the caller.
+    """
+    statuses = _statuses(results)
+    if statuses:
+        one_device = len({s.device for s in statuses}) == 1
+        host = torch.stack(statuses).cpu() if one_device else torch.stack([s.cpu() for s in statuses])
+        for row in host.tolist():
+            msg = status_message(row)
+            if msg is not None:
+                raise InputError(msg)
+    if require_feasible:
+        for r in results:
+            feasible = getattr(r, "feasible", None)
+            if isinstance(feasible, torch.Tensor) and not bool(feasible.all()):
+                k = int(torch.nonzero(~feasible.reshape(-1))[0, 0])
+                raise InputError(f"bidfcl: budget {k} is infeasible: even the cheapest policy of the predictions "
+                                 "spends more than it (feasible is False, lam is inf)")

@@ -16,12 +16,24 @@ the grid): :func:`dpl_loss` (softmax, tau = 1), :func:`mer_loss` (softmax with t
 
 Propensity: ``None`` uses the arm shares of the batch, ``p_t = N_t / N``; a per-row ``[N]`` or
 per-arm ``[M]`` tensor is accepted too (per-row wins when N == M).
+
+``check=False`` (every loss here): the value checks (finite r_hat, c_hat, revenue, cost and lam,
+treatment labels in range, propensities in (0, 1]) are not raised but written into a small int64
+status tensor on the inputs' device, with no host read and (on CUDA) no synchronisation in the
+forward or the backward, so a training step can run without per-step syncs or inside a CUDA graph.
+The call then returns :class:`LossWithStatus` ``(loss, status)``; :func:`bidfcl.raise_if_failed`
+reads the status later and raises the error the default call would have raised, with the same
+message. Shape, dtype and device errors still raise at once. For valid input the loss and its
+gradients are identical to ``check=True``; after bad input they are unspecified. Pass ``lam`` as a
+tensor (e.g. ``sol.lam`` of a ``check=False`` solve) or a number (a device fill); a list is copied
+from the host.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import torch
 
@@ -31,7 +43,20 @@ from ._reference import PIFD_ZERO_GAP_FLOOR
 from ._validate import call_op
 from .solver import _row_propensity
 
-__all__ = ["ppl_loss", "pifd_loss", "dpl_loss", "mer_loss", "difd_loss", "PIFD_ZERO_GAP_FLOOR"]
+__all__ = ["ppl_loss", "pifd_loss", "dpl_loss", "mer_loss", "difd_loss", "LossWithStatus", "PIFD_ZERO_GAP_FLOOR"]
+
+
+class LossWithStatus(NamedTuple):
+    """What a loss returns with ``check=False``: the loss (differentiable as usual) and the int64
+    status record of the lazy input check, on the inputs' device (see the module docstring)."""
+
+    loss: torch.Tensor
+    status: torch.Tensor
+
+    def check(self) -> torch.Tensor:
+        """:func:`bidfcl.raise_if_failed` on the status (one host read); returns the loss."""
+        _validate.raise_if_failed(self)
+        return self.loss
 
 
 def _check_tensor(x, name: str) -> torch.Tensor:
@@ -50,8 +75,8 @@ def _lam_grid(lam, like: torch.Tensor, name: str, single: bool) -> torch.Tensor:
     """lam as a detached 1-D tensor in like's dtype and device."""
     if isinstance(lam, torch.Tensor):
         grid = lam.detach().to(device=like.device, dtype=like.dtype).reshape(-1)
-    elif isinstance(lam, (int, float)) and not isinstance(lam, bool):
-        grid = torch.tensor([float(lam)], dtype=like.dtype, device=like.device)
+    elif isinstance(lam, (int, float)) and not isinstance(lam, bool):  # a device fill, not a host copy
+        grid = torch.full((1,), float(lam), dtype=like.dtype, device=like.device)
     elif isinstance(lam, (list, tuple)):
         grid = torch.tensor([_validate.number(v, f"{name}[{k}]") for k, v in enumerate(lam)], dtype=like.dtype,
                             device=like.device)
@@ -62,7 +87,7 @@ def _lam_grid(lam, like: torch.Tensor, name: str, single: bool) -> torch.Tensor:
     return grid
 
 
-def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single: bool):
+def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single: bool, check: bool = True):
     r_hat, c_hat = _check_tensor(r_hat, "r_hat"), _check_tensor(c_hat, "c_hat")
     treatment, revenue = _check_tensor(treatment, "treatment"), _check_tensor(revenue, "revenue")
     if r_hat.dim() != 2:
@@ -71,7 +96,8 @@ def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single:
     if r_hat.shape[1] < 2:
         raise _validate.InputError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape "
                                    f"{list(r_hat.shape)}")
-    treatment = _validate.treatment(treatment, n=r_hat.shape[0], m=r_hat.shape[1], length_of="row of r_hat")
+    treatment = _validate.treatment(treatment, n=r_hat.shape[0], m=r_hat.shape[1], length_of="row of r_hat",
+                                    check_labels=check)
     revenue = _float_vector(revenue, "revenue", r_hat)
     if cost is not None:
         cost = _float_vector(cost, "cost", r_hat)
@@ -80,8 +106,22 @@ def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single:
     return r_hat, c_hat, treatment, revenue, cost, grid, prop
 
 
+def _check_flag(check) -> bool:
+    if not isinstance(check, bool):
+        raise _validate.InputTypeError(f"bidfcl: check must be True or False, got {type(check).__name__} {check!r}")
+    return check
+
+
+def _run(op, args: tuple, check: bool):
+    """``op(*args)`` (eagerly checked), or with check=False the lazy check and the unchecked op."""
+    if check:
+        return call_op(op, *args)
+    status = call_op(ops.validate_decision, *args[:7])
+    return LossWithStatus(call_op(op, *args, False), status)
+
+
 def ppl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, lam,
-             propensity=None, tau: float = 1.0) -> torch.Tensor:
+             propensity=None, tau: float = 1.0, *, check: bool = True) -> torch.Tensor:
     """Primal policy learning loss (DFCL's PPL): the softened decision loss.
 
         z[i, :] = softmax((r_hat[i, :] - lam c_hat[i, :]) / tau)
@@ -95,19 +135,21 @@ def ppl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, 
             treated as a constant.
         propensity: None (arm shares), per-row ``[N]`` or per-arm ``[M]``.
         tau: softmax temperature (> 0).
+        check: ``False``: lazy input checks, no host read (see the module docstring).
 
     Returns:
         0-d loss in the input dtype, differentiable w.r.t. ``r_hat`` and ``c_hat``
-        (``dL/dc_hat = -lam dL/dr_hat``).
+        (``dL/dc_hat = -lam dL/dr_hat``); with ``check=False`` a :class:`LossWithStatus`.
     """
+    check = _check_flag(check)
     r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
-                                                               propensity, single=True)
-    return call_op(ops.ppl_loss, r_hat, c_hat, treatment, revenue, None, grid, prop,
-                   _validate.number(tau, "tau", positive=True))
+                                                               propensity, single=True, check=check)
+    return _run(ops.ppl_loss, (r_hat, c_hat, treatment, revenue, None, grid, prop,
+                               _validate.number(tau, "tau", positive=True)), check)
 
 
 def pifd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, lam,
-              propensity=None, clip=None) -> torch.Tensor:
+              propensity=None, clip=None, *, check: bool = True) -> torch.Tensor:
     """Primal improved finite difference loss (DFCL's PIFD): the exact decision loss.
 
     Forward: ``L = -V = -(1/N) sum_i 1[argmax_j a_ij == t_i] revenue_i / p_{t_i}`` with
@@ -123,39 +165,46 @@ def pifd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     ``dL/dr_hat = dL/da`` and ``dL/dc_hat = -lam dL/da``. With ``clip = h`` gaps below h count as h
     and cells whose gap exceeds h get 0 (DFCL used 0.3); without a clip a gap of exactly zero (a
     tie at the top) counts as ``PIFD_ZERO_GAP_FLOOR`` = 1e-6.
+
+    ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`.
     """
+    check = _check_flag(check)
     r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
-                                                               propensity, single=True)
-    return call_op(ops.pifd_loss, r_hat, c_hat, treatment, revenue, None, grid, prop, _clip(clip))
+                                                               propensity, single=True, check=check)
+    return _run(ops.pifd_loss, (r_hat, c_hat, treatment, revenue, None, grid, prop, _clip(clip)), check)
 
 
 def mer_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-             cost: torch.Tensor, lams, propensity=None, tau: float = 1.0) -> torch.Tensor:
+             cost: torch.Tensor, lams, propensity=None, tau: float = 1.0, *, check: bool = True) -> torch.Tensor:
     """DFCL's maximum-entropy-regularised dual loss over a grid of multipliers:
 
         L = -sum_l (1/N) sum_i softmax(a_l[i, :] / tau)[t_i] * (revenue_i - lam_l cost_i) / p_{t_i}
 
     with ``a_l = r_hat - lam_l c_hat``. ``lams``: numbers or a 1-D tensor (constants).
+    ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`.
     """
+    check = _check_flag(check)
     r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
-                                                                  propensity, single=False)
-    return call_op(ops.ppl_loss, r_hat, c_hat, treatment, revenue, cost, grid, prop,
-                   _validate.number(tau, "tau", positive=True))
+                                                                  propensity, single=False, check=check)
+    return _run(ops.ppl_loss, (r_hat, c_hat, treatment, revenue, cost, grid, prop,
+                               _validate.number(tau, "tau", positive=True)), check)
 
 
 def dpl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-             cost: torch.Tensor, lams, propensity=None) -> torch.Tensor:
+             cost: torch.Tensor, lams, propensity=None, *, check: bool = True) -> torch.Tensor:
     """DFCL's dual policy learning loss: :func:`mer_loss` with tau = 1."""
-    return mer_loss(r_hat, c_hat, treatment, revenue, cost, lams, propensity, tau=1.0)
+    return mer_loss(r_hat, c_hat, treatment, revenue, cost, lams, propensity, tau=1.0, check=check)
 
 
 def difd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-              cost: torch.Tensor, lams, propensity=None, clip=None) -> torch.Tensor:
+              cost: torch.Tensor, lams, propensity=None, clip=None, *, check: bool = True) -> torch.Tensor:
     """DFCL's dual improved finite difference loss: :func:`pifd_loss` per multiplier of the grid with
-    reward ``revenue - lam_l cost``, summed over the grid (same flip gradient, same clip rule)."""
+    reward ``revenue - lam_l cost``, summed over the grid (same flip gradient, same clip rule).
+    ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`."""
+    check = _check_flag(check)
     r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
-                                                                  propensity, single=False)
-    return call_op(ops.pifd_loss, r_hat, c_hat, treatment, revenue, cost, grid, prop, _clip(clip))
+                                                                  propensity, single=False, check=check)
+    return _run(ops.pifd_loss, (r_hat, c_hat, treatment, revenue, cost, grid, prop, _clip(clip)), check)
 
 
 def _clip(clip):

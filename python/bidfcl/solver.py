@@ -18,6 +18,17 @@ individual ascending, step ascending) and takes the longest prefix whose total c
 Every solver output is piecewise constant in values and costs (it changes only where a choice
 flips), so none has a useful derivative: outputs never require grad, also for inputs that do.
 M is at most :data:`bidfcl.MAX_OPTIONS` (256, the compiled core's limit).
+
+``check=False`` (exact solves): the value checks (finite values and costs, costs >= 0, budgets
+finite and >= 0, treatment labels, propensities, cost_obs) are not raised but written into a small
+int64 status tensor on the inputs' device, ``sol.status``, with no host read and (on CUDA) no
+synchronisation, so the call can run in a training loop without per-step syncs or inside a CUDA
+graph. :func:`bidfcl.raise_if_failed` (or ``sol.check()``) reads it later and raises the error the
+default call would have raised, with the same message. Shape, dtype and device errors still raise
+at once (they need no data). For valid input the numbers are identical to ``check=True``; after bad
+input they are unspecified. Pass budgets (and propensities) as tensors on the inputs' device: a
+Python list or a CPU tensor is copied to the device, which synchronises (a Python number does not:
+it becomes a device fill).
 """
 
 from __future__ import annotations
@@ -34,8 +45,22 @@ from ._validate import call_op
 __all__ = ["MckpSolution", "RctSolution", "Frontier", "solve_mckp", "budget_frontier", "solve_mckp_rct"]
 
 
-class MckpSolution(NamedTuple):
-    """Result of :func:`solve_mckp`. Shapes are ``[K]`` / ``[K, N]``, or ``[]`` / ``[N]`` for one float budget."""
+class _Checked:
+    """``status`` and ``check()`` of a solver result (not tuple fields: unpacking is unchanged).
+
+    ``status`` is None for a default (``check=True``) call, whose input was checked eagerly; for a
+    ``check=False`` call it is the int64 status record of the lazy check, on the inputs' device.
+    """
+
+    status = None
+
+    def check(self, *, require_feasible: bool = False):
+        """:func:`bidfcl.raise_if_failed` on this result (one host read); returns the result."""
+        _validate.raise_if_failed(self, require_feasible=require_feasible)
+        return self
+
+
+class _MckpFields(NamedTuple):
 
     lam: torch.Tensor  #: multiplier lam* (input dtype); +inf where infeasible
     choice: torch.Tensor  #: int64 option per individual
@@ -45,13 +70,23 @@ class MckpSolution(NamedTuple):
     feasible: torch.Tensor  #: bool; False when the budget is below the cheapest policy's spend
 
 
-class RctSolution(NamedTuple):
-    """Result of :func:`solve_mckp_rct`."""
+class MckpSolution(_Checked, _MckpFields):
+    """Result of :func:`solve_mckp`. Shapes are ``[K]`` / ``[K, N]``, or ``[]`` / ``[N]`` for one float budget.
+    Fields: ``lam, choice, spend, value, dual_bound, feasible``; plus ``status`` and ``check()``
+    for ``check=False`` calls (see the module docstring)."""
+
+
+class _RctFields(NamedTuple):
 
     lam: torch.Tensor  #: multiplier lam* (input dtype); +inf where infeasible
     choice: torch.Tensor  #: int64 option per individual (from the predicted values and costs)
     spend: torch.Tensor  #: float64 IPW estimate of the per-capita spend of ``choice``
     feasible: torch.Tensor  #: bool; False when even the cheapest policy's estimate exceeds the budget
+
+
+class RctSolution(_Checked, _RctFields):
+    """Result of :func:`solve_mckp_rct`: ``lam, choice, spend, feasible``; plus ``status`` and
+    ``check()`` for ``check=False`` calls."""
 
 
 class Frontier(NamedTuple):
@@ -83,19 +118,33 @@ def _budgets(budget, values: torch.Tensor) -> tuple[torch.Tensor, bool]:
         b = b.to(device=values.device, dtype=torch.float64)
     elif isinstance(budget, bool) or not isinstance(budget, numbers.Real):
         raise TypeError(f"bidfcl: budget must be a number or a 1-D tensor, got {type(budget).__name__}")
-    else:
-        b, scalar = torch.tensor([float(budget)], dtype=torch.float64, device=values.device), True
+    else:  # a fill kernel, not a host-to-device copy: no synchronisation, capturable in a CUDA graph
+        b, scalar = torch.full((1,), float(budget), dtype=torch.float64, device=values.device), True
     return b * (1.0 + BUDGET_SLACK), scalar
 
 
 def _squeeze(result, scalar: bool):
     if not scalar:
         return result
-    return type(result)(*(t[0] for t in result))
+    squeezed = type(result)(*(t[0] for t in result))
+    if result.status is not None:
+        squeezed.status = result.status
+    return squeezed
+
+
+def _check_flag(check) -> bool:
+    if not isinstance(check, bool):
+        raise _validate.InputTypeError(f"bidfcl: check must be True or False, got {type(check).__name__} {check!r}")
+    return check
+
+
+def _lazily(result, status: torch.Tensor):
+    result.status = status
+    return result
 
 
 def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, *, method: str = "exact",
-               max_iter: int = 50, tol: float = 1e-6) -> MckpSolution:
+               max_iter: int = 50, tol: float = 1e-6, check: bool = True) -> MckpSolution:
     """Solve ``max sum r[i, choice_i]  s.t.  sum c[i, choice_i] <= budget`` for one or many budgets.
 
     Args:
@@ -107,12 +156,23 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, *, method: str
         method: ``"exact"`` (breakpoint selection, no tolerance) or ``"bisection"`` (the paper's
             Alg. 2 on lam, kept for comparison: ``max_iter`` halvings or until ``hi - lo <= tol * hi``;
             no tie upgrades).
+        check: ``False`` reports bad values lazily through ``sol.status`` instead of raising, with
+            no host read (see the module docstring); ``method="exact"`` only (bisection runs its
+            loop on the host).
 
     Returns:
         :class:`MckpSolution`. With a number as budget every field drops the K dimension.
     """
     values, costs = _as_tensor(values, "values"), _as_tensor(costs, "costs")
+    check = _check_flag(check)
     budgets, scalar = _budgets(budget, values)
+    if not check and method != "exact":
+        raise ValueError(f"bidfcl: check=False needs method='exact' (bisection reads the spend on the host at every "
+                         f"step), got method={method!r}")
+    if not check:
+        status = call_op(ops.validate_mckp, values, costs, budgets, None, None, None)
+        out = call_op(ops.solve_mckp, values, costs, budgets, False)
+        return _squeeze(_lazily(MckpSolution(*out), status), scalar)
     if method == "exact":
         out = call_op(ops.solve_mckp, values, costs, budgets)
     elif method == "bisection":
@@ -163,7 +223,7 @@ def _row_propensity(propensity, treatment: torch.Tensor, values: torch.Tensor) -
 
 
 def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.Tensor, cost_obs: torch.Tensor,
-                   budget_per_capita, propensity=None) -> RctSolution:
+                   budget_per_capita, propensity=None, *, check: bool = True) -> RctSolution:
     """RCT-calibrated allocation (the paper's Alg. 2 as used for training and evaluation), exact.
 
     Choices come from the predicted ``values``/``costs``; the spend of a policy is estimated from the
@@ -182,6 +242,8 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
         budget_per_capita: a number or a ``[K]`` tensor.
         propensity: None (arm shares of ``treatment``), per-row ``[N]`` or per-arm ``[M]``
             probabilities (per-row wins when N == M).
+        check: ``False`` reports bad values (the treatment range included) lazily through
+            ``sol.status`` instead of raising, with no host read (see the module docstring).
     """
     values, costs = _as_tensor(values, "values"), _as_tensor(costs, "costs")
     treatment, cost_obs = _as_tensor(treatment, "treatment"), _as_tensor(cost_obs, "cost_obs")
@@ -189,10 +251,16 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
         raise _validate.InputError(f"bidfcl: values must be 2-D [N individuals, M options], got shape "
                                    f"{list(values.shape)}")
     n, m = values.shape
-    treatment = _validate.treatment(treatment, n=n, m=m, length_of="individual (row of values)")
+    check = _check_flag(check)
+    treatment = _validate.treatment(treatment, n=n, m=m, length_of="individual (row of values)", check_labels=check)
     if not cost_obs.is_floating_point():
         raise _validate.InputTypeError(f"bidfcl: cost_obs must be a float tensor, got dtype {cost_obs.dtype}")
     budgets, scalar = _budgets(budget_per_capita, values)
     prop = _row_propensity(propensity, treatment, values)
-    out = call_op(ops.solve_mckp_rct, values, costs, treatment, cost_obs.to(values.dtype), prop, budgets)
+    cost_obs = cost_obs.to(values.dtype)
+    if not check:
+        status = call_op(ops.validate_mckp, values, costs, budgets, treatment, cost_obs, prop)
+        out = call_op(ops.solve_mckp_rct, values, costs, treatment, cost_obs, prop, budgets, False)
+        return _squeeze(_lazily(RctSolution(*out), status), scalar)
+    out = call_op(ops.solve_mckp_rct, values, costs, treatment, cost_obs, prop, budgets)
     return _squeeze(RctSolution(*out), scalar)

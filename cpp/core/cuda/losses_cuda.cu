@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "bidfcl/core/losses_cuda.h"
+#include "bidfcl/core/status_record.h"
 
 namespace bidfcl::core {
 namespace {
@@ -250,10 +251,15 @@ Status lam_status(const DecisionBatch<T>& in, cudaStream_t stream) {
   return Status::Ok();
 }
 
+// check = false: no lam read on the host and no error read back (no synchronisation at all); bad
+// rows are still skipped by the kernels, so bad input gives an unspecified loss, never a fault.
 template <typename T, int Kind>
-Status launch_loss(const DecisionBatch<T>& in, double tau, T* loss, const DeviceAlloc& alloc, cudaStream_t stream) {
-  Status st = lam_status(in, stream);
-  if (!st.ok()) return st;
+Status launch_loss(const DecisionBatch<T>& in, double tau, T* loss, const DeviceAlloc& alloc, cudaStream_t stream,
+                   bool check) {
+  if (check) {
+    Status st = lam_status(in, stream);
+    if (!st.ok()) return st;
+  }
   const int grid = grid_for(in.n);
   double* partials = alloc_n<double>(alloc, grid);
   unsigned long long* bad = new_bad_row(alloc, stream);
@@ -261,45 +267,147 @@ Status launch_loss(const DecisionBatch<T>& in, double tau, T* loss, const Device
   cuda_check(cudaGetLastError(), "loss_kernel");
   final_sum_kernel<T><<<1, kThreads, 0, stream>>>(partials, grid, loss);
   cuda_check(cudaGetLastError(), "final_sum_kernel");
-  return bad_row_status(bad, stream);
+  return check ? bad_row_status(bad, stream) : Status::Ok();
 }
 
 }  // namespace
 
 template <typename T>
-Status softmax_loss_cuda(const SoftmaxLossParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream) {
-  return launch_loss<T, 0>(p.in, p.tau, p.loss, alloc, stream);
+Status softmax_loss_cuda(const SoftmaxLossParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream, bool check) {
+  return launch_loss<T, 0>(p.in, p.tau, p.loss, alloc, stream, check);
 }
 
 template <typename T>
-Status flip_loss_cuda(const FlipLossParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream) {
-  return launch_loss<T, 1>(p.in, 1.0, p.loss, alloc, stream);
+Status flip_loss_cuda(const FlipLossParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream, bool check) {
+  return launch_loss<T, 1>(p.in, 1.0, p.loss, alloc, stream, check);
 }
 
 template <typename T>
-Status softmax_loss_backward_cuda(const SoftmaxLossBackwardParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream) {
-  Status st = lam_status(p.in, stream);
-  if (!st.ok()) return st;
+Status softmax_loss_backward_cuda(const SoftmaxLossBackwardParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream,
+                                  bool check) {
+  if (check) {
+    Status st = lam_status(p.in, stream);
+    if (!st.ok()) return st;
+  }
   unsigned long long* bad = new_bad_row(alloc, stream);
   if (p.in.n > 0) {
     softmax_backward_kernel<T><<<grid_for(p.in.n), kThreads, 0, stream>>>(p.in, static_cast<T>(1.0 / p.tau),
                                                                            p.grad_output, p.grad_r_hat, p.grad_c_hat, bad);
     cuda_check(cudaGetLastError(), "softmax_backward_kernel");
   }
-  return bad_row_status(bad, stream);
+  return check ? bad_row_status(bad, stream) : Status::Ok();
 }
 
 template <typename T>
-Status flip_loss_backward_cuda(const FlipLossBackwardParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream) {
-  Status st = lam_status(p.in, stream);
-  if (!st.ok()) return st;
+Status flip_loss_backward_cuda(const FlipLossBackwardParams<T>& p, const DeviceAlloc& alloc, cudaStream_t stream,
+                               bool check) {
+  if (check) {
+    Status st = lam_status(p.in, stream);
+    if (!st.ok()) return st;
+  }
   unsigned long long* bad = new_bad_row(alloc, stream);
   if (p.in.n > 0) {
     flip_backward_kernel<T><<<grid_for(p.in.n), kThreads, 0, stream>>>(p.in, p.clip, p.grad_output, p.grad_r_hat,
                                                                         p.grad_c_hat, bad);
     cuda_check(cudaGetLastError(), "flip_backward_kernel");
   }
-  return bad_row_status(bad, stream);
+  return check ? bad_row_status(bad, stream) : Status::Ok();
+}
+
+// ---- lazy validation of the decision inputs (validate_decision_cuda) -----------------------------
+
+namespace {
+
+__global__ void first_bad_label_kernel(const int64_t* treatment, int64_t n, int64_t m, unsigned long long* first) {
+  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < n; i += int64_t(gridDim.x) * kThreads) {
+    const int64_t t = treatment[i];
+    if (t < 0 || t >= m) atomicMin(first, static_cast<unsigned long long>(i));
+  }
+}
+
+template <typename T>
+__global__ void first_bad_lam_kernel(const T* lam, int64_t l, unsigned long long* first) {
+  for (int64_t x = blockIdx.x * int64_t(kThreads) + threadIdx.x; x < l; x += int64_t(gridDim.x) * kThreads)
+    if (!isfinite(lam[x])) atomicMin(first, static_cast<unsigned long long>(x));
+}
+
+template <typename T>
+__global__ void first_bad_row_kernel(DecisionBatch<T> in, unsigned long long* first) {
+  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < in.n; i += int64_t(gridDim.x) * kThreads)
+    if (!row_ok(in, i)) atomicMin(first, static_cast<unsigned long long>(i));
+}
+
+// One thread: the first finding in the eager order (the wrapper's label check, lam, then rows), with
+// the row examined exactly like check_decision_row of losses_cpu.cpp.
+template <typename T>
+__global__ void decision_status_kernel(DecisionBatch<T> in, const unsigned long long* rec, int64_t* status) {
+  int64_t code = 0, row = -1, col = -1, value = 0;
+  if (rec[0] != kNoRow) {
+    row = static_cast<int64_t>(rec[0]);
+    code = static_cast<int64_t>(Code::kBadTreatment);
+    col = in.m;
+    value = in.treatment[row];
+  } else if (rec[1] != kNoRow) {
+    row = static_cast<int64_t>(rec[1]);
+    code = static_cast<int64_t>(Code::kNonFiniteInput);
+    col = static_cast<int64_t>(LossInput::kLam);
+    value = __double_as_longlong(double(in.lam[row]));
+  } else if (rec[2] != kNoRow) {
+    const int64_t i = static_cast<int64_t>(rec[2]);
+    const T* r = in.r_hat + i * in.m;
+    const T* c = in.c_hat + i * in.m;
+    row = i;
+    for (int64_t j = 0; j < in.m && code == 0; ++j) {
+      if (!isfinite(r[j])) {
+        code = static_cast<int64_t>(Code::kNonFiniteValue);
+        col = j;
+        value = __double_as_longlong(double(r[j]));
+      } else if (!isfinite(c[j])) {
+        code = static_cast<int64_t>(Code::kNonFiniteCost);
+        col = j;
+        value = __double_as_longlong(double(c[j]));
+      }
+    }
+    if (code == 0) {
+      const T p = in.propensity[i];
+      if (!isfinite(in.revenue[i])) {
+        code = static_cast<int64_t>(Code::kNonFiniteInput);
+        col = static_cast<int64_t>(LossInput::kRevenue);
+        value = __double_as_longlong(double(in.revenue[i]));
+      } else if (in.cost && !isfinite(in.cost[i])) {
+        code = static_cast<int64_t>(Code::kNonFiniteInput);
+        col = static_cast<int64_t>(LossInput::kCost);
+        value = __double_as_longlong(double(in.cost[i]));
+      } else if (!(p > T(0) && p <= T(1))) {
+        code = static_cast<int64_t>(Code::kBadPropensity);
+        col = 0;
+        value = __double_as_longlong(double(p));
+      }
+    }
+  }
+  if (code == 0) row = col = -1;
+  status[kStatusCode] = code;
+  status[kStatusRow] = row;
+  status[kStatusCol] = col;
+  status[kStatusValue] = value;
+  status[kStatusFamily] = kFamilyDecision;
+}
+
+}  // namespace
+
+template <typename T>
+void validate_decision_cuda(const DecisionBatch<T>& in, int64_t* status, const DeviceAlloc& alloc, cudaStream_t stream) {
+  auto* rec = alloc_n<unsigned long long>(alloc, 3);  // first bad label, lam index, row
+  cuda_check(cudaMemsetAsync(rec, 0xff, 3 * sizeof(unsigned long long), stream), "memset");
+  const int grid = grid_for(in.n);
+  first_bad_label_kernel<<<grid, kThreads, 0, stream>>>(in.treatment, in.n, in.m, rec);
+  cuda_check(cudaGetLastError(), "first_bad_label_kernel");
+  first_bad_lam_kernel<T><<<grid_for(in.l), kThreads, 0, stream>>>(in.lam, in.l, rec + 1);
+  cuda_check(cudaGetLastError(), "first_bad_lam_kernel");
+  first_bad_row_kernel<T><<<grid, kThreads, 0, stream>>>(in, rec + 2);
+  cuda_check(cudaGetLastError(), "first_bad_row_kernel");
+  decision_status_kernel<T><<<1, 1, 0, stream>>>(in, rec, status);
+  cuda_check(cudaGetLastError(), "decision_status_kernel");
 }
 
 // ---- policy value -------------------------------------------------------------------------------
@@ -571,11 +679,13 @@ Status aucc_cuda(const AuccParams<T>& p, const DeviceAlloc& alloc, cudaStream_t 
 }
 
 #define BIDFCL_INSTANTIATE(T)                                                                                     \
-  template Status softmax_loss_cuda<T>(const SoftmaxLossParams<T>&, const DeviceAlloc&, cudaStream_t);            \
+  template Status softmax_loss_cuda<T>(const SoftmaxLossParams<T>&, const DeviceAlloc&, cudaStream_t, bool);      \
   template Status softmax_loss_backward_cuda<T>(const SoftmaxLossBackwardParams<T>&, const DeviceAlloc&,           \
-                                                cudaStream_t);                                                    \
-  template Status flip_loss_cuda<T>(const FlipLossParams<T>&, const DeviceAlloc&, cudaStream_t);                  \
-  template Status flip_loss_backward_cuda<T>(const FlipLossBackwardParams<T>&, const DeviceAlloc&, cudaStream_t); \
+                                                cudaStream_t, bool);                                               \
+  template Status flip_loss_cuda<T>(const FlipLossParams<T>&, const DeviceAlloc&, cudaStream_t, bool);            \
+  template Status flip_loss_backward_cuda<T>(const FlipLossBackwardParams<T>&, const DeviceAlloc&, cudaStream_t,   \
+                                             bool);                                                                \
+  template void validate_decision_cuda<T>(const DecisionBatch<T>&, int64_t*, const DeviceAlloc&, cudaStream_t);   \
   template Status policy_value_cuda<T>(const PolicyValueParams<T>&, const DeviceAlloc&, cudaStream_t);            \
   template Status aucc_cuda<T>(const AuccParams<T>&, const DeviceAlloc&, cudaStream_t);
 BIDFCL_INSTANTIATE(float)

@@ -35,6 +35,7 @@
 
 #include "bidfcl/core/mckp.h"
 #include "bidfcl/core/mckp_cuda.h"
+#include "bidfcl/core/status_record.h"
 
 namespace bidfcl::core {
 namespace {
@@ -367,6 +368,34 @@ __global__ void write_steps_kernel(const T* values, const T* costs, int64_t n, i
   }
 }
 
+// The check = false layout: slot i * (m - 1) + s - 1 holds step s of individual i, or, for
+// s >= len[i], a padding entry with key -inf (below every breakpoint, which is > 0 or +inf for valid
+// input) and an id whose step is >= len[i], so the stable descending sort puts the P real steps
+// first, in the same order as write_steps_kernel's compact layout. A NaN breakpoint (only from bad
+// input, which the caller's lazy check reports) is stored as 0 so that it cannot sort below the
+// padding. Cost: the sort and the scans run over n * (m - 1) entries instead of P.
+template <typename T>
+__global__ void write_padded_steps_kernel(const T* values, const T* costs, int64_t n, int m, const uint8_t* hull,
+                                          const uint16_t* len, T* bp, int64_t* id) {
+  const int64_t stride = int64_t(gridDim.x) * kBlock;
+  for (int64_t i = int64_t(blockIdx.x) * kBlock + threadIdx.x; i < n; i += stride) {
+    const int l = len[i];
+    const T* r = values + i * m;
+    const T* c = costs + i * m;
+    const uint8_t* h = hull + i * m;
+    const int64_t first = i * (m - 1);
+    for (int s = 1; s < m; ++s) {
+      T key = -pos_inf<T>();
+      if (s < l) {
+        key = slope_dev(r, c, h[s - 1], h[s]);
+        if (isnan(key)) key = T(0);
+      }
+      bp[first + s - 1] = key;
+      id[first + s - 1] = i * m + s;
+    }
+  }
+}
+
 // Cheapest policy (hull point 0): (spend, value, unused).
 template <typename T>
 struct BaseTotals {
@@ -390,12 +419,18 @@ struct StepOrder {
   int64_t* id = nullptr;     // [P] i * m + s, in the global order
   Sum3* base = nullptr;      // device: (spend, value) of the cheapest policy
   ErrorRecord* err = nullptr;
+  // Without host reads (check = false) P is not known on the host: the steps are sorted in a
+  // worst-case buffer of n * (m - 1) entries (missing steps padded at the end, see
+  // write_padded_steps_kernel), `sorted` is that length and P_dev points at the step count on the
+  // device. With the host reads, sorted = P and P_dev = nullptr.
+  int64_t sorted = 0;
+  const int64_t* P_dev = nullptr;
 };
 
 // Phase 1 (hulls, validation, counts). Returns the Status of values/costs; fills P.
 template <typename T>
 Status build_hulls_cuda(const MckpInput<T>& in, StepOrder<T>& so, int64_t*& slot_end, DeviceWorkspace& ws,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, bool check) {
   const int64_t n = in.n, m = in.m;
   so.n = n;
   so.m = m;
@@ -408,7 +443,14 @@ Status build_hulls_cuda(const MckpInput<T>& in, StepOrder<T>& so, int64_t*& slot
                                                          so.len, slot_end, so.err);
   BIDFCL_LAUNCH_CHECK("hull_kernel");
   inclusive_scan<int64_t, SumOp<int64_t>>(slot_end, slot_end, n, nullptr, ws, stream);
+  if (!check) {  // no host read: P stays on the device; sizes from the shape only
+    so.P = -1;
+    so.P_dev = slot_end + (n - 1);
+    so.sorted = n * (m - 1);
+    return Status::Ok();
+  }
   so.P = copy_to_host(slot_end + (n - 1), stream);
+  so.sorted = so.P;
   const ErrorRecord host_err = copy_to_host(so.err, stream);
   return cell_status(in.values, in.costs, m, host_err.cell, stream);
 }
@@ -417,7 +459,7 @@ Status build_hulls_cuda(const MckpInput<T>& in, StepOrder<T>& so, int64_t*& slot
 template <typename T>
 void sort_steps_cuda(const MckpInput<T>& in, StepOrder<T>& so, const int64_t* slot_end, DeviceWorkspace& ws,
                      cudaStream_t stream) {
-  const int64_t n = in.n, m = in.m, P = so.P;
+  const int64_t n = in.n, m = in.m, P = so.sorted;
   so.base = ws_alloc<Sum3>(ws, 1);
   Sum3* partials = ws_alloc<Sum3>(ws, reduce_blocks(n));
   reduce<Sum3, Sum3Op>(BaseTotals<T>{in.values, in.costs, so.hull, m}, n, partials, so.base, stream);
@@ -428,9 +470,15 @@ void sort_steps_cuda(const MckpInput<T>& in, StepOrder<T>& so, const int64_t* sl
   }
   T* keys[2] = {ws_alloc<T>(ws, P), ws_alloc<T>(ws, P)};
   int64_t* ids[2] = {ws_alloc<int64_t>(ws, P), ws_alloc<int64_t>(ws, P)};
-  write_steps_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m), so.hull,
-                                                                so.len, slot_end, keys[0], ids[0]);
-  BIDFCL_LAUNCH_CHECK("write_steps_kernel");
+  if (so.P_dev) {
+    write_padded_steps_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m),
+                                                                         so.hull, so.len, keys[0], ids[0]);
+    BIDFCL_LAUNCH_CHECK("write_padded_steps_kernel");
+  } else {
+    write_steps_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m), so.hull,
+                                                                  so.len, slot_end, keys[0], ids[0]);
+    BIDFCL_LAUNCH_CHECK("write_steps_kernel");
+  }
   cub::DoubleBuffer<T> dkeys(keys[0], keys[1]);
   cub::DoubleBuffer<int64_t> dids(ids[0], ids[1]);
   size_t temp_bytes = 0;
@@ -447,9 +495,15 @@ void sort_steps_cuda(const MckpInput<T>& in, StepOrder<T>& so, const int64_t* sl
 
 template <typename T>
 __global__ void step_deltas_kernel(const T* values, const T* costs, int64_t m, const uint8_t* hull, const int64_t* id,
-                                   int64_t P, double* dc, double* dv) {
+                                   int64_t P, const int64_t* P_dev, double* dc, double* dv) {
   const int64_t stride = int64_t(gridDim.x) * kBlock;
+  const int64_t real = P_dev ? *P_dev : P;  // entries at and beyond it are padding: they add 0
   for (int64_t q = int64_t(blockIdx.x) * kBlock + threadIdx.x; q < P; q += stride) {
+    if (q >= real) {
+      dc[q] = 0.0;
+      if (dv) dv[q] = 0.0;
+      continue;
+    }
     const int64_t i = id[q] / m, s = id[q] % m;
     const uint8_t* h = hull + i * m;
     const int64_t a = i * m + h[s - 1], b = i * m + h[s];
@@ -463,12 +517,12 @@ __global__ void step_deltas_kernel(const T* values, const T* costs, int64_t m, c
 template <typename T>
 double* spend_prefix_max(const MckpInput<T>& in, const StepOrder<T>& so, double* cum_out, DeviceWorkspace& ws,
                          cudaStream_t stream) {
-  const int64_t P = so.P;
+  const int64_t P = so.sorted;
   double* pm = ws_alloc<double>(ws, P);
   if (P == 0) return pm;
   double* cum = cum_out ? cum_out : pm;
-  step_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, so.m, so.hull, so.id, P, cum,
-                                                                nullptr);
+  step_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, so.m, so.hull, so.id, P, so.P_dev,
+                                                                cum, nullptr);
   BIDFCL_LAUNCH_CHECK("step_deltas_kernel");
   inclusive_scan<double, SumOp<double>>(cum, cum, P, first_of(so.base), ws, stream);
   inclusive_scan<double, MaxOp<double>>(cum, pm, P, nullptr, ws, stream);
@@ -477,10 +531,12 @@ double* spend_prefix_max(const MckpInput<T>& in, const StepOrder<T>& so, double*
 
 // One thread per budget: the cut from the prefix maximum (first position whose value exceeds it).
 template <typename T>
-__global__ void cut_kernel(const double* prefix_max, int64_t P, const T* bp, const int64_t* id, int64_t m,
-                           const double* base, const double* budgets, int64_t K, Cut<T>* cuts, int64_t* cut_pos) {
+__global__ void cut_kernel(const double* prefix_max, int64_t P_host, const int64_t* P_dev, const T* bp,
+                           const int64_t* id, int64_t m, const double* base, const double* budgets, int64_t K,
+                           Cut<T>* cuts, int64_t* cut_pos) {
   const int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x;
   if (k >= K) return;
+  const int64_t P = P_dev ? *P_dev : P_host;
   const double budget = budgets[k];
   Cut<T> cut;
   cut.infeasible = false;
@@ -618,11 +674,16 @@ struct RctBase {
 
 // Per sorted step: +w when the step moves individual i onto its arm, -w when it moves it off.
 template <typename T>
-__global__ void rct_deltas_kernel(const uint8_t* hull, const int64_t* id, int64_t P, int64_t m,
+__global__ void rct_deltas_kernel(const uint8_t* hull, const int64_t* id, int64_t P, const int64_t* P_dev, int64_t m,
                                   const int64_t* treatment, const T* cost_obs, const T* propensity, double inv_n,
                                   double* delta) {
   const int64_t stride = int64_t(gridDim.x) * kBlock;
+  const int64_t real = P_dev ? *P_dev : P;  // padding (check = false) adds 0
   for (int64_t q = int64_t(blockIdx.x) * kBlock + threadIdx.x; q < P; q += stride) {
+    if (q >= real) {
+      delta[q] = 0.0;
+      continue;
+    }
     const int64_t i = id[q] / m, s = id[q] % m;
     const uint8_t* h = hull + i * m;
     const int64_t t = treatment[i];
@@ -690,18 +751,18 @@ struct PolicyAt {
 // ==================================================================================================
 
 template <typename T>
-Status solve_mckp_exact_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream) {
+Status solve_mckp_exact_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check) {
   const MckpInput<T>& in = p.in;
   StepOrder<T> so;
   int64_t* slot_end = nullptr;
-  Status st = build_hulls_cuda(in, so, slot_end, ws, stream);
+  Status st = build_hulls_cuda(in, so, slot_end, ws, stream, check);
   if (!st.ok()) return st;
   sort_steps_cuda(in, so, slot_end, ws, stream);
   const double* pm = spend_prefix_max(in, so, nullptr, ws, stream);
   const int64_t K = p.k;
   Cut<T>* cuts = ws_alloc<Cut<T>>(ws, K);
-  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, so.P, so.bp, so.id, in.m, first_of(so.base), p.budgets, K,
-                                                         cuts, nullptr);
+  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, so.sorted, so.P_dev, so.bp, so.id, in.m,
+                                                         first_of(so.base), p.budgets, K, cuts, nullptr);
   BIDFCL_LAUNCH_CHECK("cut_kernel");
   Sum3* totals = ws_alloc<Sum3>(ws, K);
   Sum3* partials = ws_alloc<Sum3>(ws, reduce_blocks(in.n));
@@ -732,7 +793,7 @@ Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<Frontier
                             DeviceWorkspace& ws, cudaStream_t stream) {
   StepOrder<T> so;
   int64_t* slot_end = nullptr;
-  Status st = build_hulls_cuda(in, so, slot_end, ws, stream);
+  Status st = build_hulls_cuda(in, so, slot_end, ws, stream, /*check=*/true);  // P sizes the output
   if (!st.ok()) return st;
   sort_steps_cuda(in, so, slot_end, ws, stream);
   const int64_t P = so.P;
@@ -744,7 +805,8 @@ Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<Frontier
   if (P > 0) {
     double* dc = out.spend + 1;
     double* dv = out.value + 1;
-    step_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, in.m, so.hull, so.id, P, dc, dv);
+    step_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, in.m, so.hull, so.id, P, nullptr,
+                                                                  dc, dv);
     BIDFCL_LAUNCH_CHECK("step_deltas_kernel");
     inclusive_scan<double, SumOp<double>>(dc, dc, P, first_of(so.base), ws, stream);
     inclusive_scan<double, SumOp<double>>(dv, dv, P, second_of(so.base), ws, stream);
@@ -753,20 +815,25 @@ Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<Frontier
 }
 
 template <typename T>
-Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream) {
+Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check) {
   const MckpInput<T>& in = p.in;
   const int64_t n = in.n, m = in.m;
   StepOrder<T> so;
   int64_t* slot_end = nullptr;
   // Hull validation first (it wins over the RCT inputs, as on the CPU), then the RCT inputs.
   // The RCT check is enqueued before the sync of build_hulls_cuda, so one round trip serves both.
-  ErrorRecord* rct_err = ws_alloc<ErrorRecord>(ws, 1);
-  BIDFCL_CUDA_CHECK(cudaMemsetAsync(rct_err, 0xFF, sizeof(ErrorRecord), stream));
-  rct_validate_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(p.treatment, p.propensity, p.cost_obs, n, m, rct_err);
-  BIDFCL_LAUNCH_CHECK("rct_validate_kernel");
-  Status st = build_hulls_cuda(in, so, slot_end, ws, stream);
+  // Without checks (check = false) neither runs nor is read back: the kernels below never index
+  // memory by a label or value, so bad input gives unspecified numbers, not a fault.
+  ErrorRecord* rct_err = nullptr;
+  if (check) {
+    rct_err = ws_alloc<ErrorRecord>(ws, 1);
+    BIDFCL_CUDA_CHECK(cudaMemsetAsync(rct_err, 0xFF, sizeof(ErrorRecord), stream));
+    rct_validate_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(p.treatment, p.propensity, p.cost_obs, n, m, rct_err);
+    BIDFCL_LAUNCH_CHECK("rct_validate_kernel");
+  }
+  Status st = build_hulls_cuda(in, so, slot_end, ws, stream, check);
   if (!st.ok()) return st;
-  const ErrorRecord host_rct = copy_to_host(rct_err, stream);
+  const ErrorRecord host_rct = check ? copy_to_host(rct_err, stream) : ErrorRecord{kNone, kNone};
   if (host_rct.row != kNone) {
     const int64_t i = static_cast<int64_t>(host_rct.row);
     const int64_t t = copy_to_host(p.treatment + i, stream);
@@ -777,7 +844,7 @@ Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaS
     return {Code::kNonFiniteInput, i, -1, double(co)};
   }
   sort_steps_cuda(in, so, slot_end, ws, stream);
-  const int64_t P = so.P;
+  const int64_t P = so.sorted;
   const double inv_n = 1.0 / double(n);
   // base: estimated spend of the cheapest policy (replaces so.base's spend, which the RCT does not use)
   Sum3* base = ws_alloc<Sum3>(ws, 1);
@@ -787,7 +854,7 @@ Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaS
   double* cum = ws_alloc<double>(ws, P);
   double* pm = ws_alloc<double>(ws, P);
   if (P > 0) {
-    rct_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(so.hull, so.id, P, m, p.treatment, p.cost_obs,
+    rct_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(so.hull, so.id, P, so.P_dev, m, p.treatment, p.cost_obs,
                                                                  p.propensity, inv_n, cum);
     BIDFCL_LAUNCH_CHECK("rct_deltas_kernel");
     inclusive_scan<double, SumOp<double>>(cum, cum, P, first_of(base), ws, stream);
@@ -796,8 +863,8 @@ Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaS
   const int64_t K = p.k;
   Cut<T>* cuts = ws_alloc<Cut<T>>(ws, K);
   int64_t* cut_pos = ws_alloc<int64_t>(ws, K);
-  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, P, so.bp, so.id, m, first_of(base), p.budgets, K, cuts,
-                                                         cut_pos);
+  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, P, so.P_dev, so.bp, so.id, m, first_of(base), p.budgets,
+                                                         K, cuts, cut_pos);
   BIDFCL_LAUNCH_CHECK("cut_kernel");
   Sum3* scratch = ws_alloc<Sum3>(ws, 1);
   for (int64_t k = 0; k < K; ++k) {
@@ -885,14 +952,99 @@ Status solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const double*
   return Status::Ok();
 }
 
+// ---- lazy validation: the eager checks' findings as a device status record, no host read ---------
+
+__global__ void label_check_kernel(const int64_t* treatment, int64_t n, int64_t m, unsigned long long* first) {
+  const int64_t stride = int64_t(gridDim.x) * kBlock;
+  for (int64_t i = int64_t(blockIdx.x) * kBlock + threadIdx.x; i < n; i += stride) {
+    const int64_t t = treatment[i];
+    if (t < 0 || t >= m) record_min(first, static_cast<unsigned long long>(i));
+  }
+}
+
+__global__ void budget_check_kernel(const double* budgets, int64_t K, unsigned long long* first) {
+  const int64_t k = int64_t(blockIdx.x) * kBlock + threadIdx.x;
+  if (k >= K) return;
+  const double b = budgets[k];
+  if (!isfinite(b) || b < 0) record_min(first, static_cast<unsigned long long>(k));
+}
+
+// One thread: the first record in the eager order, with the offending entry read on the device.
+template <typename T>
+__global__ void mckp_status_kernel(MckpCheckParams<T> p, const unsigned long long* label,
+                                   const unsigned long long* budget, const ErrorRecord* err, int64_t* status) {
+  int64_t code = 0, row = -1, col = -1, value = 0;
+  const bool rct = p.treatment != nullptr;
+  if (rct && *label != kNone) {
+    row = static_cast<int64_t>(*label);
+    code = static_cast<int64_t>(Code::kBadTreatment);
+    col = p.m;
+    value = p.treatment[row];
+  } else if (*budget != kNone) {
+    row = static_cast<int64_t>(*budget);
+    const double b = p.budgets[row];
+    code = isfinite(b) ? kCodeNegativeBudget : kCodeNonFiniteBudget;
+    value = __double_as_longlong(b);
+  } else if (err->cell != kNone) {
+    const int64_t flat = static_cast<int64_t>(err->cell);
+    const T r = p.values[flat], c = p.costs[flat];
+    row = flat / p.m;
+    col = flat % p.m;
+    const bool bad_value = !isfinite(r);
+    code = static_cast<int64_t>(bad_value ? Code::kNonFiniteValue
+                                          : (!isfinite(c) ? Code::kNonFiniteCost : Code::kNegativeCost));
+    value = __double_as_longlong(bad_value ? double(r) : double(c));
+  } else if (rct && err->row != kNone) {
+    row = static_cast<int64_t>(err->row);
+    const T prop = p.propensity[row];
+    if (bad_propensity(prop)) {
+      code = static_cast<int64_t>(Code::kBadPropensity);
+      value = __double_as_longlong(double(prop));
+    } else {
+      code = static_cast<int64_t>(Code::kNonFiniteInput);
+      value = __double_as_longlong(double(p.cost_obs[row]));
+    }
+  }
+  if (code == 0) row = col = -1;
+  status[kStatusCode] = code;
+  status[kStatusRow] = row;
+  status[kStatusCol] = col;
+  status[kStatusValue] = value;
+  status[kStatusFamily] = rct ? kFamilyRct : kFamilySolve;
+}
+
+template <typename T>
+void validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream) {
+  // records: [0] first bad label, [1] first bad budget, [2..3] ErrorRecord (cell, RCT row)
+  auto* rec = ws_alloc<unsigned long long>(ws, 4);
+  BIDFCL_CUDA_CHECK(cudaMemsetAsync(rec, 0xFF, 4 * sizeof(unsigned long long), stream));
+  ErrorRecord* err = reinterpret_cast<ErrorRecord*>(rec + 2);
+  const int64_t n = p.n, m = p.m;
+  if (p.treatment) {
+    label_check_kernel<<<grid_blocks(n), kBlock, 0, stream>>>(p.treatment, n, m, rec);
+    BIDFCL_LAUNCH_CHECK("label_check_kernel");
+    rct_validate_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(p.treatment, p.propensity, p.cost_obs, n, m, err);
+    BIDFCL_LAUNCH_CHECK("rct_validate_kernel");
+  }
+  if (p.k > 0) {
+    budget_check_kernel<<<budget_blocks(p.k), kBlock, 0, stream>>>(p.budgets, p.k, rec + 1);
+    BIDFCL_LAUNCH_CHECK("budget_check_kernel");
+  }
+  validate_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(p.values, p.costs, n, static_cast<int>(m), err);
+  BIDFCL_LAUNCH_CHECK("validate_kernel");
+  mckp_status_kernel<T><<<1, 1, 0, stream>>>(p, rec, rec + 1, err, p.status);
+  BIDFCL_LAUNCH_CHECK("mckp_status_kernel");
+}
+
 #define BIDFCL_INSTANTIATE(T)                                                                                   \
-  template Status solve_mckp_exact_cuda<T>(const MckpSolveParams<T>&, DeviceWorkspace&, cudaStream_t);          \
+  template void validate_mckp_cuda<T>(const MckpCheckParams<T>&, DeviceWorkspace&, cudaStream_t);               \
+  template Status solve_mckp_exact_cuda<T>(const MckpSolveParams<T>&, DeviceWorkspace&, cudaStream_t, bool);    \
   template Status solve_mckp_bisection_cuda<T>(const MckpBisectionParams<T>&, const double*, DeviceWorkspace&,  \
                                                cudaStream_t);                                                   \
   template Status budget_frontier_cuda<T>(const MckpInput<T>&,                                                  \
                                           const std::function<FrontierDeviceOutput<T>(int64_t)>&,               \
                                           DeviceWorkspace&, cudaStream_t);                                      \
-  template Status solve_mckp_rct_cuda<T>(const MckpRctParams<T>&, DeviceWorkspace&, cudaStream_t);
+  template Status solve_mckp_rct_cuda<T>(const MckpRctParams<T>&, DeviceWorkspace&, cudaStream_t, bool);
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)
 #undef BIDFCL_INSTANTIATE

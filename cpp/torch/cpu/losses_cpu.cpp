@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../lazy_status.h"
 #include "../losses_common.h"
 
 namespace bidfcl::losses {
@@ -10,9 +11,17 @@ namespace {
 
 using GradPair = std::tuple<at::Tensor, at::Tensor>;
 
+// check = false: bad input is not raised (validate_decision reports it lazily); the outputs are
+// then zeros. Valid input gives the same outputs as check = true: the same core call.
+void raise_or_zero(const core::Status& st, bool check, std::initializer_list<at::Tensor*> outputs) {
+  if (check) raise_loss_error(st);
+  if (st.ok()) return;
+  for (at::Tensor* t : outputs) t->zero_();
+}
+
 at::Tensor softmax_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                             const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                            const at::Tensor& propensity, double tau) {
+                            const at::Tensor& propensity, double tau, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   check_tau(tau);
   const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
@@ -22,7 +31,7 @@ at::Tensor softmax_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, co
     p.in = in.batch<scalar_t>(at::get_num_threads());
     p.tau = tau;
     p.loss = loss.data_ptr<scalar_t>();
-    raise_loss_error(core::softmax_loss_cpu<scalar_t>(p));
+    raise_or_zero(core::softmax_loss_cpu<scalar_t>(p), check, {&loss});
   });
   return loss;
 }
@@ -30,7 +39,7 @@ at::Tensor softmax_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, co
 GradPair softmax_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_hat, const at::Tensor& c_hat,
                                    const at::Tensor& treatment, const at::Tensor& revenue,
                                    const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                                   const at::Tensor& propensity, double tau) {
+                                   const at::Tensor& propensity, double tau, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   check_grad_output(grad, r_hat);
   check_tau(tau);
@@ -45,14 +54,14 @@ GradPair softmax_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_h
     p.grad_output = g.data_ptr<scalar_t>();
     p.grad_r_hat = grad_r.data_ptr<scalar_t>();
     p.grad_c_hat = grad_c.data_ptr<scalar_t>();
-    raise_loss_error(core::softmax_loss_backward_cpu<scalar_t>(p));
+    raise_or_zero(core::softmax_loss_backward_cpu<scalar_t>(p), check, {&grad_r, &grad_c});
   });
   return {grad_r, grad_c};
 }
 
 at::Tensor flip_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                          const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                         const at::Tensor& propensity, std::optional<double> clip) {
+                         const at::Tensor& propensity, std::optional<double> clip, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   clip_value(clip);
   const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
@@ -61,7 +70,7 @@ at::Tensor flip_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const
     core::FlipLossParams<scalar_t> p;
     p.in = in.batch<scalar_t>(at::get_num_threads());
     p.loss = loss.data_ptr<scalar_t>();
-    raise_loss_error(core::flip_loss_cpu<scalar_t>(p));
+    raise_or_zero(core::flip_loss_cpu<scalar_t>(p), check, {&loss});
   });
   return loss;
 }
@@ -69,7 +78,7 @@ at::Tensor flip_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const
 GradPair flip_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_hat, const at::Tensor& c_hat,
                                 const at::Tensor& treatment, const at::Tensor& revenue,
                                 const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                                const at::Tensor& propensity, std::optional<double> clip) {
+                                const at::Tensor& propensity, std::optional<double> clip, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   check_grad_output(grad, r_hat);
   const double h = clip_value(clip);
@@ -84,7 +93,7 @@ GradPair flip_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_hat,
     p.grad_output = g.data_ptr<scalar_t>();
     p.grad_r_hat = grad_r.data_ptr<scalar_t>();
     p.grad_c_hat = grad_c.data_ptr<scalar_t>();
-    raise_loss_error(core::flip_loss_backward_cpu<scalar_t>(p));
+    raise_or_zero(core::flip_loss_backward_cpu<scalar_t>(p), check, {&grad_r, &grad_c});
   });
   return {grad_r, grad_c};
 }
@@ -93,7 +102,7 @@ using LossAndGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 LossAndGrads softmax_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                                         const at::Tensor& revenue, const std::optional<at::Tensor>& cost,
-                                        const at::Tensor& lam, const at::Tensor& propensity, double tau) {
+                                        const at::Tensor& lam, const at::Tensor& propensity, double tau, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   check_tau(tau);
   const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
@@ -109,14 +118,14 @@ LossAndGrads softmax_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tenso
     p.grad_r_hat = grad_r.data_ptr<scalar_t>();
     p.grad_c_hat = grad_c.data_ptr<scalar_t>();
     p.loss = loss.data_ptr<scalar_t>();
-    raise_loss_error(core::softmax_loss_backward_cpu<scalar_t>(p));
+    raise_or_zero(core::softmax_loss_backward_cpu<scalar_t>(p), check, {&loss, &grad_r, &grad_c});
   });
   return {loss, grad_r, grad_c};
 }
 
 LossAndGrads flip_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                                      const at::Tensor& revenue, const std::optional<at::Tensor>& cost,
-                                     const at::Tensor& lam, const at::Tensor& propensity, std::optional<double> clip) {
+                                     const at::Tensor& lam, const at::Tensor& propensity, std::optional<double> clip, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   const double h = clip_value(clip);
   const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
@@ -132,9 +141,25 @@ LossAndGrads flip_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& 
     p.grad_r_hat = grad_r.data_ptr<scalar_t>();
     p.grad_c_hat = grad_c.data_ptr<scalar_t>();
     p.loss = loss.data_ptr<scalar_t>();
-    raise_loss_error(core::flip_loss_backward_cpu<scalar_t>(p));
+    raise_or_zero(core::flip_loss_backward_cpu<scalar_t>(p), check, {&loss, &grad_r, &grad_c});
   });
   return {loss, grad_r, grad_c};
+}
+
+// The lazy check of the decision losses: metadata errors raise at once; the first value error
+// (labels, lam, then rows) becomes the status record.
+at::Tensor validate_decision_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
+                                 const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
+                                 const at::Tensor& propensity) {
+  check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  lazy::Record rec;
+  AT_DISPATCH_FLOATING_TYPES(r_hat.scalar_type(), "bidfcl::validate_decision", [&] {
+    const core::DecisionBatch<scalar_t> b = in.batch<scalar_t>(1);
+    rec = lazy::check_labels(b.treatment, b.n, b.m);
+    if (rec.ok()) rec = lazy::check_decision(b);
+  });
+  return lazy::to_tensor(rec, core::kFamilyDecision);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_value_cpu(
@@ -206,6 +231,7 @@ TORCH_LIBRARY_IMPL(bidfcl, CPU, m) {
   m.impl("pifd_loss_with_grad", &flip_loss_with_grad_cpu);
   m.impl("policy_value", &policy_value_cpu);
   m.impl("aucc", &aucc_cpu);
+  m.impl("validate_decision", &validate_decision_cpu);
 }
 
 }  // namespace bidfcl::losses

@@ -3,19 +3,35 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "../lazy_status.h"
 #include "../mckp_common.h"
 
 namespace bidfcl::mckp {
 namespace {
 
+// check = false: bad input is not raised (validate_mckp reports it lazily); the outputs are then
+// zeros (feasible false). Valid input gives the same outputs as check = true: the same core call.
+template <typename Outputs>
+void raise_or_zero(const core::Status& st, bool check, Outputs& o, const char* other_name = "input") {
+  if (check) checks::raise_if_error(st, "values", "costs", other_name);
+  if (st.ok()) return;
+  for (at::Tensor* t : {&o.lam, &o.choice, &o.spend, &o.feasible}) t->zero_();
+  if constexpr (requires { o.dual_bound; }) {
+    o.value.zero_();
+    o.dual_bound.zero_();
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_cpu(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in) {
+    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in, bool check) {
   check_solver_problem(values_in, costs_in);
-  check_budgets(values_in, budgets_in, "total budgets");
+  check_budgets(values_in, budgets_in, "total budgets", check);
   const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
   SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp", [&] {
-    checks::raise_if_error(core::solve_mckp_exact_cpu<scalar_t>(make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads())));
+    raise_or_zero(core::solve_mckp_exact_cpu<scalar_t>(
+                      make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads())),
+                  check, o);
   });
   return o.tuple();
 }
@@ -60,19 +76,50 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cpu(const at::Ten
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cpu(
     const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& treatment_in,
-    const at::Tensor& cost_obs_in, const at::Tensor& propensity_in, const at::Tensor& budgets_in) {
+    const at::Tensor& cost_obs_in, const at::Tensor& propensity_in, const at::Tensor& budgets_in, bool check) {
   check_solver_problem(values_in, costs_in);
   check_rct_inputs(values_in, treatment_in, cost_obs_in, propensity_in);
-  check_budgets(values_in, budgets_in, "per-capita budgets");
+  check_budgets(values_in, budgets_in, "per-capita budgets", check);
   const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
   const at::Tensor treatment = treatment_in.contiguous(), cost_obs = cost_obs_in.contiguous();
   const at::Tensor propensity = propensity_in.contiguous(), budgets = budgets_in.contiguous();
   RctOutputs o = alloc_rct_outputs(values, budgets.size(0));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
     auto p = make_rct_params<scalar_t>(values, costs, treatment, cost_obs, propensity, budgets, o, at::get_num_threads());
-    checks::raise_if_error(core::solve_mckp_rct_cpu<scalar_t>(p), "values", "costs", "cost_obs");
+    raise_or_zero(core::solve_mckp_rct_cpu<scalar_t>(p), check, o, "cost_obs");
   });
   return o.tuple();
+}
+
+// The lazy check of solve_mckp (treatment etc. None) or solve_mckp_rct: metadata errors raise at
+// once (no data is read for them); the first value error becomes the status record.
+at::Tensor validate_mckp_cpu(const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in,
+                             const std::optional<at::Tensor>& treatment_in,
+                             const std::optional<at::Tensor>& cost_obs_in,
+                             const std::optional<at::Tensor>& propensity_in) {
+  check_solver_problem(values_in, costs_in);
+  const bool rct = treatment_in.has_value();
+  TORCH_CHECK(rct == cost_obs_in.has_value() && rct == propensity_in.has_value(),
+              "bidfcl: validate_mckp needs treatment, cost_obs and propensity together, or none of them");
+  if (rct) check_rct_inputs(values_in, *treatment_in, *cost_obs_in, *propensity_in);
+  check_budgets(values_in, budgets_in, rct ? "per-capita budgets" : "total budgets", /*check=*/false);
+  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
+  const int64_t n = values.size(0), m = values.size(1);
+  lazy::Record rec;
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::validate_mckp", [&] {
+    at::Tensor treatment, cost_obs, propensity;
+    if (rct) {
+      treatment = treatment_in->contiguous();
+      cost_obs = cost_obs_in->contiguous();
+      propensity = propensity_in->contiguous();
+      rec = lazy::check_labels(treatment.data_ptr<int64_t>(), n, m);
+    }
+    if (rec.ok()) rec = lazy::check_budget_values(budgets.data_ptr<double>(), budgets.size(0));
+    if (rec.ok()) rec = lazy::check_cells(values.data_ptr<scalar_t>(), costs.data_ptr<scalar_t>(), n, m);
+    if (rec.ok() && rct)
+      rec = lazy::check_rct_rows(propensity.data_ptr<scalar_t>(), cost_obs.data_ptr<scalar_t>(), n);
+  });
+  return lazy::to_tensor(rec, rct ? core::kFamilyRct : core::kFamilySolve);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mckp_events_cpu(
@@ -168,6 +215,7 @@ TORCH_LIBRARY_IMPL(bidfcl, CPU, m) {
   m.impl("solve_mckp_bisection", &solve_mckp_bisection_cpu);
   m.impl("budget_frontier", &budget_frontier_cpu);
   m.impl("solve_mckp_rct", &solve_mckp_rct_cpu);
+  m.impl("validate_mckp", &validate_mckp_cpu);
   m.impl("mckp_events", &mckp_events_cpu);
   m.impl("apply_mckp_cut", &apply_mckp_cut_cpu);
 }

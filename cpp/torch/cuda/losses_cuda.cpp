@@ -12,6 +12,7 @@
 
 #include "../losses_common.h"
 #include "bidfcl/core/losses_cuda.h"
+#include "bidfcl/core/status_record.h"
 
 namespace bidfcl::losses {
 namespace {
@@ -52,7 +53,7 @@ void raise_decision_error(const core::Status& device_status, const DecisionTenso
 
 at::Tensor softmax_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                              const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                             const at::Tensor& propensity, double tau) {
+                             const at::Tensor& propensity, double tau, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   check_tau(tau);
   const c10::cuda::CUDAGuard guard(r_hat.device());
@@ -65,7 +66,7 @@ at::Tensor softmax_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, c
     p.in = in.batch<scalar_t>(1);
     p.tau = tau;
     p.loss = loss.data_ptr<scalar_t>();
-    raise_decision_error(core::softmax_loss_cuda<scalar_t>(p, scratch.alloc(), stream), in);
+    raise_decision_error(core::softmax_loss_cuda<scalar_t>(p, scratch.alloc(), stream, check), in);
   });
   return loss;
 }
@@ -73,7 +74,7 @@ at::Tensor softmax_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, c
 GradPair softmax_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& r_hat, const at::Tensor& c_hat,
                                     const at::Tensor& treatment, const at::Tensor& revenue,
                                     const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                                    const at::Tensor& propensity, double tau) {
+                                    const at::Tensor& propensity, double tau, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   check_grad_output(grad, r_hat);
   check_tau(tau);
@@ -91,14 +92,14 @@ GradPair softmax_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& r_
     p.grad_output = g.data_ptr<scalar_t>();
     p.grad_r_hat = grad_r.data_ptr<scalar_t>();
     p.grad_c_hat = grad_c.data_ptr<scalar_t>();
-    raise_decision_error(core::softmax_loss_backward_cuda<scalar_t>(p, scratch.alloc(), stream), in);
+    raise_decision_error(core::softmax_loss_backward_cuda<scalar_t>(p, scratch.alloc(), stream, check), in);
   });
   return {grad_r, grad_c};
 }
 
 at::Tensor flip_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                           const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                          const at::Tensor& propensity, std::optional<double> clip) {
+                          const at::Tensor& propensity, std::optional<double> clip, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   clip_value(clip);
   const c10::cuda::CUDAGuard guard(r_hat.device());
@@ -110,7 +111,7 @@ at::Tensor flip_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, cons
     core::FlipLossParams<scalar_t> p;
     p.in = in.batch<scalar_t>(1);
     p.loss = loss.data_ptr<scalar_t>();
-    raise_decision_error(core::flip_loss_cuda<scalar_t>(p, scratch.alloc(), stream), in);
+    raise_decision_error(core::flip_loss_cuda<scalar_t>(p, scratch.alloc(), stream, check), in);
   });
   return loss;
 }
@@ -118,7 +119,7 @@ at::Tensor flip_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, cons
 GradPair flip_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& r_hat, const at::Tensor& c_hat,
                                  const at::Tensor& treatment, const at::Tensor& revenue,
                                  const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                                 const at::Tensor& propensity, std::optional<double> clip) {
+                                 const at::Tensor& propensity, std::optional<double> clip, bool check) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   check_grad_output(grad, r_hat);
   const double h = clip_value(clip);
@@ -136,9 +137,25 @@ GradPair flip_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& r_hat
     p.grad_output = g.data_ptr<scalar_t>();
     p.grad_r_hat = grad_r.data_ptr<scalar_t>();
     p.grad_c_hat = grad_c.data_ptr<scalar_t>();
-    raise_decision_error(core::flip_loss_backward_cuda<scalar_t>(p, scratch.alloc(), stream), in);
+    raise_decision_error(core::flip_loss_backward_cuda<scalar_t>(p, scratch.alloc(), stream, check), in);
   });
   return {grad_r, grad_c};
+}
+
+// The lazy check of the decision inputs: kernels only, the status record stays on the device.
+at::Tensor validate_decision_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
+                                  const at::Tensor& revenue, const std::optional<at::Tensor>& cost,
+                                  const at::Tensor& lam, const at::Tensor& propensity) {
+  check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  const c10::cuda::CUDAGuard guard(r_hat.device());
+  const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
+  at::Tensor status = at::empty({core::kStatusLen}, r_hat.options().dtype(at::kLong));
+  Scratch scratch(r_hat.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(r_hat.scalar_type(), "bidfcl::validate_decision", [&] {
+    core::validate_decision_cuda<scalar_t>(in.batch<scalar_t>(1), status.data_ptr<int64_t>(), scratch.alloc(), stream);
+  });
+  return status;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_value_cuda(
@@ -246,6 +263,7 @@ TORCH_LIBRARY_IMPL(bidfcl, CUDA, m) {
   m.impl("pifd_loss_backward", &flip_loss_backward_cuda);
   m.impl("policy_value", &policy_value_cuda);
   m.impl("aucc", &aucc_cuda);
+  m.impl("validate_decision", &validate_decision_cuda);
 }
 
 }  // namespace bidfcl::losses

@@ -15,6 +15,12 @@
 // same as the CPU). CUDA runtime failures throw std::runtime_error.
 // All work is enqueued on `stream`; the launchers synchronise it only to read small results back
 // (error flags, the number of hull steps, and, for bisection, the spend at each multiplier).
+// With check = false (exact and RCT solves) they never synchronise or read device memory on the
+// host: inputs are not validated (bad input gives unspecified outputs, never an out-of-bounds
+// access; validate_mckp_cuda reports it lazily), every size comes from n and m, and the step order
+// is sorted in a worst-case buffer of n * (m - 1) entries instead of P (mckp_cuda.cu says what
+// that costs). The results are bit-identical to check = true for valid input. Such a launch can
+// be captured in a CUDA graph.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -47,7 +53,7 @@ struct FrontierDeviceOutput {
 };
 
 template <typename T>
-Status solve_mckp_exact_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream);
+Status solve_mckp_exact_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check = true);
 
 // budgets_host: the same [k] budgets as p.out.budgets, on the host (the bisection loop runs there).
 template <typename T>
@@ -60,6 +66,27 @@ Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<Frontier
                             DeviceWorkspace& ws, cudaStream_t stream);
 
 template <typename T>
-Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream);
+Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check = true);
+
+// Lazy validation of the solver inputs (no host read): writes the status record of
+// status_record.h into `status` (device, kStatusLen int64). treatment, cost_obs and propensity are
+// null for solve_mckp (family kFamilySolve) and all set for solve_mckp_rct (kFamilyRct). The first
+// error in the order the eager path checks: treatment labels (the Python wrapper's check), budgets,
+// values/costs cells in row-major order, then the RCT rows (propensity, cost_obs).
+template <typename T>
+struct MckpCheckParams {
+  const T* values = nullptr;
+  const T* costs = nullptr;
+  int64_t n = 0, m = 0;
+  const double* budgets = nullptr;  // [k]
+  int64_t k = 0;
+  const int64_t* treatment = nullptr;  // [n] or null
+  const T* cost_obs = nullptr;         // [n] or null
+  const T* propensity = nullptr;       // [n] or null
+  int64_t* status = nullptr;           // [kStatusLen] output
+};
+
+template <typename T>
+void validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream);
 
 }  // namespace bidfcl::core
