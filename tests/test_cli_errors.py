@@ -2,6 +2,7 @@
 any long work; never a traceback or a silent wrong answer (issue 10)."""
 
 import os
+import random
 import subprocess
 import sys
 
@@ -103,7 +104,7 @@ def _damage(path, how):
     elif how == "empty":
         path.write_bytes(b"")
     elif how == "random":
-        path.write_bytes(os.urandom(4096))
+        path.write_bytes(random.Random(43).randbytes(4096))  # a seed whose bytes read as an absurd pickle length
     elif how == "wrong-structure":
         torch.save({"format": "bidfcl.checkpoint", "version": 1}, str(path))
     elif how == "not-a-dict":
@@ -137,6 +138,18 @@ def test_evaluate_a_damaged_or_foreign_model(tmp_path, trained, how, capsys):
         shutil.copy(trained[0] / "model.pt", p)
         _damage(p, how)
     fails(capsys, ["evaluate", "--model", str(p)], "model file", str(p))
+
+
+def test_random_bytes_are_always_a_damaged_file(tmp_path):
+    """torch.load of random bytes fails in many ways (pickle opcodes with absurd lengths give
+    OverflowError or MemoryError, ...): every one is the one-line 'damaged' error, never a crash."""
+    from bidfcl.train.loop import _read_blob
+
+    path = tmp_path / "random.pt"
+    for seed in range(400):  # seeds 43, 86, 184 and 392 hit the OverflowError / MemoryError opcodes
+        path.write_bytes(random.Random(seed).randbytes(4096))
+        with pytest.raises(ValueError, match="is damaged or not a bidfcl file"):
+            _read_blob(str(path), "model file", "hint")
 
 
 def test_model_whose_weights_do_not_fit_its_config(tmp_path, trained, capsys):

@@ -120,9 +120,11 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return removed
 
 
-#: what torch.load raises on a file that is not a (complete) torch save
+#: what torch.load raises on a file that is not a (complete) torch save (random bytes can also read
+#: as a pickle opcode with an absurd length: OverflowError, or MemoryError for the buffer it asks for)
 _UNREADABLE = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, OSError, ValueError,
-               AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError)
+               AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError, OverflowError,
+               MemoryError)
 
 
 def _read_blob(path: str, what: str, hint: str) -> dict:
