@@ -141,15 +141,17 @@ def test_bad_input_on_one_rank_stops_every_rank(tmp_path):
             {"config": tiny},
             {"config": _config("bidfcl", hypergradient="unrolled")},
             {"config": good, "on_rank": {"0": {"train.lr": 0.5}}},
+            {"config": _config("tsm", device="cuda:0")},
             {"config": good, "on_rank": {"1": {"data.n_features": 7}}},
             {"config": good}]
     ranks = _launch(runs, tmp_path)
-    for r, (device, small, unrolled, config, features, after) in enumerate(ranks):
+    for r, (device, small, unrolled, config, one_gpu, features, after) in enumerate(ranks):
         assert not device["ok"] and "rank 1" in device["error"] and "train.device" in device["error"], device
         assert "cuda:3" in device["error"]
         assert not small["ok"] and "'val' has 1 rows, fewer than the 2 ranks" in small["error"], small
         assert not unrolled["ok"] and "unrolled" in unrolled["error"] and "one process" in unrolled["error"]
         assert not config["ok"] and "different configurations" in config["error"], config
+        assert not one_gpu["ok"] and "every rank on one GPU" in one_gpu["error"], one_gpu
         assert not features["ok"] and "different" in features["error"] and "rank 1" in features["error"], features
         assert after["ok"], after.get("trace")
 

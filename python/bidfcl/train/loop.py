@@ -325,9 +325,10 @@ class Trainer:
         self.parallel = par = parallel if parallel is not None else Parallel.current()
         if data.rct is None or len(data.rct) == 0:
             raise ConfigError("bidfcl: training needs RCT rows (data.rct)")
-        self.device = par.run_agreed("resolving train.device", resolve_device, cfg.train.device, "train.device")
         if par.active:
             par.run_agreed("checking the run for data-parallel training", self._check_parallel, cfg, data)
+        self.device = par.run_agreed("resolving train.device", resolve_device, cfg.train.device, "train.device")
+        if par.active:
             data = par.run_agreed("sharding the data", data.shard, par)
             self._check_ranks_agree(par, cfg, data)
         self.cfg, self.data = cfg, data.to(self.device)
@@ -409,6 +410,10 @@ class Trainer:
         if t.hypergradient == "unrolled":
             raise ConfigError("bidfcl: train.hypergradient = 'unrolled' (an ablation) runs in one process only; "
                               "use the default 'cg' under torchrun")
+        spec = str(t.device).strip().lower()
+        if spec.startswith("cuda:"):
+            raise ConfigError(f"bidfcl: train.device = {t.device!r} under torchrun would put every rank on one GPU; "
+                              f"use 'cuda' or 'auto' (each rank takes the GPU of its LOCAL_RANK)")
         if cfg.model.dropout:
             raise ConfigError(f"bidfcl: model.dropout = {cfg.model.dropout} under torchrun: the ranks would draw "
                               f"different masks than one process does; use dropout = 0 for data-parallel training")
