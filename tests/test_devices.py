@@ -67,6 +67,60 @@ def test_deferred_loss_reads_give_the_same_run(data, method):
         assert torch.equal(p, q)
 
 
+@pytest.mark.parametrize("loss", ["ppl", "pifd", "dpl"])
+def test_lazy_checks_give_the_same_dfcl_run(data, loss):
+    """The accelerator path of DFCL's step (solver and losses with check=False, their status records
+    checked when the losses are read), run on the CPU, gives exactly the eager run."""
+    a = make_trainer(cfg("dfcl", device="cpu", loss=loss), data)
+    b = make_trainer(cfg("dfcl", device="cpu", loss=loss), data)
+    b.defer_loss_reads = b.lazy_checks = True
+    ra, rb = a.fit(), b.fit()
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(ra["history"]) == strip(rb["history"])
+    for p, q in zip(a.deployed.parameters(), b.deployed.parameters()):
+        assert torch.equal(p, q)
+    assert b._statuses == []  # every record was read at the epoch ends
+
+
+def test_lazy_checks_catch_divergence_at_the_same_batch(data):
+    """With lazy checks a diverging DFCL run stops with the eager run's message (epoch, batch)."""
+    messages = []
+    for lazy in (False, True):
+        t = make_trainer(cfg("dfcl", device="cpu", lr=1e12, epochs=3, warm_start_epochs=0), data)
+        t.defer_loss_reads = t.lazy_checks = lazy
+        with pytest.raises(TrainingDiverged) as exc:
+            t.fit()
+        messages.append(str(exc.value))
+    batch = lambda m: m.split(" (")[0]  # noqa: E731  (where it stopped; the reason reads differently)
+    assert batch(messages[0]) == batch(messages[1]), messages
+
+
+def test_lazy_status_records_raise_the_eager_message_when_read(data):
+    """A status record of a check=False call that failed: at the next read of the losses it raises
+    the eager call's message; with non-finite parameters, the divergence message at its batch."""
+    import bidfcl
+    from bidfcl._validate import InputError
+    from bidfcl.train.loop import TrainingDiverged
+
+    t = make_trainer(cfg("dfcl", device="cpu"), data)
+    v = torch.rand(6, 3)
+    v[4, 1] = float("nan")
+    bad = bidfcl.solve_mckp(v, torch.rand(6, 3), 1.0, check=False)
+    with pytest.raises(InputError) as eager:
+        bidfcl.solve_mckp(v, torch.rand(6, 3), 1.0)
+    phase = t.phases()[-1]
+    t._statuses = [(3, [bidfcl.solve_mckp(torch.rand(6, 3), torch.rand(6, 3), 1.0, check=False).status]),
+                   (5, [bad.status])]
+    with pytest.raises(InputError) as lazy:
+        t._settle(phase, 0)
+    assert str(lazy.value) == str(eager.value) and t._statuses == []
+    with torch.no_grad():
+        next(t.model.parameters()).fill_(float("nan"))
+    t._statuses = [(5, [bad.status])]
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 6 \(non-finite parameters \(bidfcl: values must be finite"):
+        t._settle(phase, 0)
+
+
 def test_deferred_reads_still_catch_divergence(data):
     t = make_trainer(cfg("tsm", device="cpu", lr=1e10, epochs=3), data)
     t.defer_loss_reads = True

@@ -31,14 +31,17 @@ __all__ = ["DfclTrainer", "rct_lam", "decision_loss", "decision_loss_terms"]
 LAM_CAP = 1e6
 
 
-def _rct_solve(r_hat, c_hat, batch: UpliftDataset, budget_per_capita, parallel=None):
+def _rct_solve(r_hat, c_hat, batch: UpliftDataset, budget_per_capita, parallel=None, statuses=None):
     """The RCT-calibrated exact solve of detached predictions (predicted costs below zero count as
     zero), over every rank's rows with an active ``parallel`` (the same lam* as one process on the
     union of the rows), with the propensities the losses then use (None: the batch's arm shares)."""
     r, c = r_hat.detach(), c_hat.detach().clamp_min(0.0)
     if parallel is None or not parallel.active:
-        return solve_mckp_rct(r, c, batch.treatment, batch.cost, budget_per_capita, propensity=batch.propensity), \
-            batch.propensity
+        sol = solve_mckp_rct(r, c, batch.treatment, batch.cost, budget_per_capita, propensity=batch.propensity,
+                             check=statuses is None)
+        if statuses is not None:
+            statuses.append(sol.status)
+        return sol, batch.propensity
     from ..distributed import solve_mckp_rct as solve_sharded
     from .evaluate import global_row_propensity
 
@@ -56,7 +59,8 @@ def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budg
 
 
 def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
-                        clip=None, lams=None, parallel=None) -> tuple[torch.Tensor, torch.Tensor]:
+                        clip=None, lams=None, parallel=None, statuses: Optional[list] = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """One of the decision losses of :mod:`bidfcl.losses` on an RCT batch (see the module doc), as
     ``(loss, defined)`` tensors with no host synchronisation.
 
@@ -70,22 +74,29 @@ def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_pe
     With an active ``parallel`` the batch is this rank's part of a global batch: lam* and the arm
     shares are those of the global batch, and ``loss`` is the mean over this rank's rows (the
     caller weighs it by its share of the batch, :meth:`bidfcl.train.loop.Trainer.scaled`).
+
+    ``statuses`` (a list; one process only): the solve and the losses run with ``check=False``
+    (no host read, e.g. on a GPU) and append their status records to it, for the caller to check
+    later (:func:`bidfcl.raise_if_failed`); the numbers are those of the eager checks.
     """
     from .. import losses
 
     t, rev, prop = batch.treatment, batch.revenue, batch.propensity
     if kind in ("ppl", "pifd"):
-        budgets = torch.tensor(budget_per_capita if isinstance(budget_per_capita, (list, tuple))
-                               else [budget_per_capita], dtype=torch.float64)
-        sol, prop = _rct_solve(r_hat, c_hat, batch, budgets, parallel)
+        budgets = _budget_tensor(budget_per_capita, r_hat.device)
+        if parallel is not None and parallel.active:
+            statuses = None  # the sharded solve checks eagerly (its collectives synchronise anyway)
+        sol, prop = _rct_solve(r_hat, c_hat, batch, budgets, parallel, statuses)
         # lam* can also be infinite on a feasible budget: when predicted costs of paid options
         # underflow to 0, the "cheapest" policy already gives those users a paid option
         ok = (sol.feasible & torch.isfinite(sol.lam)).reshape(-1)
         lam = torch.where(ok, sol.lam.reshape(-1), torch.zeros_like(sol.lam.reshape(-1)))
         if kind == "ppl":
-            parts = [losses.ppl_loss(r_hat, c_hat, t, rev, lam[k], prop, tau=tau) for k in range(lam.numel())]
+            parts = [_lazy(losses.ppl_loss, statuses, r_hat, c_hat, t, rev, lam[k], prop, tau=tau)
+                     for k in range(lam.numel())]
         else:
-            parts = [losses.pifd_loss(r_hat, c_hat, t, rev, lam[k], prop, clip=clip) for k in range(lam.numel())]
+            parts = [_lazy(losses.pifd_loss, statuses, r_hat, c_hat, t, rev, lam[k], prop, clip=clip)
+                     for k in range(lam.numel())]
         w = ok.to(parts[0].dtype)
         n = w.sum()
         loss = parts[0] * w[0] if len(parts) == 1 else (torch.stack(parts) * w).sum() / n.clamp_min(1.0)
@@ -95,14 +106,39 @@ def decision_loss_terms(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_pe
 
         prop = global_row_propensity(batch, parallel).to(r_hat.dtype)
     if kind == "dpl":
-        loss = losses.dpl_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop)
+        loss = _lazy(losses.dpl_loss, statuses, r_hat, c_hat, t, rev, batch.cost, lams, prop)
     elif kind == "mer":
-        loss = losses.mer_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, tau=tau)
+        loss = _lazy(losses.mer_loss, statuses, r_hat, c_hat, t, rev, batch.cost, lams, prop, tau=tau)
     elif kind == "difd":
-        loss = losses.difd_loss(r_hat, c_hat, t, rev, batch.cost, lams, prop, clip=clip)
+        loss = _lazy(losses.difd_loss, statuses, r_hat, c_hat, t, rev, batch.cost, lams, prop, clip=clip)
     else:
         raise ValueError(f"bidfcl: unknown decision loss {kind!r}")
     return loss, torch.ones((), dtype=torch.bool, device=loss.device)
+
+
+def _lazy(loss_fn, statuses: Optional[list], *args, **kwargs) -> torch.Tensor:
+    """``loss_fn(*args)``: eagerly checked, or with a ``statuses`` list ``check=False`` with its status kept."""
+    if statuses is None:
+        return loss_fn(*args, **kwargs)
+    out = loss_fn(*args, **kwargs, check=False)
+    statuses.append(out.status)
+    return out.loss
+
+
+_BUDGETS: dict = {}
+
+
+def _budget_tensor(budget_per_capita, device: torch.device) -> torch.Tensor:
+    """The budget(s) as a float64 ``[K]`` tensor on ``device``, made once per (budgets, device): a
+    host-to-device copy every step would synchronise with the GPU."""
+    values = tuple(float(b) for b in (budget_per_capita if isinstance(budget_per_capita, (list, tuple))
+                                      else [budget_per_capita]))
+    key = (values, str(device))
+    if key not in _BUDGETS:
+        if len(_BUDGETS) > 64:
+            _BUDGETS.clear()
+        _BUDGETS[key] = torch.tensor(values, dtype=torch.float64, device=device)
+    return _BUDGETS[key]
 
 
 def decision_loss(kind: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, tau: float = 1.0,
@@ -179,7 +215,8 @@ class DfclTrainer(Trainer):
         # decision_heads = "revenue": the decision loss sees the cost predictions as constants and the
         # cost heads keep fitting the logged costs, so the budget calibration of the policy holds
         dl, defined = decision_loss_terms(t.loss, r, c.detach() if revenue_only else c, batch, self.train_budgets,
-                                          tau=t.tau, clip=t.clip, lams=self.lams, parallel=self.parallel)
+                                          tau=t.tau, clip=t.clip, lams=self.lams, parallel=self.parallel,
+                                          statuses=self.status_sink())
         w = defined.to(dl.dtype)
         out = {t.loss: (dl.detach() * w, w), "infeasible": 1.0 - w}
         fallback = factual_loss(r, c, batch)

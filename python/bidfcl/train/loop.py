@@ -362,6 +362,10 @@ class Trainer:
         #: keep step losses on the device until the epoch ends (accelerators; and data-parallel runs,
         #: whose ranks must stop on a non-finite loss together); on the CPU a read is free
         self.defer_loss_reads = self.device.type != "cpu" or par.active
+        #: run the solver and losses of a step with check=False (no host read) and check their status
+        #: records when the losses are read (:meth:`_settle`): on accelerators, in one process
+        self.lazy_checks = self.device.type != "cpu" and not par.active
+        self._statuses: list = []  #: (batch, status record) of the lazily checked calls since the last settle
         self.timings: dict = {}
         torch.manual_seed(self.seed)
         self.build()
@@ -672,6 +676,32 @@ class Trainer:
             bad = self._first_bad.get(k, torch.full((), -1, dtype=torch.int64, device=self.device))
             self._first_bad[k] = torch.where((bad < 0) & ~torch.isfinite(v), batch, bad)
 
+    def status_sink(self) -> Optional[list]:
+        """Where a step's solver and loss calls put their status records (``check=False``), or None
+        (check eagerly). See :attr:`lazy_checks`."""
+        if not self.lazy_checks:
+            return None
+        sink: list = []
+        self._statuses.append((self.position["batch"], sink))
+        return sink
+
+    def _check_statuses(self, phase: Phase, epoch: int) -> None:
+        """Raise the first error of the lazily checked calls since the last settle (one host read):
+        the eager message, or the divergence message when the parameters are no longer finite."""
+        from .._validate import InputError, status_message
+
+        pending = [(b, s) for b, sink in self._statuses for s in sink]
+        self._statuses = []
+        if not pending:
+            return
+        host = torch.stack([s.to(pending[0][1].device) for _, s in pending]).cpu()
+        for (b, _), row in zip(pending, host.tolist()):
+            msg = status_message(row)
+            if msg is not None:
+                if self._parameters_finite():
+                    raise InputError(msg)
+                raise self._diverged(phase, epoch, b, f"non-finite parameters ({msg})")
+
     def _settle(self, phase: Phase, epoch: int) -> None:
         """Read the device-side running sums (one synchronisation) and stop on a non-finite loss. In a
         data-parallel run the ranks' parts of the sums are added up (one all-reduce; the counts are
@@ -695,9 +725,10 @@ class Trainer:
         for k, bad in self._first_bad.items():
             b = int(bad)
             if b >= 0:
-                self._first_bad = {}
+                self._first_bad, self._statuses = {}, []
                 raise self._diverged(phase, epoch, b, f"loss {k} is not finite")
         self._first_bad = {}
+        self._check_statuses(phase, epoch)
         self.running = {k: (float(s), int(c)) for k, (s, c) in self.running.items()}
         self.running = {k: (s, c) for k, (s, c) in self.running.items() if c}
 
