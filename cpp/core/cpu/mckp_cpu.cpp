@@ -8,8 +8,9 @@
 //   2. per budget, the bucket where the cumulative spend (steps in decreasing bp) crosses it; the
 //      steps in those buckets are gathered and sorted exactly, giving each budget's cut;
 //   3. choices for all cuts in one pass, with spend, value and the dual bound.
-// One budget on a large N first tries the bracketed fast path (see "bracketed fast path" below),
-// which settles most individuals without a hull and falls back here when its bracket misses.
+// On a large N the budgets first try the bracketed fast path (see "bracketed fast path" below),
+// which settles most individuals without a hull and falls back here when its bracket misses (or,
+// for several budgets, when one bracket spanning all of them would hold most of the steps).
 // No tolerance anywhere: lam* is one of the breakpoints (or 0).
 #include <algorithm>
 #include <bit>
@@ -374,7 +375,7 @@ void write_solution(const MckpSolveParams<T>& p, int64_t kk, const Cut<T>& cut, 
   }
 }
 
-// ---- bracketed fast path (one budget, large N) --------------------------------------------------
+// ---- bracketed fast path (large N; several budgets share one spanning bracket) --------------------------------------------------
 //
 // Most individuals are nowhere near indifferent at lam*. A small exact sample brackets lam* in
 // [lo, hi]; then one pass over everyone settles an individual without building its hull when one
