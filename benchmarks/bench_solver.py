@@ -8,12 +8,19 @@ Per N (M = 8, float32, one budget at 30% of the way from the cheapest to the dea
   twin_bisect  the pure-PyTorch twin's eager 50-step bisection (what a user would write)
   numpy_bisect the same bisection in NumPy
   highs        SciPy's HiGHS on the LP relaxation (N = 1e4 only)
+Also (issue 12): exact / stream for float32 and float64 x M in {2, 4, 8, 16} at N = 1e6 and 4e6
+(bench.bench_case, median of 7), and K = 16 budgets in one call vs 16 calls at N = 1e6, M = 8 for
+budgets spread over 10%..90% of the spend range and clustered at 29%..31% (bench.bench_budget_batch).
 The problem and the peers are bidfcl.bench's, the code behind `bidfcl bench`.
 Targets (issue 2): exact >= 50x faster than twin_bisect at N = 1e6, and <= 10x the stream pass.
+Targets (issue 12): exact <= 10x stream at 1e6 and <= 6x at 4e6 for every dtype and M; K = 16 in
+one call >= 8x cheaper than 16 calls.
 Correctness is checked first: the exact solution is feasible and matches the twin's choices.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,3 +121,29 @@ def test_frontier(benchmark, record):
     values, costs = random_allocation_problem(1_000_000, M, seed=2)
     benchmark.pedantic(bidfcl.budget_frontier, args=(values, costs), rounds=3, warmup_rounds=1)
     record("frontier N=1e6", "frontier", benchmark)
+
+
+def _as_benchmark(seconds: float):
+    """bench.* report medians; record() reads .stats.min, so hand it the median under that name."""
+    return SimpleNamespace(stats=SimpleNamespace(min=seconds))
+
+
+GRID = [(dt, m) for dt in (torch.float32, torch.float64) for m in (2, 4, 8, 16)]
+
+
+@pytest.mark.parametrize("n", [1_000_000, 4_000_000], ids=lambda n: f"N={n:.0e}")
+@pytest.mark.parametrize("dtype,m", GRID, ids=[f"{str(d).replace('torch.', '')}-M{m}" for d, m in GRID])
+def test_exact_vs_stream_grid(record, n, dtype, m):
+    """exact / stream (medians of 7, same run) for each dtype and M; bench_case checks the answer."""
+    rows = {r.impl: r for r in bench.bench_case(n, m, dtype=dtype, peers=("exact", "stream"), repeats=7)}
+    group = f"grid N={n:.0e} {str(dtype).replace('torch.', '')} M={m} (median)"
+    record(group, "exact", _as_benchmark(rows["exact"].seconds))
+    record(group, "stream", _as_benchmark(rows["stream"].seconds))
+
+
+@pytest.mark.parametrize("spread", [(0.1, 0.9), (0.29, 0.31)], ids=["spread", "clustered"])
+def test_k_budgets_one_call_vs_single_calls(record, spread):
+    out = bench.bench_budget_batch(1_000_000, M, 16, budget_range=spread, repeats=3, seed=1)
+    group = f"K=16 N=1e6 budgets {spread[0]:.2f}..{spread[1]:.2f} (median)"
+    record(group, "one call", _as_benchmark(out["one_call"]))
+    record(group, "16 calls", _as_benchmark(out["single_calls"]))

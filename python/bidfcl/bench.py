@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 __all__ = ["random_allocation_problem", "budgets_between", "PEERS", "BenchRow", "bench_case", "format_rows",
-           "numpy_bisection", "torch_bisection", "highs_lp_relaxation", "stream_pass"]
+           "numpy_bisection", "torch_bisection", "highs_lp_relaxation", "stream_pass", "bench_budget_batch"]
 
 #: every implementation ``bidfcl bench`` knows, in report order
 PEERS = ("exact", "stream", "torch-bisect", "numpy-bisect", "highs")
@@ -250,3 +250,29 @@ def format_rows(rows: list[BenchRow]) -> str:
         t = f"{r.seconds * 1e3:.2f} ms" if r.seconds < 10 else f"{r.seconds:.1f} s"
         out.append(f"  {r.impl:<13} {t:>11} {r.users_per_s:>10.3g} {r.gb_per_s:>7.2f} {vs:>15}  {r.check}")
     return "\n".join(out)
+
+
+def bench_budget_batch(users: int, options: int, budgets: int = 16, *, dtype: torch.dtype = torch.float32,
+                       budget_range: tuple[float, float] = (0.1, 0.9), repeats: int = 5, seed: int = 0) -> dict:
+    """K budgets in one exact call against K single-budget calls on the same problem (CPU).
+
+    The budgets are :func:`budgets_between` ``budget_range``; a narrow range (e.g. ``(0.29, 0.31)``)
+    lets the solve settle most users once for all K (one bracket spanning every lam*), a wide one
+    needs every user's hull. The answers are checked first (same lam and choices). Returns the median
+    seconds of both (``one_call``, ``single_calls``) and their ratio ``speedup``.
+    """
+    from . import solve_mckp
+
+    values, costs = random_allocation_problem(users, options, seed, dtype)
+    b_list = budgets_between(costs, budgets, *budget_range)
+    b_tensor = torch.tensor(b_list, dtype=torch.float64)
+    many = solve_mckp(values, costs, b_tensor)
+    for k, b in enumerate(b_list):
+        one = solve_mckp(values, costs, b)
+        if not (torch.equal(one.choice, many.choice[k]) and float(one.lam) == float(many.lam[k])):
+            raise RuntimeError(f"bidfcl bench: budget {k} of the batch differs from its single call")
+    one_call = _median_seconds(lambda: solve_mckp(values, costs, b_tensor), repeats, torch.device("cpu"))
+    single = _median_seconds(lambda: [solve_mckp(values, costs, b) for b in b_list], repeats, torch.device("cpu"))
+    return {"users": users, "options": options, "budgets": budgets, "dtype": str(dtype).replace("torch.", ""),
+            "budget_range": list(budget_range), "threads": torch.get_num_threads(), "one_call": one_call,
+            "single_calls": single, "speedup": single / one_call}

@@ -8,15 +8,21 @@
 //   2. per budget, the bucket where the cumulative spend (steps in decreasing bp) crosses it; the
 //      steps in those buckets are gathered and sorted exactly, giving each budget's cut;
 //   3. choices for all cuts in one pass, with spend, value and the dual bound.
-// One budget on a large N first tries the bracketed fast path (see "bracketed fast path" below),
-// which settles most individuals without a hull and falls back here when its bracket misses.
+// On a large N the budgets first try the bracketed fast path (see "bracketed fast path" below),
+// which settles most individuals without a hull and falls back here when its bracket misses (or,
+// for several budgets, when one bracket spanning all of them would hold most of the steps).
 // No tolerance anywhere: lam* is one of the breakpoints (or 0).
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <type_traits>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "bidfcl/core/mckp.h"
 #include "bidfcl/core/parallel.h"
@@ -77,11 +83,30 @@ inline Status check_row(const T* r, const T* c, int64_t i, int64_t m) {
   return Status::Ok();
 }
 
-// Upper concave hull of one individual's (cost, value) points; returns its length.
-// Sort by (cost asc, value desc, index asc), keep points that strictly raise the best value so far,
-// then a monotone chain that pops only on a strictly convex turn (collinear points stay).
+// The monotone chain over options already in (cost asc, value desc, index asc) order: keeps the
+// points that strictly raise the best value so far and pops only on a strictly convex turn
+// (collinear points stay). Returns the hull's length and writes its breakpoints bp[s] =
+// slope(out[s-1], out[s]) for s = 1 .. len-1 (each slope computed once, as hull_breakpoints does).
 template <typename T>
-inline int build_hull(const T* r, const T* c, int m, uint8_t* out, uint8_t* order) {
+inline int hull_chain(const T* r, const T* c, int m, const uint8_t* order, uint8_t* out, T* bp) {
+  int len = 0;
+  for (int x = 0; x < m; ++x) {
+    const int j = order[x];
+    if (len > 0 && !(r[j] > r[out[len - 1]])) continue;  // dominated: costs no less, worth no more
+    if (len > 0) {
+      T joined = slope(r, c, out[len - 1], j);
+      while (len >= 2 && bp[len - 1] < joined) joined = slope(r, c, out[--len - 1], j);
+      bp[len] = joined;
+    }
+    out[len++] = static_cast<uint8_t>(j);
+  }
+  return len;
+}
+
+// Upper concave hull of one individual's (cost, value) points; returns its length.
+// Sort by (cost asc, value desc, index asc), then the monotone chain above.
+template <typename T>
+inline int build_hull(const T* r, const T* c, int m, uint8_t* out, uint8_t* order, T* bp) {
   if (m <= kRankSortMaxOptions) {
     // Branchless: the rank of option j is the number of options that sort before it. The order is
     // a strict total order (the index breaks every tie), so the ranks are a permutation. O(m^2)
@@ -101,15 +126,17 @@ inline int build_hull(const T* r, const T* c, int m, uint8_t* out, uint8_t* orde
       return a < b;
     });
   }
-  int len = 0;
-  for (int x = 0; x < m; ++x) {
-    const int j = order[x];
-    if (len > 0 && !(r[j] > r[out[len - 1]])) continue;  // dominated: costs no less, worth no more
-    while (len >= 2 && slope(r, c, out[len - 2], out[len - 1]) < slope(r, c, out[len - 1], j)) --len;
-    out[len++] = static_cast<uint8_t>(j);
-  }
-  return len;
+  return hull_chain(r, c, m, order, out, bp);
 }
+
+// build_hull for a fixed M (0: any) on vectors where the CPU allows, and a pointer to the right one
+// for a run-time M (both defined with the AVX2 kernels below).
+template <typename T>
+using HullBuilder = int (*)(const T*, const T*, int, uint8_t*, uint8_t*, T*);
+template <typename T, int M>
+inline int build_hull_fast(const T* r, const T* c, int m, uint8_t* out, uint8_t* order, T* bp);
+template <typename T>
+HullBuilder<T> hull_builder(int64_t m);
 
 template <typename T>
 struct Pass1 {
@@ -135,8 +162,10 @@ Status build_hulls(const MckpInput<T>& in, Pass1<T>& p1, bool with_histogram) {
   if (with_histogram) p1.hist.assign(static_cast<size_t>(nc * kNumBuckets), 0.0);
   std::vector<Status> status(nc);
   std::vector<int64_t> steps(nc, 0);
+  const HullBuilder<T> hull = hull_builder<T>(m);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
     uint8_t order[kMaxOptions];
+    T bps[kMaxOptions];
     double spend = 0, value = 0;
     int64_t nsteps = 0;
     double* hist = with_histogram ? p1.hist.data() + ch * kNumBuckets : nullptr;
@@ -149,16 +178,13 @@ Status build_hulls(const MckpInput<T>& in, Pass1<T>& p1, bool with_histogram) {
         return;
       }
       uint8_t* h = p1.hulls.idx.data() + i * m;
-      const int len = build_hull(r, c, static_cast<int>(m), h, order);
+      const int len = hull(r, c, static_cast<int>(m), h, order, bps);
       p1.hulls.len[i] = static_cast<uint16_t>(len);
       spend += double(c[h[0]]);
       value += double(r[h[0]]);
       nsteps += len - 1;
       if (hist) {
-        for (int s2 = 1; s2 < len; ++s2) {
-          const T bp = slope(r, c, h[s2 - 1], h[s2]);
-          hist[bucket_of(bp)] += double(c[h[s2]]) - double(c[h[s2 - 1]]);
-        }
+        for (int s2 = 1; s2 < len; ++s2) hist[bucket_of(bps[s2])] += double(c[h[s2]]) - double(c[h[s2 - 1]]);
       }
     }
     p1.base_spend[ch] = spend;
@@ -349,7 +375,7 @@ void write_solution(const MckpSolveParams<T>& p, int64_t kk, const Cut<T>& cut, 
   }
 }
 
-// ---- bracketed fast path (one budget, large N) --------------------------------------------------
+// ---- bracketed fast path (large N; several budgets share one spanning bracket) --------------------------------------------------
 //
 // Most individuals are nowhere near indifferent at lam*. A small exact sample brackets lam* in
 // [lo, hi]; then one pass over everyone settles an individual without building its hull when one
@@ -378,6 +404,7 @@ struct BracketScalars {
 
 template <typename T, int M>
 struct RowKernels {
+  static constexpr int kOptions = M;
   using Consts = BracketScalars<T>;
   static Consts consts(T lo_m, T hi_m, T mid) { return {lo_m, hi_m, mid}; }
   static int count(int m) { return M > 0 ? M : m; }
@@ -428,6 +455,7 @@ struct VecRowKernels {
   using V = typename VecTypes<T, VB>::V;
   using I = typename VecTypes<T, VB>::I;
   static constexpr int W = VB / sizeof(T);
+  static constexpr int kOptions = M;
   static_assert(M % W == 0, "rows must fill whole vectors");
   static constexpr int B = M / W;
   struct Consts {
@@ -501,6 +529,7 @@ struct BracketChunk {
   double spend_hi = 0, settled_cost = 0, settled_value = 0;
   std::vector<int64_t> rows;        // unsettled individuals
   std::vector<uint8_t> hulls;       // their hulls, m entries each
+  std::vector<T> bps;               // and breakpoints (entry s of a row: step s; entry 0 unused)
   std::vector<uint16_t> lens;
   std::vector<Candidate<T>> cands;  // their steps with lo <= bp <= hi
 };
@@ -512,14 +541,37 @@ struct Bracket {
   T mid;            // where the candidate option is taken
 };
 
+// The hull path of a row the settle test could not decide: its hull and the steps inside the
+// bracket (candidates for the cut). Returns the cost of the hull point it takes at hi (its share of
+// the spend bound spend_hi).
+template <typename T, typename HullFn>
+[[gnu::always_inline]] inline double unsettled_row(const T* r, const T* c, int64_t i, int m, const Bracket<T>& br,
+                                                   BracketChunk<T>& o, HullFn&& hull) {
+  uint8_t ord[kMaxOptions], h[kMaxOptions];
+  T bps[kMaxOptions];
+  const int len = hull(r, c, m, h, ord, bps);
+  int above = 0;
+  for (int st = 1; st < len; ++st) {
+    const T bp = bps[st];
+    if (bp > br.hi) above = st;
+    else if (bp >= br.lo) o.cands.push_back({bp, i * m + st, double(c[h[st]]) - double(c[h[st - 1]])});
+  }
+  o.rows.push_back(i);
+  o.hulls.insert(o.hulls.end(), h, h + m);
+  o.bps.insert(o.bps.end(), bps, bps + m);
+  o.lens.push_back(static_cast<uint16_t>(len));
+  return double(c[h[above]]);
+}
+
 // Settles rows [begin, end) or builds their hulls (see the comment on the fast path above).
+// Sums run over the rows in order, settled or not: the totals do not depend on the kernel.
 template <typename T, typename K>
 [[gnu::always_inline]] inline void classify_rows(const MckpInput<T>& in, int64_t begin, int64_t end, const Bracket<T>& br,
                           BracketChunk<T>& o, int64_t* choice) {
   const int64_t m = in.m;
   const int mm = static_cast<int>(m);
-  uint8_t ord[kMaxOptions], h[kMaxOptions];
   const typename K::Consts consts = K::consts(br.lo_m, br.hi_m, br.mid);
+  double spend_hi = o.spend_hi, settled_cost = o.settled_cost, settled_value = o.settled_value;
   for (int64_t i = begin; i < end; ++i) {
     const T* r = in.values + i * m;
     const T* c = in.costs + i * m;
@@ -531,44 +583,358 @@ template <typename T, typename K>
     }
     if (verdict == kSettled) {
       choice[i] = j;
-      o.spend_hi += double(c[j]);
-      o.settled_cost += double(c[j]);
-      o.settled_value += double(r[j]);
+      spend_hi += double(c[j]);
+      settled_cost += double(c[j]);
+      settled_value += double(r[j]);
       continue;
     }
-    const int len = build_hull(r, c, mm, h, ord);
-    int above = 0;
-    for (int st = 1; st < len; ++st) {
-      const T bp = slope(r, c, h[st - 1], h[st]);
-      if (bp > br.hi) above = st;
-      else if (bp >= br.lo) o.cands.push_back({bp, i * m + st, double(c[h[st]]) - double(c[h[st - 1]])});
+    spend_hi += unsettled_row(r, c, i, mm, br, o, build_hull_fast<T, K::kOptions>);
+  }
+  o.spend_hi = spend_hi;
+  o.settled_cost = settled_cost;
+  o.settled_value = settled_value;
+}
+
+// ---- AVX2 row kernels ---------------------------------------------------------------------------
+//
+// The settle test of RowKernels on 256-bit vectors, for float32 and float64 and every M that fills
+// whole vectors: M < W options pack W / M rows into one vector (groups of M lanes, reduced with
+// in-register shuffles), M >= W spreads a row over M / W vectors. Chosen at run time on CPUs with
+// AVX2 (BIDFCL_DISABLE_AVX2=1 in the environment forces the portable kernels, for tests); without
+// FMA, so nothing is contracted and every kernel computes the same products and differences.
+//
+// The test, per option q against the candidate j (first argmax of r - mid c), with dc = c_q - c_j
+// and dr = r_q - r_j as the hull computes them:
+//   good_q = dr < L dc  or  (dr == 0 and dc >= 0),   L = lo_m if dc >= 0 else hi_m,
+// which is RowKernels' three cases in one: costlier (dc > 0) passes when dr < lo_m dc or dr <= 0,
+// cheaper (dc < 0) when dr < hi_m dc, equal cost when dr < 0 or dr == 0. An equal option with a
+// lower index cannot exist: its score would equal j's and the first argmax would have taken it. A
+// NaN in a row fails every comparison (the row goes to check_row); +-Inf or a negative cost can
+// pass the test, so finiteness and signs are accumulated per chunk and a flagged chunk is
+// re-checked row by row: the error names the same first bad entry as check_row over the rows.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define BIDFCL_HAVE_AVX2_PATH 1
+#pragma GCC push_options
+#pragma GCC target("avx2")
+
+struct Avx2F32 {
+  using T = float;
+  using V = __m256;
+  static constexpr int W = 8;
+  static V load(const T* p) { return _mm256_loadu_ps(p); }
+  static V set1(T x) { return _mm256_set1_ps(x); }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V vmin(V a, V b) { return _mm256_min_ps(a, b); }
+  static V vmax(V a, V b) { return _mm256_max_ps(a, b); }
+  static V lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static V eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+  static V gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static V ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+  static V vand(V a, V b) { return _mm256_and_ps(a, b); }
+  static V vor(V a, V b) { return _mm256_or_ps(a, b); }
+  static V select(V mask, V yes, V no) { return _mm256_blendv_ps(no, yes, mask); }
+  static unsigned bits(V mask) { return static_cast<unsigned>(_mm256_movemask_ps(mask)); }
+  static V lane_ids() { return _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7); }
+  template <int S>  // lane l gets lane l ^ S
+  static V partner(V x) {
+    if constexpr (S == 1) return _mm256_permute_ps(x, 0xB1);
+    else if constexpr (S == 2) return _mm256_permute_ps(x, 0x4E);
+    else return _mm256_permute2f128_ps(x, x, 1);
+  }
+  static V gather_lanes(V x, V idx) { return _mm256_permutevar8x32_ps(x, _mm256_cvttps_epi32(idx)); }
+};
+
+struct Avx2F64 {
+  using T = double;
+  using V = __m256d;
+  static constexpr int W = 4;
+  static V load(const T* p) { return _mm256_loadu_pd(p); }
+  static V set1(T x) { return _mm256_set1_pd(x); }
+  static V zero() { return _mm256_setzero_pd(); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static V vmin(V a, V b) { return _mm256_min_pd(a, b); }
+  static V vmax(V a, V b) { return _mm256_max_pd(a, b); }
+  static V lt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
+  static V eq(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
+  static V gt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+  static V ge(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
+  static V vand(V a, V b) { return _mm256_and_pd(a, b); }
+  static V vor(V a, V b) { return _mm256_or_pd(a, b); }
+  static V select(V mask, V yes, V no) { return _mm256_blendv_pd(no, yes, mask); }
+  static unsigned bits(V mask) { return static_cast<unsigned>(_mm256_movemask_pd(mask)); }
+  static V lane_ids() { return _mm256_setr_pd(0, 1, 2, 3); }
+  template <int S>
+  static V partner(V x) {
+    if constexpr (S == 1) return _mm256_permute_pd(x, 0x5);
+    else return _mm256_permute2f128_pd(x, x, 1);
+  }
+  static V gather_lanes(V x, V idx) {  // a 64-bit lane k is the 32-bit lanes 2k, 2k + 1
+    const __m256i k2 = _mm256_slli_epi64(_mm256_cvtepu32_epi64(_mm256_cvttpd_epi32(idx)), 1);
+    const __m256i ctrl = _mm256_or_si256(k2, _mm256_slli_epi64(_mm256_add_epi64(k2, _mm256_set1_epi64x(1)), 32));
+    return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(x), ctrl));
+  }
+};
+
+template <typename A, int G>
+[[gnu::always_inline]] inline typename A::V group_max(typename A::V x) {
+  if constexpr (G >= 2) x = A::vmax(x, A::template partner<1>(x));
+  if constexpr (G >= 4) x = A::vmax(x, A::template partner<2>(x));
+  if constexpr (G >= 8) x = A::vmax(x, A::template partner<4>(x));
+  return x;
+}
+template <typename A, int G>
+[[gnu::always_inline]] inline typename A::V group_min(typename A::V x) {
+  if constexpr (G >= 2) x = A::vmin(x, A::template partner<1>(x));
+  if constexpr (G >= 4) x = A::vmin(x, A::template partner<2>(x));
+  if constexpr (G >= 8) x = A::vmin(x, A::template partner<4>(x));
+  return x;
+}
+
+// build_hull with the ranks on vectors: for each option j, the options that sort before it under
+// (cost asc, value desc, index asc) as one lane mask per vector, counted. Same ranks, same hull.
+// Rows shorter than whole vectors are copied into a buffer padded with +inf costs (never before j).
+template <typename A, int M>
+[[gnu::always_inline]] inline int build_hull_avx2(const typename A::T* r, const typename A::T* c, int, uint8_t* out,
+                                                  uint8_t* order, typename A::T* bp) {
+  using T = typename A::T;
+  using V = typename A::V;
+  constexpr int W = A::W, B = (M + W - 1) / W;
+  V rv[B], cv[B], ids[B];
+  if constexpr (M % W == 0) {
+    for (int b = 0; b < B; ++b) {
+      rv[b] = A::load(r + b * W);
+      cv[b] = A::load(c + b * W);
     }
-    o.spend_hi += double(c[h[above]]);
-    o.rows.push_back(i);
-    o.hulls.insert(o.hulls.end(), h, h + m);
-    o.lens.push_back(static_cast<uint16_t>(len));
+  } else {
+    T rb[B * W], cb[B * W];
+    for (int q = 0; q < B * W; ++q) {
+      rb[q] = q < M ? r[q] : T(0);
+      cb[q] = q < M ? c[q] : std::numeric_limits<T>::infinity();
+    }
+    for (int b = 0; b < B; ++b) {
+      rv[b] = A::load(rb + b * W);
+      cv[b] = A::load(cb + b * W);
+    }
+  }
+  for (int b = 0; b < B; ++b) ids[b] = A::add(A::lane_ids(), A::set1(T(b * W)));
+  for (int j = 0; j < M; ++j) {
+    const V cj = A::set1(c[j]), rj = A::set1(r[j]), jv = A::set1(T(j));
+    int rank = 0;
+    for (int b = 0; b < B; ++b) {
+      const V value_first = A::vor(A::gt(rv[b], rj), A::vand(A::eq(rv[b], rj), A::lt(ids[b], jv)));
+      rank += std::popcount(A::bits(A::vor(A::lt(cv[b], cj), A::vand(A::eq(cv[b], cj), value_first))));
+    }
+    order[rank] = static_cast<uint8_t>(j);
+  }
+  return hull_chain(r, c, M, order, out, bp);
+}
+
+template <typename T, int M>
+__attribute__((noinline)) int build_hull_avx2_entry(const T* r, const T* c, int m, uint8_t* out, uint8_t* order,
+                                                   T* bp) {
+  using A = std::conditional_t<std::is_same_v<T, float>, Avx2F32, Avx2F64>;
+  return build_hull_avx2<A, M>(r, c, m, out, order, bp);
+}
+
+template <typename A>
+struct TestConsts {
+  typename A::V lo_m, hi_m, mid, zero;
+};
+
+// good_q for one vector of options (see above), as a lane mask.
+template <typename A>
+[[gnu::always_inline]] inline typename A::V settle_mask(typename A::V r, typename A::V c, typename A::V rj,
+                                                        typename A::V cj, const TestConsts<A>& k) {
+  const auto dc = A::sub(c, cj), dr = A::sub(r, rj);
+  const auto costlier_or_equal = A::ge(dc, k.zero);
+  const auto limit = A::mul(A::select(costlier_or_equal, k.lo_m, k.hi_m), dc);
+  return A::vor(A::lt(dr, limit), A::vand(A::eq(dr, k.zero), costlier_or_equal));
+}
+
+// Rows [begin, end) of a chunk with M options (M < W: W / M rows per vector; else M / W vectors
+// per row); the rows a vector cannot fill at the end of the chunk take the scalar kernel.
+template <typename A, int M>
+[[gnu::always_inline]] inline void classify_rows_avx2(const MckpInput<typename A::T>& in, int64_t begin, int64_t end,
+                                                      const Bracket<typename A::T>& br,
+                                                      BracketChunk<typename A::T>& o, int64_t* choice) {
+  using T = typename A::T;
+  using V = typename A::V;
+  constexpr int W = A::W;
+  constexpr bool kPacked = M < W;
+  static_assert(kPacked ? W % M == 0 : M % W == 0, "rows must fill whole vectors");
+  constexpr int R = kPacked ? W / M : 1;  // rows per vector
+  constexpr int B = kPacked ? 1 : M / W;  // vectors per row
+  static_assert(B * W <= 64, "equality bits must fit one word");
+  const TestConsts<A> k{A::set1(br.lo_m), A::set1(br.hi_m), A::set1(br.mid), A::zero()};
+  const V big = A::set1(T(1e9)), lanes = A::lane_ids();
+  V finite = A::zero(), low_cost = A::zero();  // sum of x - x (NaN if any x is not finite); min cost
+  double spend_hi = o.spend_hi, settled_cost = o.settled_cost, settled_value = o.settled_value;
+  bool flagged = false;
+  // Settled rows add their choice to the sums; undecided rows go to the hull (after check_row, so
+  // that no invalid row reaches it). Plain locals and return values keep the sums in registers.
+#define BIDFCL_SETTLE(row, option)                           \
+  do {                                                       \
+    const int64_t i_ = (row);                                \
+    const int j_ = (option);                                 \
+    choice[i_] = j_;                                         \
+    const double cost_ = double(in.costs[i_ * M + j_]);      \
+    spend_hi += cost_;                                       \
+    settled_cost += cost_;                                   \
+    settled_value += double(in.values[i_ * M + j_]);         \
+  } while (0)
+#define BIDFCL_UNSETTLE(row)                                                               \
+  do {                                                                                     \
+    const int64_t i_ = (row);                                                              \
+    const T* r_ = in.values + i_ * M;                                                      \
+    const T* c_ = in.costs + i_ * M;                                                       \
+    if (!check_row(r_, c_, i_, M).ok()) flagged = true;                                    \
+    else spend_hi += unsettled_row(r_, c_, i_, M, br, o, build_hull_avx2<A, M>);           \
+  } while (0)
+  const int64_t vec_end = begin + (end - begin) / R * R;
+  int64_t i = begin;
+  for (; i < vec_end && !flagged; i += R) {
+    const T* r = in.values + i * M;
+    const T* c = in.costs + i * M;
+    if constexpr (kPacked) {
+      const V rv = A::load(r), cv = A::load(c);
+      finite = A::add(finite, A::add(A::sub(rv, rv), A::sub(cv, cv)));
+      low_cost = A::vmin(low_cost, cv);
+      const V score = A::sub(rv, A::mul(k.mid, cv));
+      const V is_max = A::eq(score, group_max<A, M>(score));
+      const V idx = group_min<A, M>(A::select(is_max, lanes, big));
+      const unsigned good = A::bits(settle_mask<A>(rv, cv, A::gather_lanes(rv, idx), A::gather_lanes(cv, idx), k));
+      const unsigned first = A::bits(is_max);
+      constexpr unsigned full = (1u << M) - 1;
+      if (good == (1u << W) - 1) {  // the common case: every row of the vector settled
+        for (int g = 0; g < R; ++g) BIDFCL_SETTLE(i + g, std::countr_zero(((first >> (g * M)) & full) | (1u << (M - 1))));
+        continue;
+      }
+      for (int g = 0; g < R && !flagged; ++g) {
+        if (((good >> (g * M)) & full) == full) BIDFCL_SETTLE(i + g, std::countr_zero(((first >> (g * M)) & full) | (1u << (M - 1))));
+        else BIDFCL_UNSETTLE(i + g);
+      }
+    } else {
+      V rv[B], cv[B], score[B];
+      V top = A::set1(-std::numeric_limits<T>::infinity());
+      for (int b = 0; b < B; ++b) {
+        rv[b] = A::load(r + b * W);
+        cv[b] = A::load(c + b * W);
+        finite = A::add(finite, A::add(A::sub(rv[b], rv[b]), A::sub(cv[b], cv[b])));
+        low_cost = A::vmin(low_cost, cv[b]);
+        score[b] = A::sub(rv[b], A::mul(k.mid, cv[b]));
+        top = A::vmax(top, score[b]);
+      }
+      top = group_max<A, W>(top);
+      uint64_t is_max = 0;
+      for (int b = 0; b < B; ++b) is_max |= uint64_t(A::bits(A::eq(score[b], top))) << (b * W);
+      const int j = is_max ? std::countr_zero(is_max) : 0;
+      const V rj = A::set1(r[j]), cj = A::set1(c[j]);
+      unsigned good = (1u << W) - 1;
+      for (int b = 0; b < B; ++b) good &= A::bits(settle_mask<A>(rv[b], cv[b], rj, cj, k));
+      if (good == (1u << W) - 1) BIDFCL_SETTLE(i, j);
+      else BIDFCL_UNSETTLE(i);
+    }
+  }
+  if (!flagged) {
+    // the rows left over at the end of the chunk
+    const typename RowKernels<T, M>::Consts ks = RowKernels<T, M>::consts(br.lo_m, br.hi_m, br.mid);
+    for (; i < end; ++i) {
+      const T* r = in.values + i * M;
+      const T* c = in.costs + i * M;
+      int j = 0;
+      const Verdict verdict = RowKernels<T, M>::classify(r, c, M, ks, j);
+      if (verdict == kInvalid) {
+        flagged = true;
+        break;
+      }
+      if (verdict == kSettled) BIDFCL_SETTLE(i, j);
+      else spend_hi += unsettled_row(r, c, i, M, br, o, build_hull_avx2<A, M>);
+    }
+  }
+#undef BIDFCL_SETTLE
+#undef BIDFCL_UNSETTLE
+  flagged = flagged || A::bits(A::eq(finite, A::zero())) != (1u << W) - 1 ||
+            A::bits(A::ge(low_cost, A::zero())) != (1u << W) - 1;
+  if (flagged) {  // the first bad entry of the chunk, as the scalar kernel reports it
+    for (int64_t q = begin; q < end; ++q) {
+      const Status st = check_row(in.values + q * M, in.costs + q * M, q, M);
+      if (!st.ok()) {
+        o.status = st;
+        return;
+      }
+    }
+  }
+  o.spend_hi = spend_hi;
+  o.settled_cost = settled_cost;
+  o.settled_value = settled_value;
+}
+
+template <typename T, int M>
+__attribute__((noinline)) void classify_rows_avx2_entry(const MckpInput<T>& in, int64_t begin, int64_t end,
+                                                        const Bracket<T>& br, BracketChunk<T>& o, int64_t* choice) {
+  using A = std::conditional_t<std::is_same_v<T, float>, Avx2F32, Avx2F64>;
+  classify_rows_avx2<A, M>(in, begin, end, br, o, choice);
+}
+#pragma GCC pop_options
+
+inline bool use_avx2() {
+  static const bool yes = [] {
+    const char* off = std::getenv("BIDFCL_DISABLE_AVX2");
+    return __builtin_cpu_supports("avx2") && !(off && off[0] && std::strcmp(off, "0") != 0);
+  }();
+  return yes;
+}
+#endif
+
+// Option counts with an AVX2 kernel: those that fill whole vectors, up to 16.
+template <typename T, int M>
+constexpr bool kHasAvx2Kernel = M >= 2 && M <= 16 && ((32 / int(sizeof(T))) % M == 0 || M % (32 / int(sizeof(T))) == 0);
+
+// build_hull for M options (0: any), on vectors where the CPU has AVX2 and 2 <= M <= 16.
+template <typename T, int M>
+inline int build_hull_fast(const T* r, const T* c, int m, uint8_t* out, uint8_t* order, T* bp) {
+#ifdef BIDFCL_HAVE_AVX2_PATH
+  if constexpr (M >= 2 && M <= kRankSortMaxOptions) {
+    if (use_avx2()) return build_hull_avx2_entry<T, M>(r, c, m, out, order, bp);
+  }
+#endif
+  return build_hull(r, c, M > 0 ? M : m, out, order, bp);
+}
+
+// The hull builder for a run-time option count.
+template <typename T>
+HullBuilder<T> hull_builder(int64_t m) {
+  switch (m) {
+    case 2: return build_hull_fast<T, 2>;
+    case 3: return build_hull_fast<T, 3>;
+    case 4: return build_hull_fast<T, 4>;
+    case 5: return build_hull_fast<T, 5>;
+    case 6: return build_hull_fast<T, 6>;
+    case 7: return build_hull_fast<T, 7>;
+    case 8: return build_hull_fast<T, 8>;
+    case 12: return build_hull_fast<T, 12>;
+    case 16: return build_hull_fast<T, 16>;
+    default: return build_hull_fast<T, 0>;
   }
 }
 
-// The most common shape (float32, 8 options) also gets an AVX2 version, chosen at run time on CPUs
-// that have it: one 8-lane vector per row. AVX2 without FMA, so no contraction: the arithmetic and
-// hence the result are the same on every CPU.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define BIDFCL_HAVE_AVX2_PATH 1
-__attribute__((target("avx2"))) void classify_rows_f32_m8_avx2(const MckpInput<float>& in, int64_t begin,
-                                                              int64_t end, const Bracket<float>& br,
-                                                              BracketChunk<float>& o, int64_t* choice) {
-  classify_rows<float, VecRowKernels<float, 8, 32>>(in, begin, end, br, o, choice);
-}
-#endif
-
-void classify_rows_f32_m8(const MckpInput<float>& in, int64_t begin, int64_t end, const Bracket<float>& br,
-                          BracketChunk<float>& o, int64_t* choice) {
+// One chunk of the bracketed pass with M options: the AVX2 kernel where there is one and the CPU
+// has it, else the portable one (16-byte vectors when rows fill them, scalar otherwise).
+template <typename T, int M>
+void classify_chunk(const MckpInput<T>& in, int64_t begin, int64_t end, const Bracket<T>& br, BracketChunk<T>& o,
+                    int64_t* choice) {
 #ifdef BIDFCL_HAVE_AVX2_PATH
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) return classify_rows_f32_m8_avx2(in, begin, end, br, o, choice);
+  if constexpr (kHasAvx2Kernel<T, M>) {
+    if (use_avx2()) return classify_rows_avx2_entry<T, M>(in, begin, end, br, o, choice);
+  }
 #endif
-  classify_rows<float, VecRowKernels<float, 8, 16>>(in, begin, end, br, o, choice);
+  if constexpr (M > 0 && M % (16 / sizeof(T)) == 0) classify_rows<T, VecRowKernels<T, M>>(in, begin, end, br, o, choice);
+  else classify_rows<T, RowKernels<T, M>>(in, begin, end, br, o, choice);
 }
 
 enum class FastPath { kSolved, kFallBack, kError };
@@ -576,8 +942,7 @@ enum class FastPath { kSolved, kFallBack, kError };
 template <typename T>
 FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   const MckpInput<T>& in = p.in;
-  const int64_t n = in.n, m = in.m;
-  const double budget = p.budgets[0];
+  const int64_t n = in.n, m = in.m, nk = p.k;
 
   // 1. Sample every kSampleStride-th individual exactly (in parallel) and read a bracket off the
   //    sample's spend curve, from a histogram of its steps (no sort: the bracket only needs to be
@@ -587,8 +952,10 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
   std::vector<std::vector<std::pair<T, double>>> sparts(sch.num_chunks);
   std::vector<double> sbase(sch.num_chunks, 0.0);
   std::vector<char> sbad(sch.num_chunks, 0);
+  const HullBuilder<T> build_hull_at = hull_builder<T>(m);
   parallel_chunks(sch.num_chunks, in.num_threads, [&](int64_t ch) {
     uint8_t order[kMaxOptions], hull[kMaxOptions];
+    T bps[kMaxOptions];
     for (int64_t q = sch.begin(ch); q < sch.end(ch); ++q) {
       const int64_t i = q * kSampleStride;
       const T* r = in.values + i * m;
@@ -597,10 +964,9 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
         sbad[ch] = 1;  // the full algorithm reports it with its position
         return;
       }
-      const int len = build_hull(r, c, static_cast<int>(m), hull, order);
+      const int len = build_hull_at(r, c, static_cast<int>(m), hull, order, bps);
       sbase[ch] += double(c[hull[0]]);
-      for (int s = 1; s < len; ++s)
-        sparts[ch].push_back({slope(r, c, hull[s - 1], hull[s]), double(c[hull[s]]) - double(c[hull[s - 1]])});
+      for (int s = 1; s < len; ++s) sparts[ch].push_back({bps[s], double(c[hull[s]]) - double(c[hull[s - 1]])});
     }
   });
   double sample_base = 0;
@@ -608,8 +974,6 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
     if (sbad[ch]) return FastPath::kFallBack;
     sample_base += sbase[ch];
   }
-  const double budget_sample = budget * double(ns) / double(n);  // the budget in sample units
-  if (sample_base > budget_sample) return FastPath::kFallBack;
   std::vector<int64_t> cnt(kNumFine, 0);
   std::vector<double> wsum(kNumFine, 0.0);
   int64_t P = 0;
@@ -621,25 +985,6 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
       ++P;
     }
   if (P == 0) return FastPath::kFallBack;
-  // cross: number of sample steps above the crossing bucket; cross_end: including it
-  int64_t cross = P, cross_end = P;
-  {
-    double cum = sample_base;
-    int64_t pos = 0;
-    for (int64_t b = kNumFine - 1; b >= 0; --b) {
-      if (cnt[b] == 0) continue;
-      if (cum + wsum[b] > budget_sample) {
-        cross = pos;
-        cross_end = pos + cnt[b];
-        break;
-      }
-      cum += wsum[b];
-      pos += cnt[b];
-    }
-  }
-  // The sampled spend at a position is off by about sqrt(position) steps; 3.5 of those plus a few
-  // keep fall-backs rare while the bracket stays narrow.
-  const int64_t delta = 8 + static_cast<int64_t>(3.5 * std::sqrt(double(std::min(cross, P - cross) + 1)));
   auto bucket_at = [&](int64_t position) {  // the bucket holding the step at this position (descending)
     int64_t pos = 0;
     for (int64_t b = kNumFine - 1; b >= 0; --b) {
@@ -648,48 +993,71 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
     }
     return int64_t(0);
   };
-  const int64_t b_hi = bucket_at(std::max<int64_t>(cross - delta, 0));
-  const T hi = b_hi + 1 < kNumFine ? T(fine_bucket_low(b_hi + 1)) : std::numeric_limits<T>::infinity();
-  T lo = T(0);
-  if (cross_end + delta < P) {
-    const int64_t b_lo = bucket_at(cross_end + delta);
-    lo = b_lo > 0 ? T(fine_bucket_low(b_lo - 1)) : T(0);
+  // Each budget's bracket; with several budgets the pass below uses one bracket spanning them all.
+  T lo = std::numeric_limits<T>::infinity(), hi = T(0);
+  int64_t span_first = P, span_last = 0;  // sample steps (positions, descending bp) inside the span
+  for (int64_t kk = 0; kk < nk; ++kk) {
+    const double budget_sample = p.budgets[kk] * double(ns) / double(n);  // the budget in sample units
+    if (sample_base > budget_sample) return FastPath::kFallBack;
+    // cross: number of sample steps above the crossing bucket; cross_end: including it
+    int64_t cross = P, cross_end = P;
+    {
+      double cum = sample_base;
+      int64_t pos = 0;
+      for (int64_t b = kNumFine - 1; b >= 0; --b) {
+        if (cnt[b] == 0) continue;
+        if (cum + wsum[b] > budget_sample) {
+          cross = pos;
+          cross_end = pos + cnt[b];
+          break;
+        }
+        cum += wsum[b];
+        pos += cnt[b];
+      }
+    }
+    // The sampled spend at a position is off by about sqrt(position) steps; 3.5 of those plus a few
+    // keep fall-backs rare while the bracket stays narrow.
+    const int64_t delta = 8 + static_cast<int64_t>(3.5 * std::sqrt(double(std::min(cross, P - cross) + 1)));
+    const int64_t b_hi = bucket_at(std::max<int64_t>(cross - delta, 0));
+    const T hi_k = b_hi + 1 < kNumFine ? T(fine_bucket_low(b_hi + 1)) : std::numeric_limits<T>::infinity();
+    T lo_k = T(0);
+    if (cross_end + delta < P) {
+      const int64_t b_lo = bucket_at(cross_end + delta);
+      lo_k = b_lo > 0 ? T(fine_bucket_low(b_lo - 1)) : T(0);
+    }
+    lo = std::min(lo, lo_k);
+    hi = std::max(hi, hi_k);
+    span_first = std::min(span_first, std::max<int64_t>(cross - delta, 0));
+    span_last = std::max(span_last, std::min(cross_end + delta, P));
   }
   if (!std::isfinite(double(hi)) || !(hi > lo)) return FastPath::kFallBack;
+  // A span holding most steps settles few individuals: the full algorithm is cheaper then.
+  if (nk > 1 && 2 * (span_last - span_first) > P) return FastPath::kFallBack;
   const T eps = T(64) * std::numeric_limits<T>::epsilon();
   const T hi_m = hi * (T(1) + eps), lo_m = lo * (T(1) - eps), mid = lo + (hi - lo) / T(2);
 
-  // 2. One pass: settle whom we can, build hulls for the rest.
+  // 2. One pass: settle whom we can, build hulls for the rest. Choices go to the first budget's row.
   const Chunking chunks = Chunking::make(n, 1 << 14, 64);
   const int64_t nc = chunks.num_chunks;
   std::vector<BracketChunk<T>> outs(nc);
   int64_t* choice = p.choice;
-  auto pass = [&](auto kernels) {
-    using K = decltype(kernels);
+  auto pass = [&]<int M>() {
     parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
       const Bracket<T> br{lo, hi, lo_m, hi_m, mid};
-      if constexpr (std::is_same_v<K, VecRowKernels<float, 8>>) {
-        classify_rows_f32_m8(in, chunks.begin(ch), chunks.end(ch), br, outs[ch], choice);
-      } else {
-        classify_rows<T, K>(in, chunks.begin(ch), chunks.end(ch), br, outs[ch], choice);
-      }
+      classify_chunk<T, M>(in, chunks.begin(ch), chunks.end(ch), br, outs[ch], choice);
     });
   };
   // Fixed-size kernels for common option counts (vectorised when rows fill whole vectors).
-  auto fixed = [&]<int M>() {
-    if constexpr (M % (16 / sizeof(T)) == 0) pass(VecRowKernels<T, M>{});
-    else pass(RowKernels<T, M>{});
-  };
   switch (m) {
-    case 2: fixed.template operator()<2>(); break;
-    case 3: fixed.template operator()<3>(); break;
-    case 4: fixed.template operator()<4>(); break;
-    case 5: fixed.template operator()<5>(); break;
-    case 6: fixed.template operator()<6>(); break;
-    case 8: fixed.template operator()<8>(); break;
-    case 12: fixed.template operator()<12>(); break;
-    case 16: fixed.template operator()<16>(); break;
-    default: pass(RowKernels<T, 0>{}); break;
+    case 2: pass.template operator()<2>(); break;
+    case 3: pass.template operator()<3>(); break;
+    case 4: pass.template operator()<4>(); break;
+    case 5: pass.template operator()<5>(); break;
+    case 6: pass.template operator()<6>(); break;
+    case 8: pass.template operator()<8>(); break;
+    case 12: pass.template operator()<12>(); break;
+    case 16: pass.template operator()<16>(); break;
+    default: pass.template operator()<0>(); break;
   }
   for (const auto& o : outs) keep_first(status, o.status);
   if (!status.ok()) return FastPath::kError;
@@ -702,11 +1070,10 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
     cands.insert(cands.end(), o.cands.begin(), o.cands.end());
     std::vector<Candidate<T>>().swap(o.cands);
   }
-  if (spend_hi > budget) return FastPath::kFallBack;  // lam* > hi
 
-  // 3. The cut: the bracket's steps in the global order, histogrammed so that only the bucket
-  //    where the budget runs out is sorted exactly.
-  Cut<T> cut;
+  // 3. The cuts: the bracket's steps in the global order, histogrammed so that only the buckets
+  //    where a budget runs out are sorted exactly.
+  std::vector<Cut<T>> cuts(nk);
   {
     std::fill(cnt.begin(), cnt.end(), 0);
     std::fill(wsum.begin(), wsum.end(), 0.0);
@@ -715,70 +1082,85 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
       ++cnt[b];
       wsum[b] += cd.dc;
     }
-    double spend = spend_hi;
-    bool found = false;
-    for (int64_t from = kNumFine - 1; !found;) {
-      int64_t bc = -1;
-      for (int64_t b = from; b >= 0; --b) {
-        if (cnt[b] == 0) continue;
-        if (spend + wsum[b] > budget) {
-          bc = b;
-          break;
+    std::vector<std::vector<Candidate<T>>> sorted_buckets(nk > 1 ? kNumFine : 0);
+    std::vector<Candidate<T>> here;
+    for (int64_t kk = 0; kk < nk; ++kk) {
+      const double budget = p.budgets[kk];
+      if (spend_hi > budget) return FastPath::kFallBack;  // lam* > hi
+      Cut<T>& cut = cuts[kk];
+      double spend = spend_hi;
+      bool found = false;
+      for (int64_t from = kNumFine - 1; !found;) {
+        int64_t bc = -1;
+        for (int64_t b = from; b >= 0; --b) {
+          if (cnt[b] == 0) continue;
+          if (spend + wsum[b] > budget) {
+            bc = b;
+            break;
+          }
+          spend += wsum[b];
         }
-        spend += wsum[b];
-      }
-      if (bc < 0) break;
-      std::vector<Candidate<T>> here;
-      here.reserve(cnt[bc]);
-      for (const auto& cd : cands)
-        if (fine_bucket_of(cd.bp) == bc) here.push_back(cd);
-      std::sort(here.begin(), here.end(), [](const Candidate<T>& a, const Candidate<T>& b) {
-        if (a.bp != b.bp) return a.bp > b.bp;
-        return a.id < b.id;
-      });
-      for (const auto& cd : here) {
-        if (spend + cd.dc > budget) {
-          cut.lam = cd.bp;
-          cut.individual = cd.id / m;
-          cut.step = cd.id % m;
-          found = true;
-          break;
+        if (bc < 0) break;
+        std::vector<Candidate<T>>& list = nk > 1 ? sorted_buckets[bc] : here;
+        if (list.empty()) {  // sorted once, shared by the budgets that run out in this bucket
+          list.reserve(cnt[bc]);
+          for (const auto& cd : cands)
+            if (fine_bucket_of(cd.bp) == bc) list.push_back(cd);
+          std::sort(list.begin(), list.end(), [](const Candidate<T>& a, const Candidate<T>& b) {
+            if (a.bp != b.bp) return a.bp > b.bp;
+            return a.id < b.id;
+          });
         }
-        spend += cd.dc;
+        for (const auto& cd : list) {
+          if (spend + cd.dc > budget) {
+            cut.lam = cd.bp;
+            cut.individual = cd.id / m;
+            cut.step = cd.id % m;
+            found = true;
+            break;
+          }
+          spend += cd.dc;
+        }
+        if (nk == 1) list.clear();
+        from = bc - 1;  // only if the bucket's exact walk fit after all (its total rounded up)
       }
-      from = bc - 1;  // only if the bucket's exact walk fit after all (its total rounded up)
-    }
-    if (!found) {
-      if (lo > T(0)) return FastPath::kFallBack;  // lam* < lo
-      cut.take_all = true;
+      if (!found) {
+        if (lo > T(0)) return FastPath::kFallBack;  // lam* < lo
+        cut.take_all = true;
+      }
     }
   }
 
-  // 4. Choices of the unsettled individuals; totals.
-  const double lam = cut.take_all ? 0.0 : double(cut.lam);
-  std::vector<PolicyTotals> parts(nc);
+  // 4. Choices of the unsettled individuals for every cut (settled ones choose the same for all);
+  //    totals.
+  for (int64_t kk = 1; kk < nk; ++kk) std::copy(choice, choice + n, choice + kk * n);
+  std::vector<double> lams(nk);
+  for (int64_t kk = 0; kk < nk; ++kk) lams[kk] = cuts[kk].take_all ? 0.0 : double(cuts[kk].lam);
+  std::vector<PolicyTotals> parts(nc * nk);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
     const BracketChunk<T>& o = outs[ch];
-    PolicyTotals acc;
-    T bp[kMaxOptions];
+    PolicyTotals* acc = parts.data() + ch * nk;
     for (size_t q = 0; q < o.rows.size(); ++q) {
       const int64_t i = o.rows[q];
       const T* r = in.values + i * m;
       const T* c = in.costs + i * m;
       const uint8_t* h = o.hulls.data() + q * m;
-      hull_breakpoints(r, c, h, o.lens[q], bp);
-      int taken, above;
-      steps_taken(bp, o.lens[q], i, cut, taken, above);
-      const int j = h[taken];
-      choice[i] = j;
-      acc.add(double(c[j]), double(r[j]), double(r[h[above]]) - lam * double(c[h[above]]));
+      const T* bp = o.bps.data() + q * m;
+      for (int64_t kk = 0; kk < nk; ++kk) {
+        int taken, above;
+        steps_taken(bp, o.lens[q], i, cuts[kk], taken, above);
+        const int j = h[taken];
+        choice[kk * n + i] = j;
+        acc[kk].add(double(c[j]), double(r[j]), double(r[h[above]]) - lams[kk] * double(c[h[above]]));
+      }
     }
-    parts[ch] = acc;
   });
-  PolicyTotals t;
-  t.add(settled_cost, settled_value, settled_value - lam * settled_cost);
-  for (const auto& q : parts) t.add(q);
-  write_solution(p, 0, cut, t);
+  for (int64_t kk = 0; kk < nk; ++kk) {
+    PolicyTotals t;
+    t.add(settled_cost, settled_value, settled_value - lams[kk] * settled_cost);
+    for (int64_t ch = 0; ch < nc; ++ch) t.add(parts[ch * nk + kk]);
+    write_solution(p, kk, cuts[kk], t);
+  }
   return FastPath::kSolved;
 }
 
@@ -787,7 +1169,7 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
 template <typename T>
 Status solve_mckp_exact_cpu(const MckpSolveParams<T>& p) {
   const MckpInput<T>& in = p.in;
-  if (p.k == 1 && in.n >= kBracketMinN) {
+  if (in.n >= kBracketMinN) {
     Status st;
     switch (bracketed_solve(p, st)) {
       case FastPath::kSolved: return Status::Ok();
