@@ -2,9 +2,14 @@
 (2k RCT + 100k OBS rows, batch 1024, MLP 128-64-32).
 
     PYTHONPATH=python python benchmarks/bench_epoch.py [--repeats 3] [--set train.KEY=VALUE ...]
+    PYTHONPATH=python python benchmarks/bench_epoch.py --compare [--repeats 3]
 
 Prints the median main-phase epoch time of each and their ratio. Only configuration keys that every
-bidfcl version has are used, so the same script times an older checkout too.
+bidfcl version has are used, so the same script times an older checkout too. ``--compare`` times,
+interleaved within each repeat (a load spike on a shared machine then hits all alike), the pooled
+TSM epoch and the Bi-DFCL variants of the README's cost table: the default, the default before
+issue 12 (``auto`` curvature, CG(10), a bridge step every 5 batches at lr 1e-3), the other
+curvatures, and fixed gates.
 """
 
 from __future__ import annotations
@@ -30,13 +35,41 @@ def epoch_seconds(train: dict, epochs: int) -> float:
     return res["epoch_seconds"][main[-1]]
 
 
+#: Bi-DFCL variants timed by ``--compare`` (train keys on top of the defaults).
+VARIANTS = {
+    "default": {},
+    "before issue 12 (auto, CG(10), k = 5, lr 1e-3)": {"curvature": "auto", "cg_iters": 10, "k": 5, "bridge_lr": 1e-3},
+    "exact Hessian only (k = 10, CG(3))": {"curvature": "hessian"},
+    "Gauss-Newton, CG(3), k = 5": {"k": 5},
+    "fixed gates": {"learn_bridge": False},
+}
+
+
+def compare(repeats: int, epochs: int) -> None:
+    times: dict[str, list] = {"pooled": [], **{name: [] for name in VARIANTS}}
+    for _ in range(repeats):
+        times["pooled"].append(epoch_seconds({"method": "tsm", "data": "pooled"}, epochs))
+        for name, extra in VARIANTS.items():
+            times[name].append(epoch_seconds({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1,
+                                              **extra}, epochs))
+    p = statistics.median(times["pooled"])
+    print(f"pooled TSM epoch {p:.3f} s (median of {repeats})")
+    for name in VARIANTS:
+        b = statistics.median(times[name])
+        print(f"  Bi-DFCL {name:50s} {b:7.3f} s  ratio {b / p:5.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
+    ap.add_argument("--compare", action="store_true", help="time the variants of the README's cost table")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.compare:
+        compare(args.repeats, args.epochs)
+        return
     extra = {}
     for item in args.set:
         key, value = item.split("=", 1)
