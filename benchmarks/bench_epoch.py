@@ -2,14 +2,15 @@
 (2k RCT + 100k OBS rows, batch 1024, MLP 128-64-32).
 
     PYTHONPATH=python python benchmarks/bench_epoch.py [--repeats 3] [--set train.KEY=VALUE ...]
-    PYTHONPATH=python python benchmarks/bench_epoch.py --compare [--repeats 3]
+    PYTHONPATH=python python benchmarks/bench_epoch.py --compare [--cpu] [--repeats 3]
 
 Prints the median main-phase epoch time of each and their ratio. Only configuration keys that every
 bidfcl version has are used, so the same script times an older checkout too. ``--compare`` times,
 interleaved within each repeat (a load spike on a shared machine then hits all alike), the pooled
 TSM epoch and the Bi-DFCL variants of the README's cost table: the default, the default before
 issue 12 (``auto`` curvature, CG(10), a bridge step every 5 batches at lr 1e-3), the other
-curvatures, and fixed gates.
+curvatures, and fixed gates. ``--cpu`` measures CPU time instead of wall time (steadier on a
+loaded machine; see :func:`epoch_cpu_seconds`).
 """
 
 from __future__ import annotations
@@ -39,24 +40,43 @@ def epoch_seconds(train: dict, epochs: int) -> float:
 VARIANTS = {
     "default": {},
     "before issue 12 (auto, CG(10), k = 5, lr 1e-3)": {"curvature": "auto", "cg_iters": 10, "k": 5, "bridge_lr": 1e-3},
-    "exact Hessian only (k = 10, CG(3))": {"curvature": "hessian"},
-    "Gauss-Newton, CG(3), k = 5": {"k": 5},
+    "k = 10, lr 2e-3 (Gauss-Newton, CG(3))": {"k": 10, "bridge_lr": 2e-3},
+    "exact Hessian (k = 20, CG(3))": {"curvature": "hessian"},
     "fixed gates": {"learn_bridge": False},
 }
 
 
-def compare(repeats: int, epochs: int) -> None:
+def compare(repeats: int, epochs: int, cpu: bool = False) -> None:
     times: dict[str, list] = {"pooled": [], **{name: [] for name in VARIANTS}}
+    timer = epoch_cpu_seconds if cpu else epoch_seconds
     for _ in range(repeats):
-        times["pooled"].append(epoch_seconds({"method": "tsm", "data": "pooled"}, epochs))
+        times["pooled"].append(timer({"method": "tsm", "data": "pooled"}, epochs))
         for name, extra in VARIANTS.items():
-            times[name].append(epoch_seconds({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1,
-                                              **extra}, epochs))
+            times[name].append(timer({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, **extra},
+                                     epochs))
     p = statistics.median(times["pooled"])
-    print(f"pooled TSM epoch {p:.3f} s (median of {repeats})")
+    print(f"pooled TSM epoch {p:.3f} {'CPU ' if cpu else ''}s (median of {repeats})")
     for name in VARIANTS:
         b = statistics.median(times[name])
         print(f"  Bi-DFCL {name:50s} {b:7.3f} s  ratio {b / p:5.2f}x")
+
+
+def epoch_cpu_seconds(train: dict, epochs: int) -> float:
+    """CPU time (``time.process_time``) of one main-phase epoch: the CPU time of a run with
+    ``epochs + 2`` main epochs minus that of a run with ``epochs``, over 2. On one thread this
+    counts the work done, not the time spent waiting for a shared machine's cores (cache and
+    memory-bandwidth contention still add to it)."""
+    from bidfcl.train import config_from_dict, load_run_data, make_trainer
+
+    cpu = []
+    for n in (epochs, epochs + 2):
+        cfg = config_from_dict({"data": DATA, "train": dict(train, epochs=n, batch_size=1024),
+                                "eval": {"select": "last"}, "output": {"progress": "none"}})
+        tr = make_trainer(cfg, load_run_data(cfg.data))
+        start = time.process_time()
+        tr.fit()
+        cpu.append(time.process_time() - start)
+    return (cpu[1] - cpu[0]) / 2
 
 
 def main() -> None:
@@ -65,10 +85,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
     ap.add_argument("--compare", action="store_true", help="time the variants of the README's cost table")
+    ap.add_argument("--cpu", action="store_true", help="with --compare: CPU time per epoch (process_time), "
+                    "from runs with --epochs and --epochs + 2 main epochs")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.compare:
-        compare(args.repeats, args.epochs)
+        compare(args.repeats, args.epochs, args.cpu)
         return
     extra = {}
     for item in args.set:

@@ -22,8 +22,8 @@ r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
   (``curvature = "gauss-newton"``, the default), the exact Hessian (``"hessian"``), or the Hessian
   where CG finds it positive definite and Gauss-Newton elsewhere (``"auto"``, the default before
   issue 12). ``damping`` is the weight of a proximal term ``mu/2 ||theta - theta_t||^2`` that makes
-  the lower problem well posed around the current target. Defaults (``k = 10``, ``cg_iters = 3``,
-  ``bridge_lr = 2e-3``, Gauss-Newton) keep one epoch within about 2x of a pooled-TSM epoch;
+  the lower problem well posed around the current target. Defaults (``k = 20``, ``cg_iters = 3``,
+  ``bridge_lr = 4e-3``, Gauss-Newton) keep one epoch within about 2x of a pooled-TSM epoch;
   ``k = 5, cg_iters = 10, bridge_lr = 1e-3, curvature = "auto"`` (the ``bidfcl-ppl-auto-k5``
   preset) is the schedule before (docs/decision-quality.md section 5).
   ``hypergradient = "unrolled"`` (ablation) differentiates through ``k`` SGD steps of size

@@ -157,13 +157,13 @@ class TrainConfig:
     warm_start_epochs: int = 5  #: dfcl / bidfcl: prediction-loss epochs before the decision loss
     # bidfcl
     teacher_epochs: int = 20  #: epochs of the RCT teacher (TSM on RCT)
-    k: int = 10  #: a bridge step every k target batches (was 5; docs/decision-quality.md section 5)
+    k: int = 20  #: a bridge step every k target batches (was 5; docs/decision-quality.md section 5)
     inner_steps: int = 0  #: cg: Adam steps of L_low from a copy of the target before the hypergradient (paper: 5)
     cg_iters: int = 3  #: CG iterations per bridge step (warm-started: the solve continues across steps; was 10)
     cg_tol: float = 1e-6
     damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
     cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
-    bridge_lr: float = 2e-3  #: Adam step of the bridge (was 1e-3 at k = 5; 1e-2: see docs/decision-quality.md)
+    bridge_lr: float = 4e-3  #: Adam step of the bridge (was 1e-3 at k = 5; 1e-2: see docs/decision-quality.md)
     learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
     gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
     hypergradient: str = "cg"  #: cg | unrolled
