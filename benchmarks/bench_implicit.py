@@ -6,7 +6,9 @@ lower-level loss). Each CG solve runs exactly 50 iterations (tol = 0, damping 1,
 so both loops do the same Hessian-vector products and differ only in what runs between them.
 
 Also measured: one CG iteration relative to one backward pass (``autograd.grad`` of the loss with the
-forward graph already built) and relative to a forward + backward pass.
+forward graph already built) and relative to a forward + backward pass, and one Gauss-Newton product
+``J' (d2 l / do2) J v`` (``curvature="gauss-newton"``: two reverse passes over kept graphs) relative
+to one exact Hessian-vector product (double backward).
 
 Run:  PYTHONPATH=python python -m pytest benchmarks/bench_implicit.py --benchmark-only -s -q
       (BIDFCL_BENCH_THREADS=N sets torch's intra-op threads; BIDFCL_BENCH_SIZES=paper,small picks sizes)
@@ -59,6 +61,20 @@ class Problem:
         self.loss = self.forward()
         self.grads = torch.autograd.grad(self.loss, self.params, create_graph=True)
 
+    def outputs(self, params) -> torch.Tensor:
+        h = self.x
+        last = len(params) - 2
+        for i in range(0, len(params), 2):
+            h = h @ params[i] + params[i + 1]
+            if i < last:
+                h = torch.relu(h)
+        return h
+
+    def gauss_newton(self):
+        """The Gauss-Newton operator of this loss as the trainer builds it (one per bridge step)."""
+        lower = implicit.CompositeLoss(self.outputs, lambda o, outer: ((o - self.y) ** 2).mean())
+        return implicit._GaussNewton(lower, self.params, [])
+
     def forward(self) -> torch.Tensor:
         h = self.x
         last = len(self.params) - 2
@@ -79,9 +95,11 @@ class Problem:
         from torch.utils.flop_counter import FlopCounterMode
 
         v = [torch.ones_like(p) for p in self.params]
+        gn = self.gauss_newton()
         out = {}
         for name, fn in (("forward", self.forward), ("backward", self.backward),
-                         ("hvp", lambda: torch.autograd.grad(self.grads, self.params, v, retain_graph=True))):
+                         ("hvp", lambda: torch.autograd.grad(self.grads, self.params, v, retain_graph=True)),
+                         ("gauss_newton", lambda: gn.matvec(v))):
             with FlopCounterMode(display=False) as counter:
                 fn()
             out[name] = counter.get_total_flops()
@@ -163,9 +181,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, extension {bidfcl.EXTENSION_LOADED}")
     for size in SELECTED:
         prob = problem(size)
-        best = dict(cpp=float("inf"), python=float("inf"), backward=float("inf"), forward_backward=float("inf"))
+        gn, v = prob.gauss_newton(), [torch.ones_like(p) for p in prob.params]
+        best = dict(cpp=float("inf"), python=float("inf"), backward=float("inf"), forward_backward=float("inf"),
+                    hvp=float("inf"), gauss_newton=float("inf"))
         fns = dict(cpp=lambda: prob.solve("cpp"), python=lambda: prob.solve("python"),
-                   backward=prob.backward, forward_backward=prob.forward_backward)
+                   backward=prob.backward, forward_backward=prob.forward_backward,
+                   hvp=lambda: torch.autograd.grad(prob.grads, prob.params, v, retain_graph=True),
+                   gauss_newton=lambda: gn.matvec(v))
         if not bidfcl.EXTENSION_LOADED:
             del fns["cpp"]
         for fn in fns.values():
@@ -182,7 +204,9 @@ def main() -> None:
         print(f"{size:7s} CG{ITERS}: cpp {cpp * 1e3:9.2f} ms  python {py * 1e3:9.2f} ms  python/cpp {py / cpp:5.2f}x"
               f"  | iteration/backward {it / best['backward']:4.2f}"
               f"  iteration/(forward+backward) {it / best['forward_backward']:4.2f}"
-              f"  | matmul FLOPs hvp/backward {flops['hvp'] / flops['backward']:4.2f}", flush=True)
+              f"  | matmul FLOPs hvp/backward {flops['hvp'] / flops['backward']:4.2f}"
+              f"  | Gauss-Newton product/hvp {best['gauss_newton'] / best['hvp']:4.2f}"
+              f" (FLOPs {flops['gauss_newton'] / flops['hvp']:4.2f})", flush=True)
 
 
 if __name__ == "__main__":

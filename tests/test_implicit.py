@@ -676,6 +676,50 @@ def test_gauss_newton_is_psd_and_matches_dense_formula_for_nonlinear_outputs():
     torch.testing.assert_close(res.solution[0].reshape(6), v, rtol=1e-7, atol=1e-10)
 
 
+def test_gauss_newton_hypergradient_is_the_derivative_of_the_linearised_lower_problem():
+    """Gauss-Newton with damping mu is the exact implicit hypergradient of the lower problem whose
+    outputs are linearised at theta0, o(theta0) + J (theta - theta0), plus the ridge mu/2 ||theta||^2:
+    at its stationary point theta0 (the ridge problem's solution, Newton-polished) the hypergradient
+    matches central finite differences of L_up(theta_lin*(phi)), the quadratic lower problem solved
+    exactly at each perturbed phi. The exact Hessian does not (its residual term is left out)."""
+    lower, upper, theta, phi = _weighted_ls_problem(nonlinear=True, seed=3)
+    mu = 1e-2
+    th, ph = theta[0].detach().reshape(-1), phi[0].detach()
+
+    def ridge(t, p):
+        return lower([t.view(3, 2)], [p]) + 0.5 * mu * (t ** 2).sum()
+
+    def newton(f, t):
+        for _ in range(50):
+            g = torch.autograd.functional.jacobian(f, t)
+            if float(g.norm()) < 1e-13:
+                break
+            t = t - torch.linalg.solve(torch.autograd.functional.hessian(f, t), g)
+        return t
+
+    theta0 = newton(lambda t: ridge(t, ph), th)
+    assert float(torch.linalg.eigvalsh(torch.autograd.functional.hessian(lambda t: ridge(t, ph), theta0)).min()) > 0
+    o0 = lower.outputs([theta0.view(3, 2)]).detach()
+    jac = torch.autograd.functional.jacobian(lambda t: lower.outputs([t.view(3, 2)]), theta0).reshape(-1, 6)
+
+    def lin_upper(p):  # L_up at the minimiser of the linearised ridge problem at phi = p
+        lin = lambda t: lower.loss(o0 + (jac @ (t - theta0)).view_as(o0), [p]) + 0.5 * mu * (t ** 2).sum()  # noqa: E731
+        return float(upper([newton(lin, theta0).view(3, 2)], [p]))
+
+    h = 1e-5
+    fd = torch.zeros(6, dtype=torch.float64)
+    for k in range(6):
+        e = torch.zeros(6, dtype=torch.float64)
+        e[k] = h
+        fd[k] = (lin_upper(ph + e.view(3, 2)) - lin_upper(ph - e.view(3, 2))) / (2 * h)
+    at = [theta0.view(3, 2).clone().requires_grad_(True)]
+    gn = implicit.hypergradient(lower, upper, at, phi, max_iter=200, tol=1e-13, damping=mu, curvature="gauss-newton")
+    assert gn.state.status == "converged" and float(fd.norm()) > 1e-3
+    torch.testing.assert_close(gn.grads[0].reshape(-1), fd, rtol=1e-5, atol=1e-8)
+    exact = implicit.hypergradient(lower, upper, at, phi, max_iter=200, tol=1e-13, damping=mu, curvature="hessian")
+    assert float((exact.grads[0].reshape(-1) - fd).norm()) > 1e-2 * float(fd.norm())
+
+
 def test_hypergradient_returns_its_solution_as_warm_start():
     lower, upper, theta, phi = _weighted_ls_problem(nonlinear=False, seed=1)  # positive definite H
     for curvature in ("hessian", "gauss-newton"):

@@ -363,6 +363,60 @@ def test_gauss_newton_equals_hessian_for_a_linear_model(data):
     assert any(float(g.abs().max()) > 0 for g in res["hessian"].grads)
 
 
+@needs_bilevel
+def test_gauss_newton_mixed_term_from_jvp_equals_the_double_backward_one(data):
+    """The default (Gauss-Newton) path forms the mixed term as d/dphi <dl/do, J v> through the
+    bridge's gates; on the trainer's real lower objective (ReLU MLP, gates varying by cell) it
+    equals grad_phi <v, grad_theta L_low> by double backward, and the products equal J' D J v
+    with D = diag(2 W / N) formed densely."""
+    from bidfcl import implicit
+    from bidfcl.train.bilevel import lower_targets
+
+    cfg = config_from_dict({"data": TINY, "model": {"hidden": [6, 5], "bridge_hidden": [4]},
+                            "train": {"method": "bidfcl", "epochs": 0, "teacher_epochs": 3, "warm_start_epochs": 3,
+                                      "batch_size": 128, "lr": 3e-3, "budget_fraction": 0.9, "cg_iters": 5},
+                            "output": {"progress": "none"}, "eval": {"select": "last"}})
+    d64 = copy.copy(data)
+    d64.rct, d64.obs, d64.val = (ds.to(dtype=torch.float64) for ds in (data.rct, data.obs, data.val))
+    tr = BidfclTrainer(cfg, d64)
+    tr.fit()
+    tr.begin_bilevel()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        tr.bridge.heads.weight.copy_(0.5 * torch.randn(tr.bridge.heads.weight.shape, generator=g, dtype=torch.float64))
+    idx = torch.arange(64)
+    batch = d64.obs.subset(idx)
+    res = tr.implicit_hypergradient(tr.target, batch, idx, d64.rct)
+    assert cfg.train.curvature == "gauss-newton" and res.state.iter_num == 5
+    inner = [p.detach().clone().requires_grad_(True) for p in tr.target.parameters()]
+    outer = list(tr.bridge.parameters())
+    lower = tr.lower_objective(tr.target, batch, idx)
+    grads_low = implicit._lower_gradients(lower, inner, outer)
+    mixed = implicit._mixed_term(grads_low, res.solution, outer)
+    upper = lambda th, ph: tr._upper_or_zero(*torch.func.functional_call(  # noqa: E731
+        tr.target, dict(zip(tr.t_names, th)), (d64.rct.x,)), d64.rct)
+    _, _, direct = implicit._upper_gradients(upper, inner, outer)
+    assert any(float(m.abs().max()) > 0 for m in mixed)
+    for got, d, m in zip(res.grads, direct, mixed):
+        torch.testing.assert_close(got, d - m, rtol=1e-9, atol=1e-12)
+    # the product against the dense J' D J v
+    gn = implicit._GaussNewton(lower, inner, outer)
+    v = [torch.randn(p.shape, generator=g, dtype=torch.float64) for p in inner]
+    flat = lambda ts: torch.cat([t.reshape(-1) for t in ts])  # noqa: E731
+    sizes = [p.numel() for p in inner]
+
+    def outputs(theta):
+        parts = list(torch.split(theta, sizes))
+        return lower.outputs([t.view_as(p) for t, p in zip(parts, inner)]).reshape(-1)
+
+    jac = torch.autograd.functional.jacobian(outputs, flat(inner).detach())
+    with torch.no_grad():
+        _, w = lower_targets(batch, tr.teach_r[idx], tr.teach_c[idx], *tr.bridge(batch.x),
+                                     cfg.train.bridge_mode, cfg.train.gate_factual)
+    dense = jac.T @ ((2 * w.reshape(-1) / len(idx)) * (jac @ flat(v)))
+    torch.testing.assert_close(flat(gn.matvec(v)), dense, rtol=1e-9, atol=1e-12)
+
+
 # ------------------------------------------------------------- decision quality (bridge, DFCL, budgets)
 @needs_bilevel
 def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
@@ -382,7 +436,7 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     cfg = config_from_dict({"model": {"hidden": [5], "bridge_hidden": [4], "activation": "silu"},
                             "train": {"method": "bidfcl", "epochs": 0, "teacher_epochs": 40, "warm_start_epochs": 40,
                                       "batch_size": 192, "lr": 1e-2, "damping": mu, "cg_iters": 400, "cg_tol": 1e-12,
-                                      "rct_batch_size": 0},
+                                      "rct_batch_size": 0, "curvature": "auto"},
                             "eval": {"select": "last"}, "output": {"progress": "none"}})
     tr = BidfclTrainer(cfg, d)
     tr.fit()
@@ -433,7 +487,7 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
         r, c = functional_call(tr.target, dict(zip(tr.t_names, split(v, tps))), (rct.x,))
         return float(losses.ppl_loss(r, c, rct.treatment, rct.revenue, lam, rct.propensity))
 
-    res = tr.implicit_hypergradient(tr.target, batch, idx, rct)  # default curvature "auto"
+    res = tr.implicit_hypergradient(tr.target, batch, idx, rct)  # curvature "auto"
     assert res.state.status == "converged"  # the exact Hessian: positive definite here
     grad = flat(res.grads)
     assert float(grad.norm()) > 0
@@ -443,15 +497,28 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     def fd(direction):
         return (upper(solve_lower(vstar, phi0 + h * direction)) - upper(solve_lower(vstar, phi0 - h * direction))) / (2 * h)
 
-    unit = grad / grad.norm()
-    along = fd(unit)
-    gen = torch.Generator().manual_seed(1)
-    rest = torch.linalg.qr(torch.cat([unit[:, None], torch.randn(len(phi0), 6, generator=gen, dtype=torch.float64)], 1)).Q[:, 1:]
-    across = torch.tensor([fd(rest[:, k]) for k in range(rest.shape[1])], dtype=torch.float64)
-    # cosine within the 7-dimensional subspace spanned by grad and six random directions
-    cos = along / math.sqrt(along ** 2 + float((across ** 2).sum()))
-    assert cos >= 0.9, (cos, along, across)
-    assert abs(along / float(grad.norm()) - 1) < 0.1  # and the right length
+    def cosine_and_length(grad):
+        """Cosine with the true hypergradient within the 7-dimensional subspace spanned by grad
+        and six random directions, and <true, grad/|grad|> / |grad|."""
+        unit = grad / grad.norm()
+        along = fd(unit)
+        gen = torch.Generator().manual_seed(1)
+        rest = torch.linalg.qr(torch.cat([unit[:, None], torch.randn(len(phi0), 6, generator=gen,
+                                                                     dtype=torch.float64)], 1)).Q[:, 1:]
+        across = torch.tensor([fd(rest[:, k]) for k in range(rest.shape[1])], dtype=torch.float64)
+        return along / math.sqrt(along ** 2 + float((across ** 2).sum())), along / float(grad.norm())
+
+    cos, length = cosine_and_length(grad)
+    assert cos >= 0.9, (cos, length)
+    assert abs(length - 1) < 0.1  # and the right length
+    # the default curvature, Gauss-Newton, leaves out the Hessian's residual term: at a lower
+    # solution it still points along the true hypergradient (measured: cosine 0.97, length ratio 0.72)
+    tr.cfg.train.curvature, tr.cg_warm = "gauss-newton", None
+    gn = tr.implicit_hypergradient(tr.target, batch, idx, rct)
+    assert gn.state.status == "converged"
+    gn_cos, gn_length = cosine_and_length(flat(gn.grads))
+    print("gauss-newton: cosine", gn_cos, "length ratio", gn_length)
+    assert gn_cos >= 0.9, (gn_cos, gn_length)
 
 
 @needs_bilevel

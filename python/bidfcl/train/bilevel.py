@@ -18,10 +18,14 @@ r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
   (single loop; ``inner_steps > 0`` first takes that many Adam steps of a copy, the paper's k-step
   inner solve). :func:`bidfcl.implicit.hypergradient` solves ``(C + damping I) v = grad L_up`` by
   ``cg_iters`` CG iterations warm-started from the previous step's ``v`` (``cg_warm_start``), with
-  ``C`` the exact Hessian where CG finds it positive definite and the Gauss-Newton matrix of
-  :func:`weighted_squared_error` elsewhere (``curvature = "auto"``; or ``"hessian"`` /
-  ``"gauss-newton"`` always). ``damping`` is the weight of a proximal term ``mu/2 ||theta -
-  theta_t||^2`` that makes the lower problem well posed around the current target.
+  ``C`` the Gauss-Newton matrix ``J' (d2 l / do2) J`` of :func:`weighted_squared_error`
+  (``curvature = "gauss-newton"``, the default), the exact Hessian (``"hessian"``), or the Hessian
+  where CG finds it positive definite and Gauss-Newton elsewhere (``"auto"``, the default before
+  issue 12). ``damping`` is the weight of a proximal term ``mu/2 ||theta - theta_t||^2`` that makes
+  the lower problem well posed around the current target. Defaults (``k = 20``, ``cg_iters = 3``,
+  ``bridge_lr = 4e-3``, Gauss-Newton) keep one epoch within about 2x of a pooled-TSM epoch;
+  ``k = 5, cg_iters = 10, bridge_lr = 1e-3, curvature = "auto"`` (the ``bidfcl-ppl-auto-k5``
+  preset) is the schedule before (docs/decision-quality.md section 5).
   ``hypergradient = "unrolled"`` (ablation) differentiates through ``k`` SGD steps of size
   ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`). docs/decision-quality.md gives the
   measurements behind each of these choices.
@@ -289,8 +293,12 @@ class BidfclTrainer(Trainer):
                                rct: UpliftDataset):
         """dL_up/dphi with the parameters of ``inner_model`` taken as the lower-level solution:
         CG (``cg_iters``, ``damping``, warm-started from the previous solution with ``cg_warm_start``)
-        on the full Hessian (``curvature = "hessian"``), its Gauss-Newton part (``"gauss-newton"``),
-        or the Hessian where CG finds it positive definite and Gauss-Newton elsewhere (``"auto"``)."""
+        on the Gauss-Newton matrix (``curvature = "gauss-newton"``, the default), the full Hessian
+        (``"hessian"``), or the Hessian where CG finds it positive definite and Gauss-Newton
+        elsewhere (``"auto"``). The lower loss goes in as a
+        :class:`bidfcl.implicit.CompositeLoss` (outputs of the target, gate-weighted squared error
+        of them), so that the Gauss-Newton products and the mixed term need no double backward
+        through the target."""
         from .. import implicit
 
         t = self.cfg.train

@@ -157,19 +157,20 @@ class TrainConfig:
     warm_start_epochs: int = 5  #: dfcl / bidfcl: prediction-loss epochs before the decision loss
     # bidfcl
     teacher_epochs: int = 20  #: epochs of the RCT teacher (TSM on RCT)
-    k: int = 5  #: a bridge step every k target batches
+    k: int = 20  #: a bridge step every k target batches (was 5; docs/decision-quality.md section 5)
     inner_steps: int = 0  #: cg: Adam steps of L_low from a copy of the target before the hypergradient (paper: 5)
-    cg_iters: int = 10  #: CG iterations per bridge step (warm-started: the solve continues across steps)
+    cg_iters: int = 3  #: CG iterations per bridge step (warm-started: the solve continues across steps; was 10)
     cg_tol: float = 1e-6
     damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
     cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
-    bridge_lr: float = 1e-3  #: Adam step of the bridge (1e-2: see docs/decision-quality.md)
+    bridge_lr: float = 4e-3  #: Adam step of the bridge (was 1e-3 at k = 5; 1e-2: see docs/decision-quality.md)
     learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
     gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
     hypergradient: str = "cg"  #: cg | unrolled
-    #: cg: auto (the exact Hessian where CG finds it positive definite, i.e. at a lower solution;
-    #: else the PSD Gauss-Newton matrix) | hessian (exact double backward) | gauss-newton
-    curvature: str = "auto"
+    #: cg: gauss-newton (the PSD Gauss-Newton matrix; the default since it was what "auto" used in
+    #: 92% of bridge steps) | auto (the exact Hessian where CG finds it positive definite, i.e. at a
+    #: lower solution; else Gauss-Newton; the default before) | hessian (exact double backward)
+    curvature: str = "gauss-newton"
     inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
     bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
     rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)

@@ -61,7 +61,11 @@ PRESETS = {
     "bidfcl-ppl-coldcg": {"train.method": "bidfcl", "train.loss": "ppl", "train.cg_warm_start": False},
     "bidfcl-ppl-paper": {"train.method": "bidfcl", "train.loss": "ppl", "train.inner_steps": 5,
                          "train.curvature": "hessian", "train.damping": 0.0, "train.cg_warm_start": False,
-                         "train.gate_factual": False, "train.cg_iters": 50},
+                         "train.gate_factual": False, "train.cg_iters": 50, "train.k": 5, "train.bridge_lr": 1e-3},
+    # the default before issue 12 (docs/decision-quality.md section 5): auto curvature, CG(10), a
+    # bridge step every 5 batches at lr 1e-3
+    "bidfcl-ppl-auto-k5": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "auto",
+                           "train.cg_iters": 10, "train.k": 5, "train.bridge_lr": 1e-3},
 }
 
 
