@@ -25,7 +25,7 @@ DATA = {"n_rct": 701, "n_obs": 1501, "n_val": 499, "n_test": 503, "seed": 3, "dt
 METHODS = {
     "tsm": {"method": "tsm", "data": "pooled"},
     "dfcl": {"method": "dfcl", "warm_start_epochs": 2},
-    "bidfcl": {"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, "rct_batch_size": 300},
+    "bidfcl": {"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, "rct_batch_size": 300, "k": 2},
 }
 
 
