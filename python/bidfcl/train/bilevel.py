@@ -175,13 +175,6 @@ class BidfclTrainer(Trainer):
         self._rct_rows = (int(idx.numel()), bs)
         return self.data.rct.subset(idx)
 
-    def _share(self, loss: torch.Tensor, rows: Optional[tuple[int, int]]) -> torch.Tensor:
-        """This rank's part ``loss * n_local / n_global`` of a global mean (summed over ranks by the
-        hypergradient's ``reduce``); ``loss`` when alone."""
-        if not self.parallel.active or rows is None:
-            return loss
-        return loss.nan_to_num(0.0) * 0.0 if rows[0] == 0 else loss * (rows[0] / rows[1])
-
     def _upper(self, r, c, batch: UpliftDataset) -> Optional[torch.Tensor]:
         t = self.cfg.train
         return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip, parallel=self.parallel)
@@ -214,7 +207,7 @@ class BidfclTrainer(Trainer):
 
         def loss(o, outer):
             y, w = lower_targets(batch, tr, tc, *self._gates(batch.x, outer), t.bridge_mode, t.gate_factual)
-            return self._share(weighted_squared_error(o, y, w), obs_rows)
+            return self.scaled(weighted_squared_error(o, y, w), averaged=False, rows=obs_rows)
 
         return CompositeLoss(outputs, loss)
 
@@ -230,7 +223,7 @@ class BidfclTrainer(Trainer):
         for _ in range(t.inner_steps):
             inner_opt.zero_grad(set_to_none=True)
             low = lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode, t.gate_factual)
-            self._share(low, self.batch_rows).backward()
+            self.scaled(low, averaged=False).backward()
             if self.parallel.active:  # the global batch's gradient: the sum of the ranks' parts
                 params = list(inner_model.parameters())
                 for p, g in zip(params, self.parallel.sum_list([p.grad for p in params])):
@@ -309,7 +302,7 @@ class BidfclTrainer(Trainer):
 
         def upper(theta, phi):
             r, c = functional_call(inner_model, dict(zip(self.t_names, theta)), (rct.x,))
-            return self._share(self._upper_or_zero(r, c, rct), rct_rows)
+            return self.scaled(self._upper_or_zero(r, c, rct), averaged=False, rows=rct_rows)
 
         x0 = self.cg_warm if t.cg_warm_start else None
         if x0 is not None and any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(x0, inner)):

@@ -450,14 +450,18 @@ class Trainer:
         """Which global rows of split ``name`` this rank holds (None when alone)."""
         return self.data.row_shard(name)
 
-    def scaled(self, loss: torch.Tensor, averaged: bool = True) -> torch.Tensor:
-        """This rank's part of a mean over the current global batch, from the mean ``loss`` over its own
-        rows: ``loss * n_local / n_global`` (times P with ``averaged``, when DDP averages the
-        gradients over ranks); ``loss`` itself when alone. A rank without rows in the batch gets a
-        zero that keeps the graph (its gradients are zero)."""
-        if not self.parallel.active or self.batch_rows is None:
+    def scaled(self, loss: torch.Tensor, averaged: bool = True,
+               rows: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """This rank's part of a mean over a global batch, from the mean ``loss`` over its own rows:
+        ``loss * n_local / n_global`` (times P with ``averaged``, when DDP averages the gradients
+        over ranks; without it the parts are summed, e.g. by the hypergradient's ``reduce``);
+        ``loss`` itself when alone. ``rows``: ``(n_local, n_global)`` of the batch (default: the
+        current global batch of the phase). A rank without rows in the batch gets a zero that keeps
+        the graph (its gradients are zero)."""
+        rows = self.batch_rows if rows is None else rows
+        if not self.parallel.active or rows is None:
             return loss
-        n_local, n_global = self.batch_rows
+        n_local, n_global = rows
         if n_local == 0:
             return loss.nan_to_num(0.0) * 0.0
         return loss * self.parallel.batch_scale(n_local, n_global, averaged)
