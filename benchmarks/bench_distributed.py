@@ -52,7 +52,7 @@ def _rank_main(rank: int, world: int, port: str, n: int, out: str) -> None:
 
     import bidfcl
     from bidfcl import distributed as bd
-    from bidfcl.cli import random_allocation_problem
+    from bidfcl.bench import random_allocation_problem
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)

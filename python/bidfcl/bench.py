@@ -32,6 +32,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from . import _reference as ref
+from . import budgets as budget_units
+from .budgets import BudgetUnit
+from .devices import resolve_device
+from .solver import solve_mckp
+
 __all__ = ["random_allocation_problem", "budgets_between", "PEERS", "BenchRow", "bench_case", "format_rows",
            "numpy_bisection", "torch_bisection", "highs_lp_relaxation", "stream_pass", "bench_budget_batch"]
 
@@ -55,11 +61,11 @@ def random_allocation_problem(n: int, m: int, seed: int = 0, dtype: torch.dtype 
 
 def budgets_between(costs: torch.Tensor, k: int, low: float = 0.1, high: float = 0.9) -> list[float]:
     """``k`` total budgets evenly spaced from ``low`` to ``high`` of the way from the cheapest policy's
-    spend to the dearest's; with ``k = 1`` the single budget sits at ``low``."""
-    cheap = float(costs.min(1).values.double().sum())
-    dear = float(costs.max(1).values.double().sum())
-    fracs = [low] if k == 1 else [low + (high - low) * i / (k - 1) for i in range(k)]
-    return [cheap + f * (dear - cheap) for f in fracs]
+    spend to the dearest's (range positions, :mod:`bidfcl.budgets`); with ``k = 1`` the single budget
+    sits at ``low``."""
+    positions = [low] if k == 1 else [low + (high - low) * i / (k - 1) for i in range(k)]
+    return budget_units.convert(positions, BudgetUnit.RANGE_POSITION, BudgetUnit.TOTAL,
+                                spend_range=budget_units.spend_range(costs), name="budget_range")
 
 
 # ----------------------------------------------------------------------------------- the peers
@@ -70,8 +76,6 @@ def stream_pass(values: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
 
 def torch_bisection(values: torch.Tensor, costs: torch.Tensor, budget: float, steps: int = 50):
     """The eager PyTorch bisection (the pure-PyTorch twin of ``method="bisection"``): ``(lam, value)``."""
-    from . import _reference as ref
-
     out = ref.solve_mckp_bisection(values, costs, torch.tensor([budget], dtype=torch.float64), steps, 0.0)
     return float(out[0][0]), float(out[3][0])
 
@@ -162,9 +166,6 @@ def bench_case(users: int, options: int, *, dtype: torch.dtype = torch.float32, 
                budget_range: tuple[float, float] = (0.1, 0.9)) -> list[BenchRow]:
     """Time every implementation in ``peers`` on one random problem (checked first); see the module doc.
     ``bisect_max_users`` (None: no limit) and ``highs_max_users`` skip the slow peers on big sizes."""
-    from . import solve_mckp
-    from .devices import resolve_device
-
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         raise ValueError(f"bidfcl bench: unknown peer(s) {unknown}; expected some of {list(PEERS)}")
@@ -261,8 +262,6 @@ def bench_budget_batch(users: int, options: int, budgets: int = 16, *, dtype: to
     needs every user's hull. The answers are checked first (same lam and choices). Returns the median
     seconds of both (``one_call``, ``single_calls``) and their ratio ``speedup``.
     """
-    from . import solve_mckp
-
     values, costs = random_allocation_problem(users, options, seed, dtype)
     b_list = budgets_between(costs, budgets, *budget_range)
     b_tensor = torch.tensor(b_list, dtype=torch.float64)

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
+import tempfile
+import textwrap
 import time
 
+import numpy as np
 import torch
 
-from .bench import PEERS, random_allocation_problem  # noqa: F401  (re-exported: older benchmarks import it here)
+from . import __version__, allocation, bench
+from . import budgets as budget_units
+from ._optional import MissingDependencyError
+from .bench import PEERS, random_allocation_problem
+from .budgets import BudgetUnit
+from .data import SCENARIOS, DataError, write_splits
+from .data.loaders import _pyarrow
 from .devices import resolve_device
+from .solver import solve_mckp
+from .streaming import StreamingInputError, allocate_file
+from .train import (ExperimentConfig, config_from_dict, load_config, load_model, load_run_data,
+                    make_trainer)
+from .train import config as train_config
+from .train.config import ConfigError
+from .train.datasets import synthetic_kwargs
+from .train.evaluate import budget_levels, eval_budgets, evaluate_model
+from .train.experiment import combine_results, run_experiment
+from .train.loop import Progress, read_checkpoint
+from .train.parallel import Parallel
 
 __all__ = ["main"]
 
@@ -80,8 +101,6 @@ def _check_writable_dir(path: str, what: str) -> None:
     """``path`` is (or can be created as) a folder this process can write into: checked by creating it
     and a probe file, so read-only folders, files in the way and full or read-only file systems are
     reported before data are generated or models trained."""
-    import tempfile
-
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"{what} {path!r} exists and is not a folder; give a folder path")
     try:
@@ -113,30 +132,29 @@ def _ratio(a: float, b: float, fmt: str) -> str:
 
 
 def _solve_demo(args) -> int:
-    import bidfcl
-
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     _threads(args.threads)
     t0 = time.perf_counter()
     values, costs = random_allocation_problem(args.users, args.options, args.seed, dtype)
     t_gen = time.perf_counter() - t0
-    low = float(costs.min(1).values.double().sum())
-    high = float(costs.max(1).values.double().sum())
-    budget = low + args.budget_fraction * (high - low)
+    # the flag is a range position (0: the cheapest policy's spend, 1: the dearest's); the solver takes a total
+    budget_total = budget_units.convert(args.budget_position, BudgetUnit.RANGE_POSITION, BudgetUnit.TOTAL,
+                                        spend_range=budget_units.spend_range(costs), name="--budget-position")
     warm = min(1000, args.users)
-    bidfcl.solve_mckp(values[:warm], costs[:warm], budget * warm / args.users, method=args.method)  # warm-up
+    warm_total = budget_units.convert(budget_total, BudgetUnit.TOTAL, BudgetUnit.PER_CAPITA, n_rows=args.users) * warm
+    solve_mckp(values[:warm], costs[:warm], warm_total, method=args.method)  # warm-up
     t0 = time.perf_counter()
-    sol = bidfcl.solve_mckp(values, costs, budget, method=args.method)
+    sol = solve_mckp(values, costs, budget_total, method=args.method)
     t_solve = time.perf_counter() - t0
     t0 = time.perf_counter()
     _ = values.sum() + costs.sum()
     t_stream = time.perf_counter() - t0
     gap = float(sol.dual_bound) - float(sol.value)
-    print(f"bidfcl {bidfcl.__version__} solve-demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)")
-    print(f"  problem generated in {t_gen:.2f} s; budget = {budget:,.2f} ({args.budget_fraction:.0%} of the way from the cheapest to the dearest policy)")
+    print(f"bidfcl {__version__} solve-demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)")
+    print(f"  problem generated in {t_gen:.2f} s; budget = {budget_total:,.2f} ({args.budget_position:.0%} of the way from the cheapest to the dearest policy)")
     print(f"  method            {args.method}")
     print(f"  lam*              {float(sol.lam):.9g}")
-    print(f"  spend / budget    {float(sol.spend):,.4f} / {budget:,.4f} = {_ratio(float(sol.spend), budget, '.9f')}")
+    print(f"  spend / budget    {float(sol.spend):,.4f} / {budget_total:,.4f} = {_ratio(float(sol.spend), budget_total, '.9f')}")
     print(f"  value             {float(sol.value):,.4f}")
     print(f"  dual bound        {float(sol.dual_bound):,.4f}  (gap {gap:,.4f} = {_ratio(gap, abs(float(sol.dual_bound)), '.2e')} relative; optimum lies in between)")
     print(f"  users upgraded    {int((sol.choice > 0).sum()):,} of {args.users:,}")
@@ -146,18 +164,16 @@ def _solve_demo(args) -> int:
 
 def _parse_sets(items) -> dict:
     """``--set section.key=value`` (value as a TOML literal; a bare word is a string)."""
-    from .train.config import NO_TOML_PARSER, ConfigError, tomllib
-
-    if items and tomllib is None:  # keeping every value as text would change their types silently
-        raise ConfigError(NO_TOML_PARSER)
+    if items and train_config.tomllib is None:  # keeping every value as text would change their types silently
+        raise ConfigError(train_config.NO_TOML_PARSER)
     out = {}
     for item in items or []:
         if "=" not in item:
             raise SystemExit(f"bidfcl: --set expects section.key=value, got {item!r}")
         key, value = item.split("=", 1)
         try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:  # not a TOML literal (a bare word): keep the text
+            out[key.strip()] = train_config.tomllib.loads(f"v = {value}")["v"]
+        except train_config.tomllib.TOMLDecodeError:  # not a TOML literal (a bare word): keep the text
             out[key.strip()] = value
     return out
 
@@ -171,8 +187,6 @@ def _threads(n: int) -> None:
 
 
 def _load_cfg(args):
-    from .train import load_config
-
     over = _parse_sets(getattr(args, "set", None))
     if getattr(args, "scenario", None):
         over["data.scenario"] = args.scenario
@@ -184,8 +198,6 @@ def _load_cfg(args):
 
 
 def _ignored_experiment_note(cfg, command: str) -> None:
-    from .train import ExperimentConfig
-
     if cfg.experiment != ExperimentConfig():
         print(f"bidfcl {command}: note: this config's [experiment] section is used by `bidfcl experiment` only; "
               f"`bidfcl {command}` trains train.method = {cfg.train.method!r} (loss {cfg.train.loss!r}) once",
@@ -200,16 +212,11 @@ def _step(progress, text: str):
 
 
 def _train(args) -> int:
-    from .train import load_run_data, make_trainer
-    from .train.loop import Progress, read_checkpoint
-
     cfg = _load_cfg(args)
     if args.progress:
         cfg = cfg.replace({"output.progress": args.progress})
     _threads(args.threads or cfg.output.threads)
     _ignored_experiment_note(cfg, "train")
-    from .train.parallel import Parallel
-
     # under torchrun: join the group (gloo on CPU, nccl on CUDA); every check below is agreed by all
     # ranks, so bad input on one rank stops every rank with the message instead of a hang
     par = Parallel.from_environment(cfg.train.device)
@@ -269,11 +276,6 @@ def _print_evaluation(ev: dict, title: str) -> None:
 
 
 def _evaluate(args) -> int:
-    import json
-
-    from .train import config_from_dict, load_config, load_model, load_run_data
-    from .train.evaluate import budget_levels, eval_budgets, evaluate_model
-
     _threads(args.threads)
     if args.output:
         _check_output_file(args.output, "--output")
@@ -310,10 +312,6 @@ def _evaluate(args) -> int:
 
 def _read_features(path: str, columns):
     """Feature matrix (and the table) from a Parquet or CSV file via pyarrow."""
-    import numpy as np
-
-    from .data.loaders import _pyarrow
-
     pa = _pyarrow()  # MissingDependencyError (one line, naming the extra) without pyarrow
     pacsv, pq = pa.csv, pa.parquet
     low = path.lower()
@@ -342,10 +340,6 @@ def _read_features(path: str, columns):
 
 
 def _allocate(args) -> int:
-    import bidfcl
-
-    from .train import load_model
-
     _threads(args.threads)
     if (args.budget is None) == (args.total_budget is None):
         raise UsageError("give exactly one of --budget (per capita) or --total-budget")
@@ -367,8 +361,6 @@ def _allocate(args) -> int:
         print(f"bidfcl allocate: the model expects {model.n_features} features, got {len(features)} columns",
               file=sys.stderr)
         return 2
-    from . import allocation
-
     constrained = allocation.cli_constraints_given(args)
     if args.chunk_rows and not constrained:
         return _allocate_streaming(args, model, features)
@@ -380,14 +372,15 @@ def _allocate(args) -> int:
     r_hat, c_hat = model.predict(x)
     c_hat = c_hat.clamp_min(0.0)
     n = x.shape[0]
-    total = args.total_budget if args.total_budget is not None else args.budget * n
+    total = args.total_budget if args.total_budget is not None else \
+        budget_units.convert(args.budget, BudgetUnit.PER_CAPITA, BudgetUnit.TOTAL, n_rows=n, name="--budget")
     if total < 0:
         print(f"bidfcl allocate: expected a budget >= 0, got {total}", file=sys.stderr)
         return 2
     if constrained:
         sol, report = allocation.allocate_table(table, r_hat, c_hat, float(total), args)
     else:
-        sol = bidfcl.solve_mckp(r_hat, c_hat, float(total))
+        sol = solve_mckp(r_hat, c_hat, float(total))
     choice = sol.choice
     rows = torch.arange(n)
     exp_rev = r_hat[rows, choice].to(torch.float64)
@@ -427,8 +420,6 @@ def _allocate(args) -> int:
 
 def _allocate_streaming(args, model, features) -> int:
     """``allocate --chunk-rows N``: two passes over the input in chunks (bidfcl.streaming)."""
-    from .streaming import StreamingInputError, allocate_file
-
     try:
         res = allocate_file(model, args.input, args.output, features, budget=args.budget,
                             total_budget=args.total_budget, id_column=args.id_column, chunk_rows=args.chunk_rows,
@@ -447,9 +438,6 @@ def _allocate_streaming(args, model, features) -> int:
 
 
 def _experiment(args) -> int:
-    from .train.experiment import combine_results, run_experiment
-    from .train.loop import Progress
-
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # every rank would run (and write) the whole grid
         raise ValueError("bidfcl experiment runs in one process; under torchrun train one run at a time with "
                          "`torchrun ... -m bidfcl train --config C`")
@@ -477,8 +465,6 @@ def _experiment(args) -> int:
         over["output.dir"] = args.out
     if args.device:
         over["train.device"] = args.device
-    from .train import load_config
-
     cfg = load_config(args.config, over)
     _threads(args.threads or cfg.output.threads)
     resolve_device(cfg.train.device, "train.device")
@@ -512,10 +498,6 @@ DEMO_CONFIG = {
 
 
 def _learning_demo(args) -> int:
-    from .train import config_from_dict
-    from .train.datasets import synthetic_kwargs
-    from .train.experiment import run_experiment
-
     _threads(args.threads)
     if args.out:
         _check_writable_dir(args.out, "--out")
@@ -530,7 +512,7 @@ def _learning_demo(args) -> int:
     t = cfg.train
     d = synthetic_kwargs(cfg.data)
     n_rct = d.get("n_rct", 20000)
-    print(f"bidfcl {__import__('bidfcl').__version__} demo: learning to allocate a budget on synthetic marketing data "
+    print(f"bidfcl {__version__} demo: learning to allocate a budget on synthetic marketing data "
           f"with ground truth ({torch.get_num_threads()} threads)")
     print(f"  data: scenario {cfg.data.scenario!r} (`bidfcl scenarios` lists them; --scenario NAME for another)")
     print(f"  {n_rct:,} RCT + {d.get('n_obs', 10 * n_rct):,} biased OBS users (hidden confounder), "
@@ -568,10 +550,6 @@ def _size_list(what: str, low: int):
 
 
 def _bench(args) -> int:
-    import json
-
-    from . import bench
-
     _threads(args.threads)
     dtypes = {"float32": torch.float32, "float64": torch.float64}
     rows = []
@@ -598,9 +576,6 @@ def _bench(args) -> int:
 
 
 def _write_data(args) -> int:
-    from .data import write_splits
-    from .train import config_from_dict, load_run_data
-
     raw = {"source": "synthetic"}
     if args.scenario:
         raw["scenario"] = args.scenario
@@ -622,10 +597,6 @@ def _write_data(args) -> int:
 
 
 def _scenarios(args) -> int:
-    import textwrap
-
-    from .data import SCENARIOS
-
     def ratio(v):
         return "-" if v is None else f"{v:.3f}"
 
@@ -664,8 +635,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=_int_at_least(1, "a user count"), default=1_000_000, help="users N (default 1,000,000)")
     demo.add_argument("--options", type=_int_at_least(1, "an option count"), default=8,
                       help="options M per user, option 0 free (default 8; at most 256)")
-    demo.add_argument("--budget-fraction", type=_finite_float("a budget fraction", 0.0, 1.0), default=0.3,
-                      help="budget between the cheapest (0) and dearest (1) policy (default 0.3)")
+    demo.add_argument("--budget-position", "--budget-fraction", dest="budget_position",
+                      type=_finite_float("a budget position", 0.0, 1.0), default=0.3,
+                      help="where the total budget lies between the total spend of the cheapest policy (0: "
+                           "everyone on the cheapest option) and of the dearest (1): budget = cheapest + position "
+                           "x (dearest - cheapest); not a share of any cost (default 0.3; --budget-fraction is its "
+                           "old name)")
     demo.add_argument("--method", choices=["exact", "bisection"], default="exact",
                       help="exact breakpoint solve (default) or the bisection baseline")
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="problem dtype (default float32)")
@@ -780,10 +755,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> int:
-    from ._optional import MissingDependencyError
-    from .data import DataError
-    from .train.config import ConfigError
-
     try:
         rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as an "Exception ignored" at exit

@@ -41,7 +41,7 @@ from . import _validate
 from ._ops import ops
 from ._reference import PIFD_ZERO_GAP_FLOOR
 from ._validate import call_op
-from .solver import _row_propensity
+from .propensity import row_propensity
 
 __all__ = ["ppl_loss", "pifd_loss", "dpl_loss", "mer_loss", "difd_loss", "LossWithStatus", "PIFD_ZERO_GAP_FLOOR"]
 
@@ -102,7 +102,8 @@ def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single:
     if cost is not None:
         cost = _float_vector(cost, "cost", r_hat)
     grid = _lam_grid(lam, r_hat, "lam" if single else "lams", single)
-    prop = _row_propensity(propensity, treatment, r_hat)
+    prop = row_propensity(propensity, treatment, num_options=r_hat.shape[1], dtype=r_hat.dtype,
+                          device=r_hat.device)
     return r_hat, c_hat, treatment, revenue, cost, grid, prop
 
 

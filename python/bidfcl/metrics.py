@@ -9,7 +9,8 @@
 * :func:`qini` / :func:`auuc` -- uplift-ranking areas for users with a single outcome.
 
 Propensity everywhere: ``None`` uses the arm shares ``p_t = N_t / N`` of the rows given; a per-row
-``[N]`` or per-arm ``[M]`` tensor is accepted too (per-row wins when N == M).
+``[N]`` or per-arm ``[M]`` tensor is accepted too (per-row wins when N == M). The one contract and
+its checks are :mod:`bidfcl.propensity`'s.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from . import _validate
 from ._ops import MAX_OPTIONS, ops
 from ._validate import InputError, call_op
+from .propensity import row_propensity
 from .solver import solve_mckp_rct
 
 __all__ = ["PolicyValue", "EomResult", "AuccCurve", "policy_value", "eom", "eom_curve", "aucc", "aucc_curve",
@@ -79,35 +81,6 @@ def _q(q) -> int:
                              why=" (curve points; bidfcl.metrics.MAX_CURVE_Q bounds the curve's memory)")
 
 
-def _policy_propensity(propensity, treatment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Per-row propensity of each row's own arm: arm shares, per-row [N] or per-arm [M].
-
-    ``treatment`` has been checked (int64 [N], labels >= 0) by the caller."""
-    n = treatment.shape[0]
-    if propensity is None:
-        if n == 0:
-            return torch.ones(0, dtype=dtype, device=treatment.device)
-        counts = torch.bincount(treatment).to(dtype)
-        return (counts / n)[treatment]
-    if isinstance(propensity, (list, tuple)):
-        propensity = torch.tensor(propensity, dtype=dtype, device=treatment.device)
-    propensity = _tensor(propensity, "propensity")
-    if not propensity.is_floating_point():
-        raise _validate.InputTypeError(f"bidfcl: propensity must be a float tensor of probabilities, "
-                                       f"got dtype {propensity.dtype}")
-    propensity = propensity.to(device=treatment.device, dtype=dtype)
-    if propensity.dim() == 1 and propensity.shape[0] == n:
-        return propensity
-    if propensity.dim() == 1:
-        m = propensity.shape[0]
-        if n and bool((treatment >= m).any()):
-            i = int(torch.nonzero(treatment >= m)[0])
-            raise ValueError(f"bidfcl: treatment must be in [0, M) = [0, {m}) for a per-arm propensity, "
-                             f"got {int(treatment[i])} at row {i}")
-        return propensity[treatment]
-    raise ValueError(f"bidfcl: propensity must be None, per-row [N={n}] or per-arm [M], got shape {list(propensity.shape)}")
-
-
 def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, cost: torch.Tensor,
                  propensity=None, normalize: str = "ipw", *, n_options=None) -> PolicyValue:
     """Unbiased per-capita revenue and cost of a fixed policy on RCT rows, with standard errors.
@@ -159,7 +132,8 @@ def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.T
                          f"{int(choice2[k, i])} at {at}")
     revenue = _outcome(revenue, "revenue")
     cost = _outcome(cost, "cost", revenue.dtype)
-    prop = _policy_propensity(propensity, treatment, revenue.dtype)
+    # M unknown: a per-arm propensity defines it, and row_propensity checks the labels against it
+    prop = row_propensity(propensity, treatment, num_options=None if n_options is None else m, dtype=revenue.dtype)
     if cost.dim() == 2:  # K resources: one cost (and standard error) per resource
         return _policy_value_resources(choice2, treatment, revenue, cost, prop, normalize == "hajek", single)
     out = call_op(ops.policy_value, choice2, treatment, revenue, cost, prop, normalize == "hajek")
@@ -199,7 +173,7 @@ def eom_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     treatment = _validate.treatment(treatment, n=n, m=m, length_of="row of r_hat")
     cost = _outcome(cost, "cost", r_hat.dtype)
     revenue = _outcome(revenue, "revenue", r_hat.dtype)
-    prop = _policy_propensity(propensity, treatment, r_hat.dtype)
+    prop = row_propensity(propensity, treatment, num_options=m, dtype=r_hat.dtype)
     # a number gives 0-d fields, a [K] tensor [K] fields (solve_mckp_rct squeezes the same way)
     sol = solve_mckp_rct(r_hat, c_hat, treatment, cost, budgets, prop)
     pv = policy_value(sol.choice, treatment, revenue, cost, prop, normalize, n_options=m)

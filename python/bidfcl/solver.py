@@ -41,6 +41,7 @@ import torch
 from . import _validate
 from ._ops import ops
 from ._validate import call_op
+from .propensity import arm_propensity, row_propensity  # noqa: F401  (arm_propensity: public here before)
 
 __all__ = ["MckpSolution", "RctSolution", "Frontier", "solve_mckp", "budget_frontier", "solve_mckp_rct"]
 
@@ -195,33 +196,6 @@ def budget_frontier(values: torch.Tensor, costs: torch.Tensor) -> Frontier:
     return Frontier(*call_op(ops.budget_frontier, values, costs))
 
 
-def arm_propensity(treatment: torch.Tensor, num_options: int, dtype: torch.dtype) -> torch.Tensor:
-    """Per-row propensity ``p_{t_i} = N_{t_i} / N`` from the arm shares of ``treatment``."""
-    n = treatment.shape[0]
-    safe = treatment.clamp(0, max(num_options - 1, 0))  # out-of-range labels are reported by the op
-    counts = torch.zeros(num_options, dtype=dtype, device=treatment.device)
-    counts = counts.index_add(0, safe, torch.ones(n, dtype=dtype, device=treatment.device))
-    return (counts / max(n, 1))[safe]
-
-
-def _row_propensity(propensity, treatment: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    n, m = values.shape
-    if propensity is None:
-        return arm_propensity(treatment, m, values.dtype)
-    if isinstance(propensity, (list, tuple)):
-        propensity = torch.tensor(propensity, dtype=values.dtype, device=values.device)
-    propensity = _as_tensor(propensity, "propensity")
-    if not propensity.is_floating_point():
-        raise _validate.InputTypeError(f"bidfcl: propensity must be a float tensor of probabilities, got dtype {propensity.dtype}")
-    if propensity.dim() == 1 and propensity.shape[0] == n:
-        return propensity.to(values.dtype)
-    if propensity.dim() == 1 and propensity.shape[0] == m:
-        return propensity.to(device=values.device, dtype=values.dtype)[treatment.clamp(0, m - 1)]
-    raise ValueError(
-        f"bidfcl: propensity must be None, per-row [N={n}] or per-arm [M={m}], got shape {list(propensity.shape)}"
-    )
-
-
 def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.Tensor, cost_obs: torch.Tensor,
                    budget_per_capita, propensity=None, *, check: bool = True) -> RctSolution:
     """RCT-calibrated allocation (the paper's Alg. 2 as used for training and evaluation), exact.
@@ -241,7 +215,7 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
         cost_obs: ``[N]`` observed cost of each row under its arm.
         budget_per_capita: a number or a ``[K]`` tensor.
         propensity: None (arm shares of ``treatment``), per-row ``[N]`` or per-arm ``[M]``
-            probabilities (per-row wins when N == M).
+            probabilities (per-row wins when N == M); see :mod:`bidfcl.propensity`.
         check: ``False`` reports bad values (the treatment range included) lazily through
             ``sol.status`` instead of raising, with no host read (see the module docstring).
     """
@@ -256,7 +230,7 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
     if not cost_obs.is_floating_point():
         raise _validate.InputTypeError(f"bidfcl: cost_obs must be a float tensor, got dtype {cost_obs.dtype}")
     budgets, scalar = _budgets(budget_per_capita, values)
-    prop = _row_propensity(propensity, treatment, values)
+    prop = row_propensity(propensity, treatment, num_options=m, dtype=values.dtype, device=values.device)
     cost_obs = cost_obs.to(values.dtype)
     if not check:
         status = call_op(ops.validate_mckp, values, costs, budgets, treatment, cost_obs, prop)

@@ -24,6 +24,7 @@ import torch
 
 from .. import _validate
 from .._ops import MAX_OPTIONS
+from ..propensity import row_propensity
 
 __all__ = ["UpliftDataset", "DataError"]
 
@@ -217,11 +218,18 @@ class UpliftDataset:
         return self
 
     def row_propensity(self) -> torch.Tensor:
-        """``propensity`` if given, else the arm share ``N_{t_i} / N`` of each row's arm."""
+        """``propensity`` if given (itself), else the arm share ``N_{t_i} / N`` of each row's arm in the
+        features' dtype (:func:`bidfcl.propensity.row_propensity` with this dataset's arm counts).
+
+        Raises :class:`DataError` for a label outside ``[0, n_options)`` (no share to look up)."""
         if self.propensity is not None:
             return self.propensity
-        counts = self.arm_counts().to(self.x.dtype)
-        return (counts / max(len(self), 1))[self.treatment]
+        m = self.n_options
+        i = _first_row(self.treatment, lambda b: (b < 0) | (b >= m))
+        if i is not None:
+            raise DataError(f"bidfcl.data: expected treatment in [0, {m}) to look up its arm share, got "
+                            f"{int(self.treatment[i])} at row {i}")
+        return row_propensity(None, self.treatment, num_options=m, dtype=self.x.dtype, counts=self.arm_counts())
 
     # --------------------------------------------------------------------------- transformation
     def subset(self, idx) -> "UpliftDataset":

@@ -13,6 +13,7 @@ features, int64 treatment and float32 revenue/cost.
 from __future__ import annotations
 
 import os
+import re
 from typing import Optional, Sequence
 
 import numpy as np
@@ -275,8 +276,6 @@ def _in_range(batches, rows):
 def _locate_csv_cell(path: str, names: Sequence[str], columns: Sequence[str], message: str) -> str:
     """pyarrow's CSV conversion error names the column by its index only: find the column name,
     the first cell of it that is not a number and its data row (an error-path rescan of that column)."""
-    import re
-
     import pyarrow as pa
     import pyarrow.csv as pacsv
 

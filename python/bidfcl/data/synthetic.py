@@ -84,6 +84,7 @@ import numpy as np
 import torch
 
 from .._ops import MAX_OPTIONS
+from ..budgets import BudgetUnit, convert
 from ..solver import solve_mckp
 from .dataset import DataError, UpliftDataset
 
@@ -250,13 +251,11 @@ class MarketingData:
         """
         ds = self.split(split)
         n = len(ds)
-        if isinstance(budget_per_capita, torch.Tensor):
-            budget = budget_per_capita.to(torch.float64) * n
-        elif isinstance(budget_per_capita, (list, tuple)):
-            budget = torch.tensor(budget_per_capita, dtype=torch.float64) * n
-        else:
-            budget = float(budget_per_capita) * n
-        sol = solve_mckp(ds.r_true, ds.c_true, budget)
+        if isinstance(budget_per_capita, (list, tuple)):  # solve_mckp takes a number or a tensor
+            budget_per_capita = torch.tensor(budget_per_capita, dtype=torch.float64)
+        budget_total = convert(budget_per_capita, BudgetUnit.PER_CAPITA, BudgetUnit.TOTAL, n_rows=n,
+                               name="budget_per_capita")
+        sol = solve_mckp(ds.r_true, ds.c_true, budget_total)
         return OraclePolicy(sol.choice, sol.value / max(n, 1), sol.spend / max(n, 1), sol.lam)
 
     def max_spend_per_capita(self, split: str = "test") -> float:

@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 
+from .. import budgets as budget_units
 from ..data import MarketingData, UpliftDataset
 from ..solver import solve_mckp_rct
 from .config import BUDGET_UNITS
@@ -41,14 +42,10 @@ def per_capita_budgets(values, unit: str, ds: UpliftDataset, parallel=None, n_ro
     """Budgets ``values`` in ``unit`` as per-capita budgets on the rows ``ds`` (the one conversion):
     ``share`` of ``C_max`` (the largest arm's mean observed cost on ``ds``), ``per_capita`` as given,
     ``total`` spread over ``len(ds)`` rows (``n_rows``: the global count of a sharded split)."""
-    if unit == "share":
-        top = max_arm_cost(ds, parallel)
-        return [top * float(v) for v in values]
-    if unit == "total":
-        return [float(v) / max(len(ds) if n_rows is None else n_rows, 1) for v in values]
-    if unit == "per_capita":
-        return [float(v) for v in values]
-    raise ValueError(f"bidfcl: expected a budget unit in {list(BUDGET_UNITS)}, got {unit!r}")
+    unit = budget_units.budget_unit(unit)
+    ref = max_arm_cost(ds, parallel) if unit is budget_units.BudgetUnit.SHARE else None
+    return budget_units.convert(list(values), unit, budget_units.BudgetUnit.PER_CAPITA, reference_cost=ref,
+                                n_rows=len(ds) if n_rows is None else n_rows)
 
 
 def eval_budgets(ev, ds: UpliftDataset, parallel=None, n_rows: Optional[int] = None) -> list[float]:
