@@ -27,9 +27,10 @@ DATA = {"base_scale": 0.1, "n_rct": 2000, "n_val": 1000, "n_obs": 100000, "n_tes
 
 def epoch_seconds(train: dict, epochs: int) -> float:
     from bidfcl.train import config_from_dict, load_run_data, make_trainer
+    from bidfcl.train.config import upgrade_run_config  # the variants name keys in one flat [train]
 
-    cfg = config_from_dict({"data": DATA, "train": dict(train, epochs=epochs, batch_size=1024),
-                            "eval": {"select": "last"}, "output": {"progress": "none"}})
+    cfg = config_from_dict(upgrade_run_config({"data": DATA, "train": dict(train, epochs=epochs, batch_size=1024),
+                                               "eval": {"select": "last"}, "output": {"progress": "none"}}))
     tr = make_trainer(cfg, load_run_data(cfg.data))
     res = tr.fit()
     main = [k for k in res["epoch_seconds"] if k not in ("teacher",) and not k.endswith("warm")]
@@ -67,11 +68,12 @@ def epoch_cpu_seconds(train: dict, epochs: int) -> float:
     counts the work done, not the time spent waiting for a shared machine's cores (cache and
     memory-bandwidth contention still add to it)."""
     from bidfcl.train import config_from_dict, load_run_data, make_trainer
+    from bidfcl.train.config import upgrade_run_config  # the variants name keys in one flat [train]
 
     cpu = []
     for n in (epochs, epochs + 2):
-        cfg = config_from_dict({"data": DATA, "train": dict(train, epochs=n, batch_size=1024),
-                                "eval": {"select": "last"}, "output": {"progress": "none"}})
+        cfg = config_from_dict(upgrade_run_config({"data": DATA, "train": dict(train, epochs=n, batch_size=1024),
+                                                   "eval": {"select": "last"}, "output": {"progress": "none"}}))
         tr = make_trainer(cfg, load_run_data(cfg.data))
         start = time.process_time()
         tr.fit()

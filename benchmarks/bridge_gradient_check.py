@@ -35,8 +35,8 @@ def build(scenario: str, seed: int, epochs: int):
     from bidfcl.train import BidfclTrainer, config_from_dict, load_run_data
 
     raw = {"data": {"scenario": scenario, "seed": seed},
-           "train": {"method": "bidfcl", "epochs": epochs, "teacher_epochs": 150, "warm_start_epochs": 5,
-                     "batch_size": 1024, "seed": seed},
+           "train": {"method": "bidfcl", "epochs": epochs, "warm_start_epochs": 5, "batch_size": 1024, "seed": seed},
+           "bidfcl": {"teacher_epochs": 150},
            "eval": {"select": "last"}, "output": {"progress": "none"}}
     cfg = config_from_dict(raw)
     tr = BidfclTrainer(cfg, load_run_data(cfg.data))
@@ -73,8 +73,8 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
     from bidfcl import losses
     from bidfcl.solver import solve_mckp_rct
 
-    t = tr.cfg.train
-    mu = t.damping
+    t, b = tr.cfg.train, tr.cfg.bidfcl
+    mu = b.damping
     rct = tr.data.rct
     n_obs = len(tr.obs_rows)
     s_idx = torch.randperm(n_obs, generator=gen)[:lower_rows].sort().values
@@ -122,18 +122,18 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
     est = {}
     res = tr.implicit_hypergradient(target, b_rows, b_idx, rct)
     est["trainer (1024 rows, warm CG)"] = flat(res.grads)
-    saved = (t.cg_iters, t.cg_warm_start)
-    t.cg_iters, t.cg_warm_start = 200, False
+    saved = (b.cg_iters, b.cg_warm_start)
+    b.cg_iters, b.cg_warm_start = 200, False
     est["same on S, CG(200)"] = flat(tr.implicit_hypergradient(target, s_rows, s_idx, rct).grads)
-    t.cg_iters, t.cg_warm_start = saved
-    paper_cfg = dataclasses.replace(t, inner_steps=5, curvature="hessian", damping=0.0, cg_iters=50,
+    b.cg_iters, b.cg_warm_start = saved
+    paper_cfg = dataclasses.replace(b, inner_steps=5, curvature="hessian", damping=0.0, cg_iters=50,
                                     cg_warm_start=False, gate_factual=False)
-    tr.cfg.train, keep = paper_cfg, t
+    tr.cfg.bidfcl, keep = paper_cfg, b
     try:
         inner = tr._inner_solution(b_rows, b_idx)
         est["literal Algorithm 1"] = flat(tr.implicit_hypergradient(inner, b_rows, b_idx, rct).grads)
     finally:
-        tr.cfg.train = keep
+        tr.cfg.bidfcl = keep
     basis = [e / e.norm() for e in est.values() if float(e.norm()) > 0]
     basis += [torch.randn(len(phi0), generator=gen, dtype=torch.float64) for _ in range(n_random)]
     q = torch.linalg.qr(torch.stack(basis, 1)).Q

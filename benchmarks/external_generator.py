@@ -48,9 +48,11 @@ output = "linear"
 
 [train]
 epochs = 10
-teacher_epochs = 60
 warm_start_epochs = 5
 batch_size = 1024
+
+[bidfcl]
+teacher_epochs = 60
 
 [experiment]
 methods = ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl"]

@@ -48,6 +48,7 @@ def timed(owner, name: str, label: str) -> None:
 
 def main() -> None:
     from bidfcl.train import config_from_dict, load_run_data, make_trainer
+    from bidfcl.train.config import upgrade_run_config  # --set names keys in one flat [train]
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
@@ -72,9 +73,10 @@ def main() -> None:
         (implicit._GaussNewton, "mixed", "    mixed term from J v (gauss-newton)"),
     ]:
         timed(owner, name, label)
-    cfg = config_from_dict({"data": DATA, "train": dict(method="bidfcl", teacher_epochs=2, warm_start_epochs=1,
-                                                        epochs=args.epochs, batch_size=1024, **extra),
-                            "eval": {"select": "last"}, "output": {"progress": "none"}})
+    cfg = config_from_dict(upgrade_run_config({
+        "data": DATA, "train": dict(method="bidfcl", teacher_epochs=2, warm_start_epochs=1, epochs=args.epochs,
+                                    batch_size=1024, **extra),
+        "eval": {"select": "last"}, "output": {"progress": "none"}}))
     trainer = make_trainer(cfg, load_run_data(cfg.data))
     steps = []
     bridge_step = trainer.bridge_step

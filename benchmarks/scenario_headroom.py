@@ -44,7 +44,8 @@ def run_config(scenario: str, data: str, epochs: int, seed: int):
     return config_from_dict({
         "data": {"scenario": scenario},
         "model": {"hidden": [128, 64, 32]},
-        "train": {"method": "tsm", "data": data, "epochs": epochs, "batch_size": 1024, "lr": 1e-3, "seed": seed},
+        "train": {"method": "tsm", "epochs": epochs, "batch_size": 1024, "lr": 1e-3, "seed": seed},
+        "tsm": {"data": data},
         "output": {"progress": "none"},
     })
 

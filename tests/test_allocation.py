@@ -515,7 +515,7 @@ def test_cli_allocate_with_constraints(tmp_path, capsys):
 
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[data]\nn_rct = 400\nn_obs = 400\nn_val = 200\nn_test = 200\n[model]\nhidden = [8]\n'
-                   '[train]\nmethod = "tsm"\ndata = "rct"\nepochs = 1\nbatch_size = 256\n[output]\n'
+                   '[train]\nmethod = "tsm"\nepochs = 1\nbatch_size = 256\n[tsm]\ndata = "rct"\n[output]\n'
                    f'progress = "none"\ndir = "{tmp_path / "run"}"\n')
     old = torch.get_num_threads()
     torch.set_num_threads(1)

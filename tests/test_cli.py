@@ -17,9 +17,10 @@ n_test = 800
 hidden = [16, 8]
 [train]
 method = "tsm"
-data = "pooled"
 epochs = 2
 batch_size = 256
+[tsm]
+data = "pooled"
 [output]
 progress = "none"
 """

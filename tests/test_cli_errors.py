@@ -21,9 +21,10 @@ n_test = 400
 hidden = [8]
 [train]
 method = "tsm"
-data = "pooled"
 epochs = 2
 batch_size = 256
+[tsm]
+data = "pooled"
 [output]
 progress = "none"
 """
@@ -277,8 +278,8 @@ def test_experiment_says_which_config_values_presets_replace(cfg):
     from bidfcl.train.experiment import preset_notes
 
     c = load_config(cfg, {"experiment.methods": ["tsm-rct", "tsm-pooled"], "experiment.reference": "tsm-rct"})
-    notes = preset_notes(c)  # the config says train.data = "pooled"
-    assert len(notes) == 1 and "'tsm-rct' sets train.data = 'rct'" in notes[0] and "'pooled'" in notes[0]
+    notes = preset_notes(c)  # the config says tsm.data = "pooled"
+    assert len(notes) == 1 and "'tsm-rct' sets tsm.data = 'rct'" in notes[0] and "'pooled'" in notes[0]
     c2 = load_config(cfg, {"experiment.methods": ["tsm-pooled"], "experiment.reference": "tsm-pooled"})
     assert preset_notes(c2) == []
 

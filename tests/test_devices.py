@@ -22,10 +22,9 @@ def data():
 
 
 def cfg(method="tsm", **train):
-    t = {"method": method, "epochs": 2, "batch_size": 128, "warm_start_epochs": 1, "teacher_epochs": 1, **train}
-    if method == "tsm":
-        t.setdefault("data", "pooled")
-    return {"model": {"hidden": [8]}, "train": t, "output": {"progress": "none"}}
+    t = {"method": method, "epochs": 2, "batch_size": 128, "warm_start_epochs": 1, **train}
+    return {"model": {"hidden": [8]}, "train": t, "output": {"progress": "none"}, "tsm": {"data": "pooled"},
+            "bidfcl": {"teacher_epochs": 1}}
 
 
 def test_resolve_device():

@@ -458,6 +458,19 @@ def test_unrolled_approaches_implicit():
     torch.testing.assert_close(inner[0].detach(), theta[:-1])
 
 
+def test_an_undefined_upper_loss_counts_as_zero():
+    """An upper loss that returns None (undefined, e.g. no multiplier meets the budget) gives zero
+    gradients, a zero upper loss and upper_defined False, in every hypergradient variant."""
+    prob = Ridge()
+    inner, outer = prob.params()
+    for res in (implicit.hypergradient(prob.lower, lambda i, o: None, inner, outer, max_iter=5),
+                implicit.neumann(prob.lower, lambda i, o: None, inner, outer, max_iter=3, alpha=0.1),
+                implicit.unrolled(prob.lower, lambda i, o: None, inner, outer, max_iter=2)):
+        assert not res.upper_defined and float(res.upper_loss) == 0.0
+        assert all(not bool(g.any()) for g in res.grads)
+    assert implicit.hypergradient(prob.lower, prob.upper, inner, outer, max_iter=5).upper_defined
+
+
 def test_neumann_approaches_implicit():
     prob = Ridge()
     inner, outer = prob.params()

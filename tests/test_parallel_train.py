@@ -23,15 +23,18 @@ ROOT = os.path.dirname(HERE)
 # odd sizes: uneven shards, a short last batch
 DATA = {"n_rct": 701, "n_obs": 1501, "n_val": 499, "n_test": 503, "seed": 3, "dtype": "float64"}
 METHODS = {
-    "tsm": {"method": "tsm", "data": "pooled"},
+    "tsm": {"method": "tsm"},
     "dfcl": {"method": "dfcl", "warm_start_epochs": 2},
-    "bidfcl": {"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, "rct_batch_size": 300, "k": 2},
+    "bidfcl": {"method": "bidfcl", "warm_start_epochs": 1},
 }
+#: each method's own config section
+SECTIONS = {"tsm": {"tsm": {"data": "pooled"}}, "dfcl": {},
+            "bidfcl": {"bidfcl": {"teacher_epochs": 2, "rct_batch_size": 300, "bridge_every": 2}}}
 
 
 def _config(method: str, **train) -> dict:
     return {"data": dict(DATA), "train": dict(METHODS[method], **dict({"epochs": 2, "batch_size": 256}, **train)),
-            "output": {"progress": "none"}}
+            "output": {"progress": "none"}, **{k: dict(v) for k, v in SECTIONS[method].items()}}
 
 
 def _free_port() -> str:
@@ -139,7 +142,7 @@ def test_bad_input_on_one_rank_stops_every_rank(tmp_path):
     tiny["data"]["n_val"] = 1
     runs = [{"config": good, "on_rank": {"1": {"train.device": "cuda:3"}}},
             {"config": tiny},
-            {"config": _config("bidfcl", hypergradient="unrolled")},
+            {"config": dict(_config("bidfcl"), bidfcl={"hypergradient": "unrolled"})},
             {"config": good, "on_rank": {"0": {"train.lr": 0.5}}},
             {"config": _config("tsm", device="cuda:0")},
             {"config": good, "on_rank": {"1": {"data.n_features": 7}}},
@@ -183,9 +186,10 @@ cost = "cost"
 [train]
 method = "bidfcl"
 epochs = 1
-teacher_epochs = 2
 warm_start_epochs = 1
 batch_size = 512
+[bidfcl]
+teacher_epochs = 2
 [output]
 dir = "{out}"
 progress = "none"

@@ -8,7 +8,7 @@ from bidfcl.data import DataError, make_marketing
 from bidfcl.train import ConfigError, make_trainer, run_data
 from bidfcl.train.experiment import run_experiment
 
-CFG = {"model": {"hidden": [8]}, "train": {"method": "tsm", "data": "pooled", "epochs": 1, "batch_size": 256},
+CFG = {"model": {"hidden": [8]}, "train": {"method": "tsm", "epochs": 1, "batch_size": 256}, "tsm": {"data": "pooled"},
        "output": {"progress": "none"}}
 
 

@@ -486,7 +486,8 @@ DEMO_SCENARIO = "biased-small-rct"
 DEMO_CONFIG = {
     "data": {"scenario": DEMO_SCENARIO},
     "model": {"hidden": [128, 64, 32]},
-    "train": {"epochs": 10, "teacher_epochs": 150, "warm_start_epochs": 5, "batch_size": 1024, "lr": 1e-3},
+    "train": {"epochs": 10, "warm_start_epochs": 5, "batch_size": 1024, "lr": 1e-3},
+    "bidfcl": {"teacher_epochs": 150},
     "experiment": {"methods": ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl"],
                    "seeds": [0], "reference": "tsm-rct",
                    # RCT-only models see 50x fewer rows per epoch: as many epochs as the teacher;
@@ -506,7 +507,8 @@ def _learning_demo(args) -> int:
     raw["data"] = {"scenario": args.scenario}
     if args.quick:  # a smoke run: tiny data on top of the scenario, few epochs
         raw["data"].update(n_rct=1000, n_obs=5000, n_val=1000, n_test=5000)
-        raw["train"] = dict(raw["train"], epochs=2, teacher_epochs=2, warm_start_epochs=1, cg_iters=10)
+        raw["train"] = dict(raw["train"], epochs=2, warm_start_epochs=1)
+        raw["bidfcl"] = dict(raw["bidfcl"], teacher_epochs=2, cg_iters=10)
         raw["experiment"]["overrides"] = {}
     cfg = config_from_dict(raw)
     t = cfg.train
@@ -519,7 +521,7 @@ def _learning_demo(args) -> int:
           f"{d.get('n_val', 20000):,} validation, {d.get('n_test', 100000):,} test; {d.get('n_options', 5)} options "
           f"({d.get('outcome', 'continuous')} revenue), option 0 free")
     print(f"  methods: {', '.join(cfg.experiment.methods)}; seeds {cfg.experiment.seeds}; "
-          f"Bi-DFCL k = {t.k}, {t.cg_iters} CG iterations")
+          f"Bi-DFCL bridge step every {cfg.bidfcl.bridge_every} batches, {cfg.bidfcl.cg_iters} CG iterations")
     print("  each model is scored on the test users at 10 budgets: EOM (IPW estimate from the randomised test rows)")
     print("  and the true revenue of its allocation (known here), against TSM on RCT (= 1.0000) and the oracle")
     print()

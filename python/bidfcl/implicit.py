@@ -29,7 +29,9 @@ term ``(d2 L_low / dphi dtheta) v = d/dphi <dl/do, J v>`` needs no double backwa
 inner model (:class:`_GaussNewton`).
 
 Losses are callables of the parameter *lists*, ``lower_loss(inner, outer)`` and
-``upper_loss(inner, outer)``, each returning a scalar tensor; ``inner``/``outer`` are passed in the
+``upper_loss(inner, outer)``, each returning a scalar tensor; ``upper_loss`` may also return None
+where it is undefined (e.g. no multiplier meets the budget): it then counts as the constant 0 (zero
+gradients) and the result says ``upper_defined=False``. ``inner``/``outer`` are passed in the
 order of ``inner_params``/``outer_params``. The implicit variants call them with the given tensors
 themselves; :func:`unrolled` calls ``lower_loss`` with the updated inner tensors. For an
 ``nn.Module`` use :func:`torch.func.functional_call`::
@@ -80,6 +82,9 @@ class HypergradientResult(NamedTuple):
     #: the linear system's solution ``v`` (one tensor per inner parameter; :func:`hypergradient`
     #: only): pass it back as ``x0`` to warm-start the next solve
     solution: Optional[list] = None
+    #: False when ``upper_loss`` returned None (undefined at these parameters): the upper loss then
+    #: counts as the constant 0, so ``grads`` are zeros and ``v`` solves the system with ``b = 0``
+    upper_defined: bool = True
 
 
 class CompositeLoss:
@@ -282,16 +287,26 @@ def _prepare(lower_loss, upper_loss, inner_params, outer_params):
     return inner, outer
 
 
+def _upper_value(upper_loss, inner, outer) -> Optional[torch.Tensor]:
+    """``upper_loss(inner, outer)`` as a scalar, or None where the caller's upper loss is undefined."""
+    up = upper_loss(inner, outer)
+    return None if up is None else _scalar(up, "upper_loss")
+
+
 def _upper_gradients(upper_loss, inner, outer):
-    """``L_up``, ``grad_theta L_up`` (zeros where unused) and ``grad_phi L_up`` (direct term)."""
+    """``L_up``, ``grad_theta L_up`` (zeros where unused), ``grad_phi L_up`` (direct term) and
+    whether ``L_up`` is defined. An ``upper_loss`` that returns None (undefined, e.g. no multiplier
+    meets the budget) stands for the constant 0: a zero loss with zero gradients."""
     with torch.enable_grad():
-        up = _scalar(upper_loss(inner, outer), "upper_loss")
-        if up.requires_grad:
+        up = _upper_value(upper_loss, inner, outer)
+        if up is not None and up.requires_grad:
             g = torch.autograd.grad(up, inner + outer, allow_unused=True)
         else:
             g = [None] * (len(inner) + len(outer))
     g = _grad_or_zeros(g, inner + outer)
-    return up.detach(), [t.detach() for t in g[: len(inner)]], [t.detach() for t in g[len(inner):]]
+    defined = up is not None
+    up = inner[0].new_zeros(()) if up is None else up.detach()
+    return up, [t.detach() for t in g[: len(inner)]], [t.detach() for t in g[len(inner):]], defined
 
 
 def _lower_gradients(lower_loss, inner, outer):
@@ -418,7 +433,7 @@ def hypergradient(
                         f"(the outputs whose Jacobian forms the Gauss-Newton matrix), got {type(lower_loss).__name__}")
     inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
     backend = _backend(backend)
-    up, b, direct = _upper_gradients(upper_loss, inner, outer)
+    up, b, direct, defined = _upper_gradients(upper_loss, inner, outer)
     if reduce is not None:
         backend = "python"
         b = reduce(b)
@@ -445,7 +460,7 @@ def hypergradient(
     grads = [d - m for d, m in zip(direct, mixed)]
     if reduce is not None:
         grads = reduce(grads)
-    return HypergradientResult(grads, state, up, [t.detach() for t in v])
+    return HypergradientResult(grads, state, up, [t.detach() for t in v], defined)
 
 
 #: :func:`neumann` stops as diverged once a series term is this many times larger than the first.
@@ -488,7 +503,7 @@ def neumann(
         raise ValueError(f"bidfcl.implicit: expected a finite alpha > 0, got {alpha!r}")
     if isinstance(damping, bool) or not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
         raise ValueError(f"bidfcl.implicit: expected a finite damping >= 0, got {damping!r}")
-    up, b, direct = _upper_gradients(upper_loss, inner, outer)
+    up, b, direct, defined = _upper_gradients(upper_loss, inner, outer)
     grads_low = _lower_gradients(lower_loss, inner, outer)
     matvec_into = _hvp_into(grads_low, inner)
     shapes = [p.shape for p in inner]
@@ -518,7 +533,8 @@ def neumann(
         error = math.inf
     else:
         error = term_norm / b_norm if b_norm > 0 else 0.0
-    return HypergradientResult(grads, CGState(steps, error, status, steps + (status == "diverged"), "python"), up)
+    return HypergradientResult(grads, CGState(steps, error, status, steps + (status == "diverged"), "python"), up,
+                               upper_defined=defined)
 
 
 def _offsets(shapes):
@@ -562,10 +578,12 @@ def unrolled(
             g = torch.autograd.grad(low, theta, create_graph=True, allow_unused=True)
             last_norm = math.sqrt(sum(float(t.detach().pow(2).sum()) for t in g if t is not None))
             theta = [t if gi is None else t - lr * gi for t, gi in zip(theta, g)]
-        up = _scalar(upper_loss(theta, outer), "upper_loss")
-        if up.requires_grad:
+        up = _upper_value(upper_loss, theta, outer)
+        if up is not None and up.requires_grad:
             grads = _grad_or_zeros(torch.autograd.grad(up, outer, allow_unused=True), outer)
         else:
             grads = [torch.zeros_like(p) for p in outer]
     state = CGState(max_iter, last_norm, "max_iter", max_iter, "python")
-    return HypergradientResult([g.detach() for g in grads], state, up.detach())
+    defined = up is not None
+    up = inner[0].new_zeros(()) if up is None else up.detach()
+    return HypergradientResult([g.detach() for g in grads], state, up, upper_defined=defined)

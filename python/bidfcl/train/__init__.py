@@ -9,26 +9,28 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .config import (ConfigError, DataConfig, EvalConfig, ExperimentConfig, ModelConfig, OutputConfig, RunConfig,
-                     TrainConfig, config_from_dict, load_config)
+from .config import (BidfclConfig, ConfigError, DataConfig, DfclConfig, EvalConfig, ExperimentConfig, ModelConfig,
+                     OutputConfig, RunConfig, TrainConfig, TsmConfig, config_from_dict, load_config)
 from .datasets import RunData, as_run_data, load_run_data, run_data
 from .evaluate import budget_levels, evaluate_model, evaluate_predictions
 from .loop import Phase, Progress, Trainer, factual_loss, load_model, save_model
 from .tsm import TsmTrainer
 from .dfcl import DfclTrainer
 from .bilevel import BidfclTrainer
+from .registry import METHODS, method_spec, presets, register_method
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "EvalConfig", "OutputConfig",
+__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "TsmConfig", "DfclConfig",
+           "BidfclConfig", "EvalConfig", "OutputConfig",
            "ExperimentConfig", "config_from_dict", "load_config", "RunData", "run_data", "load_run_data", "budget_levels",
            "evaluate_model", "evaluate_predictions", "Phase", "Progress", "Trainer", "factual_loss", "load_model",
-           "save_model", "TsmTrainer", "DfclTrainer", "BidfclTrainer", "TRAINERS", "make_trainer"]
-
-TRAINERS = {"tsm": TsmTrainer, "dfcl": DfclTrainer, "bidfcl": BidfclTrainer}
+           "save_model", "TsmTrainer", "DfclTrainer", "BidfclTrainer", "METHODS", "register_method", "method_spec",
+           "presets", "make_trainer"]
 
 
 def make_trainer(cfg, data, *, out_dir: Optional[str] = None, progress: Optional[Progress] = None,
                  **kw) -> Trainer:
-    """The trainer of ``cfg.train.method`` (extra keywords, e.g. ``teacher=``, go to Bi-DFCL).
+    """The trainer of ``cfg.train.method``, a method registered in :data:`METHODS` (extra keywords,
+    e.g. ``teacher=``, go to Bi-DFCL).
 
     ``cfg``: a :class:`RunConfig` or a dict of sections (checked like a file, e.g.
     ``{"train": {"method": "dfcl"}}``); ``data``: a :class:`RunData` (``load_run_data(cfg.data)``, or
@@ -40,4 +42,4 @@ def make_trainer(cfg, data, *, out_dir: Optional[str] = None, progress: Optional
     elif not isinstance(cfg, RunConfig):
         raise ConfigError(f"bidfcl.train.make_trainer: expected cfg to be a RunConfig or a dict of config sections, "
                           f"got {type(cfg).__name__}")
-    return TRAINERS[cfg.train.method](cfg, as_run_data(data), out_dir=out_dir, progress=progress, **kw)
+    return METHODS[cfg.train.method].trainer(cfg, as_run_data(data), out_dir=out_dir, progress=progress, **kw)

@@ -1,8 +1,9 @@
-r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
+r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target (keys of ``[bidfcl]``
+unless they say ``train.``).
 
 * Teacher ``F_psi``: TSM on RCT rows (``teacher_epochs``, selected on validation), then frozen.
 * Target ``F_theta``: warm-started on OBS with the prediction loss (``warm_start_epochs``), then
-  trained on OBS with the gate-weighted distillation lower loss (:func:`lower_targets`)
+  trained on OBS with the gate-weighted distillation lower loss (:func:`bidfcl.objectives.lower_targets`)
 
       L_low = mean_i [ v_r[i] (r_i - r_hat[i,t_i])^2 + v_c[i] (c_i - c_hat[i,t_i])^2
                        + sum_{j != t_i} w_r[i,j] (r_psi[i,j] - r_hat[i,j])^2 + w_c[i,j] (c_psi[i,j] - c_hat[i,j])^2 ]
@@ -12,21 +13,21 @@ r"""Bi-DFCL (METHOD.md section 4, Algorithm 1): teacher, bridge and target.
   The bridge's output layer starts at zero: gates 1/2, factual weight 1. ``bridge_mode = "weight"``
   (ablation) uses one IPW-like sample weight per row instead (no distillation).
 * Every batch: one Adam step of theta on L_low with the current (detached) gates.
-* Every ``k``-th batch (``learn_bridge``): one bridge step along the implicit hypergradient of the
+* Every ``bridge_every``-th batch (``learn_bridge``): one bridge step along the implicit hypergradient of the
   upper loss ``L_up`` (``ppl`` or ``pifd`` on ``rct_batch_size`` RCT rows, lam* of the target's
   predictions at the training budget(s)), taken at the target itself: the persistent lower solution
   (single loop; ``inner_steps > 0`` first takes that many Adam steps of a copy, the paper's k-step
   inner solve). :func:`bidfcl.implicit.hypergradient` solves ``(C + damping I) v = grad L_up`` by
   ``cg_iters`` CG iterations warm-started from the previous step's ``v`` (``cg_warm_start``), with
-  ``C`` the Gauss-Newton matrix ``J' (d2 l / do2) J`` of :func:`weighted_squared_error`
+  ``C`` the Gauss-Newton matrix ``J' (d2 l / do2) J`` of :func:`bidfcl.objectives.weighted_squared_error`
   (``curvature = "gauss-newton"``, the default), the exact Hessian (``"hessian"``), or the Hessian
   where CG finds it positive definite and Gauss-Newton elsewhere (``"auto"``, the default before
   issue 12). ``damping`` is the weight of a proximal term ``mu/2 ||theta - theta_t||^2`` that makes
-  the lower problem well posed around the current target. Defaults (``k = 20``, ``cg_iters = 3``,
+  the lower problem well posed around the current target. Defaults (``bridge_every = 20``, ``cg_iters = 3``,
   ``bridge_lr = 4e-3``, Gauss-Newton) keep one epoch within about 2x of a pooled-TSM epoch;
-  ``k = 5, cg_iters = 10, bridge_lr = 1e-3, curvature = "auto"`` (the ``bidfcl-ppl-auto-k5``
+  ``bridge_every = 5, cg_iters = 10, bridge_lr = 1e-3, curvature = "auto"`` (the ``bidfcl-ppl-auto-k5``
   preset) is the schedule before (docs/decision-quality.md section 5).
-  ``hypergradient = "unrolled"`` (ablation) differentiates through ``k`` SGD steps of size
+  ``hypergradient = "unrolled"`` (ablation) differentiates through ``unrolled_steps`` SGD steps of size
   ``inner_lr`` from theta (:func:`bidfcl.implicit.unrolled`). docs/decision-quality.md gives the
   measurements behind each of these choices.
 
@@ -43,55 +44,43 @@ from torch.func import functional_call
 
 from ..data import UpliftDataset
 from ..models import MultiHeadMLP
+from ..objectives import decision_loss, decision_loss_spec, gated_distillation, lower_loss
 from .datasets import factual_rows
-from .dfcl import decision_loss
 from .loop import Phase, Trainer, factual_loss
+from .registry import register_method
 
-__all__ = ["BidfclTrainer", "lower_loss", "lower_targets", "weighted_squared_error"]
-
-
-def lower_targets(batch: UpliftDataset, teach_r, teach_c, gate_r_logit, gate_c_logit, mode: str = "gate",
-                  gate_factual: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets ``y`` and weights ``W`` ``[N, 2M]`` (revenue cells first) of the lower loss
-    ``L_low = mean_i sum_j W[i, j] (o[i, j] - y[i, j])^2``, ``o = [r_hat | c_hat]``.
-
-    ``mode = "gate"``: ``y`` is the logged outcome on the factual cell ``t_i`` and the teacher's
-    prediction elsewhere; ``W = sigmoid(logit)`` on counterfactual cells and, on the factual cell,
-    1 (the paper) or ``2 sigmoid(logit)`` with ``gate_factual`` (1 at a zero logit, so the bridge
-    can also down- or up-weight a biased logged label). ``mode = "weight"``: one sample weight
-    ``2 sigmoid(logit[i, t_i])`` on the factual cells, nothing elsewhere (the paper's ablation).
-    """
-    t = batch.treatment.unsqueeze(1)
-    factual = torch.zeros_like(teach_r).scatter_(1, t, 1.0)
-    y_r = torch.where(factual > 0, batch.revenue.to(teach_r.dtype).unsqueeze(1), teach_r)
-    y_c = torch.where(factual > 0, batch.cost.to(teach_c.dtype).unsqueeze(1), teach_c)
-    if mode == "weight":
-        w = factual * 2.0 * torch.sigmoid(gate_r_logit.gather(1, t))
-        return torch.cat([y_r, y_c], 1), torch.cat([w, w], 1)
-    g_r, g_c = torch.sigmoid(gate_r_logit), torch.sigmoid(gate_c_logit)
-    if gate_factual:  # 2 sigmoid on the factual cell, sigmoid elsewhere
-        w_r, w_c = (1 + factual) * g_r, (1 + factual) * g_c
-    else:
-        w_r = factual + (1 - factual) * g_r
-        w_c = factual + (1 - factual) * g_c
-    return torch.cat([y_r, y_c], 1), torch.cat([w_r, w_c], 1)
+__all__ = ["BidfclTrainer"]
 
 
-def weighted_squared_error(outputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``mean_i sum_j W[i, j] (o[i, j] - y[i, j])^2`` (convex in ``o``; its Gauss-Newton matrix is exact)."""
-    return (weights * (outputs - targets) ** 2).sum(1).mean()
+#: Bi-DFCL's experiment presets beyond ``bidfcl-<loss>`` (:func:`bidfcl.train.registry.presets`)
+ABLATIONS = {
+    "bidfcl-ppl-weight": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.bridge_mode": "weight"},
+    "bidfcl-ppl-unrolled": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.hypergradient": "unrolled"},
+    "bidfcl-ppl-k1": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.bridge_every": 1},
+    # ablations of the bridge design (docs/decision-quality.md): gates fixed at their start (1/2,
+    # factual weight 1); the full Hessian instead of Gauss-Newton; no gates on factual cells; CG from
+    # zero each step; and the literal Algorithm 1 (k = 5 Adam steps of a copy, full Hessian, no
+    # damping, counterfactual gates only, cold CG)
+    "bidfcl-ppl-fixed": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.learn_bridge": False},
+    "bidfcl-ppl-hessian": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.curvature": "hessian"},
+    "bidfcl-ppl-gn": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.curvature": "gauss-newton"},
+    "bidfcl-ppl-cg50": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.cg_iters": 50},
+    "bidfcl-ppl-lr1e-2": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.bridge_lr": 1e-2},
+    "bidfcl-ppl-inner5": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.inner_steps": 5},
+    "bidfcl-ppl-nofactual": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.gate_factual": False},
+    "bidfcl-ppl-coldcg": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.cg_warm_start": False},
+    "bidfcl-ppl-paper": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.inner_steps": 5,
+                         "bidfcl.curvature": "hessian", "bidfcl.damping": 0.0, "bidfcl.cg_warm_start": False,
+                         "bidfcl.gate_factual": False, "bidfcl.cg_iters": 50, "bidfcl.bridge_every": 5, "bidfcl.bridge_lr": 1e-3},
+    # the default before issue 12 (docs/decision-quality.md section 5): auto curvature, CG(10), a
+    # bridge step every 5 batches at lr 1e-3
+    "bidfcl-ppl-auto-k5": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.curvature": "auto",
+                           "bidfcl.cg_iters": 10, "bidfcl.bridge_every": 5, "bidfcl.bridge_lr": 1e-3},
+}
 
 
-def lower_loss(r_hat, c_hat, gate_r_logit, gate_c_logit, batch: UpliftDataset, teach_r, teach_c,
-               mode: str = "gate", gate_factual: bool = False) -> torch.Tensor:
-    """The target's loss on OBS rows with bridge outputs (logits) ``gate_*_logit`` ``[N, M]``
-    (:func:`lower_targets`, :func:`weighted_squared_error`)."""
-    y, w = lower_targets(batch, teach_r, teach_c, gate_r_logit, gate_c_logit, mode, gate_factual)
-    return weighted_squared_error(torch.cat([r_hat, c_hat], 1), y, w)
-
-
+@register_method("bidfcl", decision_loss=True, presets=ABLATIONS, doc="Bi-DFCL: teacher, bridge and target")
 class BidfclTrainer(Trainer):
-    method = "bidfcl"
     deployed_name = "target"
 
     def __init__(self, cfg, data, *, teacher: Optional[MultiHeadMLP] = None, **kw):
@@ -103,7 +92,7 @@ class BidfclTrainer(Trainer):
 
         if self.data.obs is None:
             raise ConfigError("bidfcl: method 'bidfcl' needs OBS rows (data.obs)")
-        t, m = self.cfg.train, self.cfg.model
+        t, b, m = self.cfg.train, self.cfg.bidfcl, self.cfg.model
         self.teacher = self.new_model()
         self.target = self.new_model()
         self.bridge = self.new_model(output="linear", hidden=m.bridge_hidden or m.hidden)
@@ -114,7 +103,7 @@ class BidfclTrainer(Trainer):
             self.teacher.load_state_dict(self._given_teacher.state_dict())
         self.teacher_opt = self.adam(self.teacher)
         self.opt = self.adam(self.target)
-        self.bridge_opt = self.adam(self.bridge, lr=t.bridge_lr)
+        self.bridge_opt = self.adam(self.bridge, lr=b.bridge_lr)
         # prediction-loss steps average gradients over ranks (DDP); the bridge's hypergradient is
         # summed over ranks inside bidfcl.implicit.hypergradient (reduce=)
         self.teacher_ddp, self.target_ddp = self.parallel.wrap(self.teacher), self.parallel.wrap(self.target)
@@ -125,7 +114,7 @@ class BidfclTrainer(Trainer):
         self.t_names = [n for n, _ in self.target.named_parameters()]
         self.b_names = [n for n, _ in self.bridge.named_parameters()]
         self.cg_warm: Optional[list] = None  # the previous bridge step's CG solution (warm start)
-        self._upper_defined = True
+        self.upper_options = {k: getattr(t, k) for k in decision_loss_spec(t.loss).options}
 
     def modules(self) -> dict:
         return {"teacher": self.teacher, "target": self.target, "bridge": self.bridge}
@@ -164,7 +153,7 @@ class BidfclTrainer(Trainer):
     def rct_batch(self) -> UpliftDataset:
         """``rct_batch_size`` RCT rows drawn without replacement (all with 0); in a data-parallel run
         the same global draw on every rank, of which each keeps the rows it holds."""
-        n, bs = self._rows("rct"), self.cfg.train.rct_batch_size
+        n, bs = self._rows("rct"), self.cfg.bidfcl.rct_batch_size
         shard = self.shard_of("rct")
         if bs == 0 or bs >= n:
             self._rct_rows = (len(self.data.rct), n)
@@ -176,15 +165,10 @@ class BidfclTrainer(Trainer):
         return self.data.rct.subset(idx)
 
     def _upper(self, r, c, batch: UpliftDataset) -> Optional[torch.Tensor]:
-        t = self.cfg.train
-        return decision_loss(t.loss, r, c, batch, self.train_budgets, tau=t.tau, clip=t.clip, parallel=self.parallel)
-
-    def _upper_or_zero(self, r, c, batch: UpliftDataset) -> torch.Tensor:
-        """The upper loss, or a zero with a graph where lam* is infinite (``_upper_defined`` false:
-        the bridge step is then skipped)."""
-        up = self._upper(r, c, batch)
-        self._upper_defined = up is not None
-        return (r.sum() + c.sum()) * 0.0 if up is None else up
+        """The upper loss ``train.loss`` at lam* of the training budget(s), None where lam* is
+        infinite (:func:`bidfcl.implicit.hypergradient` then reports ``upper_defined`` false)."""
+        return decision_loss(self.cfg.train.loss, r, c, batch, self.train_budgets, options=self.upper_options,
+                             parallel=self.parallel)
 
     def _gates(self, x: torch.Tensor, outer=None):
         if outer is None:
@@ -194,10 +178,10 @@ class BidfclTrainer(Trainer):
     def lower_objective(self, model: MultiHeadMLP, batch: UpliftDataset, index: torch.Tensor):
         """``L_low(theta, phi)`` on an OBS batch as a :class:`bidfcl.implicit.CompositeLoss`:
         outputs ``[r_hat | c_hat]`` of ``model`` with parameters ``theta``, and the gate-weighted
-        squared error of :func:`lower_targets` with bridge parameters ``phi``."""
+        squared error of :func:`bidfcl.objectives.lower_targets` with bridge parameters ``phi``."""
         from ..implicit import CompositeLoss
 
-        t = self.cfg.train
+        b = self.cfg.bidfcl
         tr, tc = self.teach_r[index], self.teach_c[index]
 
         def outputs(inner):
@@ -206,23 +190,23 @@ class BidfclTrainer(Trainer):
         obs_rows = self.batch_rows
 
         def loss(o, outer):
-            y, w = lower_targets(batch, tr, tc, *self._gates(batch.x, outer), t.bridge_mode, t.gate_factual)
-            return self.scaled(weighted_squared_error(o, y, w), averaged=False, rows=obs_rows)
+            low = gated_distillation(o, *self._gates(batch.x, outer), batch, tr, tc, b.bridge_mode, b.gate_factual)
+            return self.scaled(low, averaged=False, rows=obs_rows)
 
         return CompositeLoss(outputs, loss)
 
     def _inner_solution(self, batch: UpliftDataset, index: torch.Tensor) -> MultiHeadMLP:
         """The paper's assumed lower solve: ``inner_steps`` Adam steps of L_low from a copy of the target."""
-        t = self.cfg.train
+        t, b = self.cfg.train, self.cfg.bidfcl
         inner_model = copy.deepcopy(self.target)
         inner_opt = torch.optim.Adam(inner_model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         inner_opt.load_state_dict(copy.deepcopy(self.opt.state_dict()))
         with torch.no_grad():
             gr, gc = self.bridge(batch.x)
         tr, tc = self.teach_r[index], self.teach_c[index]
-        for _ in range(t.inner_steps):
+        for _ in range(b.inner_steps):
             inner_opt.zero_grad(set_to_none=True)
-            low = lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, t.bridge_mode, t.gate_factual)
+            low = lower_loss(*inner_model(batch.x), gr, gc, batch, tr, tc, b.bridge_mode, b.gate_factual)
             self.scaled(low, averaged=False).backward()
             if self.parallel.active:  # the global batch's gradient: the sum of the ranks' parts
                 params = list(inner_model.parameters())
@@ -235,25 +219,25 @@ class BidfclTrainer(Trainer):
         """One step of the bridge along the hypergradient of ``L_up(theta*(phi))`` (see the module doc)."""
         from .. import implicit
 
-        t = self.cfg.train
+        b = self.cfg.bidfcl
         rct = self.rct_batch()
         out = {}
-        if t.hypergradient == "cg":
-            model = self.target if t.inner_steps == 0 else self._inner_solution(batch, index)
+        if b.hypergradient == "cg":
+            model = self.target if b.inner_steps == 0 else self._inner_solution(batch, index)
             res = self.implicit_hypergradient(model, batch, index, rct)
-            if t.cg_warm_start:
+            if b.cg_warm_start:
                 self.cg_warm = res.solution
             out["cg_iters"] = float(res.state.iter_num)
             # share of solves stopped by negative curvature (full Hessian away from a lower solution)
             out["cg_negcurv"] = float(res.state.status == "nonpositive_curvature")
         else:
             lower = self.lower_objective(self.target, batch, index)
-            upper = lambda inner, outer: self._upper_or_zero(  # noqa: E731
+            upper = lambda inner, outer: self._upper(  # noqa: E731
                 *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct)
             res = implicit.unrolled(lower, upper, list(self.target.parameters()), list(self.bridge.parameters()),
-                                    max_iter=t.k, lr=t.inner_lr)
+                                    max_iter=b.unrolled_steps, lr=b.inner_lr)
         out["up"] = float(res.upper_loss)
-        if not self._upper_defined:  # the predictions' cheapest policy overspends: no step
+        if not res.upper_defined:  # the predictions' cheapest policy overspends: no step
             out["skipped"] = 1.0
             return out
         if not all(bool(torch.isfinite(g).all()) for g in res.grads):
@@ -268,15 +252,15 @@ class BidfclTrainer(Trainer):
         return out
 
     def bilevel_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
-        t = self.cfg.train
+        b = self.cfg.bidfcl
         out = {}
-        if t.learn_bridge and self.position["batch"] % t.k == 0:
+        if b.learn_bridge and self.position["batch"] % b.bridge_every == 0:
             out.update(self.bridge_step(batch, index))
         with torch.no_grad():
             gr, gc = self.bridge(batch.x)
         self.opt.zero_grad(set_to_none=True)
         loss = lower_loss(*self.target_ddp(batch.x), gr, gc, batch, self.teach_r[index], self.teach_c[index],
-                          t.bridge_mode, t.gate_factual)
+                          b.bridge_mode, b.gate_factual)
         self.scaled(loss).backward()
         self.opt.step()
         out["low"] = loss.detach()
@@ -294,27 +278,27 @@ class BidfclTrainer(Trainer):
         through the target."""
         from .. import implicit
 
-        t = self.cfg.train
+        b = self.cfg.bidfcl
         inner = [p.detach().clone().requires_grad_(True) for p in inner_model.parameters()]
         outer = list(self.bridge.parameters())
 
         rct_rows = self._rct_rows
 
         def upper(theta, phi):
-            r, c = functional_call(inner_model, dict(zip(self.t_names, theta)), (rct.x,))
-            return self.scaled(self._upper_or_zero(r, c, rct), averaged=False, rows=rct_rows)
+            up = self._upper(*functional_call(inner_model, dict(zip(self.t_names, theta)), (rct.x,)), rct)
+            return None if up is None else self.scaled(up, averaged=False, rows=rct_rows)
 
-        x0 = self.cg_warm if t.cg_warm_start else None
+        x0 = self.cg_warm if b.cg_warm_start else None
         if x0 is not None and any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(x0, inner)):
             x0 = None
         return implicit.hypergradient(self.lower_objective(inner_model, batch, index), upper, inner, outer,
-                                      max_iter=t.cg_iters, tol=t.cg_tol, damping=t.damping, x0=x0,
-                                      curvature=t.curvature,
+                                      max_iter=b.cg_iters, tol=b.cg_tol, damping=b.damping, x0=x0,
+                                      curvature=b.curvature,
                                       reduce=self.parallel.sum_list if self.parallel.active else None)
 
     def phases(self) -> list[Phase]:
-        t = self.cfg.train
-        teacher_epochs = 0 if self._given_teacher is not None else t.teacher_epochs
+        t, b = self.cfg.train, self.cfg.bidfcl
+        teacher_epochs = 0 if self._given_teacher is not None else b.teacher_epochs
         rct, obs = self.shard_of("rct"), self.shard_of("obs")
         return [Phase("teacher", teacher_epochs, factual_rows(self.data.rct), self.teacher_step, select="teacher",
                       shard=rct),

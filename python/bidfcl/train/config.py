@@ -1,9 +1,13 @@
-"""Run configuration: a TOML file with sections ``[data]``, ``[model]``, ``[train]``, ``[eval]``,
-``[output]`` (and ``[experiment]`` for ``bidfcl experiment``), checked key by key.
+"""Run configuration: a TOML file with sections ``[data]``, ``[model]``, ``[train]`` (what every
+method reads), one section per method (``[tsm]``, ``[dfcl]``, ``[bidfcl]``: what only that method
+reads), ``[eval]``, ``[output]`` (and ``[experiment]`` for ``bidfcl experiment``), checked key by key.
 
 Every key has a default (below); a file only lists what it changes. Unknown sections or keys,
 values of the wrong type and values out of range raise :class:`ConfigError` naming the key, what
-was expected and what arrived (with a "did you mean" hint for misspelt keys).
+was expected and what arrived (with a "did you mean" hint for misspelt keys). Keys that moved out
+of ``[train]`` into a method's section (:data:`MOVED_TRAIN_KEYS`, e.g. ``train.k``) raise a
+ConfigError naming the new key; checkpoints and model files written before the move are mapped on
+reading (:func:`upgrade_run_config`).
 
 Example::
 
@@ -14,9 +18,12 @@ Example::
     seed = 0
 
     [train]
-    method = "bidfcl"           # tsm | dfcl | bidfcl
-    loss = "ppl"                # ppl | pifd (dfcl also: dpl | mer | difd)
+    method = "bidfcl"           # a registered method: tsm | dfcl | bidfcl (bidfcl.train.METHODS)
+    loss = "ppl"                # a registered decision loss: ppl | pifd (dfcl also: dpl | mer | difd)
     epochs = 20
+
+    [bidfcl]
+    bridge_every = 20           # a bridge step every 20 target batches
 
     [output]
     dir = "runs/bidfcl-ppl"
@@ -30,6 +37,9 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
+
+from ..objectives import DECISION_LOSSES, decision_losses_for
+from .registry import METHODS
 
 
 def _toml_parser():
@@ -51,12 +61,10 @@ tomllib = _toml_parser()
 NO_TOML_PARSER = ("bidfcl config: reading TOML needs the standard library's tomllib (Python >= 3.11) or, on "
                   "Python 3.10, the tomli package, and neither is importable: pip install 'tomli>=2'")
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "EvalConfig", "OutputConfig",
-           "ExperimentConfig", "load_config", "config_from_dict", "METHODS", "LOSSES"]
+__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "TsmConfig", "DfclConfig",
+           "BidfclConfig", "EvalConfig", "OutputConfig", "ExperimentConfig", "load_config", "config_from_dict",
+           "upgrade_run_config", "MOVED_TRAIN_KEYS", "RUN_SECTIONS"]
 
-METHODS = ("tsm", "dfcl", "bidfcl")
-LOSSES = ("ppl", "pifd", "dpl", "mer", "difd")
-PRIMAL_LOSSES = ("ppl", "pifd")
 TSM_DATA = ("rct", "obs", "pooled")
 #: keys of make_marketing that a synthetic [data] section may set
 SYNTHETIC_KEYS = ("n_rct", "n_obs", "n_val", "n_test", "n_features", "n_options", "outcome", "confounding",
@@ -128,8 +136,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = "tsm"  #: tsm | dfcl | bidfcl
-    data: str = "rct"  #: tsm only: rct | obs | pooled
+    """``[train]``: what every method reads (the decision loss and its options: DFCL and Bi-DFCL)."""
+
+    method: str = "tsm"  #: a registered method (bidfcl.train.METHODS): tsm | dfcl | bidfcl
     epochs: int = 20
     batch_size: int = 1024
     lr: float = 1e-3
@@ -145,25 +154,47 @@ class TrainConfig:
     budget_unit: str = "share"
     #: auto (CUDA when present, else CPU) | cpu | cuda | cuda:N: models, batches, solver and losses
     device: str = "auto"
-    #: dfcl: revenue = the decision loss reaches the revenue heads only and the cost heads keep
-    #: their prediction loss (a cost model that stays calibrated); both = the paper's loss on both
-    decision_heads: str = "revenue"
-    # dfcl / bidfcl
-    loss: str = "ppl"  #: decision loss: ppl | pifd (dfcl also dpl | mer | difd)
+    # the decision loss of dfcl (its objective) and bidfcl (its upper loss)
+    #: a registered decision loss (bidfcl.objectives.DECISION_LOSSES): ppl | pifd (dfcl also dpl | mer | difd)
+    loss: str = "ppl"
     tau: float = 1.0  #: softmax temperature of ppl / mer
     clip: Optional[float] = None  #: pifd / difd gap clip h (None = none)
-    lams: Optional[list] = None  #: dual-loss multiplier grid (None: lam* at 5 budget shares)
-    alpha: float = 0.0  #: dfcl: weight of the prediction (MSE) loss added to the decision loss
     warm_start_epochs: int = 5  #: dfcl / bidfcl: prediction-loss epochs before the decision loss
-    # bidfcl
+
+
+@dataclass
+class TsmConfig:
+    """``[tsm]``: read by the two-stage method only."""
+
+    data: str = "rct"  #: rows TSM fits: rct | obs | pooled
+
+
+@dataclass
+class DfclConfig:
+    """``[dfcl]``: read by DFCL only."""
+
+    #: revenue = the decision loss reaches the revenue heads only and the cost heads keep
+    #: their prediction loss (a cost model that stays calibrated); both = the paper's loss on both
+    decision_heads: str = "revenue"
+    lams: Optional[list] = None  #: dual-loss multiplier grid (None: lam* at 5 budget shares)
+    alpha: float = 0.0  #: weight of the prediction (MSE) loss added to the decision loss
+
+
+@dataclass
+class BidfclConfig:
+    """``[bidfcl]``: read by Bi-DFCL only."""
+
     teacher_epochs: int = 20  #: epochs of the RCT teacher (TSM on RCT)
-    k: int = 20  #: a bridge step every k target batches (was 5; docs/decision-quality.md section 5)
+    #: a bridge step every this many target batches (was 5; docs/decision-quality.md section 5)
+    bridge_every: int = 20
+    #: hypergradient = "unrolled": differentiated inner SGD steps (``inner_lr``) per bridge step
+    unrolled_steps: int = 20
     inner_steps: int = 0  #: cg: Adam steps of L_low from a copy of the target before the hypergradient (paper: 5)
     cg_iters: int = 3  #: CG iterations per bridge step (warm-started: the solve continues across steps; was 10)
     cg_tol: float = 1e-6
     damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
     cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
-    bridge_lr: float = 4e-3  #: Adam step of the bridge (was 1e-3 at k = 5; 1e-2: see docs/decision-quality.md)
+    bridge_lr: float = 4e-3  #: Adam step of the bridge (was 1e-3 at bridge_every = 5; 1e-2: see docs/decision-quality.md)
     learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
     gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
     hypergradient: str = "cg"  #: cg | unrolled
@@ -174,6 +205,38 @@ class TrainConfig:
     inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
     bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
     rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)
+
+
+#: keys that were in ``[train]`` before the per-method sections: old key -> its new place(s)
+MOVED_TRAIN_KEYS = {"data": ("tsm.data",), "k": ("bidfcl.bridge_every", "bidfcl.unrolled_steps")}
+MOVED_TRAIN_KEYS.update({f.name: (f"dfcl.{f.name}",) for f in fields(DfclConfig)})
+MOVED_TRAIN_KEYS.update({f.name: (f"bidfcl.{f.name}",) for f in fields(BidfclConfig)
+                         if f.name not in ("bridge_every", "unrolled_steps")})
+
+
+def _moved_message(key: str) -> str:
+    new = MOVED_TRAIN_KEYS[key]
+    if key == "k":
+        return ("train.k moved: use bidfcl.bridge_every (a bridge step every k target batches) or "
+                "bidfcl.unrolled_steps (the unrolled hypergradient's inner steps); k meant both before")
+    return f"train.{key} moved: use {new[0]} (section [{new[0].split('.')[0]}])"
+
+
+def upgrade_run_config(raw: dict) -> dict:
+    """A run config dict written before the per-method sections (a checkpoint's or model file's
+    ``run_config``) in today's layout: each key of :data:`MOVED_TRAIN_KEYS` found in ``train``
+    goes to its section (``train.k`` to both ``bidfcl.bridge_every`` and ``bidfcl.unrolled_steps``,
+    the two things it meant). Other dicts are returned as they are (a copy)."""
+    out = copy.deepcopy(raw)
+    train = out.get("train")
+    if not isinstance(train, dict):
+        return out
+    for key in [k for k in train if k in MOVED_TRAIN_KEYS]:
+        value = train.pop(key)
+        for dotted in MOVED_TRAIN_KEYS[key]:
+            section, name = dotted.split(".")
+            out.setdefault(section, {})[name] = value
+    return out
 
 
 @dataclass
@@ -212,6 +275,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tsm: TsmConfig = field(default_factory=TsmConfig)
+    dfcl: DfclConfig = field(default_factory=DfclConfig)
+    bidfcl: BidfclConfig = field(default_factory=BidfclConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
@@ -232,8 +298,10 @@ class RunConfig:
         return config_from_dict(d)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
-             "output": OutputConfig, "experiment": ExperimentConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "tsm": TsmConfig, "dfcl": DfclConfig,
+             "bidfcl": BidfclConfig, "eval": EvalConfig, "output": OutputConfig, "experiment": ExperimentConfig}
+#: the sections a run's result depends on (a resumed run must share them with its checkpoint)
+RUN_SECTIONS = ("data", "model", "train", "tsm", "dfcl", "bidfcl", "eval")
 
 # expected kinds for keys whose default is None (the default tells the kind otherwise)
 _KINDS = {
@@ -282,6 +350,8 @@ def _section(name: str, cls, raw: Any):
     default = cls()
     values = {}
     for key, value in raw.items():
+        if name == "train" and key in MOVED_TRAIN_KEYS:
+            raise ConfigError("bidfcl config: " + _moved_message(key))
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(known)})"
@@ -315,6 +385,7 @@ def _check_budgets(section: str, budgets, unit: str) -> None:
 
 def _validate(cfg: RunConfig) -> None:
     d, m, t, e, o, x = cfg.data, cfg.model, cfg.train, cfg.eval, cfg.output, cfg.experiment
+    ts, df, bi = cfg.tsm, cfg.dfcl, cfg.bidfcl
     _require(d.source in ("synthetic", "files"), f"expected data.source 'synthetic' or 'files', got {d.source!r}")
     if d.scenario is not None:
         from ..data.scenarios import SCENARIOS, unknown_scenario_message
@@ -342,34 +413,40 @@ def _validate(cfg: RunConfig) -> None:
         v = getattr(m, key)
         _require(v is None or v in OUTPUTS, f"expected model.{key} in {list(OUTPUTS)}, got {v!r}")
     _require(0.0 <= m.dropout < 1.0, f"expected model.dropout in [0, 1), got {m.dropout!r}")
-    _require(t.method in METHODS, f"expected train.method in {list(METHODS)}, got {t.method!r}")
-    _require(t.data in TSM_DATA, f"expected train.data in {list(TSM_DATA)}, got {t.data!r}")
+    _require(t.method in METHODS, f"expected train.method in {list(METHODS)} (bidfcl.train.METHODS), "
+                                  f"got {t.method!r}")
+    _require(ts.data in TSM_DATA, f"expected tsm.data in {list(TSM_DATA)}, got {ts.data!r}")
     _require(t.epochs >= 0, f"expected train.epochs >= 0, got {t.epochs}")
     _require(t.batch_size > 0, f"expected train.batch_size > 0, got {t.batch_size}")
-    for key in ("lr", "bridge_lr", "inner_lr", "tau"):
-        _require(getattr(t, key) > 0, f"expected train.{key} > 0, got {getattr(t, key)}")
-    for key in ("weight_decay", "alpha", "damping", "cg_tol"):
-        _require(getattr(t, key) >= 0, f"expected train.{key} >= 0, got {getattr(t, key)}")
+    for where, sec, keys in (("train", t, ("lr", "tau")), ("bidfcl", bi, ("bridge_lr", "inner_lr"))):
+        for key in keys:
+            _require(getattr(sec, key) > 0, f"expected {where}.{key} > 0, got {getattr(sec, key)}")
+    for where, sec, keys in (("train", t, ("weight_decay",)), ("dfcl", df, ("alpha",)),
+                             ("bidfcl", bi, ("damping", "cg_tol"))):
+        for key in keys:
+            _require(getattr(sec, key) >= 0, f"expected {where}.{key} >= 0, got {getattr(sec, key)}")
     _require(0.0 < t.budget_fraction <= 1.0, f"expected train.budget_fraction in (0, 1], got {t.budget_fraction}")
-    _require(t.loss in LOSSES, f"expected train.loss in {list(LOSSES)}, got {t.loss!r}")
-    if t.method == "bidfcl":
-        _require(t.loss in PRIMAL_LOSSES, f"expected train.loss in {list(PRIMAL_LOSSES)} for method 'bidfcl', "
-                                          f"got {t.loss!r}")
+    _require(t.loss in DECISION_LOSSES, f"expected train.loss in {list(DECISION_LOSSES)} "
+                                        f"(bidfcl.objectives.DECISION_LOSSES), got {t.loss!r}")
+    if METHODS[t.method].decision_loss:
+        accepted = decision_losses_for(t.method)
+        _require(t.loss in accepted, f"expected train.loss in {accepted} for method {t.method!r}, got {t.loss!r}")
     _require(t.clip is None or t.clip > 0, f"expected train.clip > 0 or absent, got {t.clip}")
-    if t.lams is not None:
-        _require(len(t.lams) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                                         for v in t.lams), f"expected train.lams to be numbers >= 0, got {t.lams!r}")
-    for key in ("warm_start_epochs", "teacher_epochs", "cg_iters", "rct_batch_size", "inner_steps"):
-        _require(getattr(t, key) >= 0, f"expected train.{key} >= 0, got {getattr(t, key)}")
-    _require(t.k >= 1, f"expected train.k >= 1, got {t.k}")
-    _require(t.hypergradient in ("cg", "unrolled"), f"expected train.hypergradient 'cg' or 'unrolled', "
-                                                    f"got {t.hypergradient!r}")
-    _require(t.curvature in ("auto", "hessian", "gauss-newton"),
-             f"expected train.curvature 'auto', 'hessian' or 'gauss-newton', got {t.curvature!r}")
-    _require(t.decision_heads in ("revenue", "both"), f"expected train.decision_heads 'revenue' or 'both', "
-                                                      f"got {t.decision_heads!r}")
-    _require(t.bridge_mode in ("gate", "weight"), f"expected train.bridge_mode 'gate' or 'weight', "
-                                                  f"got {t.bridge_mode!r}")
+    if df.lams is not None:
+        _require(len(df.lams) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+                                          for v in df.lams), f"expected dfcl.lams to be numbers >= 0, got {df.lams!r}")
+    _require(t.warm_start_epochs >= 0, f"expected train.warm_start_epochs >= 0, got {t.warm_start_epochs}")
+    for key in ("teacher_epochs", "cg_iters", "rct_batch_size", "inner_steps", "unrolled_steps"):
+        _require(getattr(bi, key) >= 0, f"expected bidfcl.{key} >= 0, got {getattr(bi, key)}")
+    _require(bi.bridge_every >= 1, f"expected bidfcl.bridge_every >= 1, got {bi.bridge_every}")
+    _require(bi.hypergradient in ("cg", "unrolled"), f"expected bidfcl.hypergradient 'cg' or 'unrolled', "
+                                                     f"got {bi.hypergradient!r}")
+    _require(bi.curvature in ("auto", "hessian", "gauss-newton"),
+             f"expected bidfcl.curvature 'auto', 'hessian' or 'gauss-newton', got {bi.curvature!r}")
+    _require(df.decision_heads in ("revenue", "both"), f"expected dfcl.decision_heads 'revenue' or 'both', "
+                                                       f"got {df.decision_heads!r}")
+    _require(bi.bridge_mode in ("gate", "weight"), f"expected bidfcl.bridge_mode 'gate' or 'weight', "
+                                                   f"got {bi.bridge_mode!r}")
     _require(e.n_budgets >= 1, f"expected eval.n_budgets >= 1, got {e.n_budgets}")
     _check_budgets("eval", e.budgets, e.budget_unit)
     _require(isinstance(t.device, str) and (t.device in ("auto", "cpu", "cuda") or

@@ -12,7 +12,8 @@ every method with ``train.seed + s``. Per run, the test split is scored at the s
 * on synthetic data a last row, the oracle (the best policy from the true r, c at the same
   budgets): the ceiling of ``true/ref``.
 
-Method names are presets (:data:`PRESETS`) or any name given in ``experiment.overrides`` with its
+Method names are presets (:func:`bidfcl.train.registry.presets`: ``<method>-<loss>`` for every
+registered method and decision loss, plus each method's own, e.g. ``tsm-rct``) or any name given in ``experiment.overrides`` with its
 own ``train.method``; ``experiment.overrides = {name = {"train.epochs" = 5}}`` adjusts a preset.
 """
 
@@ -30,54 +31,20 @@ from typing import Optional
 from .config import ConfigError, RunConfig, config_from_dict
 from .datasets import RunData, as_run_data, load_run_data
 from .loop import Progress, _atomic_text
+from .registry import presets
 
-__all__ = ["PRESETS", "method_config", "run_experiment", "combine_results", "summarize", "markdown_table"]
-
-PRESETS = {
-    "tsm-rct": {"train.method": "tsm", "train.data": "rct"},
-    "tsm-obs": {"train.method": "tsm", "train.data": "obs"},
-    "tsm-pooled": {"train.method": "tsm", "train.data": "pooled"},
-    "dfcl-ppl": {"train.method": "dfcl", "train.loss": "ppl"},
-    "dfcl-pifd": {"train.method": "dfcl", "train.loss": "pifd"},
-    "dfcl-dpl": {"train.method": "dfcl", "train.loss": "dpl"},
-    "dfcl-mer": {"train.method": "dfcl", "train.loss": "mer"},
-    "dfcl-difd": {"train.method": "dfcl", "train.loss": "difd"},
-    "bidfcl-ppl": {"train.method": "bidfcl", "train.loss": "ppl"},
-    "bidfcl-pifd": {"train.method": "bidfcl", "train.loss": "pifd"},
-    "bidfcl-ppl-weight": {"train.method": "bidfcl", "train.loss": "ppl", "train.bridge_mode": "weight"},
-    "bidfcl-ppl-unrolled": {"train.method": "bidfcl", "train.loss": "ppl", "train.hypergradient": "unrolled"},
-    "bidfcl-ppl-k1": {"train.method": "bidfcl", "train.loss": "ppl", "train.k": 1},
-    # ablations of the bridge design (docs/decision-quality.md): gates fixed at their start (1/2,
-    # factual weight 1); the full Hessian instead of Gauss-Newton; no gates on factual cells; CG from
-    # zero each step; and the literal Algorithm 1 (k = 5 Adam steps of a copy, full Hessian, no
-    # damping, counterfactual gates only, cold CG)
-    "bidfcl-ppl-fixed": {"train.method": "bidfcl", "train.loss": "ppl", "train.learn_bridge": False},
-    "bidfcl-ppl-hessian": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "hessian"},
-    "bidfcl-ppl-gn": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "gauss-newton"},
-    "bidfcl-ppl-cg50": {"train.method": "bidfcl", "train.loss": "ppl", "train.cg_iters": 50},
-    "bidfcl-ppl-lr1e-2": {"train.method": "bidfcl", "train.loss": "ppl", "train.bridge_lr": 1e-2},
-    "bidfcl-ppl-inner5": {"train.method": "bidfcl", "train.loss": "ppl", "train.inner_steps": 5},
-    "bidfcl-ppl-nofactual": {"train.method": "bidfcl", "train.loss": "ppl", "train.gate_factual": False},
-    "bidfcl-ppl-coldcg": {"train.method": "bidfcl", "train.loss": "ppl", "train.cg_warm_start": False},
-    "bidfcl-ppl-paper": {"train.method": "bidfcl", "train.loss": "ppl", "train.inner_steps": 5,
-                         "train.curvature": "hessian", "train.damping": 0.0, "train.cg_warm_start": False,
-                         "train.gate_factual": False, "train.cg_iters": 50, "train.k": 5, "train.bridge_lr": 1e-3},
-    # the default before issue 12 (docs/decision-quality.md section 5): auto curvature, CG(10), a
-    # bridge step every 5 batches at lr 1e-3
-    "bidfcl-ppl-auto-k5": {"train.method": "bidfcl", "train.loss": "ppl", "train.curvature": "auto",
-                           "train.cg_iters": 10, "train.k": 5, "train.bridge_lr": 1e-3},
-}
-
+__all__ = ["presets", "method_config", "run_experiment", "combine_results", "summarize", "markdown_table"]
 
 def method_config(cfg: RunConfig, name: str, seed: int) -> RunConfig:
     """The run config of method ``name`` at experiment seed ``seed``."""
     extra = cfg.experiment.overrides.get(name, {})
     if not isinstance(extra, dict):
         raise ConfigError(f"bidfcl config: expected experiment.overrides.{name} to be a table, got {extra!r}")
-    if name not in PRESETS and "train.method" not in extra:
+    known = presets()
+    if name not in known and "train.method" not in extra:
         raise ConfigError(f"bidfcl config: unknown method {name!r} in experiment.methods (presets: "
-                          f"{', '.join(PRESETS)}; or define it in experiment.overrides with 'train.method')")
-    over = dict(PRESETS.get(name, {}))
+                          f"{', '.join(known)}; or define it in experiment.overrides with 'train.method')")
+    over = dict(known.get(name, {}))
     over.update(extra)
     over["train.seed"] = cfg.train.seed + seed
     return cfg.replace(over)
@@ -90,8 +57,9 @@ def preset_notes(cfg: RunConfig) -> list[str]:
     default = RunConfig().to_dict()
     mine = cfg.to_dict()
     notes = []
+    known = presets()
     for name in cfg.experiment.methods:
-        over = dict(PRESETS.get(name, {}))
+        over = dict(known.get(name, {}))
         over.update(cfg.experiment.overrides.get(name, {}) if isinstance(cfg.experiment.overrides.get(name), dict) else {})
         for dotted, value in over.items():
             if dotted == "train.seed" or "." not in dotted:
@@ -349,7 +317,7 @@ def run_experiment(cfg, out_dir: Optional[str] = None, *, progress: Optional[Pro
             kw = {}
             t = mcfg.train
             if t.method == "bidfcl":
-                teacher = teachers.get(_teacher_key(mcfg, s, t.teacher_epochs))
+                teacher = teachers.get(_teacher_key(mcfg, s, mcfg.bidfcl.teacher_epochs))
                 if teacher is not None:
                     kw["teacher"] = teacher
             elif t.method == "dfcl":  # DFCL fine-tunes the TSM-on-RCT model when it trained as long
@@ -359,7 +327,7 @@ def run_experiment(cfg, out_dir: Optional[str] = None, *, progress: Optional[Pro
             t0 = time.perf_counter()
             trainer = make_trainer(mcfg, data, progress=progress, **kw)
             result = trainer.fit()
-            if t.method == "tsm" and t.data == "rct":
+            if t.method == "tsm" and mcfg.tsm.data == "rct":
                 teachers[_teacher_key(mcfg, s, t.epochs)] = trainer.deployed
             main = [v for k, v in result["epoch_seconds"].items() if not k.endswith("warm") and k != "teacher"]
             rec = {"seed": s, "method": m, "evaluation": result["evaluation"], "fit_seconds": time.perf_counter() - t0,

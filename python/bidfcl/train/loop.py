@@ -36,7 +36,7 @@ from torch import nn
 from ..data import UpliftDataset
 from ..devices import resolve_device
 from ..models import MultiHeadMLP, model_from_config
-from .config import ConfigError, RunConfig
+from .config import RUN_SECTIONS, ConfigError, RunConfig, upgrade_run_config
 from .datasets import RunData, free_options, max_arm_cost
 from .evaluate import eval_budgets, evaluate_model, per_capita_budgets
 from .parallel import Parallel, ParallelError, RowShard
@@ -165,6 +165,8 @@ def read_checkpoint(path: str) -> dict:
         raise ValueError(f"bidfcl: {path!r} is not a bidfcl checkpoint (format {blob.get('format')!r}); "
                          f"{_CHECKPOINT_HINT}")
     _require_keys(blob, _CHECKPOINT_KEYS, path, "checkpoint", _CHECKPOINT_HINT)
+    if isinstance(blob["run_config"], dict):  # written before the per-method sections: today's layout
+        blob["run_config"] = upgrade_run_config(blob["run_config"])
     pos = blob["position"]
     if not (isinstance(pos, dict) and all(isinstance(pos.get(k), int) and pos[k] >= 0
                                           for k in ("phase", "epoch", "batch", "step"))):
@@ -230,6 +232,8 @@ def load_model(path: str) -> tuple[MultiHeadMLP, dict]:
         blob = {"model_config": blob["model_configs"][name], "state_dict": blob["modules"][name],
                 "run_config": blob["run_config"], "method": blob["method"], "extra": {}}
     _require_keys(blob, ("model_config", "state_dict"), path, "model file", _MODEL_HINT)
+    if isinstance(blob.get("run_config"), dict):
+        blob["run_config"] = upgrade_run_config(blob["run_config"])
     try:
         model = model_from_config(blob["model_config"])
         model.load_state_dict(blob["state_dict"])
@@ -411,8 +415,8 @@ class Trainer:
     def _check_parallel(cfg: RunConfig, data: RunData) -> None:
         """What a data-parallel run cannot do (checked on every rank before any collective)."""
         t = cfg.train
-        if t.hypergradient == "unrolled":
-            raise ConfigError("bidfcl: train.hypergradient = 'unrolled' (an ablation) runs in one process only; "
+        if cfg.bidfcl.hypergradient == "unrolled":
+            raise ConfigError("bidfcl: bidfcl.hypergradient = 'unrolled' (an ablation) runs in one process only; "
                               "use the default 'cg' under torchrun")
         spec = str(t.device).strip().lower()
         if spec.startswith("cuda:"):
@@ -428,7 +432,7 @@ class Trainer:
         the device), the splits present, features, options and dtype are all-gathered and compared."""
         d = cfg.to_dict()
         d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
-        run = hashlib.sha256(json.dumps({k: d[k] for k in ("data", "model", "train", "eval")}, sort_keys=True,
+        run = hashlib.sha256(json.dumps({k: d[k] for k in RUN_SECTIONS}, sort_keys=True,
                                         default=str).encode()).hexdigest()[:16]
         mine = {"config": run, "splits": [k for k in ("rct", "obs", "val", "test") if getattr(data, k) is not None],
                 "features": data.n_features, "options": data.n_options, "dtype": str(data.rct.dtype)}
@@ -492,7 +496,7 @@ class Trainer:
     def _comparable_config(self) -> dict:
         """What a resumed run must share with its checkpoint (not the device: a run may move)."""
         d = self.cfg.to_dict()
-        out = {k: d[k] for k in ("data", "model", "train", "eval")}
+        out = {k: d[k] for k in RUN_SECTIONS}
         out["train"] = {k: v for k, v in out["train"].items() if k != "device"}
         return out
 
@@ -530,7 +534,7 @@ class Trainer:
         if blob["version"] != CHECKPOINT_VERSION or blob["method"] != self.method:
             raise ValueError(f"bidfcl: checkpoint {path!r} is a {blob['method']!r} checkpoint v{blob['version']}, "
                              f"expected {self.method!r} v{CHECKPOINT_VERSION}")
-        saved = {k: dict(blob["run_config"].get(k, {})) for k in ("data", "model", "train", "eval")}
+        saved = {k: dict(blob["run_config"].get(k, {})) for k in RUN_SECTIONS}
         saved["train"].pop("device", None)
         if saved != self._comparable_config():
             now = self._comparable_config()

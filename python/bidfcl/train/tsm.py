@@ -2,7 +2,7 @@
 
     L = mean_i (r_hat[i, t_i] - revenue_i)^2 + (c_hat[i, t_i] - cost_i)^2
 
-on RCT rows, OBS rows, or both pooled (``train.data``); the decision is made afterwards by solving
+on RCT rows, OBS rows, or both pooled (``tsm.data``); the decision is made afterwards by solving
 the allocation on the predictions.
 """
 
@@ -14,6 +14,7 @@ from ..data import UpliftDataset
 from .datasets import factual_rows
 from .loop import Phase, Trainer, factual_loss
 from .parallel import RowShard
+from .registry import register_method
 
 __all__ = ["TsmTrainer", "tsm_rows"]
 
@@ -34,20 +35,24 @@ def tsm_rows(data, which: str) -> UpliftDataset:
     if which == "rct":
         return factual_rows(data.rct)
     if data.obs is None:
-        raise ConfigError(f"bidfcl: train.data = {which!r} needs OBS rows (data.obs)")
+        raise ConfigError(f"bidfcl: tsm.data = {which!r} needs OBS rows (data.obs)")
     if which == "obs":
         return factual_rows(data.obs)
     return UpliftDataset.concat([factual_rows(data.rct), factual_rows(data.obs)])
 
 
+@register_method("tsm", doc="two-stage method: fit the logged outcomes, then solve", presets={
+    "tsm-rct": {"train.method": "tsm", "tsm.data": "rct"},
+    "tsm-obs": {"train.method": "tsm", "tsm.data": "obs"},
+    "tsm-pooled": {"train.method": "tsm", "tsm.data": "pooled"},
+})
 class TsmTrainer(Trainer):
-    method = "tsm"
 
     def build(self) -> None:
         self.model = self.new_model()
         self.opt = self.adam(self.model)
         self.ddp = self.parallel.wrap(self.model)
-        self.rows = tsm_rows(self.data, self.cfg.train.data)
+        self.rows = tsm_rows(self.data, self.cfg.tsm.data)
 
     def step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         self.opt.zero_grad(set_to_none=True)
@@ -57,8 +62,8 @@ class TsmTrainer(Trainer):
         return {"mse": loss.detach()}
 
     def phases(self) -> list[Phase]:
-        return [Phase(f"tsm-{self.cfg.train.data}", self.cfg.train.epochs, self.rows, self.step, select="model",
-                      shard=tsm_shard(self.data, self.cfg.train.data))]
+        return [Phase(f"tsm-{self.cfg.tsm.data}", self.cfg.train.epochs, self.rows, self.step, select="model",
+                      shard=tsm_shard(self.data, self.cfg.tsm.data))]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:
