@@ -31,7 +31,8 @@ import torch
 
 from . import losses
 from .data import UpliftDataset
-from .solver import _row_propensity, solve_mckp_rct
+from .propensity import arm_counts, row_propensity
+from .solver import solve_mckp_rct
 
 __all__ = ["DecisionLoss", "DECISION_LOSSES", "register_decision_loss", "decision_loss_spec", "decision_losses_for",
            "decision_loss_terms", "decision_loss", "rct_lam", "LAM_CAP", "lower_targets", "weighted_squared_error",
@@ -112,11 +113,11 @@ register_decision_loss("difd", losses.difd_loss, kind="dual", options=("clip",),
 def _resolved_propensity(batch: UpliftDataset, like: torch.Tensor, parallel=None) -> torch.Tensor:
     """Per-row propensities ``[N]`` of ``batch`` in ``like``'s dtype, resolved once: the batch's own
     (per-row or per-arm), else its arm shares; over every rank's rows with an active ``parallel``."""
-    if parallel is not None and parallel.active:
-        from .train.evaluate import global_row_propensity
-
-        return global_row_propensity(batch, parallel).to(like.dtype)
-    return _row_propensity(batch.propensity, batch.treatment, like)
+    m = like.shape[1]
+    counts = None
+    if parallel is not None and parallel.active and batch.propensity is None:
+        counts = parallel.sum(arm_counts(batch.treatment, m))
+    return row_propensity(batch.propensity, batch.treatment, num_options=m, dtype=like.dtype, counts=counts)
 
 
 def _rct_solve(r_hat, c_hat, batch: UpliftDataset, budget_per_capita, propensity, parallel=None, statuses=None):

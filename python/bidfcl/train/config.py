@@ -38,6 +38,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+from .. import budgets as budget_units
 from ..objectives import DECISION_LOSSES, decision_losses_for
 from .registry import METHODS
 
@@ -371,7 +372,7 @@ def _require(cond: bool, message: str) -> None:
 
 
 #: units of ``train.budgets`` and ``eval.budgets`` (converted by ``evaluate.per_capita_budgets``)
-BUDGET_UNITS = ("share", "per_capita", "total")
+BUDGET_UNITS = budget_units.CONFIG_UNITS  #: the units a config budget may be given in
 
 
 def _check_budgets(section: str, budgets, unit: str) -> None:

@@ -13,7 +13,7 @@ the dearest option"), lam* comes from the RCT-calibrated exact solve of the mode
   model cannot allocate that budget: the result says so per budget (``feasible``, and
   ``n_infeasible``, which every report prints) and the policy scored there is the feasible fallback
   "everyone gets the cheapest arm" (lowest mean observed cost), never the model's;
-* **AUCC** when M = 2 (:func:`bidfcl.metrics.aucc`, when that module is available).
+* **AUCC** when M = 2 (:func:`bidfcl.metrics.aucc`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import torch
 
 from .. import budgets as budget_units
 from ..data import MarketingData, UpliftDataset
+from ..metrics import aucc
+from ..propensity import arm_counts, row_propensity
 from ..solver import solve_mckp_rct
 from .config import BUDGET_UNITS
 from .datasets import arm_cost_means, max_arm_cost
@@ -88,12 +90,10 @@ def ipw_value(choice: torch.Tensor, ds: UpliftDataset, parallel=None) -> tuple[t
 
 
 def global_row_propensity(ds: UpliftDataset, parallel) -> torch.Tensor:
-    """Per-row propensities of a shard: the rows' own, else the arm shares of every rank's rows
-    ``p_t = N_t / N`` (float64)."""
-    if ds.propensity is not None:
-        return ds.propensity.to(torch.float64)
-    counts = parallel.sum(torch.bincount(ds.treatment, minlength=ds.n_options)[: ds.n_options].to(torch.float64))
-    return (counts / counts.sum())[ds.treatment]
+    """Per-row propensities of a shard (float64): the rows' own, else the arm shares of every
+    rank's rows ``p_t = N_t / N`` (:func:`bidfcl.propensity.row_propensity` with all-reduced counts)."""
+    counts = None if ds.propensity is not None else parallel.sum(arm_counts(ds.treatment, ds.n_options))
+    return row_propensity(ds.propensity, ds.treatment, num_options=ds.n_options, dtype=torch.float64, counts=counts)
 
 
 def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDataset, budgets: list[float], *,
@@ -142,12 +142,7 @@ def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDat
                    none_value=float(none_v), gain_share=gain.tolist(), true_value_mean=float(tv.mean()),
                    oracle_value_mean=float(oracle.value.mean()), gain_share_mean=float(gain.mean()))
     if r_hat.shape[1] == 2 and not active:
-        try:
-            from ..metrics import aucc
-        except ImportError:  # the metrics module is not part of this build
-            aucc = None
-        if aucc is not None:
-            out["aucc"] = float(aucc(r_hat, c_hat, ds.treatment, ds.revenue, ds.cost))
+        out["aucc"] = float(aucc(r_hat, c_hat, ds.treatment, ds.revenue, ds.cost))
     return out
 
 

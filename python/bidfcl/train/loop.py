@@ -33,6 +33,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .. import budgets as budget_units
 from ..data import UpliftDataset
 from ..devices import resolve_device
 from ..models import MultiHeadMLP, model_from_config
@@ -343,7 +344,7 @@ class Trainer:
         t = cfg.train
         self.seed = int(t.seed)
         top = max_arm_cost(self.data.rct, par)
-        self.train_budget = t.budget_fraction * top  # per capita
+        self.train_budget = budget_units.convert(t.budget_fraction, "share", "per_capita", reference_cost=top)
         self.val_ds = self.data.validation()
         self.val_shard = self.data.row_shard("val" if self.data.val is not None else "rct")
         self.val_budgets = eval_budgets(cfg.eval, self.val_ds, par, self._rows("val" if self.data.val is not None
@@ -353,7 +354,8 @@ class Trainer:
             self.train_budgets = per_capita_budgets(t.budgets, t.budget_unit, self.data.rct, par, self._rows("rct"))
             self.train_budget = self.train_budgets[0]
         else:
-            self.train_budgets = [f * top for f in (t.budget_fractions or [t.budget_fraction])]
+            self.train_budgets = budget_units.convert(list(t.budget_fractions or [t.budget_fraction]), "share",
+                                                      "per_capita", reference_cost=top)
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
         #: (rows of this rank, rows of all ranks) in the current global batch
         self.batch_rows: Optional[tuple[int, int]] = None
