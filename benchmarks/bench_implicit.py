@@ -171,6 +171,14 @@ def test_bench(benchmark, record, size, what):
         _report(size)
 
 
+def _timed_calls(prob, gn, v) -> dict:
+    """What main() times for one problem, by name (closures over this problem's objects)."""
+    return dict(cpp=lambda: prob.solve("cpp"), python=lambda: prob.solve("python"),
+                backward=prob.backward, forward_backward=prob.forward_backward,
+                hvp=lambda: torch.autograd.grad(prob.grads, prob.params, v, retain_graph=True),
+                gauss_newton=lambda: gn.matvec(v))
+
+
 def main() -> None:
     """Interleaved min-of-N timings (robust on a shared machine: load only adds time), one line per size.
 
@@ -184,10 +192,7 @@ def main() -> None:
         gn, v = prob.gauss_newton(), [torch.ones_like(p) for p in prob.params]
         best = dict(cpp=float("inf"), python=float("inf"), backward=float("inf"), forward_backward=float("inf"),
                     hvp=float("inf"), gauss_newton=float("inf"))
-        fns = dict(cpp=lambda: prob.solve("cpp"), python=lambda: prob.solve("python"),
-                   backward=prob.backward, forward_backward=prob.forward_backward,
-                   hvp=lambda: torch.autograd.grad(prob.grads, prob.params, v, retain_graph=True),
-                   gauss_newton=lambda: gn.matvec(v))
+        fns = _timed_calls(prob, gn, v)
         if not bidfcl.EXTENSION_LOADED:
             del fns["cpp"]
         for fn in fns.values():

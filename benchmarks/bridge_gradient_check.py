@@ -22,7 +22,6 @@ Estimators: the trainer's own bridge gradient on one 1024-row batch (its warm-st
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import time

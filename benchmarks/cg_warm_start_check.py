@@ -12,35 +12,18 @@ the trainer's own (warm-started) solves only.
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-
 import torch
+from _common import bidfcl_trainer, parse_args
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_epoch import DATA  # noqa: E402
+
+def _options(ap) -> None:
+    ap.add_argument("--cg-iters", type=int, default=3)
+    ap.add_argument("--every", type=int, default=5)
 
 
 def main() -> None:
-    from bidfcl.train import config_from_dict, load_run_data, make_trainer
-    from bidfcl.train.config import upgrade_run_config  # --set names keys in one flat [train]
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cg-iters", type=int, default=3)
-    ap.add_argument("--every", type=int, default=5)
-    ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    extra = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        extra[key.split(".", 1)[1]] = eval(value, {}, {"true": True, "false": False})  # noqa: S307 (numbers/bools)
-    cfg = config_from_dict(upgrade_run_config({
-        "data": DATA, "train": dict(method="bidfcl", teacher_epochs=2, warm_start_epochs=1, epochs=1, batch_size=1024,
-                                    cg_iters=args.cg_iters, **extra),
-        "eval": {"select": "last"}, "output": {"progress": "none"}}))
-    trainer = make_trainer(cfg, load_run_data(cfg.data))
+    args = parse_args(__doc__, _options)
+    trainer = bidfcl_trainer(1, dict({"cg_iters": args.cg_iters}, **args.train))
     own = trainer.implicit_hypergradient
     errors, rows = [], []
 
@@ -48,7 +31,7 @@ def main() -> None:
         res = own(model, batch, index, rct)
         errors.append(res.state.error)
         if (len(errors) - 1) % args.every == 0:
-            t = trainer.cfg.bidfcl
+            t = trainer.cfg.train
             kept = t.cg_iters, t.cg_tol, trainer.cg_warm
             t.cg_iters, t.cg_tol, trainer.cg_warm = 150, 1e-8, None
             try:

@@ -11,20 +11,14 @@ it patches private functions, so it follows the code it was written for.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import os
 import statistics
-import sys
 import time
 
-import torch
+from _common import bidfcl_trainer, parse_args
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_epoch import DATA  # noqa: E402
-
-from bidfcl import implicit  # noqa: E402
-from bidfcl.train import bilevel  # noqa: E402
+from bidfcl import implicit
+from bidfcl.train import bilevel
 
 SECONDS: dict = collections.defaultdict(float)
 CALLS: collections.Counter = collections.Counter()
@@ -47,18 +41,7 @@ def timed(owner, name: str, label: str) -> None:
 
 
 def main() -> None:
-    from bidfcl.train import config_from_dict, load_run_data, make_trainer
-    from bidfcl.train.config import upgrade_run_config  # --set names keys in one flat [train]
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
-    ap.add_argument("--epochs", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    extra = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        extra[key.split(".", 1)[1]] = eval(value, {}, {"true": True, "false": False})  # noqa: S307 (numbers/bools)
+    args = parse_args(__doc__, lambda ap: ap.add_argument("--epochs", type=int, default=2))
     for owner, name, label in [
         (bilevel.BidfclTrainer, "bilevel_step", "bilevel step (target step + bridge step)"),
         (bilevel.BidfclTrainer, "bridge_step", "  bridge step"),
@@ -73,11 +56,7 @@ def main() -> None:
         (implicit._GaussNewton, "mixed", "    mixed term from J v (gauss-newton)"),
     ]:
         timed(owner, name, label)
-    cfg = config_from_dict(upgrade_run_config({
-        "data": DATA, "train": dict(method="bidfcl", teacher_epochs=2, warm_start_epochs=1, epochs=args.epochs,
-                                    batch_size=1024, **extra),
-        "eval": {"select": "last"}, "output": {"progress": "none"}}))
-    trainer = make_trainer(cfg, load_run_data(cfg.data))
+    trainer = bidfcl_trainer(args.epochs, args.train)
     steps = []
     bridge_step = trainer.bridge_step
 

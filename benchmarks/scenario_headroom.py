@@ -57,6 +57,11 @@ def mean_se(v: list[float]) -> tuple[float, float]:
     return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v))
 
 
+def _ratio(by_seed: dict, seeds: list, key: str, method: str) -> list[float]:
+    """Per seed: ``method``'s ``key`` over TSM-RCT's true value mean."""
+    return [by_seed[s][method][key] / by_seed[s]["tsm-rct"]["true_value_mean"] for s in seeds]
+
+
 def summarize(runs: list[dict], scenarios: list[str]) -> list[dict]:
     rows = []
     for name in scenarios:
@@ -67,13 +72,10 @@ def summarize(runs: list[dict], scenarios: list[str]) -> list[dict]:
         seeds = sorted(s for s, d in by_seed.items() if all(m in d for m in METHODS))
         if not seeds:
             continue
-        def ratio(key: str, m: str) -> list[float]:
-            return [by_seed[s][m][key] / by_seed[s]["tsm-rct"]["true_value_mean"] for s in seeds]
-
         rows.append({"scenario": name, "seeds": seeds,
-                     "oracle": mean_se(ratio("oracle_value_mean", "tsm-rct")),
-                     "tsm-obs": mean_se(ratio("true_value_mean", "tsm-obs")),
-                     "tsm-pooled": mean_se(ratio("true_value_mean", "tsm-pooled")),
+                     "oracle": mean_se(_ratio(by_seed, seeds, "oracle_value_mean", "tsm-rct")),
+                     "tsm-obs": mean_se(_ratio(by_seed, seeds, "true_value_mean", "tsm-obs")),
+                     "tsm-pooled": mean_se(_ratio(by_seed, seeds, "true_value_mean", "tsm-pooled")),
                      "pooled_epoch_s": mean_se([by_seed[s]["tsm-pooled"]["epoch_seconds"] for s in seeds])})
     return rows
 

@@ -8,7 +8,6 @@ single-budget solver (K = 1 must return exactly its answer), the pure-PyTorch tw
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -17,9 +16,7 @@ import torch
 import bidfcl
 from bidfcl import _reference as ref
 from bidfcl.allocation import constraint_names
-
-needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
-F64 = torch.float64
+from conftest import DTYPES, F64, needs_cuda, needs_ext
 
 #: The documented quality (README, allocation.py): the value is within this many users' value
 #: ranges of the integer optimum, per constraint that can bind, plus one.
@@ -118,7 +115,7 @@ def solve(p, **kw):
 
 def check_solution(p, sol):
     """The reported totals are those of the choice, and every constraint holds."""
-    v, c = p["values"], p["costs"]
+    v = p["values"]
     n, m = v.shape
     rows = torch.arange(n)
     if p["eligible"] is not None:
@@ -187,7 +184,7 @@ def _rand(n, m, k, seed, dtype=F64):
     return v.to(dtype), c.to(dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", ["2d", "3d"])
 def test_single_budget_is_solve_mckp(dtype, shape):
     v, c = _rand(500, 5, 1, 0, dtype)
@@ -421,7 +418,7 @@ def test_solve_matches_twin_end_to_end(monkeypatch):
 
 
 @needs_ext
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_opcheck(dtype):
     ops = torch.ops.bidfcl
     v, c, el, groups, g, lam, budgets = _op_args(0)
@@ -457,10 +454,9 @@ def test_ops_bad_input_name_argument_and_position():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@needs_cuda
 @pytest.mark.skipif(bidfcl.EXTENSION_LOADED and not bidfcl.build_info().get("cuda", False), reason="no CUDA kernels")
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_policy_matches_cpu(dtype):
     ops = torch.ops.bidfcl
     v, c, el, groups, g, lam, budgets = _op_args(2)

@@ -14,16 +14,11 @@ import bidfcl
 from bidfcl import _reference as ref
 from bidfcl import implicit, losses, metrics
 from bidfcl._ops import ops
-
-F64 = torch.float64
-needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
+from conftest import F64, needs_ext, random_mckp
 
 
 def _problem(n=12, m=3, seed=0, grad=True):
-    g = torch.Generator().manual_seed(seed)
-    v = torch.rand(n, m, generator=g, dtype=F64)
-    c = torch.rand(n, m, generator=g, dtype=F64)
-    c[:, 0] = 0.0
+    v, c = random_mckp(n, m, seed)
     t = torch.arange(n) % m
     return v.requires_grad_(grad), c.requires_grad_(grad), t
 

@@ -15,6 +15,7 @@ import torch
 import bidfcl
 from bidfcl import _reference, distributed
 from bidfcl._sharded import LocalComm, Segment, bp_keys, select_cuts
+from conftest import DTYPES
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PYTHON_DIR = os.path.join(os.path.dirname(HERE), "python")
@@ -146,7 +147,7 @@ def test_selection_over_chunks_matches_solve_mckp(nbins, cap):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_events_and_apply_cut_match_twins(dtype):
     g = torch.Generator().manual_seed(3)
     v = (torch.randint(-3, 10, (300, 5), generator=g) * 0.5).to(dtype)

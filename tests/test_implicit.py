@@ -13,22 +13,13 @@ from hypothesis import strategies as st
 import bidfcl
 from bidfcl import implicit
 from bidfcl.linear_solve import cg
+from conftest import DEVICES, needs_cuda, needs_ext
 
-needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
 BACKENDS = ["python", pytest.param("cpp", marks=needs_ext)]
-DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device")])]
-
-
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """These problems are tiny: with 2 intra-op threads on a busy 2-core machine each small op can wait
-    milliseconds for a descheduled worker (30x slower suite). Thread counts are exercised on purpose
-    in test_hessian_cg_deterministic_across_threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# These problems are tiny: with 2 intra-op threads on a busy 2-core machine each small op can wait
+# milliseconds for a descheduled worker (30x slower suite). Thread counts are exercised on purpose
+# in test_hessian_cg_deterministic_across_threads.
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def random_spd(n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
@@ -383,8 +374,7 @@ def test_ridge_hypergradient_float32(backend, device):
     assert abs(float(res.grads[1]) - float(grad_l)) <= 1e-3 * abs(float(grad_l))
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@needs_cuda
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_ridge_hypergradient_cuda_matches_cpu(backend):
     out = {}

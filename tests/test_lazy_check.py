@@ -22,10 +22,9 @@ import bidfcl
 from bidfcl import losses
 from bidfcl._ops import EXTENSION_LOADED
 from bidfcl._validate import STATUS_LEN, status_message
+from conftest import DTYPES, F64, with_bad_entries
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-F64 = torch.float64
 
 
 def problem(n: int = 40, m: int = 4, dtype=F64, seed: int = 0):
@@ -70,7 +69,7 @@ def assert_ok(status: torch.Tensor, device="cpu"):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("budget", [0.0, 3.5, 1e9, "many"])
 def test_solve_mckp_identical(dtype, budget):
     values, costs, *_ = problem(dtype=dtype)
@@ -94,7 +93,7 @@ def test_solve_mckp_identical_on_ties():
     assert_same(bidfcl.solve_mckp(values, costs, budgets), bidfcl.solve_mckp(values, costs, budgets, check=False))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("propensity", [None, "row", "arm"])
 def test_solve_mckp_rct_identical(dtype, propensity):
     values, costs, treatment, cost_obs, _ = problem(dtype=dtype, seed=1)
@@ -116,7 +115,7 @@ LOSSES = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", sorted(LOSSES))
 def test_losses_identical_with_gradients(kind, dtype):
     values, costs, treatment, cost_obs, revenue = problem(dtype=dtype, seed=2)
@@ -204,15 +203,12 @@ SOLVE_CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(SOLVE_CASES))
 def test_solve_mckp_bad_input_lazily(case, dtype):
     values, costs, *_ = problem(dtype=dtype)
     spec = SOLVE_CASES[case]
-    if "values" in spec:
-        values = _set(values, *spec["values"])
-    if "costs" in spec:
-        costs = _set(costs, *spec["costs"])
+    values, costs = with_bad_entries(spec, values=values, costs=costs).values()
     budget = spec.get("budget", 2.0)
     expected = eager_message(bidfcl.solve_mckp, values, costs, budget)
     sol = bidfcl.solve_mckp(values, costs, budget, check=False)  # does not raise
@@ -243,17 +239,15 @@ RCT_CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(RCT_CASES))
 def test_solve_mckp_rct_bad_input_lazily(case, dtype):
     values, costs, treatment, cost_obs, _ = problem(dtype=dtype, seed=8)
     propensity = torch.full((40,), 0.25, dtype=dtype)
     spec = RCT_CASES[case]
-    values = _set(values, *spec["values"]) if "values" in spec else values
-    costs = _set(costs, *spec["costs"]) if "costs" in spec else costs
-    treatment = _set(treatment, *spec["treatment"]) if "treatment" in spec else treatment
-    cost_obs = _set(cost_obs, *spec["cost_obs"]) if "cost_obs" in spec else cost_obs
-    propensity = _set(propensity, *spec["propensity"]) if "propensity" in spec else propensity
+    bad = with_bad_entries(spec, values=values, costs=costs, treatment=treatment, cost_obs=cost_obs,
+                           propensity=propensity)
+    values, costs, treatment, cost_obs, propensity = bad.values()
     budget = spec.get("budget", 0.3)
     args = (values, costs, treatment, cost_obs, budget, propensity)
     expected = eager_message(bidfcl.solve_mckp_rct, *args)
@@ -296,12 +290,8 @@ def test_losses_bad_input_lazily(kind, case):
     spec = DECISION_CASES[case]
     if "cost" in spec and kind not in ("mer", "difd"):
         pytest.skip("only the dual losses take a cost")
-    r = _set(values, *spec["r"]) if "r" in spec else values
-    c = _set(costs, *spec["c"]) if "c" in spec else costs
-    t = _set(treatment, *spec["t"]) if "t" in spec else treatment
-    rev = _set(revenue, *spec["rev"]) if "rev" in spec else revenue
-    cost = _set(cost_obs, *spec["cost"]) if "cost" in spec else cost_obs
-    p = _set(prop, *spec["prop"]) if "prop" in spec else prop
+    r, c, t, rev, cost, p = with_bad_entries(spec, r=values, c=costs, t=treatment, rev=revenue, cost=cost_obs,
+                                             prop=prop).values()
     lam = spec.get("lam", 0.5)
     # the dual losses take a grid; entries of a Python list are numbers, checked at once like tau,
     # so the grid is a tensor here

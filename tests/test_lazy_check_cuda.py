@@ -17,29 +17,18 @@ self-test of this file on machines without a GPU); the sync and graph tests need
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 import bidfcl
 from bidfcl import losses
-from bidfcl._ops import EXTENSION_LOADED
+from conftest import CUDA_FILE_MARKS, CUDA_TEST_DEVICE, DTYPES, F64
 
-DEV = os.environ.get("BIDFCL_CUDA_TEST_DEVICE", "cuda")
-F64 = torch.float64
+DEV = CUDA_TEST_DEVICE
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not EXTENSION_LOADED, reason="needs the compiled extension"),
-    pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"),
-    pytest.mark.skipif(
-        DEV == "cuda" and EXTENSION_LOADED and not bidfcl.build_info().get("cuda", False),
-        reason="extension built without CUDA kernels",
-    ),
-]
+pytestmark = CUDA_FILE_MARKS
 
-needs_cuda = pytest.mark.skipif(DEV != "cuda", reason="synchronisation and CUDA graphs exist only on CUDA")
+needs_real_cuda = pytest.mark.skipif(DEV != "cuda", reason="synchronisation and CUDA graphs exist only on CUDA")
 
 
 def batch(n: int, m: int, dtype, seed: int, device=DEV):
@@ -60,7 +49,7 @@ def lazy_message(*results) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 5, 16])
 def test_check_false_is_bit_identical_on_device(dtype, m):
     values, costs, treatment, cost_obs, revenue, prop = batch(3000, m, dtype, seed=m)
@@ -109,8 +98,8 @@ def test_lazy_messages_match_the_cpu(where):
     assert msg == expected
 
 
-@needs_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@needs_real_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_check_false_does_not_synchronise(dtype):
     values, costs, treatment, cost_obs, revenue, prop = batch(20000, 8, dtype, seed=5)
     budgets = torch.tensor([100.0, 2000.0], dtype=F64, device=DEV)
@@ -164,7 +153,7 @@ def _training_step(model, opt, x, treatment, cost_obs, revenue, per_capita, tota
     return rct, sol, loss
 
 
-@needs_cuda
+@needs_real_cuda
 def test_training_step_is_captured_in_a_cuda_graph():
     torch.manual_seed(0)
     n, d, m = 4096, 8, 4

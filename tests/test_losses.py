@@ -14,25 +14,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bidfcl
 from bidfcl import _reference as ref
 from bidfcl import losses
 from bidfcl._ops import ops
-from bidfcl.solver import arm_propensity
-
-F64 = torch.float64
-needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
-
-
-def make_batch(n=12, m=3, dtype=F64, seed=0, with_cost=False):
-    g = torch.Generator().manual_seed(seed)
-    r = torch.randn(n, m, generator=g, dtype=F64).to(dtype)
-    c = torch.rand(n, m, generator=g, dtype=F64).to(dtype)
-    t = torch.randint(0, m, (n,), generator=g)
-    rev = (torch.randn(n, generator=g, dtype=F64) + 0.5).to(dtype)
-    cost = torch.rand(n, generator=g, dtype=F64).to(dtype) if with_cost else None
-    prop = arm_propensity(t, m, dtype)
-    return r, c, t, rev, cost, prop
+from conftest import DTYPES, F64, decision_batch, needs_cuda, needs_ext
 
 
 def lam_of(values, dtype=F64):
@@ -56,7 +41,7 @@ def weights(rev, cost, lam, prop):
 @pytest.mark.parametrize("tau", [1.0, 0.3])
 @pytest.mark.parametrize("with_cost", [False, True])
 def test_softmax_loss_and_gradients_match_twin_autograd(m, tau, with_cost):
-    r, c, t, rev, cost, prop = make_batch(n=40, m=m, seed=m, with_cost=with_cost)
+    r, c, t, rev, cost, prop = decision_batch(n=40, m=m, seed=m, with_cost=with_cost)
     lam = lam_of([0.7] if not with_cost else [0.2, 0.7, 1.5])
     r1, c1 = r.clone().requires_grad_(), c.clone().requires_grad_()
     loss = ops.ppl_loss(r1, c1, t, rev, cost, lam, prop, tau)
@@ -75,7 +60,7 @@ def test_softmax_loss_and_gradients_match_twin_autograd(m, tau, with_cost):
 
 
 def test_ppl_loss_value_from_definition():
-    r, c, t, rev, _, prop = make_batch(n=9, m=4, seed=3)
+    r, c, t, rev, _, prop = decision_batch(n=9, m=4, seed=3)
     lam = 0.4
     z = torch.softmax((r - lam * c) / 2.0, dim=1)
     expected = -(z[torch.arange(9), t] * rev / prop).mean()
@@ -84,14 +69,14 @@ def test_ppl_loss_value_from_definition():
 
 
 def test_ppl_gradcheck():
-    r, c, t, rev, _, prop = make_batch(n=8, m=3, seed=5)
+    r, c, t, rev, _, prop = decision_batch(n=8, m=3, seed=5)
     r.requires_grad_()
     c.requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: losses.ppl_loss(a, b, t, rev, 0.6, prop, tau=0.8), (r, c))
 
 
 def test_mer_gradcheck_over_lam_grid():
-    r, c, t, rev, cost, prop = make_batch(n=8, m=3, seed=6, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=8, m=3, seed=6, with_cost=True)
     r.requires_grad_()
     c.requires_grad_()
     lams = [0.1, 0.5, 2.0]
@@ -99,7 +84,7 @@ def test_mer_gradcheck_over_lam_grid():
 
 
 def test_dual_losses_sum_over_grid():
-    r, c, t, rev, cost, prop = make_batch(n=20, m=3, seed=7, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=20, m=3, seed=7, with_cost=True)
     lams = [0.0, 0.5, 1.0]
     per_lam = sum(losses.mer_loss(r, c, t, rev, cost, [x], prop, tau=2.0) for x in lams)
     torch.testing.assert_close(losses.mer_loss(r, c, t, rev, cost, lams, prop, tau=2.0), per_lam)
@@ -113,7 +98,7 @@ def test_dual_losses_sum_over_grid():
 
 
 def test_lam_gets_no_gradient():
-    r, c, t, rev, _, prop = make_batch(n=10, m=3, seed=8)
+    r, c, t, rev, _, prop = decision_batch(n=10, m=3, seed=8)
     lam = torch.tensor(0.5, dtype=F64, requires_grad=True)
     r.requires_grad_()
     losses.ppl_loss(r, c, t, rev, lam, prop).backward()
@@ -158,7 +143,7 @@ def brute_force_flip_gradient(a: torch.Tensor, t: torch.Tensor, w: torch.Tensor)
 
 @pytest.mark.parametrize("m", [2, 3, 5])
 def test_pifd_gradient_is_the_exact_flip(m):
-    r, c, t, rev, _, prop = make_batch(n=15, m=m, seed=10 + m)
+    r, c, t, rev, _, prop = decision_batch(n=15, m=m, seed=10 + m)
     lam = 0.8
     r1, c1 = r.clone().requires_grad_(), c.clone().requires_grad_()
     loss = losses.pifd_loss(r1, c1, t, rev, lam, prop)
@@ -180,7 +165,7 @@ def test_pifd_gradient_is_the_exact_flip(m):
 
 
 def test_difd_gradient_is_the_exact_flip_summed_over_grid():
-    r, c, t, rev, cost, prop = make_batch(n=12, m=4, seed=21, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=12, m=4, seed=21, with_cost=True)
     lams = lam_of([0.3, 1.1])
     r1, c1 = r.clone().requires_grad_(), c.clone().requires_grad_()
     losses.difd_loss(r1, c1, t, rev, cost, lams, prop).backward()
@@ -198,7 +183,7 @@ def test_difd_gradient_is_the_exact_flip_summed_over_grid():
 @pytest.mark.parametrize("with_cost", [False, True])
 @pytest.mark.parametrize("clip", [None, 0.3])
 def test_pifd_matches_twin(with_cost, clip):
-    r, c, t, rev, cost, prop = make_batch(n=200, m=4, seed=30, with_cost=with_cost)
+    r, c, t, rev, cost, prop = decision_batch(n=200, m=4, seed=30, with_cost=with_cost)
     lam = lam_of([0.5] if not with_cost else [0.2, 0.9])
     g = torch.tensor(1.7, dtype=F64)
     torch.testing.assert_close(ops.pifd_loss(r, c, t, rev, cost, lam, prop, clip),
@@ -243,7 +228,7 @@ def test_pifd_clip_and_zero_gap_rules():
 def test_pifd_forward_is_minus_policy_value():
     from bidfcl.metrics import policy_value
 
-    r, c, t, rev, _, prop = make_batch(n=300, m=3, seed=40)
+    r, c, t, rev, _, prop = decision_batch(n=300, m=3, seed=40)
     lam = 0.6
     choice = (r - lam * c).argmax(1)
     pv = policy_value(choice, t, rev, torch.zeros_like(rev), prop)
@@ -256,7 +241,7 @@ def test_pifd_forward_is_minus_policy_value():
 
 
 def test_propensity_forms_agree():
-    r, c, t, rev, _, _ = make_batch(n=30, m=3, seed=41)
+    r, c, t, rev, _, _ = decision_batch(n=30, m=3, seed=41)
     per_arm = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
     a = losses.ppl_loss(r, c, t, rev, 0.5, per_arm)
     b = losses.ppl_loss(r, c, t, rev, 0.5, per_arm[t])
@@ -307,7 +292,7 @@ def test_linear_model_trained_with_ppl_improves_true_policy_value():
 @needs_ext
 @pytest.mark.parametrize("with_cost", [False, True])
 def test_opcheck(with_cost):
-    r, c, t, rev, cost, prop = make_batch(n=16, m=3, seed=50, with_cost=with_cost)
+    r, c, t, rev, cost, prop = decision_batch(n=16, m=3, seed=50, with_cost=with_cost)
     lam = lam_of([0.5] if not with_cost else [0.2, 0.8])
     rg, cg = r.clone().requires_grad_(), c.clone().requires_grad_()
     g = torch.tensor(1.3, dtype=F64)
@@ -320,7 +305,7 @@ def test_opcheck(with_cost):
 
 @needs_ext
 def test_losses_compile_fullgraph():
-    r, c, t, rev, _, prop = make_batch(n=64, m=3, seed=51)
+    r, c, t, rev, _, prop = decision_batch(n=64, m=3, seed=51)
 
     def step(r, c, lam):
         return losses.ppl_loss(r, c, t, rev, lam, prop, tau=0.5) + losses.pifd_loss(r, c, t, rev, lam, prop, clip=0.3)
@@ -338,7 +323,7 @@ def test_losses_compile_fullgraph():
 
 @pytest.mark.parametrize("op", ["ppl", "pifd"])
 def test_bad_inputs_raise_clear_errors(op):
-    r, c, t, rev, _, prop = make_batch(n=6, m=3, seed=52)
+    r, c, t, rev, _, prop = decision_batch(n=6, m=3, seed=52)
     fn = losses.ppl_loss if op == "ppl" else losses.pifd_loss
     cases = [
         (dict(treatment=torch.tensor([0, 1, 2, 3, 0, 1])), r"treatment must be in \[0, M\) = \[0, 3\), got 3 at row 3"),
@@ -384,7 +369,7 @@ def test_empty_batch(fn):
 
 @pytest.mark.parametrize("fn", [losses.ppl_loss, losses.pifd_loss])
 def test_non_contiguous_inputs(fn):
-    r, c, t, rev, _, prop = make_batch(n=25, m=4, seed=53)
+    r, c, t, rev, _, prop = decision_batch(n=25, m=4, seed=53)
     r_nc = r.t().contiguous().t()  # same values, column-major strides
     c_nc = torch.stack([c, c], dim=2)[:, :, 0]
     rev_nc = torch.stack([rev, rev], 1)[:, 0]
@@ -399,7 +384,7 @@ def test_non_contiguous_inputs(fn):
 
 @needs_ext
 def test_same_result_with_one_and_two_threads():
-    r, c, t, rev, cost, prop = make_batch(n=60_000, m=4, seed=54, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=60_000, m=4, seed=54, with_cost=True)
     lam = lam_of([0.3, 0.9])
     g = torch.tensor(1.0, dtype=F64)
     before = torch.get_num_threads()
@@ -421,7 +406,7 @@ def test_same_result_with_one_and_two_threads():
 
 @pytest.mark.parametrize("fn", ["ppl", "pifd"])
 def test_float32_close_to_float64(fn):
-    r, c, t, rev, _, prop = make_batch(n=500, m=5, seed=55)
+    r, c, t, rev, _, prop = decision_batch(n=500, m=5, seed=55)
     f = losses.ppl_loss if fn == "ppl" else losses.pifd_loss
     r32, c32 = r.float().requires_grad_(), c.float().requires_grad_()
     r64, c64 = r.clone().requires_grad_(), c.clone().requires_grad_()
@@ -440,7 +425,7 @@ def test_float32_close_to_float64(fn):
 @given(n=st.integers(1, 30), m=st.integers(2, 6), seed=st.integers(0, 10_000), tau=st.floats(0.1, 5.0),
        use_cost=st.booleans())
 def test_property_ops_match_twins(n, m, seed, tau, use_cost):
-    r, c, t, rev, cost, prop = make_batch(n=n, m=m, seed=seed, with_cost=use_cost)
+    r, c, t, rev, cost, prop = decision_batch(n=n, m=m, seed=seed, with_cost=use_cost)
     lam = lam_of([0.5] if not use_cost else [0.1, 1.0])
     g = torch.tensor(0.7, dtype=F64)
     torch.testing.assert_close(ops.ppl_loss(r, c, t, rev, cost, lam, prop, tau),
@@ -462,12 +447,11 @@ def test_property_ops_match_twins(n, m, seed, tau, use_cost):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_cost", [False, True])
 def test_cuda_matches_cpu(dtype, with_cost):
-    r, c, t, rev, cost, prop = make_batch(n=5000, m=5, dtype=dtype, seed=60, with_cost=with_cost)
+    r, c, t, rev, cost, prop = decision_batch(n=5000, m=5, dtype=dtype, seed=60, with_cost=with_cost)
     lam = lam_of([0.5] if not with_cost else [0.2, 0.8], dtype)
     g = torch.tensor(1.3, dtype=dtype)
     dev = "cuda"
@@ -491,10 +475,10 @@ def test_cuda_matches_cpu(dtype, with_cost):
         ops.ppl_loss(rc, cc, bad, revc, costc, lamc, propc, 0.7)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_loss_many_blocks_and_chunks_match_twin(dtype):
     # N spans several 64-row blocks and 4096-row chunks, with a partial block at the end
-    r, c, t, rev, cost, prop = make_batch(n=9_001, m=3, dtype=dtype, seed=70, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=9_001, m=3, dtype=dtype, seed=70, with_cost=True)
     lam = lam_of([0.25, 1.5], dtype)
     g = torch.tensor(0.9, dtype=dtype)
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == F64 else dict(rtol=2e-5, atol=1e-7)
@@ -521,11 +505,11 @@ def fused_ops(name):
 @pytest.mark.parametrize("name,extra", FUSED)
 @pytest.mark.parametrize("m", [2, 3, 4, 5, 7, 8, 16])  # the fixed-M specialisations and the generic loop
 @pytest.mark.parametrize("with_cost", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_with_grad_is_forward_and_unit_backward_bit_for_bit(name, extra, m, with_cost, dtype):
     forward, backward, fused = fused_ops(name)
     # 300 rows: several 64-row blocks and a ragged last one
-    r, c, t, rev, cost, prop = make_batch(n=300, m=m, dtype=dtype, seed=60 + m, with_cost=with_cost)
+    r, c, t, rev, cost, prop = decision_batch(n=300, m=m, dtype=dtype, seed=60 + m, with_cost=with_cost)
     lam = lam_of([0.5] if not with_cost else [0.2, 0.9], dtype)
     loss, gr, gc = fused(r, c, t, rev, cost, lam, prop, extra)
     exp_gr, exp_gc = backward(torch.ones((), dtype=dtype), r, c, t, rev, cost, lam, prop, extra)
@@ -535,7 +519,7 @@ def test_with_grad_is_forward_and_unit_backward_bit_for_bit(name, extra, m, with
 
 @pytest.mark.parametrize("name,extra", FUSED)
 def test_with_grad_matches_twin(name, extra):
-    r, c, t, rev, cost, prop = make_batch(n=70, m=6, seed=61, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=70, m=6, seed=61, with_cost=True)
     lam = lam_of([0.1, 0.6])
     fused, twin = fused_ops(name)[2], getattr(ref, f"{name}_loss_with_grad")
     for a, b in zip(fused(r, c, t, rev, cost, lam, prop, extra), twin(r, c, t, rev, cost, lam, prop, extra)):
@@ -544,7 +528,7 @@ def test_with_grad_matches_twin(name, extra):
 
 @pytest.mark.parametrize("fn", [losses.ppl_loss, losses.pifd_loss])
 def test_autograd_scales_saved_gradient_by_upstream(fn):
-    r, c, t, rev, _, prop = make_batch(n=90, m=5, seed=62)
+    r, c, t, rev, _, prop = decision_batch(n=90, m=5, seed=62)
     lam = lam_of([0.4])
     op_backward = ops.ppl_loss_backward if fn is losses.ppl_loss else ops.pifd_loss_backward
     extra = 1.0 if fn is losses.ppl_loss else None
@@ -567,7 +551,7 @@ def test_with_grad_empty_and_non_contiguous(name, extra):
     e = torch.zeros(0, dtype=F64)
     loss, gr, gc = fused(z, z, torch.zeros(0, dtype=torch.long), e, None, lam_of([0.5]), e, extra)
     assert float(loss) == 0.0 and gr.shape == (0, 3) and gc.shape == (0, 3)
-    r, c, t, rev, _, prop = make_batch(n=33, m=4, seed=63)
+    r, c, t, rev, _, prop = decision_batch(n=33, m=4, seed=63)
     r_nc, c_nc = r.t().contiguous().t(), torch.stack([c, c], dim=2)[:, :, 0]
     rev_nc = torch.stack([rev, rev], 1)[:, 0]
     assert not (r_nc.is_contiguous() or c_nc.is_contiguous() or rev_nc.is_contiguous())
@@ -578,7 +562,7 @@ def test_with_grad_empty_and_non_contiguous(name, extra):
 
 @needs_ext
 def test_with_grad_opcheck():
-    r, c, t, rev, cost, prop = make_batch(n=16, m=3, seed=64, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=16, m=3, seed=64, with_cost=True)
     lam = lam_of([0.2, 0.8])
     torch.library.opcheck(torch.ops.bidfcl.ppl_loss_with_grad, (r, c, t, rev, cost, lam, prop, 0.7))
     torch.library.opcheck(torch.ops.bidfcl.pifd_loss_with_grad, (r, c, t, rev, cost, lam, prop, 0.3))
@@ -588,7 +572,7 @@ def test_with_grad_opcheck():
 @pytest.mark.parametrize("fn", [losses.ppl_loss, losses.pifd_loss])
 def test_second_backward_with_retained_graph_is_the_same(fn):
     # the first backward scales the saved unit gradient in place; a second one must not reuse it
-    r, c, t, rev, _, prop = make_batch(n=40, m=4, seed=65)
+    r, c, t, rev, _, prop = decision_batch(n=40, m=4, seed=65)
     rg = r.clone().requires_grad_()
     loss = fn(rg, c, t, rev, 0.4, prop) * 3.0
     loss.backward(retain_graph=True)
@@ -600,7 +584,7 @@ def test_second_backward_with_retained_graph_is_the_same(fn):
 
 @needs_ext
 def test_with_grad_same_bits_with_one_and_two_threads():
-    r, c, t, rev, cost, prop = make_batch(n=20_000, m=8, dtype=torch.float32, seed=66, with_cost=True)
+    r, c, t, rev, cost, prop = decision_batch(n=20_000, m=8, dtype=torch.float32, seed=66, with_cost=True)
     lam = lam_of([0.3, 0.7], torch.float32)
     before = torch.get_num_threads()
     try:

@@ -9,10 +9,7 @@ import bidfcl
 from bidfcl import _reference as ref
 from bidfcl import metrics
 from bidfcl._ops import ops
-
-F64 = torch.float64
-needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
-
+from conftest import DTYPES, F64, needs_cuda, needs_ext
 
 # --------------------------------------------------------------------------------------------------
 # policy value
@@ -343,9 +340,8 @@ def test_qini_and_auuc():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_metrics_match_cpu(dtype):
     r_hat, c_hat, t, rev, cost, _, _ = simulated_binary(20_000, 30, dtype)
     choice = torch.randint(0, 2, (3, 20_000))

@@ -18,6 +18,7 @@ import pytest
 from bidfcl.cli import _parse_sets, main
 from bidfcl.train import config as config_module
 from bidfcl.train.config import ConfigError, load_config
+from conftest import needs_ext
 
 
 def needs(module: str):
@@ -178,7 +179,6 @@ def test_plot_without_matplotlib_is_one_line_naming_the_plot_extra(monkeypatch, 
 import bidfcl  # noqa: E402
 from bidfcl import _ops  # noqa: E402
 
-needs_extension = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="the compiled extension is not loaded")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -197,9 +197,10 @@ def test_torch_mismatch_message_names_both_torches_and_the_ways_out():
     assert _ops.torch_mismatch("2.14.1+cu130", True, "2.14.1+cu130", "13.0") is None
 
 
-@needs_extension
+@needs_ext
 def test_build_record_agrees_with_the_extension_and_the_running_torch():
     import torch
+
     from bidfcl import _build_record
 
     info = bidfcl.build_info()
@@ -220,7 +221,7 @@ def _import_bidfcl_under_torch(version: str, **env):
     return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300)
 
 
-@needs_extension
+@needs_ext
 def test_importing_under_another_torch_is_one_clear_message():
     from bidfcl import _build_record
 

@@ -19,23 +19,7 @@ import bidfcl
 from bidfcl import _reference as ref
 from bidfcl._ops import ops
 from bidfcl.solver import BUDGET_SLACK
-
-needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
-F64 = torch.float64
-
-
-def _problem(n, m, seed, dtype=F64, kind="rand"):
-    g = torch.Generator().manual_seed(seed)
-    if kind == "rand":
-        v = torch.rand(n, m, generator=g, dtype=F64)
-        c = torch.rand(n, m, generator=g, dtype=F64)
-        c[:, 0] = 0.0  # option 0 = no incentive, free
-    elif kind == "ties":  # small integers: many equal costs, values, breakpoints
-        v = torch.randint(-2, 5, (n, m), generator=g).to(F64)
-        c = torch.randint(0, 4, (n, m), generator=g).to(F64)
-    else:
-        raise ValueError(kind)
-    return v.to(dtype), c.to(dtype)
+from conftest import DTYPES, F64, needs_ext, random_mckp
 
 
 def _budgets(*b):
@@ -91,7 +75,7 @@ def _check_against_optimum(v, c, budget, opt):
 @pytest.mark.parametrize("seed", range(12))
 def test_brute_force_tiny(seed):
     n, m = 5, 3
-    v, c = _problem(n, m, seed, kind="ties" if seed % 2 else "rand")
+    v, c = random_mckp(n, m, seed, kind="ties" if seed % 2 else "rand")
     c = c.abs()
     cheapest = float(c.min(1).values.sum())
     top = float(c.max(1).values.sum())
@@ -102,7 +86,7 @@ def test_brute_force_tiny(seed):
 
 @pytest.mark.parametrize("n,m,seed", [(60, 4, 0), (150, 3, 1), (120, 5, 2), (200, 2, 3)])
 def test_milp_oracle(n, m, seed):
-    v, c = _problem(n, m, seed)
+    v, c = random_mckp(n, m, seed)
     for q in (0.15, 0.5):
         budget = float(c.sum(1).mean() * n * q / m)
         opt = _milp(v, c, budget)
@@ -141,25 +125,25 @@ def _frontier_budgets(v, c):
 @pytest.mark.parametrize("kind", ["rand", "ties"])
 def test_matches_twin_float64(m, kind):
     n = 700 if m <= 20 else 200
-    v, c = _problem(n, m, 100 + m, kind=kind)
+    v, c = random_mckp(n, m, 100 + m, kind=kind)
     budgets = _frontier_budgets(v, c)
     _assert_same_solution(ops.solve_mckp(v, c, budgets), ref.solve_mckp(v, c, budgets))
 
 
 @pytest.mark.parametrize("m", [2, 3, 4, 5, 6, 8, 12, 16, 7])
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["rand", "ties"])
 def test_large_single_budget_matches_twin(m, dtype, kind):
     """N above the bracketed fast path's threshold, one budget at a time (the path the demo takes)."""
     n = 40_000
-    v, c = _problem(n, m, 7 + m, dtype=dtype, kind=kind)
+    v, c = random_mckp(n, m, 7 + m, dtype=dtype, kind=kind)
     for b in _frontier_budgets(v, c).tolist():
         one = _budgets(b)
         _assert_same_solution(ops.solve_mckp(v, c, one), ref.solve_mckp(v, c, one))
 
 
 def test_frontier_matches_twin_and_solve():
-    v, c = _problem(3000, 6, 5)
+    v, c = random_mckp(3000, 6, 5)
     lam, spend, value = ops.budget_frontier(v, c)
     lam_r, spend_r, value_r = ref.budget_frontier(v, c)
     assert torch.equal(lam, lam_r)
@@ -178,15 +162,15 @@ def test_frontier_matches_twin_and_solve():
 
 
 def test_frontier_public_api():
-    v, c = _problem(50, 4, 1)
+    v, c = random_mckp(50, 4, 1)
     f = bidfcl.budget_frontier(v, c)
     assert isinstance(f, bidfcl.solver.Frontier)
     assert f.spend.dtype == F64 and f.lam.dtype == F64 and f.lam.shape == f.spend.shape
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_bisection_brackets_exact_lambda(dtype):
-    v, c = _problem(5000, 5, 3, dtype=dtype)
+    v, c = random_mckp(5000, 5, 3, dtype=dtype)
     tol = 1e-6
     for q in (0.2, 0.5, 0.8):
         budget = float(c.to(F64).sum() * q / 5)
@@ -203,7 +187,7 @@ def test_bisection_brackets_exact_lambda(dtype):
 
 
 def test_bisection_matches_twin():
-    v, c = _problem(2000, 4, 11)
+    v, c = random_mckp(2000, 4, 11)
     budgets = _budgets(10.0, 200.0, 1e6, 0.0)
     a = ops.solve_mckp_bisection(v, c, budgets, 50, 1e-7)
     b = ref.solve_mckp_bisection(v, c, budgets, 50, 1e-7)
@@ -242,7 +226,7 @@ def test_negative_values():
 
 
 def test_budget_below_cheapest_policy():
-    v, c = _problem(100, 3, 2)
+    v, c = random_mckp(100, 3, 2)
     c = c + 1.0
     sol = bidfcl.solve_mckp(v, c, float(c.min(1).values.sum()) - 1.0)
     assert not bool(sol.feasible)
@@ -252,7 +236,7 @@ def test_budget_below_cheapest_policy():
 
 
 def test_budget_above_most_expensive_policy():
-    v, c = _problem(400, 6, 3)
+    v, c = random_mckp(400, 6, 3)
     sol = bidfcl.solve_mckp(v, c, 1e9)
     assert bool(sol.feasible) and float(sol.lam) == 0.0
     # lam = 0: every individual at its most valuable option (cheapest among equal values)
@@ -262,7 +246,7 @@ def test_budget_above_most_expensive_policy():
 
 
 def test_budget_batch_equals_one_at_a_time():
-    v, c = _problem(50_000, 5, 9)
+    v, c = random_mckp(50_000, 5, 9)
     budgets = _budgets(0.0, 1000.0, 5000.0, 9000.0, 1e9)
     many = bidfcl.solve_mckp(v, c, budgets)
     for k, b in enumerate(budgets.tolist()):
@@ -272,7 +256,7 @@ def test_budget_batch_equals_one_at_a_time():
 
 
 def test_scalar_and_tensor_budget_shapes():
-    v, c = _problem(10, 3, 0)
+    v, c = random_mckp(10, 3, 0)
     s = bidfcl.solve_mckp(v, c, 1.0)
     assert s.lam.shape == () and s.choice.shape == (10,) and s.choice.dtype == torch.long
     t = bidfcl.solve_mckp(v, c, torch.tensor([1.0, 2.0]))
@@ -282,7 +266,7 @@ def test_scalar_and_tensor_budget_shapes():
 
 
 def test_non_contiguous_inputs():
-    v, c = _problem(500, 6, 4)
+    v, c = random_mckp(500, 6, 4)
     vt, ct = v.t().contiguous().t(), c.t().contiguous().t()
     assert not vt.is_contiguous()
     budgets = _budgets(3.0, 30.0)
@@ -293,7 +277,7 @@ def test_non_contiguous_inputs():
 
 
 def test_float32_matches_float64_on_exact_data():
-    v, c = _problem(3000, 5, 6, kind="ties")
+    v, c = random_mckp(3000, 5, 6, kind="ties")
     budgets = _budgets(100.0, 1000.0)
     a = ops.solve_mckp(v.float(), c.float(), budgets)
     b = ops.solve_mckp(v, c, budgets)
@@ -303,7 +287,7 @@ def test_float32_matches_float64_on_exact_data():
 @needs_ext
 @pytest.mark.parametrize("n", [3000, 60_000])
 def test_deterministic_across_threads(n):
-    v, c = _problem(n, 8, 12, dtype=torch.float32)
+    v, c = random_mckp(n, 8, 12, dtype=torch.float32)
     budgets = _budgets(float(c.sum() / 16))
     many = _budgets(100.0, float(c.sum() / 16), float(c.sum() / 4))
     old = torch.get_num_threads()
@@ -342,7 +326,7 @@ def test_one_hundred_million_users():
 
 
 def _rct(n, m, seed, dtype=F64):
-    v, c = _problem(n, m, seed, dtype=dtype)
+    v, c = random_mckp(n, m, seed, dtype=dtype)
     g = torch.Generator().manual_seed(seed + 1)
     t = torch.randint(0, m, (n,), generator=g)
     cost_obs = (torch.rand(n, generator=g, dtype=F64) * 2 * (t > 0)).to(dtype)
@@ -417,7 +401,7 @@ def test_rct_propensity_forms_agree():
     ],
 )
 def test_bad_problem_raises(mutate, match):
-    v, c = _problem(5, 3, 0)
+    v, c = random_mckp(5, 3, 0)
     v2, c2 = mutate(v, c)
     with pytest.raises(RuntimeError, match=match):
         ops.solve_mckp(v2, c2, _budgets(1.0))
@@ -426,7 +410,7 @@ def test_bad_problem_raises(mutate, match):
 
 
 def test_bad_problem_in_large_input_is_reported_with_its_position():
-    v, c = _problem(70_000, 8, 0, dtype=torch.float32)
+    v, c = random_mckp(70_000, 8, 0, dtype=torch.float32)
     c[65_432, 5] = -1.0
     with pytest.raises(RuntimeError, match=r"costs must be >= 0, got -1 at \[65432, 5\]"):
         bidfcl.solve_mckp(v, c, 100.0)
@@ -440,13 +424,13 @@ def test_too_many_options():
 
 @pytest.mark.parametrize("budget,match", [(-1.0, "budgets must be >= 0"), (float("nan"), "budgets must be finite"), (float("inf"), "budgets must be finite")])
 def test_bad_budget(budget, match):
-    v, c = _problem(5, 3, 0)
+    v, c = random_mckp(5, 3, 0)
     with pytest.raises(RuntimeError, match=match):
         bidfcl.solve_mckp(v, c, budget)
 
 
 def test_bad_types_and_methods():
-    v, c = _problem(5, 3, 0)
+    v, c = random_mckp(5, 3, 0)
     with pytest.raises(TypeError, match="values must be a torch.Tensor"):
         bidfcl.solve_mckp(v.numpy(), c, 1.0)
     with pytest.raises(TypeError, match="budget must be a number"):
@@ -489,7 +473,7 @@ def test_bad_rct_lengths():
 
 
 @needs_ext
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_opcheck(dtype):
     v, c, t, cost_obs = _rct(64, 4, 1, dtype=dtype)
     prop = torch.full((64,), 0.25, dtype=dtype)

@@ -14,29 +14,18 @@ self-test of this file on machines without a GPU; it then compares the CPU op wi
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
 import bidfcl
-from bidfcl._ops import EXTENSION_LOADED
+from conftest import CUDA_FILE_MARKS, CUDA_TEST_DEVICE, DTYPES, F64
 
-DEV = os.environ.get("BIDFCL_CUDA_TEST_DEVICE", "cuda")
+DEV = CUDA_TEST_DEVICE
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not EXTENSION_LOADED, reason="needs the compiled extension"),
-    pytest.mark.skipif(DEV == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device"),
-    pytest.mark.skipif(
-        DEV == "cuda" and EXTENSION_LOADED and not bidfcl.build_info().get("cuda", False),
-        reason="extension built without CUDA kernels",
-    ),
-]
+pytestmark = CUDA_FILE_MARKS
 
 ops = torch.ops.bidfcl
-F64 = torch.float64
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,7 +115,7 @@ def check_solve(values, costs, budgets, exact_sums: bool):
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 8, 64])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_solve_matches_cpu_integer_data(dtype, m, seed):
@@ -134,14 +123,14 @@ def test_solve_matches_cpu_integer_data(dtype, m, seed):
     check_solve(values, costs, budgets_for(values, costs, exact_points=True), exact_sums=True)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 8, 64])
 def test_solve_matches_cpu_float_data(dtype, m):
     values, costs = float_instance(900, m, dtype, seed=10 + m)
     check_solve(values, costs, budgets_for(values, costs, exact_points=False), exact_sums=False)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_solve_infeasible_and_zero_budget(dtype):
     values, costs = integer_instance(300, 4, dtype, seed=3, min_cost=1)  # cheapest policy costs >= 300
     budgets = torch.tensor([0.0, 1.0, 299.0, 1e9], dtype=F64)
@@ -150,7 +139,7 @@ def test_solve_infeasible_and_zero_budget(dtype):
     assert bool(torch.isinf(dev[0][:3]).all()) and float(dev[0][3]) == 0.0
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_solve_all_ties(dtype):
     # every individual identical: all breakpoints equal, the cut is decided by the individual index
     values = torch.tensor([[0.0, 3.0, 5.0]], dtype=dtype).repeat(2500, 1)
@@ -184,7 +173,7 @@ def test_solve_large_multi_tile():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 8, 64])
 def test_frontier_matches_cpu(dtype, m):
     values, costs = integer_instance(600, m, dtype, seed=20 + m)
@@ -214,7 +203,7 @@ def rct_instance(n: int, m: int, dtype: torch.dtype, seed: int):
     return values, costs, treatment, cost_obs, propensity
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 8, 64])
 def test_rct_matches_cpu(dtype, m):
     # n a power of two: every IPW weight cost_obs / p / n is dyadic, so the estimates are exact sums
@@ -252,7 +241,7 @@ def test_rct_float_data_close():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 8, 64])
 def test_bisection_matches_cpu(dtype, m):
     values, costs = integer_instance(500, m, dtype, seed=60 + m, min_cost=1)

@@ -20,28 +20,9 @@ import torch
 import bidfcl
 from bidfcl import _reference as ref
 from bidfcl._ops import ops
+from conftest import DTYPES, F64, needs_ext, random_mckp
 
-needs_ext = pytest.mark.skipif(not bidfcl.EXTENSION_LOADED, reason="needs the compiled extension")
-F64 = torch.float64
 N_BRACKET = 40_001  # above the bracketed path's threshold; odd, so no vector width divides it
-DTYPES = [torch.float32, F64]
-
-
-def _problem(n, m, seed, dtype=F64, kind="rand"):
-    g = torch.Generator().manual_seed(seed)
-    if kind == "rand":
-        v = torch.rand(n, m, generator=g, dtype=F64)
-        c = torch.rand(n, m, generator=g, dtype=F64)
-        c[:, 0] = 0.0
-    elif kind == "ties":  # small integers: equal costs, values and breakpoints everywhere
-        v = torch.randint(-2, 5, (n, m), generator=g).to(F64)
-        c = torch.randint(0, 4, (n, m), generator=g).to(F64)
-    elif kind == "dup":  # duplicated options, zero costs, equal values
-        v = torch.randint(0, 3, (n, m), generator=g).to(F64)
-        c = torch.randint(0, 2, (n, m), generator=g).to(F64) * 0.5
-    else:
-        raise ValueError(kind)
-    return v.to(dtype), c.to(dtype)
 
 
 def _frontier_budgets(v, c, exact_points=False):
@@ -74,7 +55,7 @@ def _same(a, b, totals_rtol=1e-12):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["rand", "ties", "dup"])
 def test_bracketed_kernels_match_twin(m, dtype, kind):
-    v, c = _problem(N_BRACKET, m, 31 + m, dtype=dtype, kind=kind)
+    v, c = random_mckp(N_BRACKET, m, 31 + m, dtype=dtype, kind=kind)
     for b in _frontier_budgets(v, c, exact_points=kind != "rand").tolist():
         one = torch.tensor([b], dtype=F64)
         _same(ops.solve_mckp(v, c, one), ref.solve_mckp(v, c, one))
@@ -85,7 +66,7 @@ def test_bracketed_kernels_match_twin(m, dtype, kind):
 def test_sizes_around_the_thresholds(n, m):
     """N = 1 (no vector), N at the bracketed path's threshold, and N leaving 1..7 rows after the
     last full vector of a chunk."""
-    v, c = _problem(n, m, n + m, dtype=torch.float32)
+    v, c = random_mckp(n, m, n + m, dtype=torch.float32)
     top = float(c.max(1).values.double().sum())
     budgets = torch.tensor([0.0, 0.2 * top, 0.6 * top, 2 * top + 1], dtype=F64)
     for b in budgets.tolist():
@@ -94,7 +75,7 @@ def test_sizes_around_the_thresholds(n, m):
 
 
 def test_no_users_is_rejected():
-    v, c = _problem(0, 4, 0)
+    v, c = random_mckp(0, 4, 0)
     with pytest.raises(RuntimeError, match="at least one individual"):
         bidfcl.solve_mckp(v, c, 1.0)
 
@@ -102,7 +83,7 @@ def test_no_users_is_rejected():
 def test_zero_costs_and_equal_values_everywhere():
     """Rows whose options all cost 0 or are all worth the same settle with the lowest index."""
     n, m = N_BRACKET, 8
-    v, c = _problem(n, m, 5, dtype=torch.float32)
+    v, c = random_mckp(n, m, 5, dtype=torch.float32)
     v[::3] = 1.0  # every option worth the same: the cheapest, lowest index wins
     c[1::3] = 0.0  # every option free: the most valuable, lowest index wins
     b = float(c.double().sum() * 0.1)
@@ -115,7 +96,7 @@ def test_zero_costs_and_equal_values_everywhere():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_non_contiguous_large_inputs(dtype):
-    v, c = _problem(N_BRACKET, 8, 3, dtype=dtype)
+    v, c = random_mckp(N_BRACKET, 8, 3, dtype=dtype)
     b = torch.tensor([float(c.double().sum() * 0.05)], dtype=F64)
     want = ops.solve_mckp(v, c, b)
     strided = (torch.stack([v, v], 2)[:, :, 0], torch.stack([c, c], 2)[:, :, 0])  # every other element
@@ -146,7 +127,7 @@ def test_bad_entries_reported_at_their_position(m, dtype, field, bad, match):
     """A settled-looking row (-inf value, negative cost) is caught as surely as a NaN; with two bad
     entries the first in row-major order is named; rows in the sample, inside a vector and in the
     rows after the last full vector all report the same way."""
-    v, c = _problem(N_BRACKET, m, 9, dtype=dtype)
+    v, c = random_mckp(N_BRACKET, m, 9, dtype=dtype)
     b = float(c.double().sum() * 0.1)
     for row in (20_001, 64, 13_333):  # inside a vector, a sample row, a row after the last full vector
         col = m - 1
@@ -168,7 +149,7 @@ def test_bad_entries_reported_at_their_position(m, dtype, field, bad, match):
 def test_budget_batch_matches_single_calls_and_twin(m, dtype, width):
     """Budgets clustered around 30% of the spend range (the spanning bracket) and spread wide (the
     full algorithm): the same lam and choices as one call per budget and as the twin."""
-    v, c = _problem(N_BRACKET, m, 17 + m, dtype=dtype)
+    v, c = random_mckp(N_BRACKET, m, 17 + m, dtype=dtype)
     low, high = float(c.min(1).values.double().sum()), float(c.max(1).values.double().sum())
     fr = torch.linspace(0.3 - width, 0.3 + width, 6, dtype=F64) if width else torch.full((3,), 0.3, dtype=F64)
     budgets = low + fr * (high - low)
@@ -183,7 +164,7 @@ def test_budget_batch_matches_single_calls_and_twin(m, dtype, width):
 def test_budget_batch_with_ties_at_lambda():
     """Integer data and budgets equal to frontier points: the tie rule (individual, then step
     order) decides lam* for every budget of the batch exactly as for a single budget."""
-    v, c = _problem(N_BRACKET, 4, 2, kind="ties")
+    v, c = random_mckp(N_BRACKET, 4, 2, kind="ties")
     spend = ref.budget_frontier(v, c)[1]
     k = int(0.4 * (len(spend) - 1))
     budgets = spend[k:k + 40:8].clone()
@@ -198,7 +179,7 @@ def test_budget_batch_with_ties_at_lambda():
 @needs_ext
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_deterministic_across_threads(dtype):
-    v, c = _problem(70_001, 16, 4, dtype=dtype)
+    v, c = random_mckp(70_001, 16, 4, dtype=dtype)
     low, high = float(c.min(1).values.double().sum()), float(c.max(1).values.double().sum())
     budgets = low + torch.tensor([0.2, 0.21, 0.22], dtype=F64) * (high - low)
     old = torch.get_num_threads()
@@ -228,7 +209,7 @@ def _cases():
     for dtype in DTYPES:
         for m in (2, 4, 8, 16):
             for kind in ("rand", "ties"):
-                v, c = _problem(N_BRACKET, m, 50 + m, dtype=dtype, kind=kind)
+                v, c = random_mckp(N_BRACKET, m, 50 + m, dtype=dtype, kind=kind)
                 low, high = float(c.min(1).values.double().sum()), float(c.max(1).values.double().sum())
                 for fr in ([0.25], [0.5, 0.52, 0.54]):
                     out.append((v, c, low + torch.tensor(fr, dtype=F64) * (high - low)))
