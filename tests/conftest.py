@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import bidfcl
-from bidfcl.solver import arm_propensity  # the propensity helper may move (issue 14): only this line then
+from bidfcl.propensity import arm_propensity
 
 F64 = torch.float64
 
@@ -98,7 +98,7 @@ def decision_batch(n: int = 12, m: int = 3, dtype: torch.dtype = F64, seed: int 
 
     r_hat ~ N(0, 1) and c_hat ~ U[0, 1) of shape [n, m], treatment uniform over the m arms, revenue
     ~ N(0.5, 1), cost ~ U[0, 1) (None unless ``with_cost``: the primal losses take none), and
-    propensity the arm shares of the treatment (``bidfcl.solver.arm_propensity``).
+    propensity the arm shares of the treatment (``bidfcl.propensity.arm_propensity``).
     """
     g = torch.Generator().manual_seed(seed)
     r = torch.randn(n, m, generator=g, dtype=F64).to(dtype)
@@ -130,9 +130,8 @@ def tiny_tsm_config(n_rct: int = 500, n_obs: int = 1000, n_val: int = 500, n_tes
                     hidden=(16, 8), epochs: int = 2, batch_size: int = 256) -> str:
     """TOML text of a tiny pooled-TSM run (seconds on one thread), ``progress = "none"``.
 
-    The text ends inside the ``[output]`` section, so a caller may append ``dir = "..."``. Written
-    for the per-method config sections of issue 14 (``[tsm] data = "pooled"``): the tiny configs of
-    test_cli.py and test_cli_errors.py switch to it when that lands.
+    The text ends inside the ``[output]`` section, so a caller may append ``dir = "..."``. The CLI tests
+    (test_cli.py, test_cli_errors.py) build their configs with it.
     """
     return (
         f"[data]\nn_rct = {n_rct}\nn_obs = {n_obs}\nn_val = {n_val}\nn_test = {n_test}\n"

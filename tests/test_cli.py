@@ -6,24 +6,9 @@ import pytest
 import torch
 
 from bidfcl.cli import main
+from conftest import tiny_tsm_config
 
-TINY = """
-[data]
-n_rct = 500
-n_obs = 1000
-n_val = 500
-n_test = 800
-[model]
-hidden = [16, 8]
-[train]
-method = "tsm"
-epochs = 2
-batch_size = 256
-[tsm]
-data = "pooled"
-[output]
-progress = "none"
-"""
+TINY = tiny_tsm_config()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -10,24 +10,9 @@ import pytest
 import torch
 
 from bidfcl.cli import main
+from conftest import tiny_tsm_config
 
-TINY = """
-[data]
-n_rct = 400
-n_obs = 800
-n_val = 400
-n_test = 400
-[model]
-hidden = [8]
-[train]
-method = "tsm"
-epochs = 2
-batch_size = 256
-[tsm]
-data = "pooled"
-[output]
-progress = "none"
-"""
+TINY = tiny_tsm_config(n_rct=400, n_obs=800, n_val=400, n_test=400, hidden=(8,))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
