@@ -1,4 +1,4 @@
-"""The exact solve's vector kernels and bracketed paths (cpp/core/cpu/mckp_cpu.cpp).
+"""The exact solve's vector kernels and bracketed paths (cpp/core/cpu/mckp_settle.cpp, mckp_bracket.cpp).
 
 Above 32,768 users the exact solve settles most users with a per-row test on AVX2 vectors
 (float32 and float64; M < W packs W / M rows per vector, M >= W spreads a row over M / W vectors;

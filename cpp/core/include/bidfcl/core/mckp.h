@@ -124,12 +124,12 @@ struct MckpApplyParams {
   double* lagrangian = nullptr;  // [k]
 };
 
-template <typename T> Status mckp_events_cpu(const MckpEventsParams<T>& p, EventList<T>& out);
-template <typename T> Status apply_mckp_cuts_cpu(const MckpApplyParams<T>& p);
+template <typename T> Status run_mckp_events_cpu(const MckpEventsParams<T>& p, EventList<T>& out);
+template <typename T> Status run_apply_mckp_cut_cpu(const MckpApplyParams<T>& p);
 
-template <typename T> Status solve_mckp_exact_cpu(const MckpSolveParams<T>& p);
-template <typename T> Status solve_mckp_bisection_cpu(const MckpBisectionParams<T>& p);
-template <typename T> Status budget_frontier_cpu(const MckpInput<T>& in, FrontierResult<T>& out);
-template <typename T> Status solve_mckp_rct_cpu(const MckpRctParams<T>& p);
+template <typename T> Status run_solve_mckp_cpu(const MckpSolveParams<T>& p);
+template <typename T> Status run_solve_mckp_bisection_cpu(const MckpBisectionParams<T>& p);
+template <typename T> Status run_budget_frontier_cpu(const MckpInput<T>& in, FrontierResult<T>& out);
+template <typename T> Status run_solve_mckp_rct_cpu(const MckpRctParams<T>& p);
 
 }  // namespace bidfcl::core

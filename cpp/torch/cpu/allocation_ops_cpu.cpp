@@ -3,7 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../allocation_common.h"
+#include "../allocation_ops.h"
 
 namespace bidfcl::allocation {
 namespace {
@@ -26,7 +26,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cpu
     p.spend = spend.data_ptr<double>();
     p.value = value.data_ptr<double>();
     p.lagrangian = lagrangian.data_ptr<double>();
-    raise_if_error(core::allocation_policy_cpu<scalar_t>(p), values.size(1));
+    raise_if_error(core::run_allocation_policy_cpu<scalar_t>(p), values.size(1));
   });
   return {choice, spend, value, lagrangian};
 }
@@ -50,7 +50,7 @@ at::Tensor allocation_line_search_cpu(const at::Tensor& values_in, const at::Ten
     p.budgets = budgets.data_ptr<double>();
     p.constraint = constraint;
     p.lam_out = out.data_ptr<double>();
-    raise_if_error(core::allocation_line_search_cpu<scalar_t>(p), values.size(1));
+    raise_if_error(core::run_allocation_line_search_cpu<scalar_t>(p), values.size(1));
   });
   return out;
 }
@@ -85,7 +85,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocatio
     p.value = value.data_ptr<double>();
     p.feasible = feasible.data_ptr<bool>();
     p.moves = moves.data_ptr<int64_t>();
-    raise_if_error(core::allocation_repair_cpu<scalar_t>(p), values.size(1));
+    raise_if_error(core::run_allocation_repair_cpu<scalar_t>(p), values.size(1));
   });
   return {choice, spend, value, feasible, moves};
 }
@@ -115,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocatio
     p.expected = expected.data_ptr<double>();
     p.hessian = hessian.data_ptr<double>();
     p.soft = soft.data_ptr<int64_t>();
-    raise_if_error(core::allocation_smoothed_cpu<scalar_t>(p), values.size(1));
+    raise_if_error(core::run_allocation_smoothed_cpu<scalar_t>(p), values.size(1));
   });
   return {smoothed, lagrangian, expected, hessian, soft};
 }

@@ -8,7 +8,7 @@
 
 #include <vector>
 
-#include "../allocation_common.h"
+#include "../allocation_ops.h"
 #include "bidfcl/core/allocation_cuda.h"
 
 namespace bidfcl::allocation {
@@ -55,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cud
     p.spend = spend.data_ptr<double>();
     p.value = value.data_ptr<double>();
     p.lagrangian = lagrangian.data_ptr<double>();
-    raise_if_error(core::allocation_policy_cuda<scalar_t>(p, perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
+    raise_if_error(core::run_allocation_policy_cuda<scalar_t>(p, perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
                                                           offsets.defined() ? offsets.data_ptr<int64_t>() : nullptr,
                                                           ws, stream),
                    values.size(1));

@@ -9,7 +9,7 @@
 
 #include <vector>
 
-#include "../mckp_common.h"
+#include "../mckp_ops.h"
 #include "bidfcl/core/mckp_cuda.h"
 #include "bidfcl/core/status_record.h"
 
@@ -43,7 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TorchWorkspace ws(values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp", [&] {
-    checks::raise_if_error(core::solve_mckp_exact_cuda<scalar_t>(make_solve_params<scalar_t>(values, costs, budgets, o),
+    checks::raise_if_error(core::run_solve_mckp_cuda<scalar_t>(make_solve_params<scalar_t>(values, costs, budgets, o),
                                                                  ws, stream, check));
   });
   return o.tuple();
@@ -68,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.max_iter = max_iter;
     p.tol = tol;
     checks::raise_if_error(
-        core::solve_mckp_bisection_cuda<scalar_t>(p, budgets_host.data_ptr<double>(), ws, stream));
+        core::run_solve_mckp_bisection_cuda<scalar_t>(p, budgets_host.data_ptr<double>(), ws, stream));
   });
   return o.tuple();
 }
@@ -93,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cuda(const at::Te
       return out;
     };
     checks::raise_if_error(
-        core::budget_frontier_cuda<scalar_t>(make_input<scalar_t>(values, costs), make_output, ws, stream));
+        core::run_budget_frontier_cuda<scalar_t>(make_input<scalar_t>(values, costs), make_output, ws, stream));
   });
   return {lam, spend, value};
 }
@@ -113,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cuda(
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
     auto p = make_rct_params<scalar_t>(values, costs, treatment, cost_obs, propensity, budgets, o);
-    checks::raise_if_error(core::solve_mckp_rct_cuda<scalar_t>(p, ws, stream, check), "values", "costs", "cost_obs");
+    checks::raise_if_error(core::run_solve_mckp_rct_cuda<scalar_t>(p, ws, stream, check), "values", "costs", "cost_obs");
   });
   return o.tuple();
 }
@@ -155,7 +155,7 @@ at::Tensor validate_mckp_cuda(const at::Tensor& values_in, const at::Tensor& cos
       p.propensity = propensity.data_ptr<scalar_t>();
     }
     p.status = status.data_ptr<int64_t>();
-    core::validate_mckp_cuda<scalar_t>(p, ws, stream);
+    core::run_validate_mckp_cuda<scalar_t>(p, ws, stream);
   });
   return status;
 }

@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "../lazy_status.h"
-#include "../mckp_common.h"
+#include "../mckp_ops.h"
 
 namespace bidfcl::mckp {
 namespace {
@@ -29,7 +29,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
   SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp", [&] {
-    raise_or_zero(core::solve_mckp_exact_cpu<scalar_t>(
+    raise_or_zero(core::run_solve_mckp_cpu<scalar_t>(
                       make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads())),
                   check, o);
   });
@@ -50,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.out = make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads());
     p.max_iter = max_iter;
     p.tol = tol;
-    checks::raise_if_error(core::solve_mckp_bisection_cpu<scalar_t>(p));
+    checks::raise_if_error(core::run_solve_mckp_bisection_cpu<scalar_t>(p));
   });
   return o.tuple();
 }
@@ -62,7 +62,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cpu(const at::Ten
   at::Tensor lam, spend, value;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::budget_frontier", [&] {
     core::FrontierResult<scalar_t> r;
-    checks::raise_if_error(core::budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs, at::get_num_threads()), r));
+    checks::raise_if_error(core::run_budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs, at::get_num_threads()), r));
     const int64_t len = static_cast<int64_t>(r.lam.size());
     lam = at::empty({len}, values.options());
     spend = at::empty({len}, values.options().dtype(at::kDouble));
@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cpu(
   RctOutputs o = alloc_rct_outputs(values, budgets.size(0));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
     auto p = make_rct_params<scalar_t>(values, costs, treatment, cost_obs, propensity, budgets, o, at::get_num_threads());
-    raise_or_zero(core::solve_mckp_rct_cpu<scalar_t>(p), check, o, "cost_obs");
+    raise_or_zero(core::run_solve_mckp_rct_cpu<scalar_t>(p), check, o, "cost_obs");
   });
   return o.tuple();
 }
@@ -154,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mckp_events_cpu(
       p.weight = weight.data_ptr<double>();
     }
     core::EventList<scalar_t> ev;
-    checks::raise_if_error(core::mckp_events_cpu<scalar_t>(p, ev));
+    checks::raise_if_error(core::run_mckp_events_cpu<scalar_t>(p, ev));
     const int64_t e = static_cast<int64_t>(ev.bp.size());
     bp = at::empty({e}, values.options());
     id = at::empty({e}, values.options().dtype(at::kLong));
@@ -203,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> apply_mckp_cut_cpu(
     p.spend = spend.data_ptr<double>();
     p.value = value.data_ptr<double>();
     p.lagrangian = lagrangian.data_ptr<double>();
-    checks::raise_if_error(core::apply_mckp_cuts_cpu<scalar_t>(p));
+    checks::raise_if_error(core::run_apply_mckp_cut_cpu<scalar_t>(p));
   });
   return {choice, spend, value, lagrangian};
 }
