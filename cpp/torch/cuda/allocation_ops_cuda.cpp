@@ -1,6 +1,7 @@
-// CUDA glue for the allocation policy op: the same checks as the CPU glue, then the launcher of
-// allocation_cuda.h on the current stream. (The line search and the repair of a CUDA problem are
-// composed in python/bidfcl/allocation.py: the device's exact MCKP solver, and the host repair.)
+// CUDA glue for the allocation policy op: the checks, outputs and params of allocation_ops.h (as
+// the CPU glue), then the launcher of allocation_cuda.h on the current stream (scratch memory:
+// torch_workspace.h). (The line search and the repair of a CUDA problem are composed in
+// python/bidfcl/allocation.py: the device's exact MCKP solver, and the host repair.)
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -10,34 +11,18 @@
 
 #include "../allocation_ops.h"
 #include "bidfcl/core/allocation_cuda.h"
+#include "torch_workspace.h"
 
 namespace bidfcl::allocation {
 namespace {
 
-class Workspace final : public core::DeviceWorkspace {
- public:
-  explicit Workspace(const at::Device& device) : opts_(at::TensorOptions().dtype(at::kByte).device(device)) {}
-  void* allocate(size_t bytes) override {
-    blocks_.push_back(at::empty({static_cast<int64_t>(bytes)}, opts_));
-    return blocks_.back().data_ptr();
-  }
-
- private:
-  at::TensorOptions opts_;
-  std::vector<at::Tensor> blocks_;
-};
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cuda(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const std::optional<at::Tensor>& eligible_in,
-    const std::optional<at::Tensor>& groups_in, int64_t num_groups, const at::Tensor& lam_in) {
-  check_inputs(values_in, costs_in, eligible_in, groups_in, num_groups, lam_in, nullptr);
-  const c10::cuda::CUDAGuard guard(values_in.device());
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), lam = lam_in.contiguous();
-  const at::Tensor eligible = contiguous_or_undefined(eligible_in), groups = contiguous_or_undefined(groups_in);
-  const auto opts = values.options();
-  at::Tensor choice = at::empty({values.size(0)}, opts.dtype(at::kLong));
-  at::Tensor spend = at::empty({lam.size(0)}, opts.dtype(at::kDouble));
-  at::Tensor value = at::empty({}, opts.dtype(at::kDouble)), lagrangian = at::empty({}, opts.dtype(at::kDouble));
+    const at::Tensor& values, const at::Tensor& costs, const std::optional<at::Tensor>& eligible,
+    const std::optional<at::Tensor>& groups_in, int64_t num_groups, const at::Tensor& lam) {
+  const PolicyInputs in = policy_inputs(values, costs, eligible, groups_in, num_groups, lam);
+  const c10::cuda::CUDAGuard guard(in.values.device());
+  PolicyOutputs o = alloc_policy_outputs(in);
+  const at::Tensor& groups = in.groups;
   at::Tensor perm, offsets;
   if (groups.defined()) {
     // users group by group, ascending inside a group (a stable sort); offsets from the counts
@@ -45,22 +30,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cud
     offsets = at::zeros({num_groups + 1}, groups.options());
     offsets.narrow(0, 1, num_groups).copy_(at::cumsum(at::bincount(groups.clamp(0, num_groups - 1), {}, num_groups), 0));
   }
-  Workspace ws(values.device());
+  TorchWorkspace ws(in.values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::allocation_policy", [&] {
-    core::AllocationPolicyParams<scalar_t> p;
-    p.in = make_input<scalar_t>(values, costs, eligible, groups, num_groups, 1, true);
-    p.lam = lam.data_ptr<double>();
-    p.choice = choice.data_ptr<int64_t>();
-    p.spend = spend.data_ptr<double>();
-    p.value = value.data_ptr<double>();
-    p.lagrangian = lagrangian.data_ptr<double>();
-    raise_if_error(core::run_allocation_policy_cuda<scalar_t>(p, perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
-                                                          offsets.defined() ? offsets.data_ptr<int64_t>() : nullptr,
-                                                          ws, stream),
-                   values.size(1));
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::allocation_policy", [&] {
+    raise_if_error(core::run_allocation_policy_cuda<scalar_t>(make_policy_params<scalar_t>(in, o, 1),
+                                                              perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
+                                                              offsets.defined() ? offsets.data_ptr<int64_t>() : nullptr,
+                                                              ws, stream),
+                   in.values.size(1));
   });
-  return {choice, spend, value, lagrangian};
+  return o.tuple();
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
-// CUDA glue for the MCKP solver ops: the same checks and outputs as the CPU glue, then the launchers
-// of mckp_cuda.h on the current stream (c10::cuda::getCurrentCUDAStream, the same as at::cuda::), with temporaries from the caching allocator.
+// CUDA glue for the MCKP solver ops: the checks, outputs and params of mckp_ops.h (as the CPU glue),
+// then the launchers of mckp_cuda.h on the current stream (c10::cuda::getCurrentCUDAStream, the
+// same as at::cuda::), with temporaries from the caching allocator (torch_workspace.h).
 #include <ATen/ATen.h>
 // c10's stream header, not ATen/cuda/CUDAContext.h: the latter pulls in cuSPARSE/cuBLAS headers
 // that a minimal CUDA toolkit (the compile-check machine) does not ship.
@@ -12,63 +13,40 @@
 #include "../mckp_ops.h"
 #include "bidfcl/core/mckp_cuda.h"
 #include "bidfcl/core/status_record.h"
+#include "torch_workspace.h"
 
 namespace bidfcl::mckp {
 namespace {
 
-// Scratch memory as byte tensors on the op's device. They live until the op returns; the caching
-// allocator is stream-ordered, so freeing them while kernels on the current stream still use them is
-// safe.
-class TorchWorkspace final : public core::DeviceWorkspace {
- public:
-  explicit TorchWorkspace(const at::Device& device) : opts_(at::TensorOptions().dtype(at::kByte).device(device)) {}
-  void* allocate(size_t bytes) override {
-    blocks_.push_back(at::empty({static_cast<int64_t>(bytes)}, opts_));
-    return blocks_.back().data_ptr();
-  }
-
- private:
-  at::TensorOptions opts_;
-  std::vector<at::Tensor> blocks_;
-};
-
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_cuda(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in, bool check) {
-  check_solver_problem(values_in, costs_in);
-  check_budgets(values_in, budgets_in, "total budgets", check);  // check = false: metadata only, no copy
-  const c10::cuda::CUDAGuard guard(values_in.device());
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
-  SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
-  TorchWorkspace ws(values.device());
+    const at::Tensor& values, const at::Tensor& costs, const at::Tensor& budgets, bool check) {
+  const SolveInputs in = solve_inputs(values, costs, budgets, check);  // check = false: metadata only, no copy
+  const c10::cuda::CUDAGuard guard(in.values.device());
+  SolveOutputs o = alloc_solve_outputs(in.values, in.limits.size(0));
+  TorchWorkspace ws(in.values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp", [&] {
-    checks::raise_if_error(core::run_solve_mckp_cuda<scalar_t>(make_solve_params<scalar_t>(values, costs, budgets, o),
-                                                                 ws, stream, check));
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::solve_mckp", [&] {
+    checks::raise_if_error(core::run_solve_mckp_cuda<scalar_t>(make_solve_params<scalar_t>(in, o), ws, stream, check));
   });
   return o.tuple();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_bisection_cuda(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in, int64_t max_iter,
-    double tol) {
-  check_solver_problem(values_in, costs_in);
-  check_budgets(values_in, budgets_in, "total budgets");
-  TORCH_CHECK(max_iter >= 0, "bidfcl: max_iter must be >= 0, got ", max_iter);
-  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "bidfcl: tol must be finite and >= 0, got ", tol);
-  const c10::cuda::CUDAGuard guard(values_in.device());
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
-  const at::Tensor budgets_host = budgets.to(at::kCPU).contiguous();
-  SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
-  TorchWorkspace ws(values.device());
+    const at::Tensor& values, const at::Tensor& costs, const at::Tensor& budgets, int64_t max_iter, double tol) {
+  const SolveInputs in = solve_inputs(values, costs, budgets);
+  check_bisection_args(max_iter, tol);
+  const c10::cuda::CUDAGuard guard(in.values.device());
+  const at::Tensor limits_host = in.limits.to(at::kCPU).contiguous();
+  SolveOutputs o = alloc_solve_outputs(in.values, in.limits.size(0));
+  TorchWorkspace ws(in.values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_bisection", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::solve_mckp_bisection", [&] {
     core::MckpBisectionParams<scalar_t> p;
-    p.out = make_solve_params<scalar_t>(values, costs, budgets, o);
+    p.out = make_solve_params<scalar_t>(in, o);
     p.max_iter = max_iter;
     p.tol = tol;
     checks::raise_if_error(
-        core::run_solve_mckp_bisection_cuda<scalar_t>(p, budgets_host.data_ptr<double>(), ws, stream));
+        core::run_solve_mckp_bisection_cuda<scalar_t>(p, limits_host.data_ptr<double>(), ws, stream));
   });
   return o.tuple();
 }
@@ -99,20 +77,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cuda(const at::Te
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cuda(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& treatment_in,
-    const at::Tensor& cost_obs_in, const at::Tensor& propensity_in, const at::Tensor& budgets_in, bool check) {
-  check_solver_problem(values_in, costs_in);
-  check_rct_inputs(values_in, treatment_in, cost_obs_in, propensity_in);
-  check_budgets(values_in, budgets_in, "per-capita budgets", check);
-  const c10::cuda::CUDAGuard guard(values_in.device());
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
-  const at::Tensor treatment = treatment_in.contiguous(), cost_obs = cost_obs_in.contiguous();
-  const at::Tensor propensity = propensity_in.contiguous(), budgets = budgets_in.contiguous();
-  RctOutputs o = alloc_rct_outputs(values, budgets.size(0));
-  TorchWorkspace ws(values.device());
+    const at::Tensor& values, const at::Tensor& costs, const at::Tensor& treatment, const at::Tensor& cost_obs,
+    const at::Tensor& propensity, const at::Tensor& budgets, bool check) {
+  const RctInputs in = rct_inputs(values, costs, treatment, cost_obs, propensity, budgets, check);
+  const c10::cuda::CUDAGuard guard(in.values.device());
+  RctOutputs o = alloc_rct_outputs(in.values, in.limits.size(0));
+  TorchWorkspace ws(in.values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
-    auto p = make_rct_params<scalar_t>(values, costs, treatment, cost_obs, propensity, budgets, o);
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
+    auto p = make_rct_params<scalar_t>(in, o);
     checks::raise_if_error(core::run_solve_mckp_rct_cuda<scalar_t>(p, ws, stream, check), "values", "costs", "cost_obs");
   });
   return o.tuple();
@@ -120,39 +93,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cuda(
 
 // The lazy check: kernels and one single-thread kernel that writes the status record; nothing is
 // read on the host, everything runs on the current stream.
-at::Tensor validate_mckp_cuda(const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in,
-                              const std::optional<at::Tensor>& treatment_in,
-                              const std::optional<at::Tensor>& cost_obs_in,
-                              const std::optional<at::Tensor>& propensity_in) {
-  check_solver_problem(values_in, costs_in);
-  const bool rct = treatment_in.has_value();
-  TORCH_CHECK(rct == cost_obs_in.has_value() && rct == propensity_in.has_value(),
-              "bidfcl: validate_mckp needs treatment, cost_obs and propensity together, or none of them");
-  if (rct) check_rct_inputs(values_in, *treatment_in, *cost_obs_in, *propensity_in);
-  check_budgets(values_in, budgets_in, rct ? "per-capita budgets" : "total budgets", /*check=*/false);
-  const c10::cuda::CUDAGuard guard(values_in.device());
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
-  at::Tensor treatment, cost_obs, propensity;
-  if (rct) {
-    treatment = treatment_in->contiguous();
-    cost_obs = cost_obs_in->contiguous();
-    propensity = propensity_in->contiguous();
-  }
-  at::Tensor status = at::empty({core::kStatusLen}, values.options().dtype(at::kLong));
-  TorchWorkspace ws(values.device());
+at::Tensor validate_mckp_cuda(const at::Tensor& values, const at::Tensor& costs, const at::Tensor& budgets,
+                              const std::optional<at::Tensor>& treatment, const std::optional<at::Tensor>& cost_obs,
+                              const std::optional<at::Tensor>& propensity) {
+  const ValidateInputs in = validate_inputs(values, costs, budgets, treatment, cost_obs, propensity);
+  const c10::cuda::CUDAGuard guard(in.values.device());
+  at::Tensor status = at::empty({core::kStatusLen}, in.values.options().dtype(at::kLong));
+  TorchWorkspace ws(in.values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::validate_mckp", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::validate_mckp", [&] {
     core::MckpCheckParams<scalar_t> p;
-    p.values = values.data_ptr<scalar_t>();
-    p.costs = costs.data_ptr<scalar_t>();
-    p.n = values.size(0);
-    p.m = values.size(1);
-    p.budgets = budgets.data_ptr<double>();
-    p.k = budgets.size(0);
-    if (rct) {
-      p.treatment = treatment.data_ptr<int64_t>();
-      p.cost_obs = cost_obs.data_ptr<scalar_t>();
-      p.propensity = propensity.data_ptr<scalar_t>();
+    p.values = in.values.data_ptr<scalar_t>();
+    p.costs = in.costs.data_ptr<scalar_t>();
+    p.n = in.values.size(0);
+    p.m = in.values.size(1);
+    p.budgets = in.budgets.data_ptr<double>();
+    p.k = in.budgets.size(0);
+    if (in.rct) {
+      p.treatment = in.treatment.data_ptr<int64_t>();
+      p.cost_obs = in.cost_obs.data_ptr<scalar_t>();
+      p.propensity = in.propensity.data_ptr<scalar_t>();
     }
     p.status = status.data_ptr<int64_t>();
     core::run_validate_mckp_cuda<scalar_t>(p, ws, stream);

@@ -73,7 +73,7 @@ template <typename T>
 struct AllocationLineSearchParams {
   AllocationInput<T> in;
   const double* lam = nullptr;      // [J] current multipliers
-  const double* budgets = nullptr;  // [J] constraint budgets (+inf: absent)
+  const double* budgets = nullptr;  // [J] constraint limits: budgets with kBudgetSlack (+inf: absent)
   int64_t constraint = 0;           // j
   double* lam_out = nullptr;        // [1] the minimising lam_j
 };
@@ -113,7 +113,7 @@ template <typename T>
 struct AllocationRepairParams {
   AllocationInput<T> in;
   const double* lam = nullptr;      // [J] multipliers of the dual phase (rank the fill moves)
-  const double* budgets = nullptr;  // [J] constraint budgets (+inf: absent)
+  const double* budgets = nullptr;  // [J] constraint limits: budgets with kBudgetSlack (+inf: absent)
   bool fill = true;                 // run the fill phase
   // in/out
   int64_t* choice = nullptr;  // [n] starting choice in, repaired choice out
