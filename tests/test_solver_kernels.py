@@ -1,4 +1,4 @@
-"""The exact solve's vector kernels and bracketed paths (cpp/core/cpu/mckp_cpu.cpp).
+"""The exact solve's vector kernels and bracketed paths (cpp/core/cpu/mckp_settle.cpp, mckp_bracket.cpp).
 
 Above 32,768 users the exact solve settles most users with a per-row test on AVX2 vectors
 (float32 and float64; M < W packs W / M rows per vector, M >= W spreads a row over M / W vectors;
@@ -90,8 +90,7 @@ def test_zero_costs_and_equal_values_everywhere():
     sol = bidfcl.solve_mckp(v, c, b)
     rows = torch.arange(1, n, 3)
     assert torch.equal(sol.choice[1::3], v[rows].argmax(1))
-    _same(ops.solve_mckp(v, c, torch.tensor([b * (1 + bidfcl.solver.BUDGET_SLACK)], dtype=F64)),
-          ref.solve_mckp(v, c, torch.tensor([b * (1 + bidfcl.solver.BUDGET_SLACK)], dtype=F64)))
+    _same(ops.solve_mckp(v, c, torch.tensor([b], dtype=F64)), ref.solve_mckp(v, c, torch.tensor([b], dtype=F64)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

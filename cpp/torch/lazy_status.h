@@ -47,7 +47,7 @@ inline Record check_labels(const int64_t* t, int64_t n, int64_t m) {
   return {};
 }
 
-// mckp_common.h's check_budgets: the first budget that is not finite or is negative.
+// mckp_ops.h's check_budgets: the first budget that is not finite or is negative.
 inline Record check_budget_values(const double* b, int64_t k) {
   for (int64_t x = 0; x < k; ++x) {
     if (!std::isfinite(b[x])) return {core::kCodeNonFiniteBudget, x, -1, bits(b[x])};

@@ -88,6 +88,19 @@ def _first_bad(mask: torch.Tensor, t: torch.Tensor, what: str) -> None:
         raise InputError(f"bidfcl: {what}, got {val:g} at {pos}")
 
 
+#: Budgets are compared with this relative slack. Totals over millions of rows are float64 sums
+#: whose last bits depend on the summation order (CPU chunks, GPU trees, the caller's own
+#: ``torch.sum``); a budget computed as exactly the spend of a policy must admit that policy. The
+#: returned spend can therefore exceed the budget by at most ~1e-12 of it. The ops apply it (the
+#: glue's ``budget_limits``, ``core::kBudgetSlack``), and so do these twins, via :func:`budget_limit`.
+BUDGET_SLACK = 2.0**-40
+
+
+def budget_limit(budget):
+    """What a spend is compared against for ``budget`` (a float or a float64 tensor): ``budget * (1 + BUDGET_SLACK)``."""
+    return budget * (1.0 + BUDGET_SLACK)
+
+
 def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str, check_values: bool = True) -> None:
     if budgets.dtype != _F64:
         raise InputError(f"bidfcl: budgets must be float64, got {budgets.dtype}")
@@ -216,6 +229,7 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budgets: torch.Tensor,
         return _zero_solution(values, budgets, 6)
     _check_problem(values, costs)
     _check_budgets(values, budgets, "total budgets")
+    budgets = budget_limit(budgets)
     steps = _Steps(values, costs)
     cum = steps.base_spend + torch.cumsum(steps.dc, 0)  # spend after each step
     k, n = budgets.shape[0], values.shape[0]
@@ -275,6 +289,7 @@ def solve_mckp_bisection(values: torch.Tensor, costs: torch.Tensor, budgets: tor
         raise InputError(f"bidfcl: max_iter must be >= 0, got {max_iter}")
     if not (tol >= 0 and tol != float("inf")):
         raise InputError(f"bidfcl: tol must be finite and >= 0, got {tol}")
+    budgets = budget_limit(budgets)
     dt = values.dtype
     pos = (costs > 0) & (values > 0)
     ratio = torch.where(pos, values / torch.where(pos, costs, torch.ones_like(costs)), torch.zeros_like(values))
@@ -339,6 +354,7 @@ def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets, chec
     n, m = values.shape
     _check_rct_inputs(values, treatment, cost_obs, propensity)
     _check_budgets(values, budgets, "per-capita budgets")
+    budgets = budget_limit(budgets)
     steps = _Steps(values, costs)
     w = cost_obs.to(_F64) / propensity.to(_F64) * (1.0 / n)
     t = treatment
@@ -972,7 +988,7 @@ def aucc(r_hat, c_hat, treatment, revenue, cost, q: int):
 
 
 def _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets=None, check=True) -> None:
-    """The checks of cpp/torch/allocation_common.h (ValueError, naming the argument and entry)."""
+    """The checks of cpp/torch/allocation_ops.h (ValueError, naming the argument and entry)."""
     for name, t in (("values", values), ("costs", costs), ("lam", lam)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"bidfcl: {name} must be a tensor, got {type(t).__name__}")
@@ -1125,11 +1141,13 @@ def _dominated_ineligible(v: torch.Tensor, c: torch.Tensor, eligible) -> tuple[t
 
 
 def _allocation_line_search_impl(values, costs, eligible, groups, num_groups, lam, budgets, constraint, solve):
-    """The exact coordinate minimiser; `solve` is a solve_mckp(values, costs, budgets) implementation."""
+    """The exact coordinate minimiser; `solve` is a solve_mckp(values, costs, budgets) implementation
+    (which applies the budget slack itself: it gets the budget as given, a capacity its limit)."""
     n, m = values.shape
     k = costs.shape[0]
     j = int(constraint)
-    b = float(budgets[j])
+    given = float(budgets[j])
+    b = budget_limit(given)
     if b == float("inf"):
         return torch.zeros((), dtype=_F64, device=values.device)
     s = _alloc_scores(values, costs, groups, num_groups, lam, skip=j)
@@ -1162,7 +1180,7 @@ def _allocation_line_search_impl(values, costs, eligible, groups, num_groups, la
         el = None if eligible is None else eligible[rows]
     v2, c2 = _dominated_ineligible(s, c, el)
     lam_k, _, _, _, _, feasible = solve(v2.contiguous(), c2.contiguous(),
-                                        torch.tensor([b], dtype=_F64, device=values.device))
+                                        torch.tensor([given], dtype=_F64, device=values.device))
     if not bool(feasible[0]):
         return torch.full((), float("inf"), dtype=_F64, device=values.device)
     return lam_k[0].to(_F64)
@@ -1317,7 +1335,7 @@ def allocation_repair(values, costs, eligible, groups, num_groups: int, lam, bud
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
         raise ValueError(f"bidfcl: choice must be an eligible option in [0, M), got {int(ch[i])} at row {i}")
-    st = _RepairState(values, costs, eligible, groups, num_groups, lam, budgets)
+    st = _RepairState(values, costs, eligible, groups, num_groups, lam, budget_limit(budgets))
     cur = ch.tolist()
     moves = [0, 0]
     for _ in range(4):

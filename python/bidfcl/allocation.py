@@ -47,7 +47,7 @@ import torch
 
 from . import _reference
 from ._ops import EXTENSION_LOADED, ops
-from .solver import BUDGET_SLACK, solve_mckp
+from .solver import solve_mckp
 
 __all__ = ["AllocationSolution", "solve_allocation", "constraint_names"]
 
@@ -185,7 +185,8 @@ class _Problem:
         if gb is not None:
             parts.append(gb.reshape(-1))
         self.budget = torch.cat(parts)  # as given
-        self.limit = self.budget * (1.0 + BUDGET_SLACK)  # compared against (solve_mckp's slack)
+        # what spends are compared against (the ops apply the same slack to the budgets they get)
+        self.limit = _reference.budget_limit(self.budget)
         self.single = k == 1 and cap is None and eligible is None and groups is None
         self.j = self.budget.shape[0]
 
@@ -248,7 +249,7 @@ def solve_allocation(values: torch.Tensor, costs: torch.Tensor, budgets, *, capa
     dev = pb.values.device
     policy, line_search, repair_op = _ops_for(dev)
     args = pb.args()
-    limit = pb.limit.to(dev)
+    budget = pb.budget.to(dev)  # the ops apply the slack themselves
     lam = [0.0] * pb.j
 
     def lam_tensor(v):
@@ -271,7 +272,7 @@ def solve_allocation(values: torch.Tensor, costs: torch.Tensor, budgets, *, capa
 
     def sweep():
         for j in list(active):
-            lj = float(line_search(*args, lam_tensor(lam), limit, j, False))
+            lj = float(line_search(*args, lam_tensor(lam), budget, j, False))
             if math.isinf(lj):  # even the cheapest eligible policy violates j: leave it out
                 infeasible.append(j)
                 active.remove(j)
@@ -299,7 +300,7 @@ def solve_allocation(values: torch.Tensor, costs: torch.Tensor, budgets, *, capa
     best_dual, best_lam = best
     lam_t = lam_tensor(best_lam)
     choice, _, _, _ = policy(*args, lam_t)
-    choice, spend, value, feasible, moves = repair_op(*args, lam_t, limit, choice, fill, False)
+    choice, spend, value, feasible, moves = repair_op(*args, lam_t, budget, choice, fill, False)
     lam_out = lam_t.clone()
     if infeasible:
         lam_out[infeasible] = math.inf

@@ -102,11 +102,13 @@ def _check_problem(values, costs) -> str | None:
 
 
 def _check_budgets(budget, like: torch.Tensor):
-    """(budgets float64 [K] with the solver's slack, scalar?, error message or None)."""
+    """(budget limits float64 [K]: the budgets with the solver's slack, which the selection compares
+    spends against; scalar?; error message or None)."""
     try:
         b, scalar = solver._budgets(budget, like)
     except TypeError as exc:
         return None, False, str(exc).removeprefix("bidfcl: ")
+    b = _reference.budget_limit(b)
     if b.dim() != 1 or b.shape[0] < 1:
         return None, False, f"budget must be a number or a 1-D [K >= 1] tensor, got shape {list(b.shape)}"
     bad = ~torch.isfinite(b) | (b < 0)

@@ -40,6 +40,7 @@ import torch
 
 from . import _validate
 from ._ops import ops
+from ._reference import BUDGET_SLACK  # noqa: F401  (re-exported: bidfcl.solver.BUDGET_SLACK)
 from ._validate import call_op
 from .propensity import arm_propensity, row_propensity  # noqa: F401  (arm_propensity: public here before)
 
@@ -102,15 +103,9 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     return _validate.tensor(x, name)
 
 
-#: Budgets are compared with this relative slack. Totals over millions of rows are float64 sums
-#: whose last bits depend on the summation order (CPU chunks, GPU trees, the caller's own
-#: ``torch.sum``); a budget computed as exactly the spend of a policy must admit that policy. The
-#: returned spend can therefore exceed the budget by at most ~1e-12 of it.
-BUDGET_SLACK = 2.0**-40
-
-
 def _budgets(budget, values: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Budgets as a float64 [K] tensor on values' device (with the slack), and whether a scalar was given."""
+    """Budgets as a float64 [K] tensor on values' device, and whether a scalar was given. The ops
+    compare spends against ``budget * (1 + BUDGET_SLACK)`` themselves (``_reference.budget_limit``)."""
     if isinstance(budget, torch.Tensor):
         if budget.dtype == torch.bool or budget.is_complex():
             raise _validate.InputTypeError(f"bidfcl: budget must be a number or a 1-D real tensor, got dtype {budget.dtype}")
@@ -121,7 +116,7 @@ def _budgets(budget, values: torch.Tensor) -> tuple[torch.Tensor, bool]:
         raise TypeError(f"bidfcl: budget must be a number or a 1-D tensor, got {type(budget).__name__}")
     else:  # a fill kernel, not a host-to-device copy: no synchronisation, capturable in a CUDA graph
         b, scalar = torch.full((1,), float(budget), dtype=torch.float64, device=values.device), True
-    return b * (1.0 + BUDGET_SLACK), scalar
+    return b, scalar
 
 
 def _squeeze(result, scalar: bool):

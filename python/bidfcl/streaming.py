@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import solver
+from . import _reference, solver
 from ._ops import ops
 from ._sharded import Comm, LocalComm, Segment, bp_keys, select_cuts
 
@@ -298,7 +298,7 @@ def allocate_file(model, input_path: str, output_path: str, features: list[str],
         base = float(comm.all_reduce(torch.tensor([base_local], dtype=torch.float64))[0])
         total = float(total_budget) if total_budget is not None else float(budget) * n_total
         like = torch.zeros(1, dtype=dtype)
-        budgets = solver._budgets(total, like)[0]
+        budgets = _reference.budget_limit(solver._budgets(total, like)[0])  # what the selection compares against
         rank_bits = comm.rank << _SEG_SHIFT
 
         def segments():

@@ -65,7 +65,7 @@ struct AllocationPolicyParams {
 // multipliers fixed, exactly (lam_j* is a breakpoint of the one-dimensional dual, or 0).
 //   resource or group j: the single-budget problem on values r - (every other term of s) with
 //                        costs c_k (masked by eligibility) and budget b_j, solved by
-//                        solve_mckp_exact_cpu; lam_j* is its multiplier;
+//                        run_solve_mckp_cpu; lam_j* is its multiplier;
 //   capacity j = K + m:  with d_i = s_im + lam_j - max_{m' != m eligible} s_im', the (floor(cap)+1)-th
 //                        largest d_i, or 0 when at most floor(cap) of them are positive.
 // lam_out = +inf when even the cheapest eligible policy violates constraint j.
@@ -73,7 +73,7 @@ template <typename T>
 struct AllocationLineSearchParams {
   AllocationInput<T> in;
   const double* lam = nullptr;      // [J] current multipliers
-  const double* budgets = nullptr;  // [J] constraint budgets (+inf: absent)
+  const double* budgets = nullptr;  // [J] constraint limits: budgets with kBudgetSlack (+inf: absent)
   int64_t constraint = 0;           // j
   double* lam_out = nullptr;        // [1] the minimising lam_j
 };
@@ -113,7 +113,7 @@ template <typename T>
 struct AllocationRepairParams {
   AllocationInput<T> in;
   const double* lam = nullptr;      // [J] multipliers of the dual phase (rank the fill moves)
-  const double* budgets = nullptr;  // [J] constraint budgets (+inf: absent)
+  const double* budgets = nullptr;  // [J] constraint limits: budgets with kBudgetSlack (+inf: absent)
   bool fill = true;                 // run the fill phase
   // in/out
   int64_t* choice = nullptr;  // [n] starting choice in, repaired choice out
@@ -151,9 +151,9 @@ BIDFCL_HD inline T adjusted_score(const T* values_row, const T* costs_row, int64
   return s - mu;
 }
 
-template <typename T> Status allocation_policy_cpu(const AllocationPolicyParams<T>& p);
-template <typename T> Status allocation_line_search_cpu(const AllocationLineSearchParams<T>& p);
-template <typename T> Status allocation_smoothed_cpu(const AllocationSmoothedParams<T>& p);
-template <typename T> Status allocation_repair_cpu(const AllocationRepairParams<T>& p);
+template <typename T> Status run_allocation_policy_cpu(const AllocationPolicyParams<T>& p);
+template <typename T> Status run_allocation_line_search_cpu(const AllocationLineSearchParams<T>& p);
+template <typename T> Status run_allocation_smoothed_cpu(const AllocationSmoothedParams<T>& p);
+template <typename T> Status run_allocation_repair_cpu(const AllocationRepairParams<T>& p);
 
 }  // namespace bidfcl::core

@@ -1,7 +1,7 @@
 // CUDA launcher for the per-user step of allocation.h (the Lagrangian policy and its totals).
 // Torch-free: device pointers, a stream and a caller-provided workspace (see mckp_cuda.h).
 //
-// Same inputs, outputs and semantics as allocation_policy_cpu, with these differences:
+// Same inputs, outputs and semantics as run_allocation_policy_cpu, with these differences:
 //   - every pointer in the params is a DEVICE pointer (lam included);
 //   - group spends need the users ordered by group: group_perm [n] lists the users group by group
 //     (users ascending inside a group) and group_offsets [g + 1] where each group starts;
@@ -21,7 +21,7 @@
 namespace bidfcl::core {
 
 template <typename T>
-Status allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int64_t* group_perm,
+Status run_allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int64_t* group_perm,
                               const int64_t* group_offsets, DeviceWorkspace& ws, cudaStream_t stream);
 
 // Host check of one user's row (values, costs, eligibility, group), as the CPU routines do it;

@@ -26,6 +26,14 @@ namespace bidfcl::core {
 
 constexpr int64_t kMaxOptions = 256;  // hull indices are stored as uint8
 
+// Budgets are compared with this relative slack: a policy fits budget B when its spend is at most
+// the limit B (1 + kBudgetSlack). Totals over millions of rows are float64 sums whose last bits
+// depend on the summation order (CPU chunks, GPU trees, the caller's own torch.sum); a budget
+// computed as exactly the spend of a policy must admit that policy. The ops take budgets as given
+// and the glue hands the routines below the limits (cpp/torch/mckp_ops.h, budget_limits; the
+// Python twin: _reference.budget_limit); the routines compare against what they get.
+constexpr double kBudgetSlack = 0x1p-40;
+
 template <typename T>
 struct MckpInput {
   const T* values = nullptr;  // [n, m] row-major: value (revenue) of giving option j to individual i
@@ -48,7 +56,7 @@ struct Cut {
 template <typename T>
 struct MckpSolveParams {
   MckpInput<T> in;
-  const double* budgets = nullptr;  // [k] total budgets, >= 0
+  const double* budgets = nullptr;  // [k] total budget limits (budgets with kBudgetSlack), >= 0
   int64_t k = 0;
   // outputs
   T* lam = nullptr;              // [k] smallest multiplier whose policy fits (+inf if infeasible)
@@ -79,7 +87,7 @@ struct MckpRctParams {
   const int64_t* treatment = nullptr;  // [n] randomised arm of individual i, in [0, m)
   const T* cost_obs = nullptr;         // [n] observed cost of individual i under its arm
   const T* propensity = nullptr;       // [n] probability of individual i's own arm, in (0, 1]
-  const double* budgets = nullptr;     // [k] per-capita budgets, >= 0
+  const double* budgets = nullptr;     // [k] per-capita budget limits (with kBudgetSlack), >= 0
   int64_t k = 0;
   // outputs
   T* lam = nullptr;           // [k]
@@ -124,12 +132,12 @@ struct MckpApplyParams {
   double* lagrangian = nullptr;  // [k]
 };
 
-template <typename T> Status mckp_events_cpu(const MckpEventsParams<T>& p, EventList<T>& out);
-template <typename T> Status apply_mckp_cuts_cpu(const MckpApplyParams<T>& p);
+template <typename T> Status run_mckp_events_cpu(const MckpEventsParams<T>& p, EventList<T>& out);
+template <typename T> Status run_apply_mckp_cut_cpu(const MckpApplyParams<T>& p);
 
-template <typename T> Status solve_mckp_exact_cpu(const MckpSolveParams<T>& p);
-template <typename T> Status solve_mckp_bisection_cpu(const MckpBisectionParams<T>& p);
-template <typename T> Status budget_frontier_cpu(const MckpInput<T>& in, FrontierResult<T>& out);
-template <typename T> Status solve_mckp_rct_cpu(const MckpRctParams<T>& p);
+template <typename T> Status run_solve_mckp_cpu(const MckpSolveParams<T>& p);
+template <typename T> Status run_solve_mckp_bisection_cpu(const MckpBisectionParams<T>& p);
+template <typename T> Status run_budget_frontier_cpu(const MckpInput<T>& in, FrontierResult<T>& out);
+template <typename T> Status run_solve_mckp_rct_cpu(const MckpRctParams<T>& p);
 
 }  // namespace bidfcl::core

@@ -17,8 +17,8 @@
 // (error flags, the number of hull steps, and, for bisection, the spend at each multiplier).
 // With check = false (exact and RCT solves) they never synchronise or read device memory on the
 // host: inputs are not validated (bad input gives unspecified outputs, never an out-of-bounds
-// access; validate_mckp_cuda reports it lazily), every size comes from n and m, and the step order
-// is sorted in a worst-case buffer of n * (m - 1) entries instead of P (mckp_cuda.cu says what
+// access; run_validate_mckp_cuda reports it lazily), every size comes from n and m, and the step order
+// is sorted in a worst-case buffer of n * (m - 1) entries instead of P (mckp_kernels.cu says what
 // that costs). The results are bit-identical to check = true for valid input. Such a launch can
 // be captured in a CUDA graph.
 #pragma once
@@ -53,20 +53,20 @@ struct FrontierDeviceOutput {
 };
 
 template <typename T>
-Status solve_mckp_exact_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check = true);
+Status run_solve_mckp_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check = true);
 
 // budgets_host: the same [k] budgets as p.out.budgets, on the host (the bisection loop runs there).
 template <typename T>
-Status solve_mckp_bisection_cuda(const MckpBisectionParams<T>& p, const double* budgets_host, DeviceWorkspace& ws,
+Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& p, const double* budgets_host, DeviceWorkspace& ws,
                                  cudaStream_t stream);
 
 // make_output(len) is called once, with len = P + 1, and returns device buffers of that length.
 template <typename T>
-Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output,
+Status run_budget_frontier_cuda(const MckpInput<T>& in, const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output,
                             DeviceWorkspace& ws, cudaStream_t stream);
 
 template <typename T>
-Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check = true);
+Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check = true);
 
 // Lazy validation of the solver inputs (no host read): writes the status record of
 // status_record.h into `status` (device, kStatusLen int64). treatment, cost_obs and propensity are
@@ -87,6 +87,6 @@ struct MckpCheckParams {
 };
 
 template <typename T>
-void validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream);
+void run_validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream);
 
 }  // namespace bidfcl::core

@@ -1,5 +1,7 @@
-// Checks and params shared by the CPU and CUDA glue of the allocation ops. Bad input raises
-// ValueError (TORCH_CHECK_VALUE) naming the argument and, for entries, the position.
+// The allocation family's glue builder, shared by the CPU and CUDA glue (cpu/allocation_ops_cpu.cpp,
+// cuda/allocation_ops_cuda.cpp): checks, contiguous inputs, outputs and the params structs of
+// bidfcl/core/allocation.h. Bad input raises ValueError (TORCH_CHECK_VALUE) naming the argument
+// and, for entries, the position.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,6 +11,7 @@
 #include "bidfcl/core/allocation.h"
 #include "bidfcl/core/mckp.h"
 #include "checks.h"
+#include "mckp_ops.h"
 
 namespace bidfcl::allocation {
 
@@ -113,6 +116,44 @@ core::AllocationInput<T> make_input(const at::Tensor& values, const at::Tensor& 
 
 inline at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->contiguous() : at::Tensor();
+}
+
+// allocation_policy (CPU and CUDA): inputs after their checks, contiguous; outputs; params.
+struct PolicyInputs {
+  at::Tensor values, costs, lam, eligible, groups;  // eligible, groups: undefined when None
+  int64_t num_groups = 0;
+};
+
+inline PolicyInputs policy_inputs(const at::Tensor& values, const at::Tensor& costs,
+                                  const std::optional<at::Tensor>& eligible, const std::optional<at::Tensor>& groups,
+                                  int64_t num_groups, const at::Tensor& lam) {
+  check_inputs(values, costs, eligible, groups, num_groups, lam, nullptr);
+  return {values.contiguous(),           costs.contiguous(),
+          lam.contiguous(),              contiguous_or_undefined(eligible),
+          contiguous_or_undefined(groups), num_groups};
+}
+
+struct PolicyOutputs {
+  at::Tensor choice, spend, value, lagrangian;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const { return {choice, spend, value, lagrangian}; }
+};
+
+inline PolicyOutputs alloc_policy_outputs(const PolicyInputs& in) {
+  const auto opts = in.values.options();
+  return {at::empty({in.values.size(0)}, opts.dtype(at::kLong)), at::empty({in.lam.size(0)}, opts.dtype(at::kDouble)),
+          at::empty({}, opts.dtype(at::kDouble)), at::empty({}, opts.dtype(at::kDouble))};
+}
+
+template <typename T>
+core::AllocationPolicyParams<T> make_policy_params(const PolicyInputs& in, PolicyOutputs& o, int num_threads) {
+  core::AllocationPolicyParams<T> p;
+  p.in = make_input<T>(in.values, in.costs, in.eligible, in.groups, in.num_groups, num_threads, true);
+  p.lam = in.lam.data_ptr<double>();
+  p.choice = o.choice.data_ptr<int64_t>();
+  p.spend = o.spend.data_ptr<double>();
+  p.value = o.value.data_ptr<double>();
+  p.lagrangian = o.lagrangian.data_ptr<double>();
+  return p;
 }
 
 }  // namespace bidfcl::allocation

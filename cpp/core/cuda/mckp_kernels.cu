@@ -1,5 +1,5 @@
 // CUDA implementation of the MCKP solvers (see mckp_cuda.h for the contract, mckp.h for the
-// vocabulary and mckp_cpu.cpp for the CPU twin these kernels reproduce).
+// vocabulary and mckp_hulls.cpp / mckp_exact.cpp for the CPU twin these kernels reproduce).
 //
 // Exact solve, frontier and RCT share one pipeline:
 //   1. hull_kernel: one thread per individual validates its row (first bad entry -> atomicMin of the
@@ -22,6 +22,11 @@
 // product that is then added uses __dmul_rn/__fmul_rn for the same reason. Sums of float64 use
 // fixed trees (block size, items per thread and grid size depend only on the problem size), so the
 // results are deterministic run to run.
+//
+// Deliberate repetition: the device functions for the hull (build_hull, the monotone chain),
+// steps_taken and the per-row policy mirror the CPU's (mckp_internal.h, mckp_hulls.cpp) line by
+// line, so that hulls, breakpoints, cuts and choices are bit-identical on both devices. A change to
+// one must be made to the other (tests/test_solver_cuda.py compares them).
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
@@ -299,7 +304,7 @@ Status cell_status(const T* values, const T* costs, int64_t m, unsigned long lon
 
 // ---- hulls -------------------------------------------------------------------------------------
 
-// Exactly build_hull of mckp_cpu.cpp: sort by (cost asc, value desc, index asc), keep points that
+// Exactly build_hull of mckp_internal.h: sort by (cost asc, value desc, index asc), keep points that
 // strictly raise the best value so far, monotone chain popping only on a strictly convex turn.
 template <typename T>
 __device__ int build_hull_dev(const T* r, const T* c, int m, uint8_t* out) {
@@ -567,7 +572,7 @@ __global__ void cut_kernel(const double* prefix_max, int64_t P_host, const int64
   if (cut_pos) cut_pos[k] = pos;
 }
 
-// steps_taken of mckp_cpu.cpp.
+// steps_taken of mckp_internal.h.
 template <typename T>
 __device__ void steps_taken_dev(const T* r, const T* c, const uint8_t* h, int len, int64_t i, const Cut<T>& cut,
                                 int& taken, int& above) {
@@ -591,7 +596,7 @@ __device__ void steps_taken_dev(const T* r, const T* c, const uint8_t* h, int le
   }
 }
 
-// apply_cut of mckp_cpu.cpp for one budget: writes choice[i], returns (spend, value, lagrangian term).
+// apply_cuts of mckp_hulls.cpp for one budget: writes choice[i], returns (spend, value, lagrangian term).
 template <typename T>
 struct ApplyCut {
   const T* values;
@@ -751,7 +756,7 @@ struct PolicyAt {
 // ==================================================================================================
 
 template <typename T>
-Status solve_mckp_exact_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check) {
+Status run_solve_mckp_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check) {
   const MckpInput<T>& in = p.in;
   StepOrder<T> so;
   int64_t* slot_end = nullptr;
@@ -789,7 +794,7 @@ __global__ void frontier_base_kernel(const Sum3* base, double* spend, double* va
 }
 
 template <typename T>
-Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output,
+Status run_budget_frontier_cuda(const MckpInput<T>& in, const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output,
                             DeviceWorkspace& ws, cudaStream_t stream) {
   StepOrder<T> so;
   int64_t* slot_end = nullptr;
@@ -815,7 +820,7 @@ Status budget_frontier_cuda(const MckpInput<T>& in, const std::function<Frontier
 }
 
 template <typename T>
-Status solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check) {
+Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check) {
   const MckpInput<T>& in = p.in;
   const int64_t n = in.n, m = in.m;
   StepOrder<T> so;
@@ -889,7 +894,7 @@ __global__ void write_bisection_kernel(const Sum3* totals, int64_t k, T lam, boo
 }
 
 template <typename T>
-Status solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const double* budgets_host, DeviceWorkspace& ws,
+Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const double* budgets_host, DeviceWorkspace& ws,
                                  cudaStream_t stream) {
   const MckpSolveParams<T>& p = bp.out;
   const MckpInput<T>& in = p.in;
@@ -1014,7 +1019,7 @@ __global__ void mckp_status_kernel(MckpCheckParams<T> p, const unsigned long lon
 }
 
 template <typename T>
-void validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream) {
+void run_validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream) {
   // records: [0] first bad label, [1] first bad budget, [2..3] ErrorRecord (cell, RCT row)
   auto* rec = ws_alloc<unsigned long long>(ws, 4);
   BIDFCL_CUDA_CHECK(cudaMemsetAsync(rec, 0xFF, 4 * sizeof(unsigned long long), stream));
@@ -1037,14 +1042,14 @@ void validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaSt
 }
 
 #define BIDFCL_INSTANTIATE(T)                                                                                   \
-  template void validate_mckp_cuda<T>(const MckpCheckParams<T>&, DeviceWorkspace&, cudaStream_t);               \
-  template Status solve_mckp_exact_cuda<T>(const MckpSolveParams<T>&, DeviceWorkspace&, cudaStream_t, bool);    \
-  template Status solve_mckp_bisection_cuda<T>(const MckpBisectionParams<T>&, const double*, DeviceWorkspace&,  \
+  template void run_validate_mckp_cuda<T>(const MckpCheckParams<T>&, DeviceWorkspace&, cudaStream_t);               \
+  template Status run_solve_mckp_cuda<T>(const MckpSolveParams<T>&, DeviceWorkspace&, cudaStream_t, bool);    \
+  template Status run_solve_mckp_bisection_cuda<T>(const MckpBisectionParams<T>&, const double*, DeviceWorkspace&,  \
                                                cudaStream_t);                                                   \
-  template Status budget_frontier_cuda<T>(const MckpInput<T>&,                                                  \
+  template Status run_budget_frontier_cuda<T>(const MckpInput<T>&,                                                  \
                                           const std::function<FrontierDeviceOutput<T>(int64_t)>&,               \
                                           DeviceWorkspace&, cudaStream_t);                                      \
-  template Status solve_mckp_rct_cuda<T>(const MckpRctParams<T>&, DeviceWorkspace&, cudaStream_t, bool);
+  template Status run_solve_mckp_rct_cuda<T>(const MckpRctParams<T>&, DeviceWorkspace&, cudaStream_t, bool);
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)
 #undef BIDFCL_INSTANTIATE

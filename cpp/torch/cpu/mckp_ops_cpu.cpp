@@ -1,10 +1,10 @@
-// CPU glue for the MCKP solver ops: check -> Params -> core.
+// CPU glue for the MCKP solver ops: check -> Params -> core (the checks and params: mckp_ops.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "../lazy_status.h"
-#include "../mckp_common.h"
+#include "../mckp_ops.h"
 
 namespace bidfcl::mckp {
 namespace {
@@ -23,34 +23,27 @@ void raise_or_zero(const core::Status& st, bool check, Outputs& o, const char* o
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_cpu(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in, bool check) {
-  check_solver_problem(values_in, costs_in);
-  check_budgets(values_in, budgets_in, "total budgets", check);
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
-  SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp", [&] {
-    raise_or_zero(core::solve_mckp_exact_cpu<scalar_t>(
-                      make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads())),
-                  check, o);
+    const at::Tensor& values, const at::Tensor& costs, const at::Tensor& budgets, bool check) {
+  const SolveInputs in = solve_inputs(values, costs, budgets, check);
+  SolveOutputs o = alloc_solve_outputs(in.values, in.limits.size(0));
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::solve_mckp", [&] {
+    raise_or_zero(core::run_solve_mckp_cpu<scalar_t>(make_solve_params<scalar_t>(in, o, at::get_num_threads())), check,
+                  o);
   });
   return o.tuple();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_bisection_cpu(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in, int64_t max_iter,
-    double tol) {
-  check_solver_problem(values_in, costs_in);
-  check_budgets(values_in, budgets_in, "total budgets");
-  TORCH_CHECK(max_iter >= 0, "bidfcl: max_iter must be >= 0, got ", max_iter);
-  TORCH_CHECK(std::isfinite(tol) && tol >= 0, "bidfcl: tol must be finite and >= 0, got ", tol);
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
-  SolveOutputs o = alloc_solve_outputs(values, budgets.size(0));
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_bisection", [&] {
+    const at::Tensor& values, const at::Tensor& costs, const at::Tensor& budgets, int64_t max_iter, double tol) {
+  const SolveInputs in = solve_inputs(values, costs, budgets);
+  check_bisection_args(max_iter, tol);
+  SolveOutputs o = alloc_solve_outputs(in.values, in.limits.size(0));
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::solve_mckp_bisection", [&] {
     core::MckpBisectionParams<scalar_t> p;
-    p.out = make_solve_params<scalar_t>(values, costs, budgets, o, at::get_num_threads());
+    p.out = make_solve_params<scalar_t>(in, o, at::get_num_threads());
     p.max_iter = max_iter;
     p.tol = tol;
-    checks::raise_if_error(core::solve_mckp_bisection_cpu<scalar_t>(p));
+    checks::raise_if_error(core::run_solve_mckp_bisection_cpu<scalar_t>(p));
   });
   return o.tuple();
 }
@@ -62,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cpu(const at::Ten
   at::Tensor lam, spend, value;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::budget_frontier", [&] {
     core::FrontierResult<scalar_t> r;
-    checks::raise_if_error(core::budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs, at::get_num_threads()), r));
+    checks::raise_if_error(core::run_budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs, at::get_num_threads()), r));
     const int64_t len = static_cast<int64_t>(r.lam.size());
     lam = at::empty({len}, values.options());
     spend = at::empty({len}, values.options().dtype(at::kDouble));
@@ -75,51 +68,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cpu(const at::Ten
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cpu(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& treatment_in,
-    const at::Tensor& cost_obs_in, const at::Tensor& propensity_in, const at::Tensor& budgets_in, bool check) {
-  check_solver_problem(values_in, costs_in);
-  check_rct_inputs(values_in, treatment_in, cost_obs_in, propensity_in);
-  check_budgets(values_in, budgets_in, "per-capita budgets", check);
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous();
-  const at::Tensor treatment = treatment_in.contiguous(), cost_obs = cost_obs_in.contiguous();
-  const at::Tensor propensity = propensity_in.contiguous(), budgets = budgets_in.contiguous();
-  RctOutputs o = alloc_rct_outputs(values, budgets.size(0));
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
-    auto p = make_rct_params<scalar_t>(values, costs, treatment, cost_obs, propensity, budgets, o, at::get_num_threads());
-    raise_or_zero(core::solve_mckp_rct_cpu<scalar_t>(p), check, o, "cost_obs");
+    const at::Tensor& values, const at::Tensor& costs, const at::Tensor& treatment, const at::Tensor& cost_obs,
+    const at::Tensor& propensity, const at::Tensor& budgets, bool check) {
+  const RctInputs in = rct_inputs(values, costs, treatment, cost_obs, propensity, budgets, check);
+  RctOutputs o = alloc_rct_outputs(in.values, in.limits.size(0));
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
+    auto p = make_rct_params<scalar_t>(in, o, at::get_num_threads());
+    raise_or_zero(core::run_solve_mckp_rct_cpu<scalar_t>(p), check, o, "cost_obs");
   });
   return o.tuple();
 }
 
 // The lazy check of solve_mckp (treatment etc. None) or solve_mckp_rct: metadata errors raise at
 // once (no data is read for them); the first value error becomes the status record.
-at::Tensor validate_mckp_cpu(const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in,
-                             const std::optional<at::Tensor>& treatment_in,
-                             const std::optional<at::Tensor>& cost_obs_in,
-                             const std::optional<at::Tensor>& propensity_in) {
-  check_solver_problem(values_in, costs_in);
-  const bool rct = treatment_in.has_value();
-  TORCH_CHECK(rct == cost_obs_in.has_value() && rct == propensity_in.has_value(),
-              "bidfcl: validate_mckp needs treatment, cost_obs and propensity together, or none of them");
-  if (rct) check_rct_inputs(values_in, *treatment_in, *cost_obs_in, *propensity_in);
-  check_budgets(values_in, budgets_in, rct ? "per-capita budgets" : "total budgets", /*check=*/false);
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), budgets = budgets_in.contiguous();
-  const int64_t n = values.size(0), m = values.size(1);
+at::Tensor validate_mckp_cpu(const at::Tensor& values, const at::Tensor& costs, const at::Tensor& budgets,
+                             const std::optional<at::Tensor>& treatment, const std::optional<at::Tensor>& cost_obs,
+                             const std::optional<at::Tensor>& propensity) {
+  const ValidateInputs in = validate_inputs(values, costs, budgets, treatment, cost_obs, propensity);
+  const int64_t n = in.values.size(0), m = in.values.size(1);
   lazy::Record rec;
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::validate_mckp", [&] {
-    at::Tensor treatment, cost_obs, propensity;
-    if (rct) {
-      treatment = treatment_in->contiguous();
-      cost_obs = cost_obs_in->contiguous();
-      propensity = propensity_in->contiguous();
-      rec = lazy::check_labels(treatment.data_ptr<int64_t>(), n, m);
-    }
-    if (rec.ok()) rec = lazy::check_budget_values(budgets.data_ptr<double>(), budgets.size(0));
-    if (rec.ok()) rec = lazy::check_cells(values.data_ptr<scalar_t>(), costs.data_ptr<scalar_t>(), n, m);
-    if (rec.ok() && rct)
-      rec = lazy::check_rct_rows(propensity.data_ptr<scalar_t>(), cost_obs.data_ptr<scalar_t>(), n);
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::validate_mckp", [&] {
+    if (in.rct) rec = lazy::check_labels(in.treatment.data_ptr<int64_t>(), n, m);
+    if (rec.ok()) rec = lazy::check_budget_values(in.budgets.data_ptr<double>(), in.budgets.size(0));
+    if (rec.ok()) rec = lazy::check_cells(in.values.data_ptr<scalar_t>(), in.costs.data_ptr<scalar_t>(), n, m);
+    if (rec.ok() && in.rct)
+      rec = lazy::check_rct_rows(in.propensity.data_ptr<scalar_t>(), in.cost_obs.data_ptr<scalar_t>(), n);
   });
-  return lazy::to_tensor(rec, rct ? core::kFamilyRct : core::kFamilySolve);
+  return lazy::to_tensor(rec, in.rct ? core::kFamilyRct : core::kFamilySolve);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mckp_events_cpu(
@@ -154,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mckp_events_cpu(
       p.weight = weight.data_ptr<double>();
     }
     core::EventList<scalar_t> ev;
-    checks::raise_if_error(core::mckp_events_cpu<scalar_t>(p, ev));
+    checks::raise_if_error(core::run_mckp_events_cpu<scalar_t>(p, ev));
     const int64_t e = static_cast<int64_t>(ev.bp.size());
     bp = at::empty({e}, values.options());
     id = at::empty({e}, values.options().dtype(at::kLong));
@@ -203,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> apply_mckp_cut_cpu(
     p.spend = spend.data_ptr<double>();
     p.value = value.data_ptr<double>();
     p.lagrangian = lagrangian.data_ptr<double>();
-    checks::raise_if_error(core::apply_mckp_cuts_cpu<scalar_t>(p));
+    checks::raise_if_error(core::run_apply_mckp_cut_cpu<scalar_t>(p));
   });
   return {choice, spend, value, lagrangian};
 }

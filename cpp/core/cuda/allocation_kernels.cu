@@ -167,7 +167,7 @@ Status allocation_check_row_host(const AllocationInput<T>& in, int64_t row) {
 }
 
 template <typename T>
-Status allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int64_t* group_perm,
+Status run_allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int64_t* group_perm,
                               const int64_t* group_offsets, DeviceWorkspace& ws, cudaStream_t stream) {
   const AllocationInput<T>& in = p.in;
   const int64_t n = in.n, m = in.m, k = in.k, rows = k + 2;
@@ -219,7 +219,7 @@ Status allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int64_t*
 }
 
 #define BIDFCL_INSTANTIATE(T)                                                                                  \
-  template Status allocation_policy_cuda<T>(const AllocationPolicyParams<T>&, const int64_t*, const int64_t*, \
+  template Status run_allocation_policy_cuda<T>(const AllocationPolicyParams<T>&, const int64_t*, const int64_t*, \
                                             DeviceWorkspace&, cudaStream_t);                                  \
   template Status allocation_check_row_host<T>(const AllocationInput<T>&, int64_t);
 BIDFCL_INSTANTIATE(float)

@@ -233,7 +233,7 @@ Status resource_line_search(const AllocationInput<T>& in, const double* lam, int
   sp.value = &value;
   sp.dual_bound = &dual;
   sp.feasible = &feasible;
-  Status st = solve_mckp_exact_cpu<T>(sp);
+  Status st = run_solve_mckp_cpu<T>(sp);
   if (!st.ok()) return st;
   *lam_out = feasible ? double(lam_k) : kInf;
   return Status::Ok();
@@ -419,7 +419,7 @@ int64_t run_phase(const AllocationInput<T>& in, RepairState& st, int64_t* choice
 }  // namespace
 
 template <typename T>
-Status allocation_policy_cpu(const AllocationPolicyParams<T>& p) {
+Status run_allocation_policy_cpu(const AllocationPolicyParams<T>& p) {
   const AllocationInput<T>& in = p.in;
   if (in.check) {
     Status st = validate(in);
@@ -457,7 +457,7 @@ Status allocation_policy_cpu(const AllocationPolicyParams<T>& p) {
 }
 
 template <typename T>
-Status allocation_line_search_cpu(const AllocationLineSearchParams<T>& p) {
+Status run_allocation_line_search_cpu(const AllocationLineSearchParams<T>& p) {
   const AllocationInput<T>& in = p.in;
   if (in.check) {
     Status st = validate(in);
@@ -479,7 +479,7 @@ Status allocation_line_search_cpu(const AllocationLineSearchParams<T>& p) {
 }
 
 template <typename T>
-Status allocation_smoothed_cpu(const AllocationSmoothedParams<T>& p) {
+Status run_allocation_smoothed_cpu(const AllocationSmoothedParams<T>& p) {
   const AllocationInput<T>& in = p.in;
   if (in.check) {
     Status st = validate(in);
@@ -577,7 +577,7 @@ Status allocation_smoothed_cpu(const AllocationSmoothedParams<T>& p) {
 }
 
 template <typename T>
-Status allocation_repair_cpu(const AllocationRepairParams<T>& p) {
+Status run_allocation_repair_cpu(const AllocationRepairParams<T>& p) {
   const AllocationInput<T>& in = p.in;
   if (in.check) {
     Status st = validate(in);
@@ -627,10 +627,10 @@ Status allocation_repair_cpu(const AllocationRepairParams<T>& p) {
 }
 
 #define BIDFCL_INSTANTIATE(T)                                                              \
-  template Status allocation_policy_cpu<T>(const AllocationPolicyParams<T>&);              \
-  template Status allocation_line_search_cpu<T>(const AllocationLineSearchParams<T>&);     \
-  template Status allocation_repair_cpu<T>(const AllocationRepairParams<T>&);           \
-  template Status allocation_smoothed_cpu<T>(const AllocationSmoothedParams<T>&);
+  template Status run_allocation_policy_cpu<T>(const AllocationPolicyParams<T>&);              \
+  template Status run_allocation_line_search_cpu<T>(const AllocationLineSearchParams<T>&);     \
+  template Status run_allocation_repair_cpu<T>(const AllocationRepairParams<T>&);           \
+  template Status run_allocation_smoothed_cpu<T>(const AllocationSmoothedParams<T>&);
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)
 #undef BIDFCL_INSTANTIATE

@@ -1,34 +1,24 @@
-// CPU glue for the allocation ops: check -> Params -> core (allocation.h).
+// CPU glue for the allocation ops: check -> Params -> core (allocation.h; checks and params:
+// allocation_ops.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "../allocation_common.h"
+#include "../allocation_ops.h"
 
 namespace bidfcl::allocation {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cpu(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const std::optional<at::Tensor>& eligible_in,
-    const std::optional<at::Tensor>& groups_in, int64_t num_groups, const at::Tensor& lam_in) {
-  check_inputs(values_in, costs_in, eligible_in, groups_in, num_groups, lam_in, nullptr);
-  const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), lam = lam_in.contiguous();
-  const at::Tensor eligible = contiguous_or_undefined(eligible_in), groups = contiguous_or_undefined(groups_in);
-  const auto opts = values.options();
-  at::Tensor choice = at::empty({values.size(0)}, opts.dtype(at::kLong));
-  at::Tensor spend = at::empty({lam.size(0)}, opts.dtype(at::kDouble));
-  at::Tensor value = at::empty({}, opts.dtype(at::kDouble)), lagrangian = at::empty({}, opts.dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::allocation_policy", [&] {
-    core::AllocationPolicyParams<scalar_t> p;
-    p.in = make_input<scalar_t>(values, costs, eligible, groups, num_groups, at::get_num_threads(), true);
-    p.lam = lam.data_ptr<double>();
-    p.choice = choice.data_ptr<int64_t>();
-    p.spend = spend.data_ptr<double>();
-    p.value = value.data_ptr<double>();
-    p.lagrangian = lagrangian.data_ptr<double>();
-    raise_if_error(core::allocation_policy_cpu<scalar_t>(p), values.size(1));
+    const at::Tensor& values, const at::Tensor& costs, const std::optional<at::Tensor>& eligible,
+    const std::optional<at::Tensor>& groups, int64_t num_groups, const at::Tensor& lam) {
+  const PolicyInputs in = policy_inputs(values, costs, eligible, groups, num_groups, lam);
+  PolicyOutputs o = alloc_policy_outputs(in);
+  AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::allocation_policy", [&] {
+    raise_if_error(core::run_allocation_policy_cpu<scalar_t>(make_policy_params<scalar_t>(in, o, at::get_num_threads())),
+                   in.values.size(1));
   });
-  return {choice, spend, value, lagrangian};
+  return o.tuple();
 }
 
 at::Tensor allocation_line_search_cpu(const at::Tensor& values_in, const at::Tensor& costs_in,
@@ -40,7 +30,7 @@ at::Tensor allocation_line_search_cpu(const at::Tensor& values_in, const at::Ten
   TORCH_CHECK_VALUE(constraint >= 0 && constraint < lam_in.size(0), "bidfcl: constraint must be in [0, ",
                     lam_in.size(0), "), got ", constraint);
   const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), lam = lam_in.contiguous();
-  const at::Tensor budgets = budgets_in.contiguous();
+  const at::Tensor budgets = mckp::budget_limits(budgets_in.contiguous());  // the solver's slack, as the ops apply it
   const at::Tensor eligible = contiguous_or_undefined(eligible_in), groups = contiguous_or_undefined(groups_in);
   at::Tensor out = at::empty({}, values.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::allocation_line_search", [&] {
@@ -50,7 +40,7 @@ at::Tensor allocation_line_search_cpu(const at::Tensor& values_in, const at::Ten
     p.budgets = budgets.data_ptr<double>();
     p.constraint = constraint;
     p.lam_out = out.data_ptr<double>();
-    raise_if_error(core::allocation_line_search_cpu<scalar_t>(p), values.size(1));
+    raise_if_error(core::run_allocation_line_search_cpu<scalar_t>(p), values.size(1));
   });
   return out;
 }
@@ -66,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocatio
                     values_in.size(0), "] (one option per user), got ", checks::shape_str(choice_in));
   checks::check_same_device(values_in, choice_in, "values", "choice");
   const at::Tensor values = values_in.contiguous(), costs = costs_in.contiguous(), lam = lam_in.contiguous();
-  const at::Tensor budgets = budgets_in.contiguous();
+  const at::Tensor budgets = mckp::budget_limits(budgets_in.contiguous());  // the solver's slack, as the ops apply it
   const at::Tensor eligible = contiguous_or_undefined(eligible_in), groups = contiguous_or_undefined(groups_in);
   const auto opts = values.options();
   at::Tensor choice = choice_in.clone(at::MemoryFormat::Contiguous);
@@ -85,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocatio
     p.value = value.data_ptr<double>();
     p.feasible = feasible.data_ptr<bool>();
     p.moves = moves.data_ptr<int64_t>();
-    raise_if_error(core::allocation_repair_cpu<scalar_t>(p), values.size(1));
+    raise_if_error(core::run_allocation_repair_cpu<scalar_t>(p), values.size(1));
   });
   return {choice, spend, value, feasible, moves};
 }
@@ -115,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocatio
     p.expected = expected.data_ptr<double>();
     p.hessian = hessian.data_ptr<double>();
     p.soft = soft.data_ptr<int64_t>();
-    raise_if_error(core::allocation_smoothed_cpu<scalar_t>(p), values.size(1));
+    raise_if_error(core::run_allocation_smoothed_cpu<scalar_t>(p), values.size(1));
   });
   return {smoothed, lagrangian, expected, hessian, soft};
 }
