@@ -33,6 +33,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bidfcl/core/cuda_check.h"  // cuda_check, BIDFCL_CUDA_CHECK, BIDFCL_LAUNCH_CHECK
 #include "bidfcl/core/mckp.h"
 #include "bidfcl/core/mckp_cuda.h"
 #include "bidfcl/core/status_record.h"
@@ -47,12 +48,6 @@ constexpr int64_t kMaxReduceBlocks = 1024;            // fixed grid of the reduc
 constexpr int64_t kMaxGridBlocks = int64_t(1) << 20;  // grid-stride loops beyond this
 constexpr unsigned long long kNone = ~0ull;           // "no error" / "no index" in atomicMin records
 
-void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("bidfcl: CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-#define BIDFCL_CUDA_CHECK(expr) cuda_check((expr), #expr)
-#define BIDFCL_LAUNCH_CHECK(name) cuda_check(cudaGetLastError(), name)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -1006,11 +1001,7 @@ __global__ void mckp_status_kernel(MckpCheckParams<T> p, const unsigned long lon
     }
   }
   if (code == 0) row = col = -1;
-  status[kStatusCode] = code;
-  status[kStatusRow] = row;
-  status[kStatusCol] = col;
-  status[kStatusValue] = value;
-  status[kStatusFamily] = rct ? kFamilyRct : kFamilySolve;
+  write_status_record(status, {code, row, col, value, rct ? kFamilyRct : kFamilySolve});
 }
 
 template <typename T>

@@ -10,22 +10,10 @@
 
 #include "../allocation_common.h"
 #include "bidfcl/core/allocation_cuda.h"
+#include "torch_workspace.h"  // TorchWorkspace: scratch memory for the launcher
 
 namespace bidfcl::allocation {
 namespace {
-
-class Workspace final : public core::DeviceWorkspace {
- public:
-  explicit Workspace(const at::Device& device) : opts_(at::TensorOptions().dtype(at::kByte).device(device)) {}
-  void* allocate(size_t bytes) override {
-    blocks_.push_back(at::empty({static_cast<int64_t>(bytes)}, opts_));
-    return blocks_.back().data_ptr();
-  }
-
- private:
-  at::TensorOptions opts_;
-  std::vector<at::Tensor> blocks_;
-};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cuda(
     const at::Tensor& values_in, const at::Tensor& costs_in, const std::optional<at::Tensor>& eligible_in,
@@ -45,7 +33,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cud
     offsets = at::zeros({num_groups + 1}, groups.options());
     offsets.narrow(0, 1, num_groups).copy_(at::cumsum(at::bincount(groups.clamp(0, num_groups - 1), {}, num_groups), 0));
   }
-  Workspace ws(values.device());
+  TorchWorkspace ws(values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::allocation_policy", [&] {
     core::AllocationPolicyParams<scalar_t> p;

@@ -12,26 +12,10 @@
 #include "../mckp_common.h"
 #include "bidfcl/core/mckp_cuda.h"
 #include "bidfcl/core/status_record.h"
+#include "torch_workspace.h"  // TorchWorkspace: scratch memory for the launchers
 
 namespace bidfcl::mckp {
 namespace {
-
-// Scratch memory as byte tensors on the op's device. They live until the op returns; the caching
-// allocator is stream-ordered, so freeing them while kernels on the current stream still use them is
-// safe.
-class TorchWorkspace final : public core::DeviceWorkspace {
- public:
-  explicit TorchWorkspace(const at::Device& device) : opts_(at::TensorOptions().dtype(at::kByte).device(device)) {}
-  void* allocate(size_t bytes) override {
-    blocks_.push_back(at::empty({static_cast<int64_t>(bytes)}, opts_));
-    return blocks_.back().data_ptr();
-  }
-
- private:
-  at::TensorOptions opts_;
-  std::vector<at::Tensor> blocks_;
-};
-
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_cuda(
     const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& budgets_in, bool check) {

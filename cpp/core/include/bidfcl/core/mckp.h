@@ -20,11 +20,10 @@
 #include <limits>
 #include <vector>
 
+#include "bidfcl/core/constants.h"  // kMaxOptions (hull indices are stored as uint8)
 #include "bidfcl/core/status.h"
 
 namespace bidfcl::core {
-
-constexpr int64_t kMaxOptions = 256;  // hull indices are stored as uint8
 
 template <typename T>
 struct MckpInput {
