@@ -369,7 +369,7 @@ def test_raise_if_failed_order_types_and_feasibility():
         bidfcl.raise_if_failed(bad_budget, bad_loss)
     with pytest.raises(bidfcl.InputTypeError, match="raise_if_failed takes results of check=False calls"):
         bidfcl.raise_if_failed(3.0)
-    with pytest.raises(bidfcl.InputError, match=r"status must be an int64 tensor of shape \[5\]"):
+    with pytest.raises(bidfcl.InputError, match=r"status must be an int64 tensor of shape \[7\]"):
         bidfcl.raise_if_failed(torch.zeros(4, dtype=torch.long))
     # infeasible budgets are a result, not an error, unless asked for
     tight = bidfcl.solve_mckp(values, costs + 1.0, torch.tensor([1e6, 1.0], dtype=F64), check=False)
@@ -419,23 +419,24 @@ def test_opcheck_changed_schemas():
 
 
 def test_status_message_table():
-    """Every code of the record decodes (the glue's and the core's), an unknown one says so."""
+    """Every code of the record decodes (the glue's and the core's), an unknown one says so. Record:
+    code, row, col, value, family, input (which input of a non-finite-input error), arm."""
     import struct
 
     def bits(v):
         return struct.unpack("<q", struct.pack("<d", v))[0]
 
-    assert status_message([0, -1, -1, 0, 0]) is None
-    assert status_message([4, 3, 5, 7, 1]) == "bidfcl: treatment must be in [0, M) = [0, 5), got 7 at row 3"
-    assert status_message([20, 1, -1, bits(float("inf")), 1]) == "bidfcl: budgets must be finite, got inf at index 1"
-    assert status_message([21, 0, -1, bits(-2.5), 1]) == \
+    assert status_message([0, -1, -1, 0, 0, -1, -1]) is None
+    assert status_message([4, 3, 5, 7, 1, -1, -1]) == "bidfcl: treatment must be in [0, M) = [0, 5), got 7 at row 3"
+    assert status_message([20, 1, -1, bits(float("inf")), 1, -1, -1]) == "bidfcl: budgets must be finite, got inf at index 1"
+    assert status_message([21, 0, -1, bits(-2.5), 1, -1, -1]) == \
         "bidfcl: budgets must be >= 0 (per-capita budgets), got -2.5 at index 0"
-    assert status_message([3, 2, 1, bits(-1.0), 0]) == "bidfcl: costs must be >= 0, got -1 at [2, 1]"
-    assert status_message([1, 2, 1, bits(1.0), 2]).startswith("bidfcl: r_hat must be finite")
-    assert status_message([6, 4, -1, bits(float("nan")), 1]) == "bidfcl: cost_obs must be finite, got nan at row 4"
-    assert status_message([6, 0, 2, bits(float("inf")), 2]) == "bidfcl: lam must be finite, got inf at index 0"
-    assert status_message([6, 9, 0, bits(float("inf")), 2]) == "bidfcl: revenue must be finite, got inf at row 9"
-    assert status_message([99, 0, 0, 0, 0]) == "bidfcl: unknown error code 99 in a status record"
+    assert status_message([3, 2, 1, bits(-1.0), 0, -1, -1]) == "bidfcl: costs must be >= 0, got -1 at [2, 1]"
+    assert status_message([1, 2, 1, bits(1.0), 2, -1, -1]).startswith("bidfcl: r_hat must be finite")
+    assert status_message([6, 4, -1, bits(float("nan")), 1, -1, -1]) == "bidfcl: cost_obs must be finite, got nan at row 4"
+    assert status_message([6, 0, -1, bits(float("inf")), 2, 2, -1]) == "bidfcl: lam must be finite, got inf at index 0"
+    assert status_message([6, 9, -1, bits(float("inf")), 2, 0, -1]) == "bidfcl: revenue must be finite, got inf at row 9"
+    assert status_message([99, 0, 0, 0, 0, -1, -1]) == "bidfcl: unknown error code 99 in a status record"
 
 
 @pytest.mark.skipif(not EXTENSION_LOADED, reason="the twins read their data on the host (they are the oracle, not the fast path)")

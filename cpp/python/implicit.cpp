@@ -19,6 +19,7 @@
 
 #include <torch/csrc/autograd/autograd.h>
 
+#include "bidfcl/core/constants.h"
 #include "bindings.h"
 
 namespace bidfcl {
@@ -26,12 +27,11 @@ namespace {
 
 using at::Tensor;
 
-// Why CG stopped; the integers are mirrored by STATUS_NAMES in python/bidfcl/linear_solve.py.
-enum CgStatus : int64_t {
-  kMaxIter = 0,              // ran max_iter iterations without reaching the tolerance
-  kConverged = 1,            // ||r|| <= tol ||b||
-  kNonPositiveCurvature = 2  // p'(H + damping I)p <= 0 (or NaN): the iterate before that step is returned
-};
+// Why CG stopped: core::CgStatus of constants.h (kCgMaxIter, kCgConverged, kCgNonPositiveCurvature),
+// exported by `_C` and mirrored by python/bidfcl/_constants.py (CG_*).
+using core::kCgConverged;
+using core::kCgMaxIter;
+using core::kCgNonPositiveCurvature;
 
 struct CgOptions {
   int64_t max_iter = 50;            // iterations (each one Hessian-vector product)
@@ -46,7 +46,7 @@ struct CgOutcome {
   int64_t iterations = 0;        // CG steps actually applied
   int64_t matvecs = 0;           // Hessian-vector products evaluated (>= iterations; see check_every)
   double residual = 0.0;         // ||r|| / ||b|| from the CG recurrence (0 when b == 0)
-  int64_t status = kMaxIter;
+  int64_t status = kCgMaxIter;
 };
 
 // Flat-buffer layout of a parameter list: offsets and shapes of each block.
@@ -197,10 +197,10 @@ CgOutcome conjugate_gradient(const HessianProduct& hvp, const std::vector<Tensor
   Tensor rs = at::dot(r, r);
   const Tensor threshold = at::dot(b, b) * (opt.tol * opt.tol);
   Tensor active = rs > threshold;
-  Tensor status = at::zeros({}, b.options().dtype(at::kLong));  // kMaxIter until something else happens
+  Tensor status = at::zeros({}, b.options().dtype(at::kLong));  // kCgMaxIter until something else happens
   Tensor iterations = at::zeros({}, b.options().dtype(at::kLong));
   const Tensor zero = at::zeros({}, b.options());
-  const Tensor curvature_code = at::full({}, static_cast<int64_t>(kNonPositiveCurvature), status.options());
+  const Tensor curvature_code = at::full({}, static_cast<int64_t>(kCgNonPositiveCurvature), status.options());
 
   for (int64_t k = 0; k < opt.max_iter; ++k) {
     if (k % opt.check_every == 0 && !active.item<bool>()) break;
@@ -227,7 +227,7 @@ CgOutcome conjugate_gradient(const HessianProduct& hvp, const std::vector<Tensor
   // Converged means: the residual is at or below the threshold (whenever it happened).
   const bool converged = (rs <= threshold).item<bool>();
   int64_t code = status.item<int64_t>();
-  if (code == kMaxIter && converged) code = kConverged;
+  if (code == kCgMaxIter && converged) code = kCgConverged;
   outcome.status = code;
   outcome.iterations = iterations.item<int64_t>();
   const double bb = at::dot(b, b).item<double>();

@@ -67,7 +67,20 @@ inline void check_problem(const at::Tensor& values, const at::Tensor& costs, con
               shape_str(values));
 }
 
-// Turns a core Status into a clear error. The names say which argument the core was looking at.
+// The argument name of a kNonFiniteInput status: its Status::input, or `other` for Input::kNone.
+inline const char* input_name(core::Input input, const char* other) {
+  switch (input) {
+    case core::Input::kRevenue: return "revenue";
+    case core::Input::kCost: return "cost";
+    case core::Input::kLam: return "lam";
+    case core::Input::kPropensity: return "propensity";
+    case core::Input::kNone: break;
+  }
+  return other;
+}
+
+// Turns a core Status into a clear error (the CPU and CUDA glue of every family raise through
+// here, the CUDA launchers' Status decoded from their device status record). The names say which argument the core was looking at.
 inline void raise_if_error(const core::Status& s, const char* values_name = "values",
                            const char* costs_name = "costs", const char* other_name = "input") {
   using core::Code;
@@ -85,11 +98,14 @@ inline void raise_if_error(const core::Status& s, const char* values_name = "val
     case Code::kBadPropensity:
       TORCH_CHECK(false, "bidfcl: propensity must be in (0, 1], got ", s.value, " at row ", s.row);
     case Code::kNonFiniteInput:
-      TORCH_CHECK(false, "bidfcl: ", other_name, " must be finite, got ", s.value, " at row ", s.row);
+      TORCH_CHECK(false, "bidfcl: ", input_name(s.input, other_name), " must be finite, got ", s.value,
+                  s.input == core::Input::kLam ? " at index " : " at row ", s.row);
     case Code::kNoEligibleOption:
       TORCH_CHECK(false, "bidfcl: eligible must allow at least one option per user, got none at row ", s.row);
     case Code::kBadGroup:
       TORCH_CHECK(false, "bidfcl: groups must be in [0, G) = [0, ", s.col, "), got ", s.value, " at row ", s.row);
+    case Code::kEmptyArm:
+      TORCH_CHECK(false, "bidfcl: aucc needs rows in both arms (treatment 0 and 1), got none with treatment ", s.arm);
   }
   TORCH_CHECK(false, "bidfcl: unknown error code ", static_cast<int>(s.code));
 }

@@ -7,7 +7,6 @@
 
 #include <ATen/ATen.h>
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
 
@@ -17,26 +16,18 @@
 
 namespace bidfcl::lazy {
 
-struct Record {
-  int64_t code = 0, row = -1, col = -1, value = 0;
-  bool ok() const { return code == 0; }
-};
-
-inline int64_t bits(double v) { return std::bit_cast<int64_t>(v); }
+using Record = core::StatusRecord;
 
 inline Record from_code(core::Code code, int64_t row, int64_t col, double value) {
-  return {static_cast<int64_t>(code), row, col, bits(value)};
+  return core::to_record(core::Status{code, row, col, value}, 0);
 }
 
-// The record as an int64 [kStatusLen] tensor on the CPU.
-inline at::Tensor to_tensor(const Record& r, int64_t family) {
+// The record as an int64 [kStatusLen] tensor on the CPU; `family` names the op whose argument
+// names the message uses.
+inline at::Tensor to_tensor(Record r, int64_t family) {
   at::Tensor t = at::empty({core::kStatusLen}, at::TensorOptions().dtype(at::kLong));
-  int64_t* s = t.data_ptr<int64_t>();
-  s[core::kStatusCode] = r.code;
-  s[core::kStatusRow] = r.ok() ? -1 : r.row;
-  s[core::kStatusCol] = r.ok() ? -1 : r.col;
-  s[core::kStatusValue] = r.ok() ? 0 : r.value;
-  s[core::kStatusFamily] = family;
+  r.family = family;
+  core::write_status_record(t.data_ptr<int64_t>(), r);
   return t;
 }
 
@@ -50,8 +41,8 @@ inline Record check_labels(const int64_t* t, int64_t n, int64_t m) {
 // mckp_ops.h's check_budgets: the first budget that is not finite or is negative.
 inline Record check_budget_values(const double* b, int64_t k) {
   for (int64_t x = 0; x < k; ++x) {
-    if (!std::isfinite(b[x])) return {core::kCodeNonFiniteBudget, x, -1, bits(b[x])};
-    if (b[x] < 0) return {core::kCodeNegativeBudget, x, -1, bits(b[x])};
+    if (!std::isfinite(b[x])) return {core::kCodeNonFiniteBudget, x, -1, core::double_bits(b[x])};
+    if (b[x] < 0) return {core::kCodeNegativeBudget, x, -1, core::double_bits(b[x])};
   }
   return {};
 }
@@ -78,27 +69,16 @@ Record check_rct_rows(const T* propensity, const T* cost_obs, int64_t n) {
   return {};
 }
 
-// The losses core's check_lam then check_decision_row, first row first.
+// The losses core's own checks (losses.h): lam first, then row by row.
 template <typename T>
 Record check_decision(const core::DecisionBatch<T>& in) {
-  using core::Code;
-  using core::LossInput;
-  for (int64_t x = 0; x < in.l; ++x)
-    if (!std::isfinite(in.lam[x]))
-      return from_code(Code::kNonFiniteInput, x, static_cast<int64_t>(LossInput::kLam), double(in.lam[x]));
+  for (int64_t x = 0; x < in.l; ++x) {
+    const core::Status s = core::check_lam_entry(in, x);
+    if (!s.ok()) return core::to_record(s, core::kFamilyDecision);
+  }
   for (int64_t i = 0; i < in.n; ++i) {
-    const T* r = in.r_hat + i * in.m;
-    const T* c = in.c_hat + i * in.m;
-    for (int64_t j = 0; j < in.m; ++j) {
-      if (!std::isfinite(r[j])) return from_code(Code::kNonFiniteValue, i, j, double(r[j]));
-      if (!std::isfinite(c[j])) return from_code(Code::kNonFiniteCost, i, j, double(c[j]));
-    }
-    if (!std::isfinite(in.revenue[i]))
-      return from_code(Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kRevenue), double(in.revenue[i]));
-    if (in.cost && !std::isfinite(in.cost[i]))
-      return from_code(Code::kNonFiniteInput, i, static_cast<int64_t>(LossInput::kCost), double(in.cost[i]));
-    const T p = in.propensity[i];
-    if (!(p > T(0) && p <= T(1))) return from_code(Code::kBadPropensity, i, 0, double(p));
+    const core::Status s = core::check_decision_row(in, i);
+    if (!s.ok()) return core::to_record(s, core::kFamilyDecision);
   }
   return {};
 }

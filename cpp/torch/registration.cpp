@@ -25,7 +25,7 @@ TORCH_LIBRARY(bidfcl, m) {
         "Tensor propensity, Tensor budgets, bool check=True) -> (Tensor lam, Tensor choice, Tensor spend, "
         "Tensor feasible)");
   // The lazy check: the first input error that solve_mckp (treatment, cost_obs, propensity None)
-  // or solve_mckp_rct (all three given) and their Python wrappers would raise, as an int64 [5]
+  // or solve_mckp_rct (all three given) and their Python wrappers would raise, as an int64 [7]
   // status record on the inputs' device (layout: cpp/core/include/bidfcl/core/status_record.h),
   // computed without any host read. Shape, dtype and device errors raise at once.
   m.def("validate_mckp(Tensor values, Tensor costs, Tensor budgets, Tensor? treatment, Tensor? cost_obs, "
@@ -66,7 +66,7 @@ TORCH_LIBRARY(bidfcl, m) {
         "Tensor lam, Tensor budgets, Tensor choice, bool fill, bool check) -> "
         "(Tensor choice, Tensor spend, Tensor value, Tensor feasible, Tensor moves)");
 
-  // ---- decision losses, estimators and metrics (METHOD.md sections 2-3) ------------------------
+  // ---- decision losses (METHOD.md sections 2-3; cpp/core/include/bidfcl/core/losses.h) ---------
   // r_hat, c_hat: [N, M >= 2]; treatment int64 [N]; revenue, propensity (of the row's own arm) and
   // the optional cost: [N]; lam: [L >= 1] multipliers (constants). Scores a_l = r_hat - lam[l] c_hat;
   // reward = revenue, or revenue - lam[l] cost when cost is given (DFCL's dual losses). Losses are
@@ -98,10 +98,12 @@ TORCH_LIBRARY(bidfcl, m) {
         "Tensor lam, Tensor propensity, float? clip, bool check=True) -> "
         "(Tensor loss, Tensor grad_r_hat, Tensor grad_c_hat)");
   // The lazy check of the decision losses: the first input error the losses (and their Python
-  // wrappers' treatment check) would raise, as an int64 [5] status record on the inputs' device,
+  // wrappers' treatment check) would raise, as an int64 [7] status record on the inputs' device,
   // without any host read (layout: cpp/core/include/bidfcl/core/status_record.h).
   m.def("validate_decision(Tensor r_hat, Tensor c_hat, Tensor treatment, Tensor revenue, Tensor? cost, "
         "Tensor lam, Tensor propensity) -> Tensor status");
+
+  // ---- metrics: estimators of fixed policies (cpp/core/include/bidfcl/core/metrics.h) ----------
   // IPW (or Hajek) per-capita revenue and cost of K policies, with standard errors: float64 [K] each.
   m.def("policy_value(Tensor choice, Tensor treatment, Tensor revenue, Tensor cost, Tensor propensity, "
         "bool hajek) -> (Tensor value, Tensor cost_value, Tensor value_se, Tensor cost_se)");

@@ -14,7 +14,8 @@ from typing import Optional
 
 import torch
 
-from . import _reference
+from . import _constants, _reference
+from ._constants import STATUS_LEN
 
 
 class ExtensionMismatchError(ImportError):
@@ -85,15 +86,14 @@ _NO_EXT = os.environ.get("BIDFCL_NO_EXTENSION", "").strip().lower() not in ("", 
 
 _C = None if _NO_EXT else _load_extension()
 
-_STATUS_LEN = 5  # entries of a lazy-check status record (bidfcl._validate.STATUS_LEN)
 
 EXTENSION_LOADED: bool = _C is not None
 
 #: Largest option count M (columns of values / r_hat, arms of a dataset) that every op accepts:
 #: the compiled core's own limit when it is loaded, else the twins' (the same number). Every
 #: Python-side check of an option count reads it from here.
-MAX_OPTIONS: int = int(_C.build_info().get("max_options", _reference.MAX_OPTIONS)) if _C is not None \
-    else _reference.MAX_OPTIONS
+MAX_OPTIONS: int = int(_C.build_info().get("max_options", _constants.MAX_OPTIONS)) if _C is not None \
+    else min(_constants.MAX_OPTIONS, _constants.MAX_LOSS_OPTIONS)
 
 
 def build_info() -> dict:
@@ -176,11 +176,11 @@ if EXTENSION_LOADED:
     # the lazy checks: one int64 status record on the inputs' device
     @torch.library.register_fake("bidfcl::validate_mckp")
     def _validate_mckp_fake(values, costs, budgets, treatment, cost_obs, propensity):
-        return values.new_empty(_STATUS_LEN, dtype=torch.long)
+        return values.new_empty(STATUS_LEN, dtype=torch.long)
 
     @torch.library.register_fake("bidfcl::validate_decision")
     def _validate_decision_fake(r_hat, c_hat, treatment, revenue, cost, lam, propensity):
-        return r_hat.new_empty(_STATUS_LEN, dtype=torch.long)
+        return r_hat.new_empty(STATUS_LEN, dtype=torch.long)
 
     @torch.library.register_fake("bidfcl::mckp_events")
     def _mckp_events_fake(values, costs, treatment, weight):

@@ -24,14 +24,19 @@ import math
 
 import torch
 
+from ._constants import (
+    BUDGET_SLACK,
+    AUCC_MIN_COST_GAP, CODE_BAD_PROPENSITY, CODE_BAD_TREATMENT, CODE_NEGATIVE_BUDGET, CODE_NEGATIVE_COST,
+    CODE_NON_FINITE_BUDGET, CODE_NON_FINITE_COST, CODE_NON_FINITE_INPUT, CODE_NON_FINITE_VALUE, FAMILY_DECISION,
+    FAMILY_RCT, FAMILY_SOLVE, INPUT_COST, INPUT_LAM, INPUT_NONE, INPUT_REVENUE, MAX_LOSS_OPTIONS, MAX_OPTIONS,
+    PIFD_ZERO_GAP_FLOOR, STATUS_CODE, STATUS_COL, STATUS_FAMILY, STATUS_INPUT, STATUS_LEN, STATUS_ROW, STATUS_VALUE,
+)
 from ._validate import InputError
 
 _F64 = torch.float64
 
-#: Largest option count M of every op (the core's kMaxOptions / kMaxLossOptions: hull indices are
-#: stored as uint8, per-row loss scratch lives on the stack). The compiled build reports its own
-#: value in ``build_info()["max_options"]``; :data:`bidfcl.MAX_OPTIONS` is the one the package checks.
-MAX_OPTIONS = 256
+# MAX_OPTIONS (the solver's option limit, core kMaxOptions) and MAX_LOSS_OPTIONS (the losses', core
+# kMaxLossOptions) come from _constants; :data:`bidfcl.MAX_OPTIONS` is the one the package checks.
 
 #: Ops without a derivative: the solver's outputs (choices, lam, totals at a choice) are piecewise
 #: constant in values and costs, and the metrics are evaluation estimates of a fixed policy. Their
@@ -88,12 +93,6 @@ def _first_bad(mask: torch.Tensor, t: torch.Tensor, what: str) -> None:
         raise InputError(f"bidfcl: {what}, got {val:g} at {pos}")
 
 
-#: Budgets are compared with this relative slack. Totals over millions of rows are float64 sums
-#: whose last bits depend on the summation order (CPU chunks, GPU trees, the caller's own
-#: ``torch.sum``); a budget computed as exactly the spend of a policy must admit that policy. The
-#: returned spend can therefore exceed the budget by at most ~1e-12 of it. The ops apply it (the
-#: glue's ``budget_limits``, ``core::kBudgetSlack``), and so do these twins, via :func:`budget_limit`.
-BUDGET_SLACK = 2.0**-40
 
 
 def budget_limit(budget):
@@ -391,12 +390,6 @@ def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets, chec
 # lazy checks (check=False): status records in the twins' own check order
 # --------------------------------------------------------------------------------------------------
 
-_STATUS_LEN = 5
-_CODE_NON_FINITE_VALUE, _CODE_NON_FINITE_COST, _CODE_NEGATIVE_COST, _CODE_BAD_TREATMENT = 1, 2, 3, 4
-_CODE_BAD_PROPENSITY, _CODE_NON_FINITE_INPUT = 5, 6
-_CODE_NON_FINITE_BUDGET, _CODE_NEGATIVE_BUDGET = 20, 21
-_FAMILY_SOLVE, _FAMILY_RCT, _FAMILY_DECISION = 0, 1, 2
-_LOSS_REVENUE, _LOSS_COST, _LOSS_LAM = 0, 1, 2
 
 
 def _bits(v: float) -> int:
@@ -405,19 +398,26 @@ def _bits(v: float) -> int:
 
 
 def _record(device, family: int, found=None) -> torch.Tensor:
-    """A status record: ``found`` is None (ok) or (code, row, col, value slot)."""
-    code, row, col, value = found if found is not None else (0, -1, -1, 0)
-    return torch.tensor([code, row, col, value, family], dtype=torch.long, device=device)
+    """A status record (layout: _constants.STATUS_*): ``found`` is None (ok) or (code, row, col,
+    value slot[, input])."""
+    record = [-1] * STATUS_LEN  # every location and the input: none
+    record[STATUS_CODE], record[STATUS_VALUE], record[STATUS_FAMILY] = 0, 0, family
+    if found is not None:
+        code, row, col, value, *which = found
+        record[STATUS_CODE], record[STATUS_ROW], record[STATUS_COL], record[STATUS_VALUE] = code, row, col, value
+        record[STATUS_INPUT] = which[0] if which else INPUT_NONE
+    return torch.tensor(record, dtype=torch.long, device=device)
 
 
-def _first_in(mask: torch.Tensor, t: torch.Tensor, code: int, col=None):
-    """(code, row, col, bits) of the first True of ``mask`` (row-major), or None. ``col`` None: the
-    column of a 2-D mask (else -1); an int: that column."""
+def _first_in(mask: torch.Tensor, t: torch.Tensor, code: int, col=None, which: int = INPUT_NONE):
+    """(code, row, col, bits, input) of the first True of ``mask`` (row-major), or None. ``col`` None:
+    the column of a 2-D mask (else -1); an int: that column. ``which``: the input (INPUT_*) of a
+    non-finite-input record."""
     if mask.numel() == 0 or not bool(mask.any()):
         return None
     pos = torch.nonzero(mask)[0].tolist()
     c = (pos[1] if len(pos) > 1 else -1) if col is None else col
-    return code, pos[0], c, _bits(t[tuple(pos)].item())
+    return code, pos[0], c, _bits(t[tuple(pos)].item()), which
 
 
 def _first_found(*thunks):
@@ -433,15 +433,15 @@ def _bad_labels(treatment: torch.Tensor, m: int):
     if not bool(bad.any()):
         return None
     i = int(torch.nonzero(bad)[0])
-    return _CODE_BAD_TREATMENT, i, m, int(treatment[i])
+    return CODE_BAD_TREATMENT, i, m, int(treatment[i])
 
 
 def _bad_budgets(budgets: torch.Tensor):
     for k, b in enumerate(budgets.tolist()):
         if b != b or b in (float("inf"), float("-inf")):
-            return _CODE_NON_FINITE_BUDGET, k, -1, _bits(b)
+            return CODE_NON_FINITE_BUDGET, k, -1, _bits(b)
         if b < 0:
-            return _CODE_NEGATIVE_BUDGET, k, -1, _bits(b)
+            return CODE_NEGATIVE_BUDGET, k, -1, _bits(b)
     return None
 
 
@@ -467,18 +467,18 @@ def validate_mckp(values, costs, budgets, treatment, cost_obs, propensity):
         _check_rct_inputs(values, treatment, cost_obs, propensity, check_values=False)
     _check_budgets(values, budgets, "per-capita budgets" if rct else "total budgets", check_values=False)
     m = values.shape[1]
-    cells = (lambda: _first_in(~torch.isfinite(values), values, _CODE_NON_FINITE_VALUE),
-             lambda: _first_in(~torch.isfinite(costs), costs, _CODE_NON_FINITE_COST),
-             lambda: _first_in(costs < 0, costs, _CODE_NEGATIVE_COST))
+    cells = (lambda: _first_in(~torch.isfinite(values), values, CODE_NON_FINITE_VALUE),
+             lambda: _first_in(~torch.isfinite(costs), costs, CODE_NON_FINITE_COST),
+             lambda: _first_in(costs < 0, costs, CODE_NEGATIVE_COST))
     if rct:
         found = _first_found(lambda: _bad_labels(treatment, m), *cells,
                              lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity,
-                                               _CODE_BAD_PROPENSITY, -1),
-                             lambda: _first_in(~torch.isfinite(cost_obs), cost_obs, _CODE_NON_FINITE_INPUT, -1),
+                                               CODE_BAD_PROPENSITY, -1),
+                             lambda: _first_in(~torch.isfinite(cost_obs), cost_obs, CODE_NON_FINITE_INPUT, -1),
                              lambda: _bad_budgets(budgets))
     else:
         found = _first_found(*cells, lambda: _bad_budgets(budgets))
-    return _record(values.device, _FAMILY_RCT if rct else _FAMILY_SOLVE, found)
+    return _record(values.device, FAMILY_RCT if rct else FAMILY_SOLVE, found)
 
 
 @_no_derivative
@@ -488,13 +488,13 @@ def validate_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity):
     _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity, check_values=False)
     found = _first_found(
         lambda: _bad_labels(treatment, r_hat.shape[1]),
-        lambda: _first_in(~torch.isfinite(lam), lam, _CODE_NON_FINITE_INPUT, _LOSS_LAM),
-        lambda: _first_in(~torch.isfinite(r_hat), r_hat, _CODE_NON_FINITE_VALUE),
-        lambda: _first_in(~torch.isfinite(c_hat), c_hat, _CODE_NON_FINITE_COST),
-        lambda: _first_in(~torch.isfinite(revenue), revenue, _CODE_NON_FINITE_INPUT, _LOSS_REVENUE),
-        lambda: None if cost is None else _first_in(~torch.isfinite(cost), cost, _CODE_NON_FINITE_INPUT, _LOSS_COST),
-        lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity, _CODE_BAD_PROPENSITY, 0))
-    return _record(r_hat.device, _FAMILY_DECISION, found)
+        lambda: _first_in(~torch.isfinite(lam), lam, CODE_NON_FINITE_INPUT, -1, INPUT_LAM),
+        lambda: _first_in(~torch.isfinite(r_hat), r_hat, CODE_NON_FINITE_VALUE),
+        lambda: _first_in(~torch.isfinite(c_hat), c_hat, CODE_NON_FINITE_COST),
+        lambda: _first_in(~torch.isfinite(revenue), revenue, CODE_NON_FINITE_INPUT, -1, INPUT_REVENUE),
+        lambda: None if cost is None else _first_in(~torch.isfinite(cost), cost, CODE_NON_FINITE_INPUT, -1, INPUT_COST),
+        lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity, CODE_BAD_PROPENSITY, -1))
+    return _record(r_hat.device, FAMILY_DECISION, found)
 
 
 def _zero_loss(r_hat: torch.Tensor, c_hat: torch.Tensor) -> torch.Tensor:
@@ -636,11 +636,8 @@ def _check_rct_inputs(values, treatment, cost_obs, propensity, check_values: boo
 # decision losses, policy estimators and AUCC (METHOD.md sections 2-3; core: bidfcl/core/losses.h)
 # --------------------------------------------------------------------------------------------------
 
-#: PIFD: a flip that needs a score move of exactly zero (a tie at the top), without a clip, is
-#: taken as a move of this many score units, so the estimate stays finite.
-PIFD_ZERO_GAP_FLOOR = 1e-6
-#: AUCC: predicted incremental costs below this are raised to it before dividing (ROI ranking).
-AUCC_MIN_COST_GAP = 1e-12
+# PIFD_ZERO_GAP_FLOOR (a zero flip gap without a clip) and AUCC_MIN_COST_GAP (the floor of the
+# predicted cost gap in AUCC's ROI ranking) come from _constants, like the core's constants.h.
 
 
 def _check_float_vector(t, name: str, like: torch.Tensor, n: int) -> None:
@@ -674,13 +671,13 @@ def _first_bad_row(mask: torch.Tensor, t: torch.Tensor, what: str, where: str = 
 
 
 def _check_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity, check_values: bool = True) -> None:
-    """The checks of cpp/torch/losses_common.h (check_decision_inputs) plus the core's value checks."""
+    """The checks of cpp/torch/losses_ops.h (check_decision_inputs) plus the core's value checks."""
     _check_matrix_pair(r_hat, c_hat, "r_hat", "c_hat")
     n, m = r_hat.shape
     if m < 2:
         raise InputError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape {list(r_hat.shape)}")
-    if m > MAX_OPTIONS:
-        raise InputError(f"bidfcl: at most {MAX_OPTIONS} options are supported, got M = {m}")
+    if m > MAX_LOSS_OPTIONS:
+        raise InputError(f"bidfcl: at most {MAX_LOSS_OPTIONS} options are supported, got M = {m}")
     _check_treatment(treatment, r_hat, n)
     _check_float_vector(revenue, "revenue", r_hat, n)
     _check_float_vector(propensity, "propensity", r_hat, n)
@@ -1008,10 +1005,10 @@ def _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets=None,
     if tuple(costs.shape[1:]) != (n, m):
         raise ValueError(f"bidfcl: costs must have shape [K, {n}, {m}] to match values {list(values.shape)}, "
                          f"got {list(costs.shape)}")
-    if not 1 <= m <= 256:
-        raise ValueError(f"bidfcl: values must have 1 to 256 options, got M = {m}")
-    if not 1 <= k <= 256:
-        raise ValueError(f"bidfcl: costs must hold 1 to 256 resources, got K = {k}")
+    if not 1 <= m <= MAX_OPTIONS:
+        raise ValueError(f"bidfcl: values must have 1 to {MAX_OPTIONS} options, got M = {m}")
+    if not 1 <= k <= MAX_OPTIONS:
+        raise ValueError(f"bidfcl: costs must hold 1 to {MAX_OPTIONS} resources, got K = {k}")
     if eligible is not None:
         if eligible.dtype != torch.bool:
             raise ValueError(f"bidfcl: eligible must be bool, got {eligible.dtype}")

@@ -23,6 +23,12 @@ from typing import Optional
 
 import torch
 
+from ._constants import (
+    CODE_BAD_PROPENSITY, CODE_BAD_TREATMENT, CODE_NEGATIVE_BUDGET, CODE_NEGATIVE_COST, CODE_NON_FINITE_BUDGET,
+    CODE_NON_FINITE_COST, CODE_NON_FINITE_INPUT, CODE_NON_FINITE_VALUE, CODE_OK, FAMILY_DECISION, FAMILY_RCT,
+    INPUT_NAMES, STATUS_CODE, STATUS_COL, STATUS_FAMILY, STATUS_INPUT, STATUS_LEN, STATUS_ROW, STATUS_VALUE,
+)
+
 __all__ = ["InputError", "InputTypeError", "tensor", "treatment", "finite", "first_row", "integer", "number", "call_op",
            "status_message", "raise_if_failed"]
 
@@ -161,21 +167,9 @@ def call_op(op, *args):
 # lazy checks (check=False): the status record and the eager messages rebuilt from it
 # --------------------------------------------------------------------------------------------------
 
-#: Layout of a status record, an int64 tensor of STATUS_LEN entries written by the
-#: ``validate_mckp`` / ``validate_decision`` ops on the inputs' device (the C++ side of this table is
-#: cpp/core/include/bidfcl/core/status_record.h): code (0 = ok), row (or index), col, value (the bits
-#: of a float64; the label itself for a bad treatment), family (whose argument names to use).
-STATUS_LEN = 5
-STATUS_CODE, STATUS_ROW, STATUS_COL, STATUS_VALUE, STATUS_FAMILY = range(STATUS_LEN)
-
-# codes: core::Code of cpp/core/include/bidfcl/core/status.h, and the glue's budget codes
-CODE_OK, CODE_NON_FINITE_VALUE, CODE_NON_FINITE_COST, CODE_NEGATIVE_COST, CODE_BAD_TREATMENT = 0, 1, 2, 3, 4
-CODE_BAD_PROPENSITY, CODE_NON_FINITE_INPUT = 5, 6
-CODE_NON_FINITE_BUDGET, CODE_NEGATIVE_BUDGET = 20, 21
-# families
-FAMILY_SOLVE, FAMILY_RCT, FAMILY_DECISION = 0, 1, 2
-# LossInput of cpp/core/include/bidfcl/core/losses.h (the col of a decision kNonFiniteInput)
-_LOSS_INPUTS = {0: "revenue", 1: "cost", 2: "lam", 3: "propensity"}
+# The layout of a status record and its codes (an int64 tensor of STATUS_LEN entries written by the
+# ``validate_mckp`` / ``validate_decision`` ops on the inputs' device) are in _constants.py, the
+# Python copy of cpp/core/include/bidfcl/core/status_record.h and status.h.
 
 
 def _as_float64(bits: int) -> float:
@@ -203,7 +197,9 @@ def status_message(record) -> Optional[str]:
     """The eager error message for a status record (a sequence or CPU tensor of STATUS_LEN ints),
     or None when it reports no error. The text is the one the eager path (check=True) raises for
     the same input: same argument name, same position, same value."""
-    code, row, col, value, family = (int(x) for x in record)
+    fields = [int(x) for x in record]
+    code, row, col, value = (fields[i] for i in (STATUS_CODE, STATUS_ROW, STATUS_COL, STATUS_VALUE))
+    family, which = fields[STATUS_FAMILY], fields[STATUS_INPUT]
     if code == CODE_OK:
         return None
     if code == CODE_BAD_TREATMENT:
@@ -226,7 +222,7 @@ def status_message(record) -> Optional[str]:
         return f"bidfcl: propensity must be in (0, 1], got {v} at row {row}"
     if code == CODE_NON_FINITE_INPUT:
         if decision:
-            name = _LOSS_INPUTS.get(col, "input")
+            name = INPUT_NAMES.get(which, "input")
             where = "index" if name == "lam" else "row"
             return f"bidfcl: {name} must be finite, got {v} at {where} {row}"
         name = "cost_obs" if family == FAMILY_RCT else "input"

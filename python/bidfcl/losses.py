@@ -39,7 +39,7 @@ import torch
 
 from . import _validate
 from ._ops import ops
-from ._reference import PIFD_ZERO_GAP_FLOOR
+from ._constants import PIFD_ZERO_GAP_FLOOR
 from ._validate import call_op
 from .propensity import row_propensity
 

@@ -40,7 +40,7 @@ import torch
 
 from . import _validate
 from ._ops import ops
-from ._reference import BUDGET_SLACK  # noqa: F401  (re-exported: bidfcl.solver.BUDGET_SLACK)
+from ._constants import BUDGET_SLACK  # noqa: F401  (re-exported: bidfcl.solver.BUDGET_SLACK)
 from ._validate import call_op
 from .propensity import arm_propensity, row_propensity  # noqa: F401  (arm_propensity: public here before)
 

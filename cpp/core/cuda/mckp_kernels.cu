@@ -38,6 +38,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bidfcl/core/cuda_check.h"  // cuda_check, BIDFCL_CUDA_CHECK, BIDFCL_LAUNCH_CHECK
 #include "bidfcl/core/mckp.h"
 #include "bidfcl/core/mckp_cuda.h"
 #include "bidfcl/core/status_record.h"
@@ -52,12 +53,6 @@ constexpr int64_t kMaxReduceBlocks = 1024;            // fixed grid of the reduc
 constexpr int64_t kMaxGridBlocks = int64_t(1) << 20;  // grid-stride loops beyond this
 constexpr unsigned long long kNone = ~0ull;           // "no error" / "no index" in atomicMin records
 
-void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("bidfcl: CUDA error in ") + what + ": " + cudaGetErrorString(e));
-}
-#define BIDFCL_CUDA_CHECK(expr) cuda_check((expr), #expr)
-#define BIDFCL_LAUNCH_CHECK(name) cuda_check(cudaGetLastError(), name)
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -75,12 +70,6 @@ int reduce_blocks(int64_t n) {
   if (b < 1) b = 1;
   if (b > kMaxReduceBlocks) b = kMaxReduceBlocks;
   return static_cast<int>(b);
-}
-
-template <typename V>
-V* ws_alloc(DeviceWorkspace& ws, int64_t count) {
-  if (count < 1) count = 1;
-  return static_cast<V*>(ws.allocate(static_cast<size_t>(count) * sizeof(V)));
 }
 
 template <typename V>
@@ -219,7 +208,7 @@ template <typename V, typename Op>
 void inclusive_scan(const V* in, V* out, int64_t n, const V* init_dev, DeviceWorkspace& ws, cudaStream_t stream) {
   if (n <= 0) return;
   const int64_t tiles = ceil_div(n, kTile);
-  V* sums = ws_alloc<V>(ws, tiles);
+  V* sums = workspace_array<V>(ws, tiles);
   tile_reduce_kernel<V, Op><<<static_cast<unsigned>(tiles), kBlock, 0, stream>>>(in, n, sums);
   BIDFCL_LAUNCH_CHECK("tile_reduce_kernel");
   scan_tile_sums_kernel<V, Op><<<1, kBlock, 0, stream>>>(sums, tiles, init_dev);
@@ -439,10 +428,10 @@ Status build_hulls_cuda(const MckpInput<T>& in, StepOrder<T>& so, int64_t*& slot
   const int64_t n = in.n, m = in.m;
   so.n = n;
   so.m = m;
-  so.hull = ws_alloc<uint8_t>(ws, n * m);
-  so.len = ws_alloc<uint16_t>(ws, n);
-  slot_end = ws_alloc<int64_t>(ws, n);
-  so.err = ws_alloc<ErrorRecord>(ws, 1);
+  so.hull = workspace_array<uint8_t>(ws, n * m);
+  so.len = workspace_array<uint16_t>(ws, n);
+  slot_end = workspace_array<int64_t>(ws, n);
+  so.err = workspace_array<ErrorRecord>(ws, 1);
   BIDFCL_CUDA_CHECK(cudaMemsetAsync(so.err, 0xFF, sizeof(ErrorRecord), stream));
   hull_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m), so.hull,
                                                          so.len, slot_end, so.err);
@@ -465,16 +454,16 @@ template <typename T>
 void sort_steps_cuda(const MckpInput<T>& in, StepOrder<T>& so, const int64_t* slot_end, DeviceWorkspace& ws,
                      cudaStream_t stream) {
   const int64_t n = in.n, m = in.m, P = so.sorted;
-  so.base = ws_alloc<Sum3>(ws, 1);
-  Sum3* partials = ws_alloc<Sum3>(ws, reduce_blocks(n));
+  so.base = workspace_array<Sum3>(ws, 1);
+  Sum3* partials = workspace_array<Sum3>(ws, reduce_blocks(n));
   reduce<Sum3, Sum3Op>(BaseTotals<T>{in.values, in.costs, so.hull, m}, n, partials, so.base, stream);
   if (P == 0) {
-    so.bp = ws_alloc<T>(ws, 1);
-    so.id = ws_alloc<int64_t>(ws, 1);
+    so.bp = workspace_array<T>(ws, 1);
+    so.id = workspace_array<int64_t>(ws, 1);
     return;
   }
-  T* keys[2] = {ws_alloc<T>(ws, P), ws_alloc<T>(ws, P)};
-  int64_t* ids[2] = {ws_alloc<int64_t>(ws, P), ws_alloc<int64_t>(ws, P)};
+  T* keys[2] = {workspace_array<T>(ws, P), workspace_array<T>(ws, P)};
+  int64_t* ids[2] = {workspace_array<int64_t>(ws, P), workspace_array<int64_t>(ws, P)};
   if (so.P_dev) {
     write_padded_steps_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m),
                                                                          so.hull, so.len, keys[0], ids[0]);
@@ -523,7 +512,7 @@ template <typename T>
 double* spend_prefix_max(const MckpInput<T>& in, const StepOrder<T>& so, double* cum_out, DeviceWorkspace& ws,
                          cudaStream_t stream) {
   const int64_t P = so.sorted;
-  double* pm = ws_alloc<double>(ws, P);
+  double* pm = workspace_array<double>(ws, P);
   if (P == 0) return pm;
   double* cum = cum_out ? cum_out : pm;
   step_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, so.m, so.hull, so.id, P, so.P_dev,
@@ -765,12 +754,12 @@ Status run_solve_mckp_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cud
   sort_steps_cuda(in, so, slot_end, ws, stream);
   const double* pm = spend_prefix_max(in, so, nullptr, ws, stream);
   const int64_t K = p.k;
-  Cut<T>* cuts = ws_alloc<Cut<T>>(ws, K);
+  Cut<T>* cuts = workspace_array<Cut<T>>(ws, K);
   cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, so.sorted, so.P_dev, so.bp, so.id, in.m,
                                                          first_of(so.base), p.budgets, K, cuts, nullptr);
   BIDFCL_LAUNCH_CHECK("cut_kernel");
-  Sum3* totals = ws_alloc<Sum3>(ws, K);
-  Sum3* partials = ws_alloc<Sum3>(ws, reduce_blocks(in.n));
+  Sum3* totals = workspace_array<Sum3>(ws, K);
+  Sum3* partials = workspace_array<Sum3>(ws, reduce_blocks(in.n));
   for (int64_t k = 0; k < K; ++k) {
     const ApplyCut<T> apply{in.values, in.costs, so.hull, so.len, in.m, cuts + k, p.choice + k * in.n};
     reduce<Sum3, Sum3Op>(apply, in.n, partials, totals + k, stream);
@@ -831,7 +820,7 @@ Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, c
   // memory by a label or value, so bad input gives unspecified numbers, not a fault.
   ErrorRecord* rct_err = nullptr;
   if (check) {
-    rct_err = ws_alloc<ErrorRecord>(ws, 1);
+    rct_err = workspace_array<ErrorRecord>(ws, 1);
     BIDFCL_CUDA_CHECK(cudaMemsetAsync(rct_err, 0xFF, sizeof(ErrorRecord), stream));
     rct_validate_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(p.treatment, p.propensity, p.cost_obs, n, m, rct_err);
     BIDFCL_LAUNCH_CHECK("rct_validate_kernel");
@@ -852,12 +841,12 @@ Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, c
   const int64_t P = so.sorted;
   const double inv_n = 1.0 / double(n);
   // base: estimated spend of the cheapest policy (replaces so.base's spend, which the RCT does not use)
-  Sum3* base = ws_alloc<Sum3>(ws, 1);
-  Sum3* partials = ws_alloc<Sum3>(ws, reduce_blocks(n));
+  Sum3* base = workspace_array<Sum3>(ws, 1);
+  Sum3* partials = workspace_array<Sum3>(ws, reduce_blocks(n));
   reduce<Sum3, Sum3Op>(RctBase<T>{so.hull, p.treatment, p.cost_obs, p.propensity, m, inv_n}, n, partials, base,
                        stream);
-  double* cum = ws_alloc<double>(ws, P);
-  double* pm = ws_alloc<double>(ws, P);
+  double* cum = workspace_array<double>(ws, P);
+  double* pm = workspace_array<double>(ws, P);
   if (P > 0) {
     rct_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(so.hull, so.id, P, so.P_dev, m, p.treatment, p.cost_obs,
                                                                  p.propensity, inv_n, cum);
@@ -866,12 +855,12 @@ Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, c
     inclusive_scan<double, MaxOp<double>>(cum, pm, P, nullptr, ws, stream);
   }
   const int64_t K = p.k;
-  Cut<T>* cuts = ws_alloc<Cut<T>>(ws, K);
-  int64_t* cut_pos = ws_alloc<int64_t>(ws, K);
+  Cut<T>* cuts = workspace_array<Cut<T>>(ws, K);
+  int64_t* cut_pos = workspace_array<int64_t>(ws, K);
   cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, P, so.P_dev, so.bp, so.id, m, first_of(base), p.budgets,
                                                          K, cuts, cut_pos);
   BIDFCL_LAUNCH_CHECK("cut_kernel");
-  Sum3* scratch = ws_alloc<Sum3>(ws, 1);
+  Sum3* scratch = workspace_array<Sum3>(ws, 1);
   for (int64_t k = 0; k < K; ++k) {
     const ApplyCut<T> apply{in.values, in.costs, so.hull, so.len, m, cuts + k, p.choice + k * n};
     reduce<Sum3, Sum3Op>(apply, n, partials, scratch, stream);
@@ -900,7 +889,7 @@ Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const dou
   const MckpInput<T>& in = p.in;
   const int64_t n = in.n, m = in.m;
   {
-    ErrorRecord* err = ws_alloc<ErrorRecord>(ws, 1);
+    ErrorRecord* err = workspace_array<ErrorRecord>(ws, 1);
     BIDFCL_CUDA_CHECK(cudaMemsetAsync(err, 0xFF, sizeof(ErrorRecord), stream));
     validate_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m), err);
     BIDFCL_LAUNCH_CHECK("validate_kernel");
@@ -908,8 +897,8 @@ Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const dou
     Status st = cell_status(in.values, in.costs, m, host_err.cell, stream);
     if (!st.ok()) return st;
   }
-  Sum3* partials = ws_alloc<Sum3>(ws, reduce_blocks(n));
-  Sum3* totals = ws_alloc<Sum3>(ws, 1);
+  Sum3* partials = workspace_array<Sum3>(ws, reduce_blocks(n));
+  Sum3* totals = workspace_array<Sum3>(ws, 1);
   auto evaluate_on_device = [&](T lam, int64_t* choice) {
     reduce<Sum3, Sum3Op>(PolicyAt<T>{in.values, in.costs, m, lam, choice}, n, partials, totals, stream);
   };
@@ -919,8 +908,8 @@ Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const dou
   };
   T ratio_max;
   {
-    T* rpart = ws_alloc<T>(ws, reduce_blocks(n * m));
-    T* rmax = ws_alloc<T>(ws, 1);
+    T* rpart = workspace_array<T>(ws, reduce_blocks(n * m));
+    T* rmax = workspace_array<T>(ws, 1);
     reduce<T, MaxOp<T>>(RatioOf<T>{in.values, in.costs}, n * m, rpart, rmax, stream);
     ratio_max = copy_to_host(rmax, stream);
     if (ratio_max < T(0)) ratio_max = T(0);  // max starts at -inf; the CPU starts at 0
@@ -1011,17 +1000,13 @@ __global__ void mckp_status_kernel(MckpCheckParams<T> p, const unsigned long lon
     }
   }
   if (code == 0) row = col = -1;
-  status[kStatusCode] = code;
-  status[kStatusRow] = row;
-  status[kStatusCol] = col;
-  status[kStatusValue] = value;
-  status[kStatusFamily] = rct ? kFamilyRct : kFamilySolve;
+  write_status_record(status, {code, row, col, value, rct ? kFamilyRct : kFamilySolve});
 }
 
 template <typename T>
 void run_validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream) {
   // records: [0] first bad label, [1] first bad budget, [2..3] ErrorRecord (cell, RCT row)
-  auto* rec = ws_alloc<unsigned long long>(ws, 4);
+  auto* rec = workspace_array<unsigned long long>(ws, 4);
   BIDFCL_CUDA_CHECK(cudaMemsetAsync(rec, 0xFF, 4 * sizeof(unsigned long long), stream));
   ErrorRecord* err = reinterpret_cast<ErrorRecord*>(rec + 2);
   const int64_t n = p.n, m = p.m;

@@ -1,14 +1,14 @@
-// Device scratch memory for the CUDA launchers of the mckp and allocation families
-// (core::DeviceWorkspace, bidfcl/core/mckp_cuda.h), as byte tensors on the op's device from
-// torch's caching allocator. They live until the op returns; the allocator is stream-ordered, so
-// freeing them while kernels on the current stream still use them is safe.
+// The torch side of core::DeviceWorkspace (bidfcl/core/device_workspace.h), shared by the CUDA glue
+// of every family: scratch memory as byte tensors on the op's device. They live until the op
+// returns; the caching allocator is stream-ordered, so freeing them while kernels on the current
+// stream still use them is safe.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <vector>
 
-#include "bidfcl/core/mckp_cuda.h"
+#include "bidfcl/core/device_workspace.h"
 
 namespace bidfcl {
 

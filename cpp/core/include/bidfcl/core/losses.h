@@ -1,5 +1,6 @@
-// Surrogate decision losses, IPW policy estimators and the AUCC metric (METHOD.md sections 2-3).
-// Torch-free: raw row-major pointers, sizes and a thread count.
+// Surrogate decision losses (METHOD.md sections 2-3): PPL / DPL / MER (softmax) and PIFD / DIFD
+// (exact loss, flip-based finite-difference gradient). Torch-free: raw row-major pointers, sizes and
+// a thread count. The metrics (policy_value, aucc) are in metrics.h.
 //
 // Vocabulary used throughout:
 //   score     a[l, i, j] = r_hat[i, j] - lam[l] * c_hat[i, j], one score matrix per multiplier lam[l]
@@ -16,18 +17,10 @@
 
 #include <cstdint>
 
+#include "bidfcl/core/constants.h"
 #include "bidfcl/core/status.h"
 
 namespace bidfcl::core {
-
-// Which input a kNonFiniteInput status refers to: stored in Status::col.
-enum class LossInput : int64_t { kRevenue = 0, kCost = 1, kLam = 2, kPropensity = 3 };
-
-// Gap used by PIFD when a flip needs a score move of exactly zero (a tie at the top) and no clip
-// is set: the move is taken as this many score units, so the estimate stays finite.
-constexpr double kPifdZeroGapFloor = 1e-6;
-
-constexpr int64_t kMaxLossOptions = 256;  // per-row scratch lives on the stack
 
 template <typename T>
 struct DecisionBatch {
@@ -39,19 +32,46 @@ struct DecisionBatch {
   const T* propensity = nullptr;       // [n] probability of row i's own arm, in (0, 1]
   const T* lam = nullptr;              // [l] multipliers (constants: no gradient)
   int64_t n = 0;                       // rows
-  int64_t m = 0;                       // options, >= 2
+  int64_t m = 0;                       // options, 2 <= m <= kMaxLossOptions
   int64_t l = 0;                       // multipliers, >= 1
   int num_threads = 1;                 // results do not depend on it
 };
+
+// The input checks of every decision loss, in their order: lam first (index x of the first
+// non-finite entry), then row by row. CPU core and CUDA kernels both call these, so both report
+// the same first error.
+template <typename T>
+BIDFCL_HD inline Status check_lam_entry(const DecisionBatch<T>& in, int64_t x) {
+  if (!is_finite(in.lam[x])) return {Code::kNonFiniteInput, x, -1, double(in.lam[x]), Input::kLam};
+  return Status::Ok();
+}
+
+// Row i: r_hat / c_hat per option, the treatment label, revenue, cost, propensity in (0, 1].
+template <typename T>
+BIDFCL_HD inline Status check_decision_row(const DecisionBatch<T>& in, int64_t i) {
+  const T* r = in.r_hat + i * in.m;
+  const T* c = in.c_hat + i * in.m;
+  for (int64_t j = 0; j < in.m; ++j) {
+    if (!is_finite(r[j])) return {Code::kNonFiniteValue, i, j, double(r[j])};
+    if (!is_finite(c[j])) return {Code::kNonFiniteCost, i, j, double(c[j])};
+  }
+  const int64_t t = in.treatment[i];
+  if (t < 0 || t >= in.m) return {Code::kBadTreatment, i, in.m, double(t)};
+  if (!is_finite(in.revenue[i])) return {Code::kNonFiniteInput, i, -1, double(in.revenue[i]), Input::kRevenue};
+  if (in.cost && !is_finite(in.cost[i])) return {Code::kNonFiniteInput, i, -1, double(in.cost[i]), Input::kCost};
+  const T p = in.propensity[i];
+  if (!(p > T(0) && p <= T(1))) return {Code::kBadPropensity, i, -1, double(p)};
+  return Status::Ok();
+}
 
 // PPL / DPL / MER forward:
 //   z[l, i, :] = softmax(a[l, i, :] / tau),   L = -sum_l sum_i z[l, i, t_i] * w[l, i]
 // (On the CPU, float32 evaluates exp with a vectorisable polynomial, relative error < 1e-7;
 // float64 uses libm.)
 template <typename T>
-struct SoftmaxLossParams {
+struct PplLossParams {
   DecisionBatch<T> in;
-  double tau = 1.0;  // temperature, > 0
+  double tau = 1.0;   // temperature, > 0
   T* loss = nullptr;  // [1] output
 };
 
@@ -59,22 +79,23 @@ struct SoftmaxLossParams {
 //   dL/da[l, i, j] = -(w[l, i] / tau) * z[l, i, t_i] * (1[j == t_i] - z[l, i, j])
 //   grad_r_hat = sum_l dL/da[l],  grad_c_hat = -sum_l lam[l] * dL/da[l]
 template <typename T>
-struct SoftmaxLossBackwardParams {
+struct PplGradientParams {
   DecisionBatch<T> in;
   double tau = 1.0;
   const T* grad_output = nullptr;  // [1] upstream gradient (same memory space as the inputs)
   T* grad_r_hat = nullptr;         // [n, m] output
   T* grad_c_hat = nullptr;         // [n, m] output
   // [1] optional output (CPU only): when set, the forward loss is written here too, bit for bit what
-  // softmax_loss_cpu returns, so one pass gives the loss and its gradient (the fused forward).
+  // ppl_loss_forward_cpu returns, so one pass gives the loss and its gradient (the fused forward).
   T* loss = nullptr;
 };
 
 // PIFD / DIFD forward: the exact discrete decision loss
 //   L = -sum_l sum_i 1[argmax_j a[l, i, j] == t_i] * w[l, i]
 template <typename T>
-struct FlipLossParams {
+struct PifdLossParams {
   DecisionBatch<T> in;
+  double clip = 0.0;  // unused by the forward (kept so the glue builds both structs alike)
   T* loss = nullptr;  // [1] output
 };
 
@@ -87,71 +108,33 @@ struct FlipLossParams {
 // a clip, g == 0 becomes kPifdZeroGapFloor. Then grad_r_hat = sum_l dL/da[l] and
 // grad_c_hat = -sum_l lam[l] dL/da[l], scaled by grad_output[0].
 template <typename T>
-struct FlipLossBackwardParams {
+struct PifdGradientParams {
   DecisionBatch<T> in;
   double clip = 0.0;  // h; <= 0 means no clip
   const T* grad_output = nullptr;  // [1] upstream gradient
   T* grad_r_hat = nullptr;         // [n, m] output
   T* grad_c_hat = nullptr;         // [n, m] output
   // [1] optional output (CPU only): when set, the forward loss is written here too, bit for bit what
-  // flip_loss_cpu returns (the fused forward).
+  // pifd_loss_forward_cpu returns (the fused forward).
   T* loss = nullptr;
 };
 
-// IPW estimates of the per-capita revenue and cost of K policies on one RCT sample:
-//   y_i = 1[choice[k, i] == t_i] * revenue_i / p_i      (x_i likewise with cost)
-//   ipw:   V = (1/n) sum_i y_i,        se = sqrt( sum_i (y_i - V)^2 / (n - 1) / n )
-//   hajek: W = sum_i 1[match_i] / p_i, V = (sum_i y_i) / W,
-//          se = sqrt( n/(n-1) * sum_i (1[match_i]/p_i)^2 (revenue_i - V)^2 ) / W
+// 1 / effective gap of the PIFD gradient (above), or 0 when the clip zeroes the cell. One copy for
+// the CPU core and the CUDA kernels (std::max's rule: a NaN gap stays NaN on both).
 template <typename T>
-struct PolicyValueParams {
-  const int64_t* choice = nullptr;     // [k, n] option chosen for row i by policy k
-  const int64_t* treatment = nullptr;  // [n]
-  const T* revenue = nullptr;          // [n]
-  const T* cost = nullptr;             // [n]
-  const T* propensity = nullptr;       // [n] in (0, 1]
-  int64_t n = 0;
-  int64_t k = 0;
-  bool hajek = false;
-  int num_threads = 1;
-  // outputs, float64 [k]
-  double* value = nullptr;
-  double* cost_value = nullptr;
-  double* value_se = nullptr;
-  double* cost_se = nullptr;
-};
+BIDFCL_HD inline T pifd_inv_gap(T gap, double clip) {
+  if (clip > 0) {
+    const T h = static_cast<T>(clip);
+    if (gap > h) return T(0);
+    return T(1) / (gap < h ? h : gap);
+  }
+  if (gap == T(0)) return static_cast<T>(1.0 / kPifdZeroGapFloor);
+  return T(1) / gap;
+}
 
-// AUCC for two options (0 = control, 1 = treatment). Rows are ranked by predicted ROI
-//   roi_i = (r_hat[i,1] - r_hat[i,0]) / max(c_hat[i,1] - c_hat[i,0], kAuccMinCostGap)
-// (descending, ties by row index). Walking the ranking, after the first k rows
-//   C(k) = sum_{treated in top k} cost/n1 - sum_{control in top k} cost/n0   (R(k) likewise)
-// with n1, n0 the full arm sizes. With C* = C(n), level q' (0..q) is C* * (q'/q), k_q' is the
-// first k whose running max of C reaches it, and
-//   AUCC = sum_q' R(k_q') / (R(n) * (q + 1)).
-// NaN when C(n) <= 0 or R(n) == 0 (no cost or revenue gain to normalise by).
-constexpr double kAuccMinCostGap = 1e-12;
-
-template <typename T>
-struct AuccParams {
-  const T* r_hat = nullptr;            // [n, 2]
-  const T* c_hat = nullptr;            // [n, 2]
-  const int64_t* treatment = nullptr;  // [n] in {0, 1}
-  const T* revenue = nullptr;          // [n]
-  const T* cost = nullptr;             // [n]
-  int64_t n = 0;
-  int64_t q = 200;  // number of cost intervals; q + 1 curve points
-  int num_threads = 1;
-  // outputs (float64)
-  double* aucc = nullptr;           // [1]
-  double* cost_curve = nullptr;     // [q + 1] C(k_q')
-  double* revenue_curve = nullptr;  // [q + 1] R(k_q')
-};
-
-template <typename T> Status softmax_loss_cpu(const SoftmaxLossParams<T>& p);
-template <typename T> Status softmax_loss_backward_cpu(const SoftmaxLossBackwardParams<T>& p);
-template <typename T> Status flip_loss_cpu(const FlipLossParams<T>& p);
-template <typename T> Status flip_loss_backward_cpu(const FlipLossBackwardParams<T>& p);
-template <typename T> Status policy_value_cpu(const PolicyValueParams<T>& p);
-template <typename T> Status aucc_cpu(const AuccParams<T>& p);
+template <typename T> Status ppl_loss_forward_cpu(const PplLossParams<T>& p);
+template <typename T> Status ppl_loss_gradient_cpu(const PplGradientParams<T>& p);
+template <typename T> Status pifd_loss_forward_cpu(const PifdLossParams<T>& p);
+template <typename T> Status pifd_loss_gradient_cpu(const PifdGradientParams<T>& p);
 
 }  // namespace bidfcl::core

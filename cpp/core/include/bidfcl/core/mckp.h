@@ -20,19 +20,12 @@
 #include <limits>
 #include <vector>
 
+#include "bidfcl/core/constants.h"  // kMaxOptions (hull indices are stored as uint8)
 #include "bidfcl/core/status.h"
 
 namespace bidfcl::core {
 
-constexpr int64_t kMaxOptions = 256;  // hull indices are stored as uint8
-
-// Budgets are compared with this relative slack: a policy fits budget B when its spend is at most
-// the limit B (1 + kBudgetSlack). Totals over millions of rows are float64 sums whose last bits
-// depend on the summation order (CPU chunks, GPU trees, the caller's own torch.sum); a budget
-// computed as exactly the spend of a policy must admit that policy. The ops take budgets as given
-// and the glue hands the routines below the limits (cpp/torch/mckp_ops.h, budget_limits; the
-// Python twin: _reference.budget_limit); the routines compare against what they get.
-constexpr double kBudgetSlack = 0x1p-40;
+// kMaxOptions and kBudgetSlack (how budgets are compared) live in constants.h.
 
 template <typename T>
 struct MckpInput {

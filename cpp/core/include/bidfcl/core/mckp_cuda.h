@@ -29,19 +29,11 @@
 #include <cstdint>
 #include <functional>
 
+#include "bidfcl/core/device_workspace.h"  // DeviceWorkspace: device scratch memory
 #include "bidfcl/core/mckp.h"
 #include "bidfcl/core/status.h"
 
 namespace bidfcl::core {
-
-// Device scratch memory. allocate() returns at least `bytes` bytes aligned to 256, usable by work
-// enqueued on the launcher's stream, and valid until the workspace object is destroyed (which the
-// caller does after the launcher returns; stream-ordered allocators make that safe).
-class DeviceWorkspace {
- public:
-  virtual ~DeviceWorkspace() = default;
-  virtual void* allocate(size_t bytes) = 0;
-};
 
 // Output buffers of the frontier; their length (P + 1) is only known once the hulls are built, so
 // the launcher asks the caller for them through a callback.
