@@ -25,8 +25,13 @@ def parse_args(doc: str, add_options=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     if add_options is not None:
         add_options(ap)
-    ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE",
-                    help="a train setting (VALUE: a Python literal, or true/false); may repeat")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="train.KEY=VALUE",
+        help="a train setting (VALUE: a Python literal, or true/false); may repeat",
+    )
     args = ap.parse_args()
     args.train = train_settings(args.set, ap)
     torch.set_num_threads(1)
@@ -58,7 +63,16 @@ def bidfcl_trainer(epochs: int, train: dict):
     """A Bi-DFCL trainer on ``bench_epoch.DATA`` (teacher 2 epochs, warm start 1, batches of 1024,
     last epoch selected, no progress output); ``train`` overrides any setting of the flat layout
     before the per-method sections (``k``, ``cg_iters``, ...; mapped by ``upgrade_run_config``)."""
-    cfg = config_from_dict(upgrade_run_config({"data": DATA, "train": dict(method="bidfcl", teacher_epochs=2, warm_start_epochs=1,
-                                                        epochs=epochs, batch_size=1024, **train),
-                            "eval": {"select": "last"}, "output": {"progress": "none"}}))
+    cfg = config_from_dict(
+        upgrade_run_config(
+            {
+                "data": DATA,
+                "train": dict(
+                    method="bidfcl", teacher_epochs=2, warm_start_epochs=1, epochs=epochs, batch_size=1024, **train
+                ),
+                "eval": {"select": "last"},
+                "output": {"progress": "none"},
+            }
+        )
+    )
     return make_trainer(cfg, load_run_data(cfg.data))

@@ -31,7 +31,8 @@ def make_problem(n: int, m: int, k: int, seed: int = 0, dtype=torch.float32):
     level = torch.arange(m, dtype=f64).unsqueeze(0)
     resp = torch.rand(n, 1, generator=g, dtype=f64) * 2.0
     values = torch.rand(n, 1, generator=g, dtype=f64) + resp * torch.log1p(level) * (
-        0.8 + 0.4 * torch.rand(n, m, generator=g, dtype=f64))
+        0.8 + 0.4 * torch.rand(n, m, generator=g, dtype=f64)
+    )
     costs = []
     for kk in range(k):
         # resource kk is spent mainly by a band of options (coupons vs cash-back)
@@ -58,14 +59,23 @@ def highs_lp(values, costs, budgets, capacity, time_limit: float):
     ub = list(budgets)
     for o in range(m):
         if math.isfinite(capacity[o]):
-            rows.append(sp.csr_matrix((np.ones(n), (np.zeros(n, dtype=np.int64), np.arange(n) * m + o)),
-                                      shape=(1, n * m)))
+            rows.append(
+                sp.csr_matrix((np.ones(n), (np.zeros(n, dtype=np.int64), np.arange(n) * m + o)), shape=(1, n * m))
+            )
             ub.append(capacity[o])
     a_ub = sp.vstack(rows).tocsr()
     a_eq = sp.kron(sp.eye(n, format="csr"), np.ones((1, m)), format="csr")
     t0 = time.perf_counter()
-    res = linprog(-values.double().reshape(-1).numpy(), A_ub=a_ub, b_ub=ub, A_eq=a_eq, b_eq=np.ones(n),
-                  bounds=(0, 1), method="highs", options={"time_limit": time_limit})
+    res = linprog(
+        -values.double().reshape(-1).numpy(),
+        A_ub=a_ub,
+        b_ub=ub,
+        A_eq=a_eq,
+        b_eq=np.ones(n),
+        bounds=(0, 1),
+        method="highs",
+        options={"time_limit": time_limit},
+    )
     t = time.perf_counter() - t0
     if res.status != 0:
         return None, t
@@ -74,8 +84,9 @@ def highs_lp(values, costs, budgets, capacity, time_limit: float):
 
 def run(n: int, m: int, k: int, lp: bool, time_limit: float, repeats: int) -> dict:
     values, costs, budgets, capacity = make_problem(n, m, k)
-    bidfcl.solve_allocation(values[:2000], costs[:, :2000], [b * 2000 / n for b in budgets],
-                            capacity=[c * 2000 / n for c in capacity])  # warm-up
+    bidfcl.solve_allocation(
+        values[:2000], costs[:, :2000], [b * 2000 / n for b in budgets], capacity=[c * 2000 / n for c in capacity]
+    )  # warm-up
     best = math.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -96,10 +107,22 @@ def run(n: int, m: int, k: int, lp: bool, time_limit: float, repeats: int) -> di
         bidfcl.solve_mckp(values, costs[0], budgets[0])
         t1 = min(t1, time.perf_counter() - t0)
     iters = sol.iterations + sol.newton_steps
-    out = {"n": n, "m": m, "k": k, "time_s": best, "sweeps": sol.iterations, "newton": sol.newton_steps,
-           "gap": float(sol.gap), "value": float(sol.value), "dual_bound": float(sol.dual_bound), "single_solve_s": t1,
-           "iter_over_single": best / max(iters, 1) / t1, "total_over_single": best / t1,
-           "repair_moves": sol.repair_moves, "fill_moves": sol.fill_moves}
+    out = {
+        "n": n,
+        "m": m,
+        "k": k,
+        "time_s": best,
+        "sweeps": sol.iterations,
+        "newton": sol.newton_steps,
+        "gap": float(sol.gap),
+        "value": float(sol.value),
+        "dual_bound": float(sol.dual_bound),
+        "single_solve_s": t1,
+        "iter_over_single": best / max(iters, 1) / t1,
+        "total_over_single": best / t1,
+        "repair_moves": sol.repair_moves,
+        "fill_moves": sol.fill_moves,
+    }
     if lp:
         opt, t_lp = highs_lp(values, costs, budgets, capacity, time_limit)
         out["highs_s"] = t_lp
@@ -127,22 +150,35 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ns = args.n or ([10_000, 30_000, 100_000] if args.quick else [100_000, 1_000_000])
     ks = args.k or [2, 4]
-    print(f"bidfcl {bidfcl.__version__}, {torch.get_num_threads()} threads, float32, M = {args.m}, "
-          "capacities N/(2M) on options 1..M-1")
-    head = (f"{'N':>9} {'K':>2} {'time':>8} {'sweeps':>6} {'newton':>6} {'gap':>9} {'iter/solve':>10} "
-            f"{'all/solve':>9} {'HiGHS LP':>9} {'gap to LP':>9} {'speedup':>8}")
+    print(
+        f"bidfcl {bidfcl.__version__}, {torch.get_num_threads()} threads, float32, M = {args.m}, "
+        "capacities N/(2M) on options 1..M-1"
+    )
+    head = (
+        f"{'N':>9} {'K':>2} {'time':>8} {'sweeps':>6} {'newton':>6} {'gap':>9} {'iter/solve':>10} "
+        f"{'all/solve':>9} {'HiGHS LP':>9} {'gap to LP':>9} {'speedup':>8}"
+    )
     print(head)
     for n in ns:
         for k in ks:
-            r = run(n, args.m, k, lp=not args.no_lp and n <= args.lp_max_n, time_limit=args.lp_time_limit,
-                    repeats=args.repeats)
+            r = run(
+                n,
+                args.m,
+                k,
+                lp=not args.no_lp and n <= args.lp_max_n,
+                time_limit=args.lp_time_limit,
+                repeats=args.repeats,
+            )
             lp_t = f"{r['highs_s']:8.2f}s" if "highs_s" in r else f"{'-':>9}"
             if "highs_s" in r and not r["highs_finished"]:
                 lp_t = f">{r['highs_s']:7.0f}s"
             g_lp = f"{r['gap_to_lp']:9.2e}" if "gap_to_lp" in r else f"{'-':>9}"
             sp_ = f"{r['speedup']:7.1f}x" if "speedup" in r else f"{'-':>8}"
-            print(f"{n:9d} {k:2d} {r['time_s']:7.3f}s {r['sweeps']:6d} {r['newton']:6d} {r['gap']:9.2e} "
-                  f"{r['iter_over_single']:9.1f}x {r['total_over_single']:8.1f}x {lp_t} {g_lp} {sp_}", flush=True)
+            print(
+                f"{n:9d} {k:2d} {r['time_s']:7.3f}s {r['sweeps']:6d} {r['newton']:6d} {r['gap']:9.2e} "
+                f"{r['iter_over_single']:9.1f}x {r['total_over_single']:8.1f}x {lp_t} {g_lp} {sp_}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ ROWS = 300_000
 
 
 def _gen(threads: int):
-    return make_marketing(n_rct=USERS // 11, n_obs=USERS - USERS // 11, n_val=0, n_test=0, seed=0,
-                          num_threads=threads)
+    return make_marketing(n_rct=USERS // 11, n_obs=USERS - USERS // 11, n_val=0, n_test=0, seed=0, num_threads=threads)
 
 
 def test_generator_threads_agree():

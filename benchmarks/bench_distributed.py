@@ -72,10 +72,20 @@ def _rank_main(rank: int, world: int, port: str, n: int, out: str) -> None:
         times.append(time.perf_counter() - t0)
     stats = bd.last_stats()
     checksum = int((sol.choice * torch.arange(a, b) % 1_000_003).sum())
-    record = {"rank": rank, "world": world, "n": n, "time_s": sorted(times)[1], "bytes": stats["bytes"],
-              "collectives": stats["collectives"], "rounds": stats["rounds"], "lam": float(sol.lam),
-              "bracketed_rows": stats.get("bracketed_rows"),
-              "spend": float(sol.spend), "value": float(sol.value), "checksum": checksum}
+    record = {
+        "rank": rank,
+        "world": world,
+        "n": n,
+        "time_s": sorted(times)[1],
+        "bytes": stats["bytes"],
+        "collectives": stats["collectives"],
+        "rounds": stats["rounds"],
+        "lam": float(sol.lam),
+        "bracketed_rows": stats.get("bracketed_rows"),
+        "spend": float(sol.spend),
+        "value": float(sol.value),
+        "checksum": checksum,
+    }
     if world == 1:  # correctness and the single-process peer
         ref = bidfcl.solve_mckp(v, c, budget)
         assert torch.equal(ref.lam, sol.lam) and torch.equal(ref.choice, sol.choice), "P = 1 differs from solve_mckp"
@@ -94,8 +104,10 @@ def _run_world(world: int, n: int) -> list[dict]:
     out = tempfile.mkdtemp(prefix="bench-dist-")
     port = _port()
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, __file__, "_rank", str(r), str(world), port, str(n), out], env=env)
-             for r in range(world)]
+    procs = [
+        subprocess.Popen([sys.executable, __file__, "_rank", str(r), str(world), port, str(n), out], env=env)
+        for r in range(world)
+    ]
     for p in procs:
         if p.wait(timeout=900) != 0:
             raise SystemExit(f"a rank of the P = {world} run failed")
@@ -109,10 +121,12 @@ def bench_solve() -> None:
         recs = _run_world(world, n)
         results[(world, n)] = recs
         r0 = recs[0]
-        line = (f"P = {world}, N = {n:,}: {r0['time_s'] * 1e3:8.1f} ms per solve (slowest rank "
-                f"{max(r['time_s'] for r in recs) * 1e3:.1f} ms), {r0['bytes']:,} bytes in {r0['collectives']} "
-                f"collectives ({r0['rounds']} rounds) per rank; rows whose hull entered the selection: "
-                f"{r0['bracketed_rows'] if r0['bracketed_rows'] is not None else 'all'}")
+        line = (
+            f"P = {world}, N = {n:,}: {r0['time_s'] * 1e3:8.1f} ms per solve (slowest rank "
+            f"{max(r['time_s'] for r in recs) * 1e3:.1f} ms), {r0['bytes']:,} bytes in {r0['collectives']} "
+            f"collectives ({r0['rounds']} rounds) per rank; rows whose hull entered the selection: "
+            f"{r0['bracketed_rows'] if r0['bracketed_rows'] is not None else 'all'}"
+        )
         if "single_process_time_s" in r0:
             line += f"; bidfcl.solve_mckp on the same rows: {r0['single_process_time_s'] * 1e3:.1f} ms"
         print(line, flush=True)
@@ -121,9 +135,11 @@ def bench_solve() -> None:
     assert abs(one["spend"] - two[0]["spend"]) <= 1e-9 * abs(one["spend"])
     assert one["checksum"] == sum(r["checksum"] for r in two), "choices differ between P = 1 and P = 2"
     t2 = max(r["time_s"] for r in two)
-    print(f"correct: P = 2 equals P = 1 (lam {one['lam']:.9g}, choices checksum); speed-up P = 2 vs P = 1: "
-          f"{one['time_s'] / t2:.2f}x; bytes at N = 4M vs 0.5M: {two[0]['bytes']:,} vs "
-          f"{results[(2, 500_000)][0]['bytes']:,} (independent of N)")
+    print(
+        f"correct: P = 2 equals P = 1 (lam {one['lam']:.9g}, choices checksum); speed-up P = 2 vs P = 1: "
+        f"{one['time_s'] / t2:.2f}x; bytes at N = 4M vs 0.5M: {two[0]['bytes']:,} vs "
+        f"{results[(2, 500_000)][0]['bytes']:,} (independent of N)"
+    )
 
 
 # ---------------------------------------------------------------------------------------- allocate
@@ -158,8 +174,11 @@ def bench_allocate(n: int = 20_000_000, chunk: int = 1_000_000) -> None:
             for start in range(0, n, 1_000_000):
                 k = min(1_000_000, n - start)
                 w.write_table(pa.table({f"x{j}": rng.standard_normal(k) for j in range(4)}))
-        print(f"wrote {n:,} users x 4 features ({os.path.getsize(users) / 1e6:.0f} MB) in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"wrote {n:,} users x 4 features ({os.path.getsize(users) / 1e6:.0f} MB) in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         # a binding budget: 30% of the way from the cheapest to the dearest policy (from a sample)
         import bidfcl
 
@@ -168,8 +187,20 @@ def bench_allocate(n: int = 20_000_000, chunk: int = 1_000_000) -> None:
         low, high = float(frontier.spend[0]) / 100_000, float(frontier.spend[-1]) / 100_000
         per_capita = low + 0.3 * (high - low)
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OMP_NUM_THREADS="1")
-        base = [sys.executable, "-m", "bidfcl", "allocate", "--model", model_path, "--input", users,
-                "--budget", f"{per_capita:.6f}", "--threads", "1"]
+        base = [
+            sys.executable,
+            "-m",
+            "bidfcl",
+            "allocate",
+            "--model",
+            model_path,
+            "--input",
+            users,
+            "--budget",
+            f"{per_capita:.6f}",
+            "--threads",
+            "1",
+        ]
         plan_s, plan_m = os.path.join(folder, "stream.parquet"), os.path.join(folder, "memory.parquet")
         ws, rs, out_s = _timed(base + ["--chunk-rows", str(chunk), "--output", plan_s], env)
         print(out_s.strip())
@@ -180,9 +211,12 @@ def bench_allocate(n: int = 20_000_000, chunk: int = 1_000_000) -> None:
         a = pq.read_table(plan_s, columns=["option", "expected_spend"])
         b = pq.read_table(plan_m, columns=["option", "expected_spend"])
         same = a.column("option").equals(b.column("option")) and a.column("expected_spend").equals(
-            b.column("expected_spend"))
-        print(f"plans equal: {same}; streamed throughput = {wm / ws:.0%} of in-memory; "
-              f"peak RSS {rs:.2f} GB vs {rm:.2f} GB")
+            b.column("expected_spend")
+        )
+        print(
+            f"plans equal: {same}; streamed throughput = {wm / ws:.0%} of in-memory; "
+            f"peak RSS {rs:.2f} GB vs {rm:.2f} GB"
+        )
         assert same, "the streamed plan differs from the in-memory plan"
     finally:
         for f in os.listdir(folder):
@@ -205,9 +239,14 @@ def _epoch_rank(rank: int, world: int, port: str, out: str) -> None:
 
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    cfg = config_from_dict({"data": DATA, "train": {"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1,
-                                                     "epochs": 2, "batch_size": 1024},
-                            "eval": {"select": "last"}, "output": {"progress": "none"}})
+    cfg = config_from_dict(
+        {
+            "data": DATA,
+            "train": {"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, "epochs": 2, "batch_size": 1024},
+            "eval": {"select": "last"},
+            "output": {"progress": "none"},
+        }
+    )
     res = make_trainer(cfg, load_run_data(cfg.data)).fit()
     main = [k for k in res["epoch_seconds"] if k != "teacher" and not k.endswith("warm")][-1]
     with open(os.path.join(out, f"e{rank}.json"), "w") as fh:
@@ -220,8 +259,10 @@ def bench_epoch() -> None:
         out = tempfile.mkdtemp(prefix="bench-epoch-")
         port = _port()
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OMP_NUM_THREADS="1")
-        procs = [subprocess.Popen([sys.executable, __file__, "_epoch", str(r), str(world), port, out], env=env)
-                 for r in range(world)]
+        procs = [
+            subprocess.Popen([sys.executable, __file__, "_epoch", str(r), str(world), port, out], env=env)
+            for r in range(world)
+        ]
         if any(p.wait(timeout=1800) != 0 for p in procs):
             raise SystemExit(f"a rank of the P = {world} epoch run failed")
         times[world] = [json.load(open(os.path.join(out, f"e{r}.json"))) for r in range(world)]
@@ -229,9 +270,11 @@ def bench_epoch() -> None:
     assert two[0]["eom"] == two[1]["eom"], "the two ranks disagree"
     mean1, mean2 = sum(one["eom"]) / len(one["eom"]), sum(two[0]["eom"]) / len(two[0]["eom"])
     t2 = max(r["epoch_s"] for r in two)
-    print(f"one Bi-DFCL epoch (2k RCT + 100k OBS, batch 1024): 1 process {one['epoch_s']:.2f} s, "
-          f"2 processes {t2:.2f} s (slowest rank): speed-up {one['epoch_s'] / t2:.2f}x; mean test EOM "
-          f"{mean1:.5f} vs {mean2:.5f} (float32: 2 epochs of summation-order differences)")
+    print(
+        f"one Bi-DFCL epoch (2k RCT + 100k OBS, batch 1024): 1 process {one['epoch_s']:.2f} s, "
+        f"2 processes {t2:.2f} s (slowest rank): speed-up {one['epoch_s'] / t2:.2f}x; mean test EOM "
+        f"{mean1:.5f} vs {mean2:.5f} (float32: 2 epochs of summation-order differences)"
+    )
 
 
 if __name__ == "__main__":

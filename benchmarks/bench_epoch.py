@@ -21,16 +21,32 @@ import time
 
 import torch
 
-DATA = {"base_scale": 0.1, "n_rct": 2000, "n_val": 1000, "n_obs": 100000, "n_test": 2000, "confounding": 3.0,
-        "u_strength": 1.0, "revenue_noise": 0.8}
+DATA = {
+    "base_scale": 0.1,
+    "n_rct": 2000,
+    "n_val": 1000,
+    "n_obs": 100000,
+    "n_test": 2000,
+    "confounding": 3.0,
+    "u_strength": 1.0,
+    "revenue_noise": 0.8,
+}
 
 
 def epoch_seconds(train: dict, epochs: int) -> float:
     from bidfcl.train import config_from_dict, load_run_data, make_trainer
     from bidfcl.train.config import upgrade_run_config  # the variants name keys in one flat [train]
 
-    cfg = config_from_dict(upgrade_run_config({"data": DATA, "train": dict(train, epochs=epochs, batch_size=1024),
-                                               "eval": {"select": "last"}, "output": {"progress": "none"}}))
+    cfg = config_from_dict(
+        upgrade_run_config(
+            {
+                "data": DATA,
+                "train": dict(train, epochs=epochs, batch_size=1024),
+                "eval": {"select": "last"},
+                "output": {"progress": "none"},
+            }
+        )
+    )
     tr = make_trainer(cfg, load_run_data(cfg.data))
     res = tr.fit()
     main = [k for k in res["epoch_seconds"] if k not in ("teacher",) and not k.endswith("warm")]
@@ -53,8 +69,9 @@ def compare(repeats: int, epochs: int, cpu: bool = False) -> None:
     for _ in range(repeats):
         times["pooled"].append(timer({"method": "tsm", "data": "pooled"}, epochs))
         for name, extra in VARIANTS.items():
-            times[name].append(timer({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, **extra},
-                                     epochs))
+            times[name].append(
+                timer({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, **extra}, epochs)
+            )
     p = statistics.median(times["pooled"])
     print(f"pooled TSM epoch {p:.3f} {'CPU ' if cpu else ''}s (median of {repeats})")
     for name in VARIANTS:
@@ -72,8 +89,16 @@ def epoch_cpu_seconds(train: dict, epochs: int) -> float:
 
     cpu = []
     for n in (epochs, epochs + 2):
-        cfg = config_from_dict(upgrade_run_config({"data": DATA, "train": dict(train, epochs=n, batch_size=1024),
-                                                   "eval": {"select": "last"}, "output": {"progress": "none"}}))
+        cfg = config_from_dict(
+            upgrade_run_config(
+                {
+                    "data": DATA,
+                    "train": dict(train, epochs=n, batch_size=1024),
+                    "eval": {"select": "last"},
+                    "output": {"progress": "none"},
+                }
+            )
+        )
         tr = make_trainer(cfg, load_run_data(cfg.data))
         start = time.process_time()
         tr.fit()
@@ -87,8 +112,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="train.KEY=VALUE")
     ap.add_argument("--compare", action="store_true", help="time the variants of the README's cost table")
-    ap.add_argument("--cpu", action="store_true", help="with --compare: CPU time per epoch (process_time), "
-                    "from runs with --epochs and --epochs + 2 main epochs")
+    ap.add_argument(
+        "--cpu",
+        action="store_true",
+        help="with --compare: CPU time per epoch (process_time), from runs with --epochs and --epochs + 2 main epochs",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.compare:
@@ -101,8 +129,9 @@ def main() -> None:
     pooled, bilevel = [], []
     for _ in range(args.repeats):
         pooled.append(epoch_seconds({"method": "tsm", "data": "pooled"}, args.epochs))
-        bilevel.append(epoch_seconds({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, **extra},
-                                     args.epochs))
+        bilevel.append(
+            epoch_seconds({"method": "bidfcl", "teacher_epochs": 2, "warm_start_epochs": 1, **extra}, args.epochs)
+        )
         time.sleep(0.1)
     p, b = statistics.median(pooled), statistics.median(bilevel)
     print(f"pooled TSM epoch {p:.3f} s, Bi-DFCL epoch {b:.3f} s (median of {args.repeats}): ratio {b / p:.2f}x")

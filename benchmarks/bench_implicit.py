@@ -85,9 +85,7 @@ class Problem:
         return ((h - self.y) ** 2).mean()
 
     def solve(self, backend: str):
-        return implicit._cg_from_grads(
-            self.grads, self.params, self.b, None, ITERS, 0.0, 1.0, 1, False, backend
-        )
+        return implicit._cg_from_grads(self.grads, self.params, self.b, None, ITERS, 0.0, 1.0, 1, False, backend)
 
     def matmul_flops(self) -> dict:
         """Matmul FLOPs (torch's FlopCounterMode) of one forward, one backward and one Hessian-vector
@@ -97,9 +95,12 @@ class Problem:
         v = [torch.ones_like(p) for p in self.params]
         gn = self.gauss_newton()
         out = {}
-        for name, fn in (("forward", self.forward), ("backward", self.backward),
-                         ("hvp", lambda: torch.autograd.grad(self.grads, self.params, v, retain_graph=True)),
-                         ("gauss_newton", lambda: gn.matvec(v))):
+        for name, fn in (
+            ("forward", self.forward),
+            ("backward", self.backward),
+            ("hvp", lambda: torch.autograd.grad(self.grads, self.params, v, retain_graph=True)),
+            ("gauss_newton", lambda: gn.matvec(v)),
+        ):
             with FlopCounterMode(display=False) as counter:
                 fn()
             out[name] = counter.get_total_flops()
@@ -124,16 +125,20 @@ def problem(size: str) -> Problem:
 def _report(size: str) -> None:
     got = {w: _BEST.get((size, w)) for w in ("cpp", "python", "backward", "forward_backward")}
     if got["cpp"] and got["python"]:
-        print(f"\n[{size}] CG {ITERS} its: cpp {got['cpp'] * 1e3:.2f} ms, python {got['python'] * 1e3:.2f} ms, "
-              f"python/cpp = {got['python'] / got['cpp']:.2f}x")
+        print(
+            f"\n[{size}] CG {ITERS} its: cpp {got['cpp'] * 1e3:.2f} ms, python {got['python'] * 1e3:.2f} ms, "
+            f"python/cpp = {got['python'] / got['cpp']:.2f}x"
+        )
     if got["cpp"] and got["backward"]:
         per_iter = got["cpp"] / ITERS
         line = f"[{size}] one CG iteration / one backward = {per_iter / got['backward']:.2f}"
         if got["forward_backward"]:
             line += f", / one forward+backward = {per_iter / got['forward_backward']:.2f}"
         flops = problem(size).matmul_flops()
-        line += (f"; matmul FLOPs: hvp/backward = {flops['hvp'] / flops['backward']:.2f}, "
-                 f"hvp/(forward+backward) = {flops['hvp'] / (flops['forward'] + flops['backward']):.2f}")
+        line += (
+            f"; matmul FLOPs: hvp/backward = {flops['hvp'] / flops['backward']:.2f}, "
+            f"hvp/(forward+backward) = {flops['hvp'] / (flops['forward'] + flops['backward']):.2f}"
+        )
         print(line)
 
 
@@ -173,10 +178,14 @@ def test_bench(benchmark, record, size, what):
 
 def _timed_calls(prob, gn, v) -> dict:
     """What main() times for one problem, by name (closures over this problem's objects)."""
-    return dict(cpp=lambda: prob.solve("cpp"), python=lambda: prob.solve("python"),
-                backward=prob.backward, forward_backward=prob.forward_backward,
-                hvp=lambda: torch.autograd.grad(prob.grads, prob.params, v, retain_graph=True),
-                gauss_newton=lambda: gn.matvec(v))
+    return dict(
+        cpp=lambda: prob.solve("cpp"),
+        python=lambda: prob.solve("python"),
+        backward=prob.backward,
+        forward_backward=prob.forward_backward,
+        hvp=lambda: torch.autograd.grad(prob.grads, prob.params, v, retain_graph=True),
+        gauss_newton=lambda: gn.matvec(v),
+    )
 
 
 def main() -> None:
@@ -190,8 +199,14 @@ def main() -> None:
     for size in SELECTED:
         prob = problem(size)
         gn, v = prob.gauss_newton(), [torch.ones_like(p) for p in prob.params]
-        best = dict(cpp=float("inf"), python=float("inf"), backward=float("inf"), forward_backward=float("inf"),
-                    hvp=float("inf"), gauss_newton=float("inf"))
+        best = dict(
+            cpp=float("inf"),
+            python=float("inf"),
+            backward=float("inf"),
+            forward_backward=float("inf"),
+            hvp=float("inf"),
+            gauss_newton=float("inf"),
+        )
         fns = _timed_calls(prob, gn, v)
         if not bidfcl.EXTENSION_LOADED:
             del fns["cpp"]
@@ -206,12 +221,15 @@ def main() -> None:
         cpp, py = best["cpp"], best["python"]
         flops = prob.matmul_flops()
         it = (cpp if bidfcl.EXTENSION_LOADED else py) / ITERS
-        print(f"{size:7s} CG{ITERS}: cpp {cpp * 1e3:9.2f} ms  python {py * 1e3:9.2f} ms  python/cpp {py / cpp:5.2f}x"
-              f"  | iteration/backward {it / best['backward']:4.2f}"
-              f"  iteration/(forward+backward) {it / best['forward_backward']:4.2f}"
-              f"  | matmul FLOPs hvp/backward {flops['hvp'] / flops['backward']:4.2f}"
-              f"  | Gauss-Newton product/hvp {best['gauss_newton'] / best['hvp']:4.2f}"
-              f" (FLOPs {flops['gauss_newton'] / flops['hvp']:4.2f})", flush=True)
+        print(
+            f"{size:7s} CG{ITERS}: cpp {cpp * 1e3:9.2f} ms  python {py * 1e3:9.2f} ms  python/cpp {py / cpp:5.2f}x"
+            f"  | iteration/backward {it / best['backward']:4.2f}"
+            f"  iteration/(forward+backward) {it / best['forward_backward']:4.2f}"
+            f"  | matmul FLOPs hvp/backward {flops['hvp'] / flops['backward']:4.2f}"
+            f"  | Gauss-Newton product/hvp {best['gauss_newton'] / best['hvp']:4.2f}"
+            f" (FLOPs {flops['gauss_newton'] / flops['hvp']:4.2f})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

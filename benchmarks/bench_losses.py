@@ -68,8 +68,14 @@ def test_loss_twin(benchmark, record, loss_name, m):
 def aucc_inputs():
     g = torch.Generator().manual_seed(0)
     n = AUCC_ROWS
-    return (torch.rand(n, 2, generator=g), torch.rand(n, 2, generator=g), torch.randint(0, 2, (n,), generator=g),
-            torch.rand(n, generator=g) * 3, torch.rand(n, generator=g), 200)
+    return (
+        torch.rand(n, 2, generator=g),
+        torch.rand(n, 2, generator=g),
+        torch.randint(0, 2, (n,), generator=g),
+        torch.rand(n, generator=g) * 3,
+        torch.rand(n, generator=g),
+        200,
+    )
 
 
 def test_aucc_op(benchmark, record):

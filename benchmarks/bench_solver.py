@@ -64,7 +64,9 @@ def test_twin_eager_bisection(benchmark, record, problem):
     n, values, costs, budget = problem
     budgets = torch.tensor([budget], dtype=torch.float64)
     rounds = 3 if n <= 1_000_000 else 1
-    out = benchmark.pedantic(ref.solve_mckp_bisection, args=(values, costs, budgets, 50, 0.0), rounds=rounds, warmup_rounds=0)
+    out = benchmark.pedantic(
+        ref.solve_mckp_bisection, args=(values, costs, budgets, 50, 0.0), rounds=rounds, warmup_rounds=0
+    )
     assert bool(out[5][0])
     record(f"solver N={n:.0e}", "twin_bisect", benchmark)
 

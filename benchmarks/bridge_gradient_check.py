@@ -33,10 +33,13 @@ from torch.func import functional_call
 def build(scenario: str, seed: int, epochs: int):
     from bidfcl.train import BidfclTrainer, config_from_dict, load_run_data
 
-    raw = {"data": {"scenario": scenario, "seed": seed},
-           "train": {"method": "bidfcl", "epochs": epochs, "warm_start_epochs": 5, "batch_size": 1024, "seed": seed},
-           "bidfcl": {"teacher_epochs": 150},
-           "eval": {"select": "last"}, "output": {"progress": "none"}}
+    raw = {
+        "data": {"scenario": scenario, "seed": seed},
+        "train": {"method": "bidfcl", "epochs": epochs, "warm_start_epochs": 5, "batch_size": 1024, "seed": seed},
+        "bidfcl": {"teacher_epochs": 150},
+        "eval": {"select": "last"},
+        "output": {"progress": "none"},
+    }
     cfg = config_from_dict(raw)
     tr = BidfclTrainer(cfg, load_run_data(cfg.data))
     tr.fit()
@@ -63,7 +66,7 @@ def flat(ts):
 def split(v, like):
     out, o = [], 0
     for p in like:
-        out.append(v[o:o + p.numel()].view_as(p))
+        out.append(v[o : o + p.numel()].view_as(p))
         o += p.numel()
     return out
 
@@ -78,7 +81,7 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
     n_obs = len(tr.obs_rows)
     s_idx = torch.randperm(n_obs, generator=gen)[:lower_rows].sort().values
     s_rows = tr.obs_rows.subset(s_idx)
-    b_idx = torch.randperm(n_obs, generator=gen)[:t.batch_size].sort().values
+    b_idx = torch.randperm(n_obs, generator=gen)[: t.batch_size].sort().values
     b_rows = tr.obs_rows.subset(b_idx)
     target, bridge = tr.target, tr.bridge
     tps, bps = list(target.parameters()), list(bridge.parameters())
@@ -86,8 +89,7 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
     phi0 = flat([p.detach() for p in bps])
     with torch.no_grad():
         r, c = target(rct.x)
-    lam = solve_mckp_rct(r, c.clamp_min(0), rct.treatment, rct.cost, tr.train_budgets[0],
-                         propensity=rct.propensity).lam
+    lam = solve_mckp_rct(r, c.clamp_min(0), rct.treatment, rct.cost, tr.train_budgets[0], propensity=rct.propensity).lam
 
     def upper(v):
         r, c = functional_call(target, dict(zip(tr.t_names, split(v, tps))), (rct.x,))
@@ -97,8 +99,15 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
 
     def prox_solution(phi, start=None):
         v = (theta_t if start is None else start).clone().requires_grad_(True)
-        opt = torch.optim.LBFGS([v], lr=1, max_iter=3000, tolerance_grad=1e-10, tolerance_change=1e-15,
-                                history_size=50, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [v],
+            lr=1,
+            max_iter=3000,
+            tolerance_grad=1e-10,
+            tolerance_change=1e-15,
+            history_size=50,
+            line_search_fn="strong_wolfe",
+        )
         ph = split(phi, bps)
 
         def closure():
@@ -106,6 +115,7 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
             loss = objective(split(v, tps), ph) + 0.5 * mu * ((v - theta_t) ** 2).sum()
             loss.backward()
             return loss
+
         opt.step(closure)
         return v.detach()
 
@@ -125,8 +135,9 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
     b.cg_iters, b.cg_warm_start = 200, False
     est["same on S, CG(200)"] = flat(tr.implicit_hypergradient(target, s_rows, s_idx, rct).grads)
     b.cg_iters, b.cg_warm_start = saved
-    paper_cfg = dataclasses.replace(b, inner_steps=5, curvature="hessian", damping=0.0, cg_iters=50,
-                                    cg_warm_start=False, gate_factual=False)
+    paper_cfg = dataclasses.replace(
+        b, inner_steps=5, curvature="hessian", damping=0.0, cg_iters=50, cg_warm_start=False, gate_factual=False
+    )
     tr.cfg.bidfcl, keep = paper_cfg, b
     try:
         inner = tr._inner_solution(b_rows, b_idx)
@@ -136,8 +147,9 @@ def measure(tr, lower_rows: int, n_random: int, h: float, gen: torch.Generator) 
     basis = [e / e.norm() for e in est.values() if float(e.norm()) > 0]
     basis += [torch.randn(len(phi0), generator=gen, dtype=torch.float64) for _ in range(n_random)]
     q = torch.linalg.qr(torch.stack(basis, 1)).Q
-    fd = torch.tensor([(F(phi0 + h * q[:, k]) - F(phi0 - h * q[:, k])) / (2 * h) for k in range(q.shape[1])],
-                      dtype=torch.float64)
+    fd = torch.tensor(
+        [(F(phi0 + h * q[:, k]) - F(phi0 - h * q[:, k])) / (2 * h) for k in range(q.shape[1])], dtype=torch.float64
+    )
     grad_sub = q @ fd
     out = {"F": f0, "F solve precision": abs(f0 - f0_other), "h": h, "|grad F| in subspace": float(grad_sub.norm())}
     for name, e in est.items():

@@ -40,16 +40,25 @@ def main() -> None:
                 t.cg_iters, t.cg_tol, trainer.cg_warm = kept
             a = torch.cat([g.reshape(-1) for g in res.grads])
             b = torch.cat([g.reshape(-1) for g in ref.grads])
-            rows.append((len(errors), float(a @ b / (a.norm() * b.norm())), float(a.norm() / b.norm()),
-                         ref.state.iter_num, ref.state.error))
+            rows.append(
+                (
+                    len(errors),
+                    float(a @ b / (a.norm() * b.norm())),
+                    float(a.norm() / b.norm()),
+                    ref.state.iter_num,
+                    ref.state.error,
+                )
+            )
         return res
 
     trainer.implicit_hypergradient = checked
     trainer.fit()
     print(f"cg_iters {args.cg_iters}: mean relative residual of the trainer's solves {sum(errors) / len(errors):.3g}")
     for step, cos, ratio, iters, err in rows:
-        print(f"  bridge step {step:3d}: cosine {cos:.4f}, norm ratio {ratio:.3f} (reference: {iters} iterations, "
-              f"residual {err:.1e})")
+        print(
+            f"  bridge step {step:3d}: cosine {cos:.4f}, norm ratio {ratio:.3f} (reference: {iters} iterations, "
+            f"residual {err:.1e})"
+        )
 
 
 if __name__ == "__main__":

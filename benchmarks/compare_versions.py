@@ -32,8 +32,10 @@ def relative_values(folder: str, method: str) -> dict:
     seeds = sorted(s for (m, s) in by if m == method)
     missing = [s for s in seeds if ("tsm-rct", s) not in by]
     if not seeds or missing:
-        raise SystemExit(f"compare_versions: {folder}: expected runs of {method!r} and 'tsm-rct' for the same seeds, "
-                         f"got {method!r} seeds {seeds}, tsm-rct missing for {missing}")
+        raise SystemExit(
+            f"compare_versions: {folder}: expected runs of {method!r} and 'tsm-rct' for the same seeds, "
+            f"got {method!r} seeds {seeds}, tsm-rct missing for {missing}"
+        )
     return {s: by[(method, s)] / by[("tsm-rct", s)] for s in seeds}
 
 
@@ -47,8 +49,12 @@ def main() -> None:
         if len(args.folders) != 2:
             raise SystemExit("compare_versions: --root takes two folders, OLD_ROOT NEW_ROOT")
         old_root, new_root = args.folders
-        names = sorted(n for n in os.listdir(old_root) if os.path.exists(os.path.join(new_root, n, "results.json"))
-                       and os.path.exists(os.path.join(old_root, n, "results.json")))
+        names = sorted(
+            n
+            for n in os.listdir(old_root)
+            if os.path.exists(os.path.join(new_root, n, "results.json"))
+            and os.path.exists(os.path.join(old_root, n, "results.json"))
+        )
         pairs = [(os.path.join(old_root, n), os.path.join(new_root, n)) for n in names]
     else:
         if len(args.folders) % 2:
@@ -73,8 +79,10 @@ def row(name: str, new: list, old: list) -> str:
     md, sd = _mean_se([x - y for x, y in zip(new, old)])
     t, p = paired_test(new, old)
     wins = sum(x > y for x, y in zip(new, old))
-    return (f"| {name} | {len(new)} | {mo:.4f} ± {so:.4f} | {mn:.4f} ± {sn:.4f} | "
-            f"{md:+.4f} ± {sd:.4f} (t {t:.2f}, p {p:.3g}, {wins}/{len(new)}) |")
+    return (
+        f"| {name} | {len(new)} | {mo:.4f} ± {so:.4f} | {mn:.4f} ± {sn:.4f} | "
+        f"{md:+.4f} ± {sd:.4f} (t {t:.2f}, p {p:.3g}, {wins}/{len(new)}) |"
+    )
 
 
 if __name__ == "__main__":

@@ -69,19 +69,32 @@ def fmt(v) -> str:
 
 def main(folders: list[str]) -> None:
     rows = [scenario_rows(f) for f in folders]
-    methods = [m for m in ("tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl", "bidfcl-ppl-lr1e-2",
-                           "oracle") if any(m in r["rel"] for r in rows)]
-    print("| scenario | seeds | " + " | ".join(methods) + " | best baseline | Bi-DFCL - best (t, p, wins) "
-          "| Bi-DFCL - fixed gates (t, p) | headroom share | infeasible |")
+    methods = [
+        m
+        for m in ("tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl", "bidfcl-ppl-lr1e-2", "oracle")
+        if any(m in r["rel"] for r in rows)
+    ]
+    print(
+        "| scenario | seeds | " + " | ".join(methods) + " | best baseline | Bi-DFCL - best (t, p, wins) "
+        "| Bi-DFCL - fixed gates (t, p) | headroom share | infeasible |"
+    )
     print("|" + "---|" * (len(methods) + 7))
     for r in rows:
         cells = [r["name"], str(r["seeds"])] + [fmt(r["rel"][m]) if m in r["rel"] else "-" for m in methods]
         cells.append(r["best"])
         vb, vf = r.get("vs_best"), r.get("vs_fixed")
-        cells.append(f"{_mean_se(r['rel']['bidfcl-ppl'])[0] - _mean_se(r['rel'][r['best']])[0]:+.4f} "
-                     f"(t {vb[0]:.2f}, p {vb[1]:.3g}, {r['wins_best']}/{r['seeds']})" if vb else "-")
-        cells.append(f"{_mean_se(r['rel']['bidfcl-ppl'])[0] - _mean_se(r['rel']['bidfcl-ppl-fixed'])[0]:+.4f} "
-                     f"(t {vf[0]:.2f}, p {vf[1]:.3g})" if vf else "-")
+        cells.append(
+            f"{_mean_se(r['rel']['bidfcl-ppl'])[0] - _mean_se(r['rel'][r['best']])[0]:+.4f} "
+            f"(t {vb[0]:.2f}, p {vb[1]:.3g}, {r['wins_best']}/{r['seeds']})"
+            if vb
+            else "-"
+        )
+        cells.append(
+            f"{_mean_se(r['rel']['bidfcl-ppl'])[0] - _mean_se(r['rel']['bidfcl-ppl-fixed'])[0]:+.4f} "
+            f"(t {vf[0]:.2f}, p {vf[1]:.3g})"
+            if vf
+            else "-"
+        )
         cells += [f"{r.get('headroom_share', float('nan')):.2f}", str(r["infeasible"])]
         print("| " + " | ".join(cells) + " |")
 

@@ -73,14 +73,19 @@ def generate(draws, out, n_per_arm):
     os.makedirs(out, exist_ok=True)
     for d in draws:
         df, x_names = make_uplift_classification(
-            n_samples=n_per_arm, treatment_name=NAMES, n_classification_features=10,
-            n_classification_informative=5, n_uplift_increase_dict={"t1": 2, "t2": 2, "t3": 3},
+            n_samples=n_per_arm,
+            treatment_name=NAMES,
+            n_classification_features=10,
+            n_classification_informative=5,
+            n_uplift_increase_dict={"t1": 2, "t2": 2, "t3": 3},
             n_uplift_decrease_dict={"t1": 1, "t2": 1, "t3": 1},
             delta_uplift_increase_dict={"t1": 0.05, "t2": 0.10, "t3": 0.15},
             delta_uplift_decrease_dict={"t1": 0.02, "t2": 0.04, "t3": 0.06},
             n_uplift_increase_mix_informative_dict={"t1": 1, "t2": 1, "t3": 1},
             n_uplift_decrease_mix_informative_dict={"t1": 1, "t2": 1, "t3": 1},
-            positive_class_proportion=0.3, random_seed=1000 + d)
+            positive_class_proportion=0.3,
+            random_seed=1000 + d,
+        )
         t = df["treatment_group_key"].map({n: i for i, n in enumerate(NAMES)}).to_numpy()
         conv = df["conversion"].to_numpy().astype(np.float64)
         table = pd.DataFrame({f"x{i + 1}": df[x].to_numpy() for i, x in enumerate(x_names[:10])})
@@ -88,8 +93,10 @@ def generate(draws, out, n_per_arm):
         table["revenue"] = conv
         table["cost"] = conv * np.asarray(COUPONS)[t]
         table.to_parquet(os.path.join(out, f"raw_{d}.parquet"), index=False)
-        print(f"draw {d}: {len(table):,} rows, conversion by arm "
-              f"{[round(float(conv[t == j].mean()), 4) for j in range(4)]}")
+        print(
+            f"draw {d}: {len(table):,} rows, conversion by arm "
+            f"{[round(float(conv[t == j].mean()), 4) for j in range(4)]}"
+        )
 
 
 def split(draws, out):
@@ -100,16 +107,20 @@ def split(draws, out):
     from bidfcl.data import hybrid_split, load_table
 
     for d in draws:
-        rows = load_table(os.path.join(out, f"raw_{d}.parquet"), FEATURES, "treatment", "revenue", "cost",
-                          require_all_arms=True)
+        rows = load_table(
+            os.path.join(out, f"raw_{d}.parquet"), FEATURES, "treatment", "revenue", "cost", require_all_arms=True
+        )
         parts = hybrid_split(rows, seed=d)
         folder = os.path.join(out, str(d))
         os.makedirs(folder, exist_ok=True)
         for name in ("rct", "obs", "val", "test"):
             ds = getattr(parts, name)
             cols = {f: ds.x[:, i].numpy() for i, f in enumerate(FEATURES)}
-            cols.update(treatment=ds.treatment.numpy(), revenue=ds.revenue.to(torch.float64).numpy(),
-                        cost=ds.cost.to(torch.float64).numpy())
+            cols.update(
+                treatment=ds.treatment.numpy(),
+                revenue=ds.revenue.to(torch.float64).numpy(),
+                cost=ds.cost.to(torch.float64).numpy(),
+            )
             pq.write_table(pa.table(cols), os.path.join(folder, f"{name}.parquet"))
         with open(os.path.join(folder, "experiment.toml"), "w") as fh:
             fh.write(EXPERIMENT.format(features=FEATURES, draw=d, out=os.path.abspath(os.path.join(folder, "out"))))

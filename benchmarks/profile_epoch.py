@@ -73,9 +73,11 @@ def main() -> None:
     for label in order:
         print(f"  {label:66s} {SECONDS[label] / args.epochs:7.3f}  ({CALLS[label] // args.epochs} calls)")
     if steps:
-        print(f"bridge steps per epoch {len(steps) // args.epochs}; CG iterations "
-              f"{statistics.mean(s.get('cg_iters', 0) for s in steps):.1f}; negative-curvature stops "
-              f"{statistics.mean(s.get('cg_negcurv', 0) for s in steps):.3f}")
+        print(
+            f"bridge steps per epoch {len(steps) // args.epochs}; CG iterations "
+            f"{statistics.mean(s.get('cg_iters', 0) for s in steps):.1f}; negative-curvature stops "
+            f"{statistics.mean(s.get('cg_negcurv', 0) for s in steps):.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,13 +41,15 @@ METHODS = ("tsm-rct", "tsm-obs", "tsm-pooled")
 
 
 def run_config(scenario: str, data: str, epochs: int, seed: int):
-    return config_from_dict({
-        "data": {"scenario": scenario},
-        "model": {"hidden": [128, 64, 32]},
-        "train": {"method": "tsm", "epochs": epochs, "batch_size": 1024, "lr": 1e-3, "seed": seed},
-        "tsm": {"data": data},
-        "output": {"progress": "none"},
-    })
+    return config_from_dict(
+        {
+            "data": {"scenario": scenario},
+            "model": {"hidden": [128, 64, 32]},
+            "train": {"method": "tsm", "epochs": epochs, "batch_size": 1024, "lr": 1e-3, "seed": seed},
+            "tsm": {"data": data},
+            "output": {"progress": "none"},
+        }
+    )
 
 
 def mean_se(v: list[float]) -> tuple[float, float]:
@@ -72,21 +74,30 @@ def summarize(runs: list[dict], scenarios: list[str]) -> list[dict]:
         seeds = sorted(s for s, d in by_seed.items() if all(m in d for m in METHODS))
         if not seeds:
             continue
-        rows.append({"scenario": name, "seeds": seeds,
-                     "oracle": mean_se(_ratio(by_seed, seeds, "oracle_value_mean", "tsm-rct")),
-                     "tsm-obs": mean_se(_ratio(by_seed, seeds, "true_value_mean", "tsm-obs")),
-                     "tsm-pooled": mean_se(_ratio(by_seed, seeds, "true_value_mean", "tsm-pooled")),
-                     "pooled_epoch_s": mean_se([by_seed[s]["tsm-pooled"]["epoch_seconds"] for s in seeds])})
+        rows.append(
+            {
+                "scenario": name,
+                "seeds": seeds,
+                "oracle": mean_se(_ratio(by_seed, seeds, "oracle_value_mean", "tsm-rct")),
+                "tsm-obs": mean_se(_ratio(by_seed, seeds, "true_value_mean", "tsm-obs")),
+                "tsm-pooled": mean_se(_ratio(by_seed, seeds, "true_value_mean", "tsm-pooled")),
+                "pooled_epoch_s": mean_se([by_seed[s]["tsm-pooled"]["epoch_seconds"] for s in seeds]),
+            }
+        )
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     f = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}" if math.isfinite(ms[1]) else f"{ms[0]:.4f}"  # noqa: E731
-    out = ["| scenario | seeds | oracle/TSM-RCT | TSM-OBS/TSM-RCT | TSM-pooled/TSM-RCT | pooled epoch (s) |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| scenario | seeds | oracle/TSM-RCT | TSM-OBS/TSM-RCT | TSM-pooled/TSM-RCT | pooled epoch (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['scenario']} | {len(r['seeds'])} | {f(r['oracle'])} | {f(r['tsm-obs'])} | "
-                   f"{f(r['tsm-pooled'])} | {r['pooled_epoch_s'][0]:.2f} |")
+        out.append(
+            f"| {r['scenario']} | {len(r['seeds'])} | {f(r['oracle'])} | {f(r['tsm-obs'])} | "
+            f"{f(r['tsm-pooled'])} | {r['pooled_epoch_s'][0]:.2f} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -132,19 +143,32 @@ def main() -> None:
         for seed in seeds:
             t0 = time.perf_counter()
             data = load_run_data(run_config(name, "rct", 1, seed).data, seed_offset=seed)
-            for method, (split, epochs) in zip(METHODS, (("rct", args.rct_epochs), ("obs", args.epochs),
-                                                         ("pooled", args.epochs))):
+            for method, (split, epochs) in zip(
+                METHODS, (("rct", args.rct_epochs), ("obs", args.epochs), ("pooled", args.epochs))
+            ):
                 cfg = run_config(name, split, epochs, seed)
                 t1 = time.perf_counter()
                 result = make_trainer(cfg, data).fit()
                 ev = result["evaluation"]
                 main_epochs = [v for k, v in result["epoch_seconds"].items() if k != "teacher"]
-                runs.append({"scenario": name, "seed": seed, "method": method, "epochs": epochs,
-                             "true_value_mean": ev["true_value_mean"], "oracle_value_mean": ev["oracle_value_mean"],
-                             "eom_mean": ev["eom_mean"], "fit_seconds": time.perf_counter() - t1,
-                             "epoch_seconds": main_epochs[-1] if main_epochs else float("nan")})
-                print(f"{name:<18} seed {seed} {method:<11} true {ev['true_value_mean']:.4f} "
-                      f"oracle {ev['oracle_value_mean']:.4f} ({time.perf_counter() - t1:.1f} s)", flush=True)
+                runs.append(
+                    {
+                        "scenario": name,
+                        "seed": seed,
+                        "method": method,
+                        "epochs": epochs,
+                        "true_value_mean": ev["true_value_mean"],
+                        "oracle_value_mean": ev["oracle_value_mean"],
+                        "eom_mean": ev["eom_mean"],
+                        "fit_seconds": time.perf_counter() - t1,
+                        "epoch_seconds": main_epochs[-1] if main_epochs else float("nan"),
+                    }
+                )
+                print(
+                    f"{name:<18} seed {seed} {method:<11} true {ev['true_value_mean']:.4f} "
+                    f"oracle {ev['oracle_value_mean']:.4f} ({time.perf_counter() - t1:.1f} s)",
+                    flush=True,
+                )
             with open(os.path.join(args.out, "headroom.json"), "w") as fh:
                 json.dump({"args": vars(args), "runs": runs}, fh, indent=1)
             print(f"{name:<18} seed {seed} done in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -77,7 +77,7 @@ def _close(a, b) -> bool:
 
 def _shard(t, sizes, rank):
     start = sum(sizes[:rank])
-    return t[start: start + sizes[rank]]
+    return t[start : start + sizes[rank]]
 
 
 def _interior_budgets(values, costs, g, k: int) -> torch.Tensor:
@@ -96,7 +96,7 @@ def check_mckp(rank, world, seed, n, m, dtype, split, k, ties=True, scalar=False
     budget = float(budgets[3]) if scalar else budgets
     ref = bidfcl.solve_mckp(values, costs, budget)
     got = bd.solve_mckp(_shard(values, sizes, rank), _shard(costs, sizes, rank), budget)
-    ref_choice = ref.choice[..., sum(sizes[:rank]): sum(sizes[: rank + 1])]
+    ref_choice = ref.choice[..., sum(sizes[:rank]) : sum(sizes[: rank + 1])]
     problems = []
     if not _same(got.lam, ref.lam):
         problems.append(f"lam {got.lam.tolist()} != {ref.lam.tolist()}")
@@ -116,10 +116,10 @@ def check_rct(rank, world, seed, n, m, dtype, split, k, prop_kind="none", missin
     treatment = torch.randint(0, m, (n,), generator=g)
     if missing_arm_on_rank is not None:  # arm m-1 absent from that rank's shard (present elsewhere)
         start = sum(sizes[:missing_arm_on_rank])
-        sl = treatment[start: start + sizes[missing_arm_on_rank]]
+        sl = treatment[start : start + sizes[missing_arm_on_rank]]
         sl[sl == m - 1] = 0
     # observed cost of the row's own arm, noisy: the IPW estimate then moves with the policy
-    cost_obs = (costs[torch.arange(n), treatment].double() * (torch.rand(n, generator=g, dtype=torch.float64) + 0.5))
+    cost_obs = costs[torch.arange(n), treatment].double() * (torch.rand(n, generator=g, dtype=torch.float64) + 0.5)
     cost_obs = cost_obs.to(dtype)
     if prop_kind == "none":
         propensity = None
@@ -131,12 +131,23 @@ def check_rct(rank, world, seed, n, m, dtype, split, k, prop_kind="none", missin
         propensity = (torch.rand(n, generator=g) * 0.5 + 0.25).to(dtype)
         prop_local = _shard(propensity, sizes, rank)
     top = float(cost_obs.double().mean()) * 1.5  # about the estimate of the costliest policy
-    per_cap = torch.cat([torch.tensor([0.0, 1e-4]), torch.rand(k, generator=g, dtype=torch.float64) * top,
-                         torch.tensor([10.0 * top + 1.0])]).to(torch.float64)
+    per_cap = torch.cat(
+        [
+            torch.tensor([0.0, 1e-4]),
+            torch.rand(k, generator=g, dtype=torch.float64) * top,
+            torch.tensor([10.0 * top + 1.0]),
+        ]
+    ).to(torch.float64)
     ref = bidfcl.solve_mckp_rct(values, costs, treatment, cost_obs, per_cap, propensity)
-    got = bd.solve_mckp_rct(_shard(values, sizes, rank), _shard(costs, sizes, rank), _shard(treatment, sizes, rank),
-                            _shard(cost_obs, sizes, rank), per_cap, prop_local)
-    ref_choice = ref.choice[:, sum(sizes[:rank]): sum(sizes[: rank + 1])]
+    got = bd.solve_mckp_rct(
+        _shard(values, sizes, rank),
+        _shard(costs, sizes, rank),
+        _shard(treatment, sizes, rank),
+        _shard(cost_obs, sizes, rank),
+        per_cap,
+        prop_local,
+    )
+    ref_choice = ref.choice[:, sum(sizes[:rank]) : sum(sizes[: rank + 1])]
     problems = []
     if not _same(got.lam, ref.lam):
         problems.append(f"lam {got.lam.tolist()} != {ref.lam.tolist()}")
@@ -163,34 +174,78 @@ def bad_cases(rank, world):
     c = torch.rand(6, 3)
     t = torch.tensor([0, 1, 2, 0, 1, 0])
     co = torch.rand(6)
-    yield "option_counts", lambda: expect_error(rank, lambda: bd.solve_mckp(
-        torch.rand(4, 3 + (rank == 1)), torch.rand(4, 3 + (rank == 1)), 1.0), ["option counts", "rank 1"])
-    yield "dtypes", lambda: expect_error(rank, lambda: bd.solve_mckp(
-        v.double() if rank == 1 else v, c.double() if rank == 1 else c, 1.0), ["dtypes", "rank 1"])
-    yield "budgets", lambda: expect_error(rank, lambda: bd.solve_mckp(v, c, 1.0 + (rank == world - 1)),
-                                          ["budgets differ", f"rank {world - 1}"])
-    yield "budget_counts", lambda: expect_error(rank, lambda: bd.solve_mckp(
-        v, c, torch.ones(2 + (rank == 1), dtype=torch.float64)), ["budget counts", "rank 1"])
+    yield (
+        "option_counts",
+        lambda: expect_error(
+            rank,
+            lambda: bd.solve_mckp(torch.rand(4, 3 + (rank == 1)), torch.rand(4, 3 + (rank == 1)), 1.0),
+            ["option counts", "rank 1"],
+        ),
+    )
+    yield (
+        "dtypes",
+        lambda: expect_error(
+            rank,
+            lambda: bd.solve_mckp(v.double() if rank == 1 else v, c.double() if rank == 1 else c, 1.0),
+            ["dtypes", "rank 1"],
+        ),
+    )
+    yield (
+        "budgets",
+        lambda: expect_error(
+            rank, lambda: bd.solve_mckp(v, c, 1.0 + (rank == world - 1)), ["budgets differ", f"rank {world - 1}"]
+        ),
+    )
+    yield (
+        "budget_counts",
+        lambda: expect_error(
+            rank,
+            lambda: bd.solve_mckp(v, c, torch.ones(2 + (rank == 1), dtype=torch.float64)),
+            ["budget counts", "rank 1"],
+        ),
+    )
     bad_v = v.clone()
     if rank == 1:
         bad_v[2, 1] = float("nan")
-    yield "nan_on_one_rank", lambda: expect_error(rank, lambda: bd.solve_mckp(bad_v, c, 1.0),
-                                                  ["rank 1"] + (["finite"] if rank == 1 else []))
+    yield (
+        "nan_on_one_rank",
+        lambda: expect_error(
+            rank, lambda: bd.solve_mckp(bad_v, c, 1.0), ["rank 1"] + (["finite"] if rank == 1 else [])
+        ),
+    )
     yield "negative_budget", lambda: expect_error(rank, lambda: bd.solve_mckp(v, c, -1.0), ["rank 0", "budget"])
-    yield "all_empty", lambda: expect_error(rank, lambda: bd.solve_mckp(torch.zeros(0, 3), torch.zeros(0, 3), 1.0),
-                                            ["no rank holds any row"])
+    yield (
+        "all_empty",
+        lambda: expect_error(
+            rank, lambda: bd.solve_mckp(torch.zeros(0, 3), torch.zeros(0, 3), 1.0), ["no rank holds any row"]
+        ),
+    )
     # arm 2 missing on every rank (others fine): an error everywhere
     t_no2 = t.clone()
     t_no2[t_no2 == 2] = 1
-    yield "empty_arm_globally", lambda: expect_error(rank, lambda: bd.solve_mckp_rct(v, c, t_no2, co, 0.1),
-                                                     ["arm(s) [2]", "no rows on any rank"])
+    yield (
+        "empty_arm_globally",
+        lambda: expect_error(
+            rank, lambda: bd.solve_mckp_rct(v, c, t_no2, co, 0.1), ["arm(s) [2]", "no rows on any rank"]
+        ),
+    )
     bad_t = t.clone()
     if rank == 0:
         bad_t[3] = 7
-    yield "treatment_range", lambda: expect_error(rank, lambda: bd.solve_mckp_rct(v, c, bad_t, co, 0.1),
-                                                  ["rank 0"] + (["treatment"] if rank == 0 else []))
-    yield "propensity_kinds", lambda: expect_error(rank, lambda: bd.solve_mckp_rct(
-        v, c, t, co, 0.1, propensity=None if rank == 0 else torch.full((3,), 1 / 3)), ["propensity kinds"])
+    yield (
+        "treatment_range",
+        lambda: expect_error(
+            rank, lambda: bd.solve_mckp_rct(v, c, bad_t, co, 0.1), ["rank 0"] + (["treatment"] if rank == 0 else [])
+        ),
+    )
+    yield (
+        "propensity_kinds",
+        lambda: expect_error(
+            rank,
+            lambda: bd.solve_mckp_rct(v, c, t, co, 0.1, propensity=None if rank == 0 else torch.full((3,), 1 / 3)),
+            ["propensity kinds"],
+        ),
+    )
     # after all these errors the group still works (nobody hangs, collectives stay in step)
     yield "still_in_step", lambda: check_mckp(rank, world, 5, 40, 3, torch.float32, "uneven", 2)
 
@@ -209,24 +264,43 @@ def _all_cases(rank, world):
     splits = ["even", "uneven", "empty_first", "empty_last"]
     for i, split in enumerate(splits):
         for dtype in (torch.float32, torch.float64):
-            yield (f"mckp_{split}_{dtype}", (lambda s=split, d=dtype, i=i:
-                   check_mckp(rank, world, 100 + i, 240, 5, d, s, 6)))
+            yield (
+                f"mckp_{split}_{dtype}",
+                (lambda s=split, d=dtype, i=i: check_mckp(rank, world, 100 + i, 240, 5, d, s, 6)),
+            )
     yield "mckp_scalar_budget", lambda: check_mckp(rank, world, 7, 150, 4, torch.float32, "uneven", 3, scalar=True)
     yield "mckp_one_option", lambda: check_mckp(rank, world, 8, 50, 1, torch.float32, "uneven", 2)
     yield "mckp_no_ties", lambda: check_mckp(rank, world, 9, 300, 6, torch.float64, "even", 5, ties=False)
     for i, split in enumerate(("even", "uneven")):
         for dtype in (torch.float32, torch.float64):
-            yield (f"bracket_mckp_{split}_{dtype}", (lambda s=split, d=dtype, i=i:
-                   check_mckp(rank, world, 500 + i, 400, 5, d, s, 3, interior=True)))
-            yield (f"bracket_scalar_{split}_{dtype}", (lambda s=split, d=dtype, i=i:
-                   check_mckp(rank, world, 510 + i, 400, 4, d, s, 2, scalar=True, interior=True)))
+            yield (
+                f"bracket_mckp_{split}_{dtype}",
+                (lambda s=split, d=dtype, i=i: check_mckp(rank, world, 500 + i, 400, 5, d, s, 3, interior=True)),
+            )
+            yield (
+                f"bracket_scalar_{split}_{dtype}",
+                (
+                    lambda s=split, d=dtype, i=i: check_mckp(
+                        rank, world, 510 + i, 400, 4, d, s, 2, scalar=True, interior=True
+                    )
+                ),
+            )
     for i, kind in enumerate(["none", "arm", "row"]):
         for split in ("uneven", "empty_last"):
-            yield (f"rct_{kind}_{split}", (lambda k=kind, s=split, i=i:
-                   check_rct(rank, world, 200 + i, 240, 4, torch.float64, s, 6, prop_kind=k)))
+            yield (
+                f"rct_{kind}_{split}",
+                (
+                    lambda k=kind, s=split, i=i: check_rct(
+                        rank, world, 200 + i, 240, 4, torch.float64, s, 6, prop_kind=k
+                    )
+                ),
+            )
     yield "rct_float32", lambda: check_rct(rank, world, 210, 200, 3, torch.float32, "even", 5)
-    yield "rct_arm_missing_on_rank_1", lambda: check_rct(rank, world, 220, 200, 3, torch.float64, "even", 5,
-                                                         missing_arm_on_rank=1)
+    yield (
+        "rct_arm_missing_on_rank_1",
+        lambda: check_rct(rank, world, 220, 200, 3, torch.float64, "even", 5, missing_arm_on_rank=1),
+    )
+
     # tiny bins and candidate cap: many rounds, and ties (one key with more events than the
     # cap) resolved from per-rank sums
     def small(fn):
@@ -237,12 +311,18 @@ def _all_cases(rank, world):
                 return fn()
             finally:
                 bd.NUM_BINS, bd.CANDIDATE_CAP = old
+
         return run
+
     for i, split in enumerate(splits):
-        yield f"small_mckp_{split}", small(lambda s=split, i=i: check_mckp(rank, world, 300 + i, 200, 4,
-                                                                           torch.float32, s, 6))
-        yield f"small_rct_{split}", small(lambda s=split, i=i: check_rct(rank, world, 400 + i, 200, 4,
-                                                                         torch.float64, s, 6))
+        yield (
+            f"small_mckp_{split}",
+            small(lambda s=split, i=i: check_mckp(rank, world, 300 + i, 200, 4, torch.float32, s, 6)),
+        )
+        yield (
+            f"small_rct_{split}",
+            small(lambda s=split, i=i: check_rct(rank, world, 400 + i, 200, 4, torch.float64, s, 6)),
+        )
 
 
 def main():

@@ -47,8 +47,13 @@ def run_one(rank: int, spec: dict) -> dict:
     try:
         tr = make_trainer(cfg, load_run_data(cfg.data), out_dir=cfg.output.dir)
         res = tr.fit(resume=bool(spec.get("resume")))
-        return {"ok": True, "state": {k: v.detach().clone() for k, v in tr.deployed.state_dict().items()},
-                "evaluation": res["evaluation"], "history": res["history"], "world_size": res.get("world_size", 1)}
+        return {
+            "ok": True,
+            "state": {k: v.detach().clone() for k, v in tr.deployed.state_dict().items()},
+            "evaluation": res["evaluation"],
+            "history": res["history"],
+            "world_size": res.get("world_size", 1),
+        }
     except Crash as exc:
         return {"ok": False, "crashed": True, "error": str(exc)}
     except Exception as exc:  # the test reads the message of every rank

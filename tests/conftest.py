@@ -126,8 +126,15 @@ def with_bad_entries(spec: dict, **inputs: torch.Tensor) -> dict:
     return out
 
 
-def tiny_tsm_config(n_rct: int = 500, n_obs: int = 1000, n_val: int = 500, n_test: int = 800,
-                    hidden=(16, 8), epochs: int = 2, batch_size: int = 256) -> str:
+def tiny_tsm_config(
+    n_rct: int = 500,
+    n_obs: int = 1000,
+    n_val: int = 500,
+    n_test: int = 800,
+    hidden=(16, 8),
+    epochs: int = 2,
+    batch_size: int = 256,
+) -> str:
     """TOML text of a tiny pooled-TSM run (seconds on one thread), ``progress = "none"``.
 
     The text ends inside the ``[output]`` section, so a caller may append ``dir = "..."``. The CLI tests
@@ -140,3 +147,14 @@ def tiny_tsm_config(n_rct: int = 500, n_obs: int = 1000, n_val: int = 500, n_tes
         '[tsm]\ndata = "pooled"\n'
         '[output]\nprogress = "none"\n'
     )
+
+
+@pytest.fixture(scope="module")
+def data():
+    """The tiny synthetic run data (RCT, OBS, validation, test) of the trainer tests
+    (``_train_common.TINY``), made once per test module."""
+    from _train_common import TINY
+
+    from bidfcl.train import config_from_dict, load_run_data
+
+    return load_run_data(config_from_dict({"data": TINY}).data)

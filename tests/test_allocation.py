@@ -58,11 +58,18 @@ def instance(seed: int, n: int | None = None):
         for kk in range(k):
             for gg in range(g):
                 if rng.random() < 0.7:
-                    group_budgets[kk, gg] = float(c[kk][groups == gg].max(axis=1, initial=0).sum() * rng.uniform(0.1, 0.6))
-    return dict(values=torch.tensor(v, dtype=F64), costs=torch.tensor(c, dtype=F64), budgets=budgets,
-                capacity=capacity, eligible=None if eligible is None else torch.tensor(eligible),
-                groups=None if groups is None else torch.tensor(groups),
-                group_budgets=None if group_budgets is None else torch.tensor(group_budgets))
+                    group_budgets[kk, gg] = float(
+                        c[kk][groups == gg].max(axis=1, initial=0).sum() * rng.uniform(0.1, 0.6)
+                    )
+    return dict(
+        values=torch.tensor(v, dtype=F64),
+        costs=torch.tensor(c, dtype=F64),
+        budgets=budgets,
+        capacity=capacity,
+        eligible=None if eligible is None else torch.tensor(eligible),
+        groups=None if groups is None else torch.tensor(groups),
+        group_budgets=None if group_budgets is None else torch.tensor(group_budgets),
+    )
 
 
 def constraint_rows(p):
@@ -109,8 +116,16 @@ def milp_optimum(p):
 
 
 def solve(p, **kw):
-    return bidfcl.solve_allocation(p["values"], p["costs"], p["budgets"], capacity=p["capacity"],
-                                   eligible=p["eligible"], groups=p["groups"], group_budgets=p["group_budgets"], **kw)
+    return bidfcl.solve_allocation(
+        p["values"],
+        p["costs"],
+        p["budgets"],
+        capacity=p["capacity"],
+        eligible=p["eligible"],
+        groups=p["groups"],
+        group_budgets=p["group_budgets"],
+        **kw,
+    )
 
 
 def check_solution(p, sol):
@@ -251,7 +266,7 @@ def test_group_budgets():
     sol = bidfcl.solve_allocation(v, c, float(c.sum()), groups=groups, group_budgets=gb)
     spend = torch.zeros(3, dtype=F64).index_add(0, groups, c[0, torch.arange(600), sol.choice])
     assert float(spend[0]) <= 5.0 * (1 + 1e-12) and float(spend[1]) <= 10.0 * (1 + 1e-12)
-    assert torch.allclose(sol.spend[1 + 3:], spend, rtol=1e-12)
+    assert torch.allclose(sol.spend[1 + 3 :], spend, rtol=1e-12)
     assert bool(sol.feasible.all())
     one_d = bidfcl.solve_allocation(v, c, float(c.sum()), groups=groups, group_budgets=gb[0])  # [G] when K = 1
     assert torch.equal(one_d.choice, sol.choice)
@@ -322,29 +337,42 @@ def _nan_at(t, idx):
     return t
 
 
-@pytest.mark.parametrize("case,match", [
-    (lambda v, c: _bad(costs=c[:, :10]), r"costs must have shape \[K, 20, 3\]"),
-    (lambda v, c: _bad(budgets=[1.0]), r"budgets must have shape \[2\]"),
-    (lambda v, c: _bad(capacity=[1, 2]), r"capacity must have shape \[3\]"),
-    (lambda v, c: _bad(capacity=[1, -2, 3]), r"capacity must be >= 0, got -2.0 at index 1"),
-    (lambda v, c: _bad(capacity=[1, math.nan, 3]), r"capacity must be a number .* at index 1"),
-    (lambda v, c: _bad(eligible=torch.ones(20, 4, dtype=torch.bool)), r"eligible must have shape \[20, 3\]"),
-    (lambda v, c: _bad(eligible=torch.ones(20, 3)), r"eligible must be a bool tensor"),
-    (lambda v, c: _bad(budgets=[1.0, math.nan]), r"budgets must be finite, got nan at index 1"),
-    (lambda v, c: _bad(budgets=[1.0, -1.0]), r"budgets must be >= 0, got -1.0 at index 1"),
-    (lambda v, c: _bad(values=_nan_at(v, (4, 2))), r"values must be finite, got nan at \[4, 2\]"),
-    (lambda v, c: _bad(costs=_nan_at(c, (1, 7, 0))), r"costs must be finite, got nan at \[1, 7, 0\]"),
-    (lambda v, c: _bad(costs=c - 2.0), r"costs must be >= 0"),
-    (lambda v, c: _bad(groups=torch.zeros(20, dtype=torch.long)), r"groups and group_budgets go together"),
-    (lambda v, c: _bad(groups=torch.zeros(19, dtype=torch.long), group_budgets=torch.ones(2, 2)),
-     r"groups must have shape \[20\]"),
-    (lambda v, c: _bad(groups=torch.full((20,), 5), group_budgets=torch.ones(2, 2)),
-     r"groups must be in \[0, G\) = \[0, 2\).* got 5 at row 0"),
-    (lambda v, c: _bad(groups=torch.zeros(20, dtype=torch.long), group_budgets=torch.ones(3, 2)),
-     r"group_budgets must have shape \[K=2, G\]"),
-    (lambda v, c: _bad(groups=torch.zeros(20, dtype=torch.long), group_budgets=torch.tensor([[1.0, math.nan]] * 2)),
-     r"group_budgets must be a number .* at index 1"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        (lambda v, c: _bad(costs=c[:, :10]), r"costs must have shape \[K, 20, 3\]"),
+        (lambda v, c: _bad(budgets=[1.0]), r"budgets must have shape \[2\]"),
+        (lambda v, c: _bad(capacity=[1, 2]), r"capacity must have shape \[3\]"),
+        (lambda v, c: _bad(capacity=[1, -2, 3]), r"capacity must be >= 0, got -2.0 at index 1"),
+        (lambda v, c: _bad(capacity=[1, math.nan, 3]), r"capacity must be a number .* at index 1"),
+        (lambda v, c: _bad(eligible=torch.ones(20, 4, dtype=torch.bool)), r"eligible must have shape \[20, 3\]"),
+        (lambda v, c: _bad(eligible=torch.ones(20, 3)), r"eligible must be a bool tensor"),
+        (lambda v, c: _bad(budgets=[1.0, math.nan]), r"budgets must be finite, got nan at index 1"),
+        (lambda v, c: _bad(budgets=[1.0, -1.0]), r"budgets must be >= 0, got -1.0 at index 1"),
+        (lambda v, c: _bad(values=_nan_at(v, (4, 2))), r"values must be finite, got nan at \[4, 2\]"),
+        (lambda v, c: _bad(costs=_nan_at(c, (1, 7, 0))), r"costs must be finite, got nan at \[1, 7, 0\]"),
+        (lambda v, c: _bad(costs=c - 2.0), r"costs must be >= 0"),
+        (lambda v, c: _bad(groups=torch.zeros(20, dtype=torch.long)), r"groups and group_budgets go together"),
+        (
+            lambda v, c: _bad(groups=torch.zeros(19, dtype=torch.long), group_budgets=torch.ones(2, 2)),
+            r"groups must have shape \[20\]",
+        ),
+        (
+            lambda v, c: _bad(groups=torch.full((20,), 5), group_budgets=torch.ones(2, 2)),
+            r"groups must be in \[0, G\) = \[0, 2\).* got 5 at row 0",
+        ),
+        (
+            lambda v, c: _bad(groups=torch.zeros(20, dtype=torch.long), group_budgets=torch.ones(3, 2)),
+            r"group_budgets must have shape \[K=2, G\]",
+        ),
+        (
+            lambda v, c: _bad(
+                groups=torch.zeros(20, dtype=torch.long), group_budgets=torch.tensor([[1.0, math.nan]] * 2)
+            ),
+            r"group_budgets must be a number .* at index 1",
+        ),
+    ],
+)
 def test_bad_input_raises_clear_value_error(case, match):
     v, c = _rand(20, 3, 2, 10)
     with pytest.raises(ValueError, match=match):
@@ -468,10 +496,15 @@ def test_cuda_policy_matches_cpu(dtype):
         torch.testing.assert_close(x, y.cpu(), rtol=1e-12, atol=1e-9)
     p = instance(3, n=200)
     cpu = solve(p)
-    gpu = bidfcl.solve_allocation(p["values"].cuda(), p["costs"].cuda(), p["budgets"], capacity=p["capacity"],
-                                  eligible=None if p["eligible"] is None else p["eligible"].cuda(),
-                                  groups=None if p["groups"] is None else p["groups"].cuda(),
-                                  group_budgets=p["group_budgets"])
+    gpu = bidfcl.solve_allocation(
+        p["values"].cuda(),
+        p["costs"].cuda(),
+        p["budgets"],
+        capacity=p["capacity"],
+        eligible=None if p["eligible"] is None else p["eligible"].cuda(),
+        groups=None if p["groups"] is None else p["groups"].cuda(),
+        group_budgets=p["group_budgets"],
+    )
     assert bool(gpu.feasible.all())
     assert math.isclose(float(gpu.dual_bound), float(cpu.dual_bound), rel_tol=1e-9)
 
@@ -510,9 +543,11 @@ def test_cli_allocate_with_constraints(tmp_path, capsys):
     from bidfcl.cli import main
 
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text('[data]\nn_rct = 400\nn_obs = 400\nn_val = 200\nn_test = 200\n[model]\nhidden = [8]\n'
-                   '[train]\nmethod = "tsm"\nepochs = 1\nbatch_size = 256\n[tsm]\ndata = "rct"\n[output]\n'
-                   f'progress = "none"\ndir = "{tmp_path / "run"}"\n')
+    cfg.write_text(
+        "[data]\nn_rct = 400\nn_obs = 400\nn_val = 200\nn_test = 200\n[model]\nhidden = [8]\n"
+        '[train]\nmethod = "tsm"\nepochs = 1\nbatch_size = 256\n[tsm]\ndata = "rct"\n[output]\n'
+        f'progress = "none"\ndir = "{tmp_path / "run"}"\n'
+    )
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -529,9 +564,27 @@ def test_cli_allocate_with_constraints(tmp_path, capsys):
         rules = tmp_path / "rules.json"
         rules.write_text(json.dumps([{"option": m - 1, "where": "new_user == 1"}]))
         out = tmp_path / "plan.csv"
-        argv = ["allocate", "--model", str(tmp_path / "run" / "model.pt"), "--input", str(tmp_path / "users.parquet"),
-                "--output", str(out), "--budget", "0.3", "--extra-cost", "cash=40", "--capacity", "1=20",
-                "--eligibility-rules", str(rules), "--group-column", "city", "--group-budget", "north=20"]
+        argv = [
+            "allocate",
+            "--model",
+            str(tmp_path / "run" / "model.pt"),
+            "--input",
+            str(tmp_path / "users.parquet"),
+            "--output",
+            str(out),
+            "--budget",
+            "0.3",
+            "--extra-cost",
+            "cash=40",
+            "--capacity",
+            "1=20",
+            "--eligibility-rules",
+            str(rules),
+            "--group-column",
+            "city",
+            "--group-budget",
+            "north=20",
+        ]
         assert main(argv) == 0
         text = capsys.readouterr().out
         assert "budget[1]" in text and "capacity[1]" in text and "city=north" in text and "INFEASIBLE" not in text

@@ -33,6 +33,7 @@ def _rct(n=12, m=3, seed=0):
 
 # ---------------------------------------------------------------------------- no derivative
 
+
 def _no_grad_outputs(out):
     for x in out:
         assert not x.requires_grad, "a non-differentiable op returned an output that requires grad"
@@ -106,11 +107,13 @@ def test_opcheck_passes_with_inputs_that_require_grad():
     cost = torch.rand(12, dtype=F64)
     torch.library.opcheck(torch.ops.bidfcl.solve_mckp.default, (v, c, budgets))
     torch.library.opcheck(torch.ops.bidfcl.solve_mckp_rct.default, (v, c, t, cost, prop, budgets))
-    torch.library.opcheck(torch.ops.bidfcl.policy_value.default,
-                          (torch.stack([t]), t, cost.clone().requires_grad_(), cost, prop, True))
+    torch.library.opcheck(
+        torch.ops.bidfcl.policy_value.default, (torch.stack([t]), t, cost.clone().requires_grad_(), cost, prop, True)
+    )
 
 
 # ------------------------------------------------------------------------------ option limit
+
 
 def test_max_options_comes_from_the_compiled_core():
     assert bidfcl.MAX_OPTIONS == ref.MAX_OPTIONS == 256
@@ -125,13 +128,18 @@ def test_max_options_comes_from_the_compiled_core():
 
 # --------------------------------------------------------------------------------- treatment
 
+
 @pytest.mark.parametrize(
     "bad,exc,match",
     [
         (lambda t: t.double(), TypeError, r"treatment must be int64 \(integer arm labels\), got dtype torch.float64"),
         (lambda t: t.unsqueeze(1), ValueError, r"treatment must be 1-D \[N\].*got shape \[12, 1\]"),
         (lambda t: t[:7], ValueError, r"treatment must have shape \[12\].*got \[7\]"),
-        (lambda t: t.index_fill(0, torch.tensor([5]), 9), ValueError, r"treatment must be in \[0, M\) = \[0, 3\), got 9 at row 5"),
+        (
+            lambda t: t.index_fill(0, torch.tensor([5]), 9),
+            ValueError,
+            r"treatment must be in \[0, M\) = \[0, 3\), got 9 at row 5",
+        ),
         (lambda t: t.numpy(), TypeError, r"treatment must be a torch.Tensor"),
     ],
 )
@@ -166,6 +174,7 @@ def test_float_treatment_in_policy_value_and_aucc():
 
 
 # ------------------------------------------------------------------------------------ metrics
+
 
 def test_policy_value_rejects_choices_outside_the_arms():
     _, _, t, rev, cost = _rct()
@@ -205,9 +214,12 @@ def test_qini_and_auuc_reject_nan():
 def test_curve_resolution_is_bounded():
     v, c, t, rev, cost = _rct()
     t2 = t % 2
-    for call in (lambda q: metrics.aucc(v[:, :2], c[:, :2], t2, rev, cost, q=q),
-                 lambda q: metrics.aucc_curve(v[:, :2], c[:, :2], t2, rev, cost, q=q),
-                 lambda q: metrics.qini(rev, t2, cost, q=q), lambda q: metrics.auuc(rev, t2, cost, q=q)):
+    for call in (
+        lambda q: metrics.aucc(v[:, :2], c[:, :2], t2, rev, cost, q=q),
+        lambda q: metrics.aucc_curve(v[:, :2], c[:, :2], t2, rev, cost, q=q),
+        lambda q: metrics.qini(rev, t2, cost, q=q),
+        lambda q: metrics.auuc(rev, t2, cost, q=q),
+    ):
         with pytest.raises(ValueError, match=r"q must be >= 1 and <= 1000000 .*got 1000000000"):
             call(10**9)  # used to allocate 16 GB
         with pytest.raises(TypeError, match="q must be an integer, got float 2.5"):
@@ -226,6 +238,7 @@ def test_aucc_needs_two_options_and_metrics_name_nan_outcomes():
 
 
 # ------------------------------------------------------------------------------------- solver
+
 
 def test_solver_value_errors_are_value_errors():
     v, c, _ = _problem(grad=False)
@@ -255,6 +268,7 @@ def test_solver_arguments_of_the_wrong_type():
 
 # ------------------------------------------------------------------------------------- losses
 
+
 def test_loss_options_are_checked():
     v, c, t, rev, cost = _rct()
     with pytest.raises(TypeError, match="tau must be a number, got str"):
@@ -272,6 +286,7 @@ def test_loss_options_are_checked():
 
 
 # ----------------------------------------------------------------------------------- implicit
+
 
 def _quadratic(scale: float):
     """lower(theta, phi) = scale/2 ||theta - phi||^2 (H = scale I), upper = ||theta||^2 / 2."""
@@ -309,8 +324,11 @@ def test_neumann_reports_divergence_on_negative_curvature():
 
 def test_solve_hessian_explains_what_it_takes():
     lower, _, inner, outer = _quadratic(scale=2.0)
-    with pytest.raises(TypeError, match=r"solve_hessian takes the loss value, a scalar tensor computed from "
-                                        r"params .* got the function lower itself"):
+    with pytest.raises(
+        TypeError,
+        match=r"solve_hessian takes the loss value, a scalar tensor computed from "
+        r"params .* got the function lower itself",
+    ):
         implicit.solve_hessian(lower, inner, [torch.ones(4, dtype=F64)])
     with pytest.raises(TypeError, match="solve_hessian takes the loss as a scalar tensor"):
         implicit.solve_hessian(1.0, inner, [torch.ones(4, dtype=F64)])
@@ -320,6 +338,7 @@ def test_solve_hessian_explains_what_it_takes():
 
 
 # ------------------------------------------------------------------------------------- models
+
 
 def test_model_inputs_are_checked():
     from bidfcl.models import MultiHeadMLP

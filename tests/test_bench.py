@@ -38,8 +38,9 @@ def test_highs_lp_value_lies_between_value_and_bound():
 
 
 def test_bench_case_rows():
-    rows = bench.bench_case(2000, 4, budgets=3, repeats=1, peers=("exact", "stream", "numpy-bisect", "highs"),
-                            highs_max_users=1000)
+    rows = bench.bench_case(
+        2000, 4, budgets=3, repeats=1, peers=("exact", "stream", "numpy-bisect", "highs"), highs_max_users=1000
+    )
     assert [r.impl for r in rows] == ["exact", "stream", "numpy-bisect"]  # HiGHS skipped above 1000 users
     exact = rows[0]
     assert exact.vs_exact == 1.0 and exact.users_per_s > 0 and exact.gb_per_s > 0
@@ -49,8 +50,27 @@ def test_bench_case_rows():
 
 
 def test_bench_command_json(capsys):
-    assert main(["bench", "--users", "1e3,2000", "--options", "2,16", "--dtype", "float32,float64",
-                 "--peers", "exact,stream,torch-bisect", "--repeats", "1", "--json", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--users",
+                "1e3,2000",
+                "--options",
+                "2,16",
+                "--dtype",
+                "float32,float64",
+                "--peers",
+                "exact,stream,torch-bisect",
+                "--repeats",
+                "1",
+                "--json",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 2 * 2 * 2 * 3
     assert {r["dtype"] for r in rows} == {"float32", "float64"} and {r["options"] for r in rows} == {2, 16}
@@ -61,8 +81,12 @@ def test_bench_command_table_and_errors(capsys):
     assert main(["bench", "--users", "500", "--peers", "exact,stream", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "N = 500, M = 8" in out and "exact" in out and "stream" in out
-    for argv, needle in [(["--users", "0"], ">= 1"), (["--options", "300"], "at most 256"),
-                         (["--dtype", "float16"], "float32 and/or float64"), (["--peers", "x"], "unknown peer")]:
+    for argv, needle in [
+        (["--users", "0"], ">= 1"),
+        (["--options", "300"], "at most 256"),
+        (["--dtype", "float16"], "float32 and/or float64"),
+        (["--peers", "x"], "unknown peer"),
+    ]:
         try:
             rc = main(["bench", *argv])
         except SystemExit as exc:

@@ -18,8 +18,7 @@ from bidfcl.train.evaluate import per_capita_budgets
 F64 = torch.float64
 CONTEXT = {"reference_cost": 2.5, "n_rows": 400, "spend_range": (100.0, 900.0)}
 #: a value of each unit that is inside every unit's range once converted
-SAMPLE = {BudgetUnit.SHARE: 0.4, BudgetUnit.PER_CAPITA: 1.0, BudgetUnit.TOTAL: 400.0,
-          BudgetUnit.RANGE_POSITION: 0.375}
+SAMPLE = {BudgetUnit.SHARE: 0.4, BudgetUnit.PER_CAPITA: 1.0, BudgetUnit.TOTAL: 400.0, BudgetUnit.RANGE_POSITION: 0.375}
 
 
 def test_the_equations():
@@ -28,8 +27,10 @@ def test_the_equations():
     assert convert(500.0, "total", "per_capita", n_rows=400) == 500.0 / 400
     assert convert(0.3, "range_position", "total", spend_range=(100.0, 900.0)) == 100.0 + 0.3 * 800.0
     assert convert(0.4, "share", "total", reference_cost=2.5, n_rows=400) == (2.5 * 0.4) * 400
-    assert convert(0.3, "range_position", "per_capita", spend_range=(100.0, 900.0), n_rows=400) == \
-        (100.0 + 0.3 * 800.0) / 400
+    assert (
+        convert(0.3, "range_position", "per_capita", spend_range=(100.0, 900.0), n_rows=400)
+        == (100.0 + 0.3 * 800.0) / 400
+    )
     assert convert(340.0, "total", "range_position", spend_range=(100.0, 900.0)) == (340.0 - 100.0) / 800.0
 
 
@@ -53,8 +54,11 @@ def test_numbers_lists_and_tensors_keep_their_kind():
 def test_names_and_config_units():
     assert bu.budget_unit("per_capita") is BudgetUnit.PER_CAPITA and str(BudgetUnit.TOTAL) == "total"
     assert tuple(BUDGET_UNITS) == bu.CONFIG_UNITS  # the configs' units are three of the four
-    with pytest.raises(ValueError, match=r"expected a budget unit in \['share', 'per_capita', 'total', "
-                                         r"'range_position'\], got 'percent'"):
+    with pytest.raises(
+        ValueError,
+        match=r"expected a budget unit in \['share', 'per_capita', 'total', "
+        r"'range_position'\], got 'percent'",
+    ):
         convert(1.0, "percent", "total", n_rows=3)
 
 
@@ -64,32 +68,71 @@ def test_a_zero_row_problem_has_a_zero_total_but_no_per_capita_of_a_total():
         convert(2.0, "total", "per_capita", n_rows=0)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"budget": -1.0, "from_unit": "total", "to_unit": "per_capita", "n_rows": 3}, ValueError,
-     r"budget \(total\) must be finite and >= 0, got -1.0"),
-    ({"budget": float("nan"), "from_unit": "per_capita", "to_unit": "total", "n_rows": 3}, ValueError, "got nan"),
-    ({"budget": [1.0, float("inf")], "from_unit": "per_capita", "to_unit": "total", "n_rows": 3, "name": "eval.budgets"},
-     ValueError, r"eval.budgets\[1\] \(per_capita\) must be finite and >= 0, got inf"),
-    ({"budget": torch.tensor([1.0, -2.0]), "from_unit": "per_capita", "to_unit": "total", "n_rows": 3}, ValueError,
-     r"budget \(entry 1\) \(per_capita\) must be finite and >= 0, got -2.0"),
-    ({"budget": 1.5, "from_unit": "range_position", "to_unit": "total", "spend_range": (0.0, 1.0)}, ValueError,
-     r"\(range_position\) must be in \[0, 1\], got 1.5"),
-    ({"budget": True, "from_unit": "per_capita", "to_unit": "total", "n_rows": 3}, TypeError,
-     "must be a number, a list of numbers or a tensor, got bool"),
-    ({"budget": "1", "from_unit": "per_capita", "to_unit": "total", "n_rows": 3}, TypeError, "got str '1'"),
-    ({"budget": torch.tensor([True]), "from_unit": "per_capita", "to_unit": "total", "n_rows": 3}, TypeError,
-     "dtype torch.bool"),
-    ({"budget": 0.3, "from_unit": "share", "to_unit": "per_capita"}, ValueError,
-     "converting budget from share to per_capita needs reference_cost"),
-    ({"budget": 0.3, "from_unit": "per_capita", "to_unit": "total"}, ValueError, "needs n_rows"),
-    ({"budget": 0.3, "from_unit": "range_position", "to_unit": "total"}, ValueError, "needs spend_range"),
-    ({"budget": 0.3, "from_unit": "share", "to_unit": "per_capita", "reference_cost": 0.0}, ValueError,
-     r"reference_cost must be a finite number > 0, got 0.0"),
-    ({"budget": 0.3, "from_unit": "per_capita", "to_unit": "total", "n_rows": 2.5}, ValueError,
-     r"n_rows must be an integer >= 0"),
-    ({"budget": 0.3, "from_unit": "range_position", "to_unit": "total", "spend_range": (5.0, 1.0)}, ValueError,
-     r"spend_range must be \(lo, hi\).*got \(5.0, 1.0\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (
+            {"budget": -1.0, "from_unit": "total", "to_unit": "per_capita", "n_rows": 3},
+            ValueError,
+            r"budget \(total\) must be finite and >= 0, got -1.0",
+        ),
+        ({"budget": float("nan"), "from_unit": "per_capita", "to_unit": "total", "n_rows": 3}, ValueError, "got nan"),
+        (
+            {
+                "budget": [1.0, float("inf")],
+                "from_unit": "per_capita",
+                "to_unit": "total",
+                "n_rows": 3,
+                "name": "eval.budgets",
+            },
+            ValueError,
+            r"eval.budgets\[1\] \(per_capita\) must be finite and >= 0, got inf",
+        ),
+        (
+            {"budget": torch.tensor([1.0, -2.0]), "from_unit": "per_capita", "to_unit": "total", "n_rows": 3},
+            ValueError,
+            r"budget \(entry 1\) \(per_capita\) must be finite and >= 0, got -2.0",
+        ),
+        (
+            {"budget": 1.5, "from_unit": "range_position", "to_unit": "total", "spend_range": (0.0, 1.0)},
+            ValueError,
+            r"\(range_position\) must be in \[0, 1\], got 1.5",
+        ),
+        (
+            {"budget": True, "from_unit": "per_capita", "to_unit": "total", "n_rows": 3},
+            TypeError,
+            "must be a number, a list of numbers or a tensor, got bool",
+        ),
+        ({"budget": "1", "from_unit": "per_capita", "to_unit": "total", "n_rows": 3}, TypeError, "got str '1'"),
+        (
+            {"budget": torch.tensor([True]), "from_unit": "per_capita", "to_unit": "total", "n_rows": 3},
+            TypeError,
+            "dtype torch.bool",
+        ),
+        (
+            {"budget": 0.3, "from_unit": "share", "to_unit": "per_capita"},
+            ValueError,
+            "converting budget from share to per_capita needs reference_cost",
+        ),
+        ({"budget": 0.3, "from_unit": "per_capita", "to_unit": "total"}, ValueError, "needs n_rows"),
+        ({"budget": 0.3, "from_unit": "range_position", "to_unit": "total"}, ValueError, "needs spend_range"),
+        (
+            {"budget": 0.3, "from_unit": "share", "to_unit": "per_capita", "reference_cost": 0.0},
+            ValueError,
+            r"reference_cost must be a finite number > 0, got 0.0",
+        ),
+        (
+            {"budget": 0.3, "from_unit": "per_capita", "to_unit": "total", "n_rows": 2.5},
+            ValueError,
+            r"n_rows must be an integer >= 0",
+        ),
+        (
+            {"budget": 0.3, "from_unit": "range_position", "to_unit": "total", "spend_range": (5.0, 1.0)},
+            ValueError,
+            r"spend_range must be \(lo, hi\).*got \(5.0, 1.0\)",
+        ),
+    ],
+)
 def test_bad_input_says_what_was_expected(kwargs, error, match):
     with pytest.raises(error, match=match):
         convert(**kwargs)

@@ -30,8 +30,12 @@ def test_train_evaluate_allocate(tmp_path, cfg_path, capsys):
     assert metrics["method"] == "tsm" and len(metrics["evaluation"]["eom"]) == 10
 
     ev_json = tmp_path / "ev.json"
-    assert main(["evaluate", "--model", str(run / "model.pt"), "--split", "val", "--budgets", "4",
-                 "--output", str(ev_json)]) == 0
+    assert (
+        main(
+            ["evaluate", "--model", str(run / "model.pt"), "--split", "val", "--budgets", "4", "--output", str(ev_json)]
+        )
+        == 0
+    )
     assert len(json.loads(ev_json.read_text())["eom"]) == 4
 
     pa = pytest.importorskip("pyarrow")
@@ -45,21 +49,62 @@ def test_train_evaluate_allocate(tmp_path, cfg_path, capsys):
     cols["user"] = [f"u{i}" for i in range(50)]
     pq.write_table(pa.table(cols), str(tmp_path / "users.parquet"))
     out_csv = tmp_path / "alloc.csv"
-    assert main(["allocate", "--model", str(run / "model.pt"), "--input", str(tmp_path / "users.parquet"),
-                 "--budget", "0.3", "--id-column", "user", "--output", str(out_csv)]) == 0
+    assert (
+        main(
+            [
+                "allocate",
+                "--model",
+                str(run / "model.pt"),
+                "--input",
+                str(tmp_path / "users.parquet"),
+                "--budget",
+                "0.3",
+                "--id-column",
+                "user",
+                "--output",
+                str(out_csv),
+            ]
+        )
+        == 0
+    )
     t = pacsv.read_csv(str(out_csv))
     assert t.column_names == ["user", "option", "expected_revenue", "expected_spend"] and t.num_rows == 50
     spend = sum(t.column("expected_spend").to_pylist())
     assert spend <= 0.3 * 50 * (1 + 1e-9)
-    assert main(["allocate", "--model", str(run / "model.pt"), "--input", str(tmp_path / "users.parquet"),
-                 "--total-budget", "5", "--output", str(tmp_path / "alloc.parquet")]) == 0
+    assert (
+        main(
+            [
+                "allocate",
+                "--model",
+                str(run / "model.pt"),
+                "--input",
+                str(tmp_path / "users.parquet"),
+                "--total-budget",
+                "5",
+                "--output",
+                str(tmp_path / "alloc.parquet"),
+            ]
+        )
+        == 0
+    )
     t2 = pq.read_table(str(tmp_path / "alloc.parquet"))
     assert t2.column_names[0] == "row" and sum(t2.column("expected_spend").to_pylist()) <= 5 * (1 + 1e-9)
     # a missing feature column is reported
     pq.write_table(pa.table({"x0": [1.0]}), str(tmp_path / "few.parquet"))
     with pytest.raises(SystemExit, match="lacks feature column"):
-        main(["allocate", "--model", str(run / "model.pt"), "--input", str(tmp_path / "few.parquet"),
-              "--budget", "1", "--output", str(tmp_path / "x.csv")])
+        main(
+            [
+                "allocate",
+                "--model",
+                str(run / "model.pt"),
+                "--input",
+                str(tmp_path / "few.parquet"),
+                "--budget",
+                "1",
+                "--output",
+                str(tmp_path / "x.csv"),
+            ]
+        )
 
 
 def test_train_resume_continues(tmp_path, cfg_path, capsys):
@@ -67,16 +112,32 @@ def test_train_resume_continues(tmp_path, cfg_path, capsys):
     # the same config with more epochs is another config: refused with a clear message
     assert main(["train", "--config", str(cfg_path), "--resume"]) == 2
     assert "different configuration" in capsys.readouterr().err
-    assert main(["train", "--config", str(cfg_path), "--set", "train.epochs=1", "--set", "output.progress=\"lines\"",
-                 "--resume"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg_path),
+                "--set",
+                "train.epochs=1",
+                "--set",
+                'output.progress="lines"',
+                "--resume",
+            ]
+        )
+        == 0
+    )
     assert "resuming tsm" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text,match", [
-    ("[train]\nepochs = -1\n", "expected train.epochs >= 0"),
-    ("[train]\nmethd = 'tsm'\n", "did you mean 'method'"),
-    ("[train\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("[train]\nepochs = -1\n", "expected train.epochs >= 0"),
+        ("[train]\nmethd = 'tsm'\n", "did you mean 'method'"),
+        ("[train\n", "not valid TOML"),
+    ],
+)
 def test_bad_config_exit_code_and_message(tmp_path, capsys, text, match):
     p = tmp_path / "bad.toml"
     p.write_text(text)
@@ -90,18 +151,53 @@ def test_missing_model_file(tmp_path, capsys):
 
 
 def test_experiment_command(tmp_path, cfg_path, capsys):
-    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct,tsm-obs", "--seeds", "0,1",
-                 "--out", str(tmp_path / "exp"), "--set", "train.epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--config",
+                str(cfg_path),
+                "--methods",
+                "tsm-rct,tsm-obs",
+                "--seeds",
+                "0,1",
+                "--out",
+                str(tmp_path / "exp"),
+                "--set",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| tsm-obs |" in out and (tmp_path / "exp" / "results.csv").exists()
     # seeds run in another process merge into one table
-    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct,tsm-obs", "--seeds", "2",
-                 "--out", str(tmp_path / "exp2"), "--set", "train.epochs=1"]) == 0
-    assert main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp2'}", "--out",
-                 str(tmp_path / "all")]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--config",
+                str(cfg_path),
+                "--methods",
+                "tsm-rct,tsm-obs",
+                "--seeds",
+                "2",
+                "--out",
+                str(tmp_path / "exp2"),
+                "--set",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp2'}", "--out", str(tmp_path / "all")])
+        == 0
+    )
     assert "| tsm-obs | 3 |" in capsys.readouterr().out
-    assert main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp'}", "--out",
-                 str(tmp_path / "dup")]) == 2
+    assert (
+        main(["experiment", "--combine", f"{tmp_path / 'exp'},{tmp_path / 'exp'}", "--out", str(tmp_path / "dup")]) == 2
+    )
     assert "more than one folder" in capsys.readouterr().err
 
 
@@ -119,6 +215,7 @@ def test_learning_demo_quick(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- scenarios
+
 
 def test_data_scenario_in_a_config_is_the_base_and_keys_override():
     from bidfcl.data import SCENARIOS, make_scenario
@@ -140,14 +237,22 @@ def test_data_scenario_in_a_config_is_the_base_and_keys_override():
     assert load_run_data(cfg.data).marketing.config["revenue_tail"] == 0.1
 
 
-@pytest.mark.parametrize("raw,match", [
-    ({"data": {"scenario": "heavy-tails"}}, r"data.scenario: unknown scenario 'heavy-tails' \(did you mean "
-                                            r"'heavy-tail'\?\); known scenarios: default, biased-small-rct"),
-    ({"data": {"scenario": 3}}, r"expected data.scenario to be a string, got 3"),
-    ({"data": {"scenario": "binary", "source": "files", "rct": __file__, "features": ["a"]}},
-     r"data.scenario = 'binary' needs data.source = 'synthetic'"),
-    ({"data": {"revenue_tail": "big"}}, r"expected data.revenue_tail to be a number"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        (
+            {"data": {"scenario": "heavy-tails"}},
+            r"data.scenario: unknown scenario 'heavy-tails' \(did you mean "
+            r"'heavy-tail'\?\); known scenarios: default, biased-small-rct",
+        ),
+        ({"data": {"scenario": 3}}, r"expected data.scenario to be a string, got 3"),
+        (
+            {"data": {"scenario": "binary", "source": "files", "rct": __file__, "features": ["a"]}},
+            r"data.scenario = 'binary' needs data.source = 'synthetic'",
+        ),
+        ({"data": {"revenue_tail": "big"}}, r"expected data.revenue_tail to be a number"),
+    ],
+)
 def test_bad_scenario_configs(raw, match):
     from bidfcl.train import ConfigError, config_from_dict
 
@@ -158,29 +263,67 @@ def test_bad_scenario_configs(raw, match):
 def test_scenario_with_bad_override_becomes_config_error():
     from bidfcl.train import ConfigError, config_from_dict, load_run_data
 
-    cfg = config_from_dict({"data": {"scenario": "binary", "revenue_tail": 0.2, "n_rct": 10, "n_obs": 10,
-                                     "n_val": 10, "n_test": 10}})
+    cfg = config_from_dict(
+        {"data": {"scenario": "binary", "revenue_tail": 0.2, "n_rct": 10, "n_obs": 10, "n_val": 10, "n_test": 10}}
+    )
     with pytest.raises(ConfigError, match="revenue_tail applies to outcome='continuous'"):
         load_run_data(cfg.data)
 
 
 def test_scenario_flag_on_train_and_experiment(tmp_path, cfg_path, capsys):
-    assert main(["train", "--config", str(cfg_path), "--threads", "1", "--scenario", "many-options",
-                 "--out", str(tmp_path / "run8")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg_path),
+                "--threads",
+                "1",
+                "--scenario",
+                "many-options",
+                "--out",
+                str(tmp_path / "run8"),
+            ]
+        )
+        == 0
+    )
     from bidfcl.train import load_model
 
     model, meta = load_model(str(tmp_path / "run8" / "model.pt"))
     assert meta["run_config"]["data"]["scenario"] == "many-options" and model.n_options == 8
     capsys.readouterr()
-    assert main(["experiment", "--config", str(cfg_path), "--methods", "tsm-rct", "--seeds", "0",
-                 "--scenario", "binary", "--out", str(tmp_path / "exp"), "--set", "train.epochs=1"]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--config",
+                str(cfg_path),
+                "--methods",
+                "tsm-rct",
+                "--seeds",
+                "0",
+                "--scenario",
+                "binary",
+                "--out",
+                str(tmp_path / "exp"),
+                "--set",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert res["config"]["data"]["scenario"] == "binary"
 
 
-@pytest.mark.parametrize("argv", [["demo", "--quick", "--scenario", "heavy-tails"],
-                                  ["train", "--config", "CFG", "--scenario", "heavy-tails"],
-                                  ["experiment", "--config", "CFG", "--scenario", "heavy-tails"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--quick", "--scenario", "heavy-tails"],
+        ["train", "--config", "CFG", "--scenario", "heavy-tails"],
+        ["experiment", "--config", "CFG", "--scenario", "heavy-tails"],
+    ],
+)
 def test_bad_scenario_on_the_command_line(argv, cfg_path, capsys):
     argv = [str(cfg_path) if a == "CFG" else a for a in argv]
     assert main(argv + ["--threads", "1"]) == 2

@@ -56,8 +56,12 @@ def fails(capsys, argv, *needles, code=2):
 def test_train_out_is_a_file_fails_before_any_work(tmp_path, cfg, capsys):
     f = tmp_path / "taken"
     f.write_text("x")
-    err = fails(capsys, ["train", "--config", str(cfg), "--out", str(f), "--progress", "lines"],
-                "exists and is not a folder", str(f))
+    err = fails(
+        capsys,
+        ["train", "--config", str(cfg), "--out", str(f), "--progress", "lines"],
+        "exists and is not a folder",
+        str(f),
+    )
     assert "generating" not in err  # nothing was started
 
 
@@ -73,12 +77,53 @@ def test_experiment_and_allocate_check_outputs_first(tmp_path, cfg, trained, cap
     run, _ = trained
     users = tmp_path / "users.csv"
     users.write_text("x0\n1.0\n")
-    fails(capsys, ["allocate", "--model", str(run / "model.pt"), "--input", str(users), "--budget", "1",
-                   "--output", str(tmp_path)], "--output", "expected a .csv")
-    fails(capsys, ["allocate", "--model", str(run / "model.pt"), "--input", str(users), "--budget", "1",
-                   "--output", str(tmp_path / "plan.json")], "expected a .csv, .parquet or .pq", ".json")
-    fails(capsys, ["allocate", "--model", str(run / "model.pt"), "--input", str(tmp_path / "none.csv"),
-                   "--budget", "1", "--output", str(tmp_path / "p.csv")], "does not exist")
+    fails(
+        capsys,
+        [
+            "allocate",
+            "--model",
+            str(run / "model.pt"),
+            "--input",
+            str(users),
+            "--budget",
+            "1",
+            "--output",
+            str(tmp_path),
+        ],
+        "--output",
+        "expected a .csv",
+    )
+    fails(
+        capsys,
+        [
+            "allocate",
+            "--model",
+            str(run / "model.pt"),
+            "--input",
+            str(users),
+            "--budget",
+            "1",
+            "--output",
+            str(tmp_path / "plan.json"),
+        ],
+        "expected a .csv, .parquet or .pq",
+        ".json",
+    )
+    fails(
+        capsys,
+        [
+            "allocate",
+            "--model",
+            str(run / "model.pt"),
+            "--input",
+            str(tmp_path / "none.csv"),
+            "--budget",
+            "1",
+            "--output",
+            str(tmp_path / "p.csv"),
+        ],
+        "does not exist",
+    )
     fails(capsys, ["evaluate", "--model", str(run / "model.pt"), "--output", str(tmp_path)], "is a folder")
 
 
@@ -107,8 +152,12 @@ def test_resume_from_a_damaged_checkpoint(tmp_path, cfg, trained, how, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
     _damage(run / "checkpoint.pt", how)
-    err = fails(capsys, ["train", "--config", str(cfg), "--out", str(run), "--resume", "--progress", "lines"],
-                "checkpoint", str(run / "checkpoint.pt"))
+    err = fails(
+        capsys,
+        ["train", "--config", str(cfg), "--out", str(run), "--resume", "--progress", "lines"],
+        "checkpoint",
+        str(run / "checkpoint.pt"),
+    )
     assert "generating" not in err  # reported before the data are generated
     assert any(w in err for w in ("damaged", "empty", "incomplete", "folder", "not a bidfcl"))
 
@@ -158,8 +207,7 @@ def test_resume_refuses_changed_data(tmp_path, cfg, trained, capsys):
     assert set(fp) == {"rct", "obs", "val", "test"} and fp["rct"]["rows"] == 400
     fp["obs"]["sha256"] = "0" * 64
     torch.save(blob, str(run / "checkpoint.pt"))
-    fails(capsys, ["train", "--config", str(cfg), "--out", str(run), "--resume"],
-          "other data", "split obs")
+    fails(capsys, ["train", "--config", str(cfg), "--out", str(run), "--resume"], "other data", "split obs")
 
 
 def test_fingerprint_sees_a_changed_value():
@@ -193,25 +241,45 @@ def test_stale_temporary_files_are_removed(tmp_path, cfg):
 # ---------------------------------------------------------------------------- divergence
 @pytest.mark.parametrize("method", ["tsm", "dfcl"])
 def test_divergence_is_reported_with_epoch_and_batch(tmp_path, cfg, method, capsys):
-    fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--set", f"train.method={method!r}"
-                   .replace("'", '"'), "--set", "train.lr=1e10", "--set", "train.epochs=3"],
-          "training diverged", "at epoch", "batch", "train.lr")
+    fails(
+        capsys,
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            f"train.method={method!r}".replace("'", '"'),
+            "--set",
+            "train.lr=1e10",
+            "--set",
+            "train.epochs=3",
+        ],
+        "training diverged",
+        "at epoch",
+        "batch",
+        "train.lr",
+    )
 
 
 # ------------------------------------------------------------------------- bad values
-@pytest.mark.parametrize("argv,needle", [
-    (["evaluate", "--model", "m.pt", "--budgets", "-3"], "--budgets"),
-    (["allocate", "--model", "m.pt", "--input", "i.csv", "--output", "o.csv", "--budget", "nan"], "finite"),
-    (["allocate", "--model", "m.pt", "--input", "i.csv", "--output", "o.csv", "--budget", "inf"], "finite"),
-    (["allocate", "--model", "m.pt", "--input", "i.csv", "--output", "o.csv", "--budget", "-1"], ">= 0"),
-    (["train", "--config", "c.toml", "--threads", "-1"], "--threads"),
-    (["demo", "--threads", "x"], "--threads"),
-    (["demo", "--seeds", "a,b"], "'a' is not an integer"),
-    (["experiment", "--config", "c.toml", "--seeds", "1,1"], "distinct"),
-    (["solve-demo", "--options", "0"], "--options"),
-    (["solve-demo", "--budget-fraction", "1.5"], "in [0, 1]"),
-    (["solve-demo", "--budget-fraction", "nan"], "finite"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["evaluate", "--model", "m.pt", "--budgets", "-3"], "--budgets"),
+        (["allocate", "--model", "m.pt", "--input", "i.csv", "--output", "o.csv", "--budget", "nan"], "finite"),
+        (["allocate", "--model", "m.pt", "--input", "i.csv", "--output", "o.csv", "--budget", "inf"], "finite"),
+        (["allocate", "--model", "m.pt", "--input", "i.csv", "--output", "o.csv", "--budget", "-1"], ">= 0"),
+        (["train", "--config", "c.toml", "--threads", "-1"], "--threads"),
+        (["demo", "--threads", "x"], "--threads"),
+        (["demo", "--seeds", "a,b"], "'a' is not an integer"),
+        (["experiment", "--config", "c.toml", "--seeds", "1,1"], "distinct"),
+        (["solve-demo", "--options", "0"], "--options"),
+        (["solve-demo", "--budget-fraction", "1.5"], "in [0, 1]"),
+        (["solve-demo", "--budget-fraction", "nan"], "finite"),
+    ],
+)
 def test_bad_flag_values_are_usage_errors(argv, needle, capsys):
     fails(capsys, argv, needle)
 
@@ -223,8 +291,9 @@ def test_config_that_is_a_folder_or_binary(tmp_path, capsys):
     fails(capsys, ["train", "--config", str(b)], str(b))
 
 
-@pytest.mark.parametrize("argv", [["--budget-fraction", "0"], ["--options", "1"], ["--users", "1", "--options", "1"],
-                                  ["--users", "1"]])
+@pytest.mark.parametrize(
+    "argv", [["--budget-fraction", "0"], ["--options", "1"], ["--users", "1", "--options", "1"], ["--users", "1"]]
+)
 def test_solve_demo_edge_sizes_run(argv, capsys):
     assert main(["solve-demo", "--users", "2000", *argv] if "--users" not in argv else ["solve-demo", *argv]) == 0
     assert "lam*" in capsys.readouterr().out
@@ -238,14 +307,24 @@ def test_allocate_bad_inputs(tmp_path, trained, capsys):
     model = str(run / "model.pt")
     empty = tmp_path / "empty.parquet"
     pq.write_table(pa.table({f"x{j}": pa.array([], pa.float64()) for j in range(8)}), str(empty))
-    fails(capsys, ["allocate", "--model", model, "--input", str(empty), "--budget", "1", "--output",
-                   str(tmp_path / "p.csv")], "has no rows")
+    fails(
+        capsys,
+        ["allocate", "--model", model, "--input", str(empty), "--budget", "1", "--output", str(tmp_path / "p.csv")],
+        "has no rows",
+    )
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1" + os.urandom(200))
-    fails(capsys, ["allocate", "--model", model, "--input", str(bad), "--budget", "1", "--output",
-                   str(tmp_path / "p.csv")], "cannot read --input", "Parquet")
-    fails(capsys, ["allocate", "--model", model, "--input", str(bad), "--output", str(tmp_path / "p.csv")],
-          "exactly one of --budget")
+    fails(
+        capsys,
+        ["allocate", "--model", model, "--input", str(bad), "--budget", "1", "--output", str(tmp_path / "p.csv")],
+        "cannot read --input",
+        "Parquet",
+    )
+    fails(
+        capsys,
+        ["allocate", "--model", model, "--input", str(bad), "--output", str(tmp_path / "p.csv")],
+        "exactly one of --budget",
+    )
 
 
 # ------------------------------------------------------------------------ silent behaviour
@@ -298,11 +377,44 @@ def test_files_example_runs_on_written_tables(tmp_path, capsys):
 
     root = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
     shutil.copy(os.path.join(root, "dfcl_files.toml"), tmp_path / "dfcl_files.toml")
-    assert main(["write-data", "--out", str(tmp_path / "data"), "--scenario", "biased-small-rct",
-                 "--set", "data.n_rct=600", "--set", "data.n_obs=0", "--set", "data.n_val=400",
-                 "--set", "data.n_test=400"]) == 0
-    assert main(["train", "--config", str(tmp_path / "dfcl_files.toml"), "--out", str(tmp_path / "run"),
-                 "--set", "train.epochs=1", "--set", "train.warm_start_epochs=1", "--progress", "none"]) == 0
+    assert (
+        main(
+            [
+                "write-data",
+                "--out",
+                str(tmp_path / "data"),
+                "--scenario",
+                "biased-small-rct",
+                "--set",
+                "data.n_rct=600",
+                "--set",
+                "data.n_obs=0",
+                "--set",
+                "data.n_val=400",
+                "--set",
+                "data.n_test=400",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tmp_path / "dfcl_files.toml"),
+                "--out",
+                str(tmp_path / "run"),
+                "--set",
+                "train.epochs=1",
+                "--set",
+                "train.warm_start_epochs=1",
+                "--progress",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert "mean EOM" in capsys.readouterr().out
     fails(capsys, ["write-data", "--out", str(tmp_path / "d2"), "--set", "train.epochs=1"], "data.KEY=VALUE")
 
@@ -313,11 +425,31 @@ def test_a_damaged_data_file_is_named_with_its_split(tmp_path, capsys):
 
     root = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
     shutil.copy(os.path.join(root, "dfcl_files.toml"), tmp_path / "dfcl_files.toml")
-    assert main(["write-data", "--out", str(tmp_path / "data"), "--set", "data.n_rct=300", "--set", "data.n_obs=0",
-                 "--set", "data.n_val=200", "--set", "data.n_test=200"]) == 0
+    assert (
+        main(
+            [
+                "write-data",
+                "--out",
+                str(tmp_path / "data"),
+                "--set",
+                "data.n_rct=300",
+                "--set",
+                "data.n_obs=0",
+                "--set",
+                "data.n_val=200",
+                "--set",
+                "data.n_test=200",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "data" / "val.parquet").write_bytes(b"PAR1" + os.urandom(300) + b"PAR1")
-    fails(capsys, ["train", "--config", str(tmp_path / "dfcl_files.toml"), "--out", str(tmp_path / "run")],
-          "val.parquet", "split 'val'")
+    fails(
+        capsys,
+        ["train", "--config", str(tmp_path / "dfcl_files.toml"), "--out", str(tmp_path / "run")],
+        "val.parquet",
+        "split 'val'",
+    )
 
 
 def test_every_option_has_help_text():
@@ -327,7 +459,11 @@ def test_every_option_has_help_text():
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    missing = [f"{name} {'/'.join(a.option_strings)}" for name, p in sub.choices.items() for a in p._actions
-               if a.option_strings and a.dest != "help" and not a.help]
+    missing = [
+        f"{name} {'/'.join(a.option_strings)}"
+        for name, p in sub.choices.items()
+        for a in p._actions
+        if a.option_strings and a.dest != "help" and not a.help
+    ]
     assert not missing, missing
     assert all(c.help for c in sub._choices_actions)

@@ -43,6 +43,13 @@ def test_status_record_shape_of_the_lazy_check():
     import torch
 
     r = torch.zeros(3, 2, dtype=torch.float64)
-    status = _ops.ops.validate_decision(r, r, torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.float64),
-                                        None, torch.zeros(1, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    status = _ops.ops.validate_decision(
+        r,
+        r,
+        torch.zeros(3, dtype=torch.long),
+        torch.zeros(3, dtype=torch.float64),
+        None,
+        torch.zeros(1, dtype=torch.float64),
+        torch.ones(3, dtype=torch.float64),
+    )
     assert status.shape == (_constants.STATUS_LEN,) and int(status[_constants.STATUS_CODE]) == _constants.CODE_OK

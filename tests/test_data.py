@@ -46,8 +46,9 @@ def _naive_bias(ds: UpliftDataset) -> torch.Tensor:
 
 def _naive_se(ds: UpliftDataset) -> torch.Tensor:
     m = ds.n_options
-    return torch.stack([ds.revenue[ds.treatment == j].double().std() / math.sqrt(int((ds.treatment == j).sum()))
-                        for j in range(m)])
+    return torch.stack(
+        [ds.revenue[ds.treatment == j].double().std() / math.sqrt(int((ds.treatment == j).sum())) for j in range(m)]
+    )
 
 
 def _ipw(choice, ds: UpliftDataset):
@@ -57,6 +58,7 @@ def _ipw(choice, ds: UpliftDataset):
 
 
 # ---------------------------------------------------------------------------------------- simulator
+
 
 def test_same_seed_same_data_different_seed_differs():
     a = make_marketing(**SMALL, seed=3)
@@ -129,10 +131,18 @@ def test_obs_is_biased_and_bias_grows_with_the_knobs():
     assert torch.all(rct_bias < 4 * _naive_se(d.rct)), (rct_bias, _naive_se(d.rct))
     assert obs_bias.mean() > 10 * rct_bias.mean()
     # the bias grows with the hidden-confounding strength and with the selection strength
-    conf = [_naive_bias(make_marketing(n_rct=0, n_obs=60_000, n_val=0, n_test=0, confounding=k, selection=0,
-                                       seed=5).obs).mean() for k in (0.0, 0.5, 1.5)]
-    sel = [_naive_bias(make_marketing(n_rct=0, n_obs=60_000, n_val=0, n_test=0, confounding=0, selection=k,
-                                      seed=5).obs).mean() for k in (0.0, 0.5, 1.5)]
+    conf = [
+        _naive_bias(
+            make_marketing(n_rct=0, n_obs=60_000, n_val=0, n_test=0, confounding=k, selection=0, seed=5).obs
+        ).mean()
+        for k in (0.0, 0.5, 1.5)
+    ]
+    sel = [
+        _naive_bias(
+            make_marketing(n_rct=0, n_obs=60_000, n_val=0, n_test=0, confounding=0, selection=k, seed=5).obs
+        ).mean()
+        for k in (0.0, 0.5, 1.5)
+    ]
     assert conf[0] < conf[1] < conf[2], conf
     assert sel[0] < sel[1] < sel[2], sel
     assert conf[2] > 5 * conf[0] and sel[2] > 5 * sel[0]
@@ -140,19 +150,24 @@ def test_obs_is_biased_and_bias_grows_with_the_knobs():
     flat = make_marketing(n_rct=0, n_obs=60_000, n_val=0, n_test=0, confounding=0, selection=0, seed=5).obs
     assert torch.all(_naive_bias(flat) < 4 * _naive_se(flat))
     # the hidden confounder alone (no effect of u on outcomes) makes no bias
-    nohid = make_marketing(n_rct=0, n_obs=60_000, n_val=0, n_test=0, confounding=1.5, selection=0,
-                           hidden_confounder=False, seed=5).obs
+    nohid = make_marketing(
+        n_rct=0, n_obs=60_000, n_val=0, n_test=0, confounding=1.5, selection=0, hidden_confounder=False, seed=5
+    ).obs
     assert torch.all(_naive_bias(nohid) < 4 * _naive_se(nohid))
 
 
-@pytest.mark.parametrize("outcome,propensity", [("continuous", None), ("binary", None),
-                                                ("continuous", [0.4, 0.3, 0.1, 0.1, 0.1])])
+@pytest.mark.parametrize(
+    "outcome,propensity", [("continuous", None), ("binary", None), ("continuous", [0.4, 0.3, 0.1, 0.1, 0.1])]
+)
 def test_ipw_on_rct_recovers_the_true_value(outcome, propensity):
     d = make_marketing(n_rct=60_000, n_obs=0, n_val=0, n_test=0, outcome=outcome, propensity=propensity, seed=7)
     ds = d.rct
     x = ds.x
-    policies = [(x[:, 0] > 0).long() * 2 + (x[:, 1] > 0.5).long(), torch.full((len(ds),), 4, dtype=torch.long),
-                d.oracle(0.3 * d.max_spend_per_capita("rct"), "rct").choice]
+    policies = [
+        (x[:, 0] > 0).long() * 2 + (x[:, 1] > 0.5).long(),
+        torch.full((len(ds),), 4, dtype=torch.long),
+        d.oracle(0.3 * d.max_spend_per_capita("rct"), "rct").choice,
+    ]
     for choice in policies:
         est, se = _ipw(choice, ds)
         true, _ = d.true_value(choice, "rct")
@@ -228,7 +243,7 @@ def test_make_marketing_rejects_bad_arguments():
 def _kurtosis(v: torch.Tensor) -> float:
     v = v.double()
     z = v - v.mean()
-    return float((z ** 4).mean() / (z ** 2).mean() ** 2)
+    return float((z**4).mean() / (z**2).mean() ** 2)
 
 
 def test_revenue_tail_zero_keeps_the_lognormal_samples():
@@ -263,8 +278,11 @@ def test_revenue_tail_is_mean_one_and_heavier():
     ds = heavy.rct
     # E[revenue | x, t] = r_true: IPW of a few policies on the RCT rows matches the truth within 3 SE
     x = ds.x
-    for choice in (torch.zeros(len(ds), dtype=torch.long), torch.full((len(ds),), 4, dtype=torch.long),
-                   (x[:, 0] > 0).long() * 3 + (x[:, 1] > 0).long()):
+    for choice in (
+        torch.zeros(len(ds), dtype=torch.long),
+        torch.full((len(ds),), 4, dtype=torch.long),
+        (x[:, 0] > 0).long() * 3 + (x[:, 1] > 0).long(),
+    ):
         est, se = _ipw(choice, ds)
         true, _ = heavy.true_value(choice, "rct")
         assert abs(float(est - true)) < 3 * float(se), (float(est), float(true), float(se))
@@ -277,9 +295,16 @@ def test_revenue_tail_is_mean_one_and_heavier():
     assert heavy.config["revenue_tail"] == 0.35
 
 
-@pytest.mark.parametrize("value,match", [(-0.1, r"revenue_tail to be a number in \[0, 0.5\)"),
-                                         (0.5, r"got 0.5"), (float("nan"), "revenue_tail"),
-                                         ("0.2", "revenue_tail"), (True, "revenue_tail")])
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        (-0.1, r"revenue_tail to be a number in \[0, 0.5\)"),
+        (0.5, r"got 0.5"),
+        (float("nan"), "revenue_tail"),
+        ("0.2", "revenue_tail"),
+        (True, "revenue_tail"),
+    ],
+)
 def test_revenue_tail_rejects_bad_values(value, match):
     with pytest.raises(ValueError, match=match):
         make_marketing(n_rct=10, n_obs=10, n_val=10, n_test=10, revenue_tail=value)
@@ -317,8 +342,7 @@ def test_scenarios_cover_the_issue_and_are_frozen():
     assert get_scenario("many-options").kwargs["n_options"] >= 8
     assert get_scenario("binary").kwargs["outcome"] == "binary"
     assert get_scenario("heavy-tail").kwargs["revenue_tail"] > 0
-    assert dict(get_scenario("default").kwargs) == {"n_rct": 10000, "n_obs": 100000, "n_val": 10000,
-                                                   "n_test": 50000}
+    assert dict(get_scenario("default").kwargs) == {"n_rct": 10000, "n_obs": 100000, "n_val": 10000, "n_test": 50000}
     sc = get_scenario("biased-small-rct")
     with pytest.raises(TypeError):
         sc.kwargs["n_rct"] = 5
@@ -331,15 +355,19 @@ def test_scenarios_cover_the_issue_and_are_frozen():
 
 
 def test_scenario_overrides_win():
-    d = make_scenario("biased-small-rct", seed=1, n_rct=100, n_obs=200, n_val=50, n_test=80, confounding=0.0,
-                      world_seed=4)
+    d = make_scenario(
+        "biased-small-rct", seed=1, n_rct=100, n_obs=200, n_val=50, n_test=80, confounding=0.0, world_seed=4
+    )
     assert d.config["confounding"] == 0.0 and d.config["world_seed"] == 4 and d.config["base_scale"] == 0.1
     assert len(d.rct) == 100
 
 
 def test_unknown_scenario_lists_names_with_a_hint():
-    with pytest.raises(ValueError, match=r"unknown scenario 'heavy-tails' \(did you mean 'heavy-tail'\?\); "
-                                         r"known scenarios: default, biased-small-rct"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown scenario 'heavy-tails' \(did you mean 'heavy-tail'\?\); "
+        r"known scenarios: default, biased-small-rct",
+    ):
         make_scenario("heavy-tails")
     with pytest.raises(ValueError, match="known scenarios:"):
         get_scenario("zzz")
@@ -348,6 +376,7 @@ def test_unknown_scenario_lists_names_with_a_hint():
 
 
 # -------------------------------------------------------------------------------- hybrid protocol
+
 
 def test_hybrid_split_shares_and_biased_obs():
     d = make_marketing(n_rct=10, n_obs=0, n_val=0, n_test=100_000, seed=4, confounding=0, selection=0)
@@ -374,8 +403,9 @@ def test_hybrid_split_shares_and_biased_obs():
 
 
 def test_hybrid_split_two_options_custom_policy_and_errors():
-    d = make_marketing(n_options=2, n_rct=40_000, n_obs=0, n_val=0, n_test=0, outcome="binary",
-                       propensity=[0.15, 0.85], seed=2)
+    d = make_marketing(
+        n_options=2, n_rct=40_000, n_obs=0, n_val=0, n_test=0, outcome="binary", propensity=[0.15, 0.85], seed=2
+    )
     src = d.rct._replace(propensity=None)
     h = hybrid_split(src)
     # criteo-like: about half the policy block is kept (about 25% of all rows)
@@ -397,6 +427,7 @@ def test_hybrid_split_two_options_custom_policy_and_errors():
 
 
 # ------------------------------------------------------------------------------------------ loaders
+
 
 def _criteo_table(n=3000, seed=0):
     rng = np.random.default_rng(seed)
@@ -452,14 +483,23 @@ def test_load_csv_row_hint_too_small_grows(tmp_path):
 def test_load_table_mapping_and_propensity(tmp_path):
     rng = np.random.default_rng(3)
     n = 500
-    table = pa.table({"a": rng.normal(size=n), "b": rng.integers(0, 5, n), "arm": rng.integers(0, 3, n),
-                      "gmv": rng.exponential(size=n), "spend": rng.exponential(size=n),
-                      "p": np.full(n, 1 / 3), "ignored": ["s"] * n})
+    table = pa.table(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(0, 5, n),
+            "arm": rng.integers(0, 3, n),
+            "gmv": rng.exponential(size=n),
+            "spend": rng.exponential(size=n),
+            "p": np.full(n, 1 / 3),
+            "ignored": ["s"] * n,
+        }
+    )
     for name in ("t.parquet", "t.csv"):
         path = tmp_path / name
         _write(table, path)
-        ds = load_table(path, features=["b", "a"], treatment="arm", revenue="gmv", cost="spend", propensity="p",
-                        dtype=torch.float64)
+        ds = load_table(
+            path, features=["b", "a"], treatment="arm", revenue="gmv", cost="spend", propensity="p", dtype=torch.float64
+        )
         assert ds.n_options == 3 and torch.equal(ds.treatment, torch.from_numpy(table.column("arm").to_numpy().copy()))
         assert np.allclose(ds.x[:, 0].numpy(), table.column("b").to_numpy())
         assert np.allclose(ds.x[:, 1].numpy(), table.column("a").to_numpy())
@@ -478,18 +518,33 @@ def test_loader_errors(tmp_path):
     cases = {
         "missing": (base.drop(["exposure"]), "c.csv", r"\['exposure'\]"),
         "missing_feature": (base.drop(["f3"]), "c.parquet", r"\['f3'\]"),
-        "nan": (_replace_column(base, "f2", np.where(np.arange(300) == 17, np.nan, 1.0)), "c.parquet",
-                "finite.*f2.*row 17"),
-        "null": (_replace_column(base, "visit", pa.array([None] + [1] * 299, type=pa.int64())), "c.parquet",
-                 "missing values.*visit"),
+        "nan": (
+            _replace_column(base, "f2", np.where(np.arange(300) == 17, np.nan, 1.0)),
+            "c.parquet",
+            "finite.*f2.*row 17",
+        ),
+        "null": (
+            _replace_column(base, "visit", pa.array([None] + [1] * 299, type=pa.int64())),
+            "c.parquet",
+            "missing values.*visit",
+        ),
         "non_numeric_parquet": (_replace_column(base, "f0", ["x"] * 300), "c.parquet", "numeric.*f0"),
-        "treatment_range": (_replace_column(base, "treatment", np.where(np.arange(300) == 5, 2, 1)), "c.csv",
-                            r"treatment in \[0, 2\).*row 5"),
+        "treatment_range": (
+            _replace_column(base, "treatment", np.where(np.arange(300) == 5, 2, 1)),
+            "c.csv",
+            r"treatment in \[0, 2\).*row 5",
+        ),
         "empty_arm": (_replace_column(base, "treatment", np.ones(300, dtype=np.int64)), "c.csv", "empty arm"),
-        "negative_cost": (_replace_column(base, "visit", np.where(np.arange(300) == 9, -1, 0)), "c.csv",
-                          "non-negative cost.*row 9"),
-        "fractional_treatment": (_replace_column(base, "treatment", np.full(300, 0.5)), "c.parquet",
-                                 "integer treatment"),
+        "negative_cost": (
+            _replace_column(base, "visit", np.where(np.arange(300) == 9, -1, 0)),
+            "c.csv",
+            "non-negative cost.*row 9",
+        ),
+        "fractional_treatment": (
+            _replace_column(base, "treatment", np.full(300, 0.5)),
+            "c.parquet",
+            "integer treatment",
+        ),
     }
     for case, (table, name, pattern) in cases.items():
         path = tmp_path / f"{case}_{name}"
@@ -500,12 +555,12 @@ def test_loader_errors(tmp_path):
     path = tmp_path / "text.csv"
     _write(base, path)
     lines = path.read_text().splitlines()
-    lines[200] = "abc" + lines[200][lines[200].index(","):]
+    lines[200] = "abc" + lines[200][lines[200].index(",") :]
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match="numeric"):
         load_criteo_uplift(path)
     # an empty cell in a CSV
-    lines[200] = "," + lines[200][lines[200].index(",") + 1:]
+    lines[200] = "," + lines[200][lines[200].index(",") + 1 :]
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match="missing|numeric"):
         load_criteo_uplift(path)
@@ -524,10 +579,12 @@ def test_loader_errors(tmp_path):
 
 # ------------------------------------------------------------------------------------------ dataset
 
+
 def test_dataset_validation_errors():
     n = 6
-    good = dict(x=torch.zeros(n, 2), treatment=torch.tensor([0, 1, 2, 0, 1, 2]), revenue=torch.ones(n),
-                cost=torch.ones(n))
+    good = dict(
+        x=torch.zeros(n, 2), treatment=torch.tensor([0, 1, 2, 0, 1, 2]), revenue=torch.ones(n), cost=torch.ones(n)
+    )
     UpliftDataset(**good).validate(require_all_arms=True)
     with pytest.raises(DataError, match="finite x.*row 3"):
         x = torch.zeros(n, 2)
@@ -579,7 +636,10 @@ def test_batches_subset_to_and_memmap_round_trip(tmp_path):
     sub = ds.subset(torch.tensor([5, 1, 7]))
     assert torch.equal(sub.treatment, ds.treatment[[5, 1, 7]])
     assert ds.subset(ds.treatment == 0).arm_counts()[1:].sum() == 0
-    assert ds.to(dtype=torch.float64).x.dtype == torch.float64 and ds.to(dtype=torch.float64).treatment.dtype == torch.int64
+    assert (
+        ds.to(dtype=torch.float64).x.dtype == torch.float64
+        and ds.to(dtype=torch.float64).treatment.dtype == torch.int64
+    )
     assert torch.equal(mm.materialize().cost, ds.cost)
     both = UpliftDataset.concat([ds.subset(slice(0, 10)), ds.subset(slice(10, 20))])
     assert torch.equal(both.x, ds.x[:20])
@@ -625,8 +685,13 @@ def test_load_table_rows_reads_a_shard_equal_to_the_slice(tmp_path, fmt):
     if fmt == "parquet":  # small row groups: the shard spans several, starts and ends inside one
         pq.write_table(pq.read_table(path), path, row_group_size=97)
         assert pq.ParquetFile(path).metadata.num_row_groups > 5
-    cols = dict(features=[f"f{j}" for j in range(ds.n_features)], treatment="treatment", revenue="revenue",
-                cost="cost", propensity="propensity")
+    cols = dict(
+        features=[f"f{j}" for j in range(ds.n_features)],
+        treatment="treatment",
+        revenue="revenue",
+        cost="cost",
+        propensity="propensity",
+    )
     assert count_rows(path) == 1000
     whole = load_table(path, **cols)
     for lo, hi in ((0, 500), (500, 1000), (123, 456), (0, 0), (999, 1000), (0, 1000)):

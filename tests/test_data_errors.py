@@ -31,11 +31,15 @@ def _parquet(path, n=2000, **override):
 
 # -------------------------------------------------------------------------------- option count
 
+
 def test_treatment_typo_is_rejected_where_it_is_read(tmp_path):
     f = _csv(tmp_path / "obs.csv", ["1,0,1,1", "2,1e12,1,1", "3,1,1,1"])
-    with pytest.raises(DataError, match=r"expected treatment in \[0, 256\) \(at most bidfcl.MAX_OPTIONS = 256 "
-                                        r"options\) in column 't' in .*obs.csv \(split 'obs'\), got 1000000000000 "
-                                        r"at data row 1"):
+    with pytest.raises(
+        DataError,
+        match=r"expected treatment in \[0, 256\) \(at most bidfcl.MAX_OPTIONS = 256 "
+        r"options\) in column 't' in .*obs.csv \(split 'obs'\), got 1000000000000 "
+        r"at data row 1",
+    ):
         load_table(f, **COLS, split="obs")  # used to build a dataset of 10^12 options
     f = _parquet(tmp_path / "rct.parquet", t=np.where(np.arange(2000) == 1500, 300, np.arange(2000) % 2))
     with pytest.raises(DataError, match=r"got 300 at data row 1500"):
@@ -52,6 +56,7 @@ def test_n_options_argument_is_bounded(tmp_path):
 
 
 # ------------------------------------------------------------------------- unreadable files
+
 
 def test_corrupted_parquet_names_file_and_split(tmp_path):
     good = _parquet(tmp_path / "good.parquet")
@@ -74,7 +79,7 @@ def test_parquet_with_damaged_data_pages(tmp_path):
     meta = pq.ParquetFile(good).metadata
     col = meta.row_group(2).column(2)  # 'r' of the third row group: overwrite its page bytes
     start = col.data_page_offset
-    raw[start:start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
+    raw[start : start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
     bad = tmp_path / "obs.parquet"
     bad.write_bytes(bytes(raw))
     with pytest.raises(DataError, match=r"obs.parquet \(split 'obs'\)"):
@@ -95,10 +100,14 @@ def test_missing_file_names_the_split(tmp_path):
 
 # ------------------------------------------------------------------------- bad cells, columns
 
+
 def test_non_numeric_csv_cell_names_column_and_row(tmp_path):
     f = _csv(tmp_path / "rct.csv", ["1,0,1,1", "2,1,1,1", "3,0,abc,1"])
-    with pytest.raises(DataError, match=r"expected numeric values in .*rct.csv \(split 'rct'\): column 'r' holds "
-                                        r"'abc' at data row 2, not a number"):
+    with pytest.raises(
+        DataError,
+        match=r"expected numeric values in .*rct.csv \(split 'rct'\): column 'r' holds "
+        r"'abc' at data row 2, not a number",
+    ):
         load_table(f, **COLS, split="rct")
 
 
@@ -112,8 +121,11 @@ def test_nan_in_required_column(tmp_path):
     r = np.ones(2000)
     r[1234] = np.nan
     f = _parquet(tmp_path / "test.parquet", r=r)
-    with pytest.raises(DataError, match=r"expected finite values in column 'r' of .*test.parquet \(split 'test'\), "
-                                        r"got nan at data row 1234"):
+    with pytest.raises(
+        DataError,
+        match=r"expected finite values in column 'r' of .*test.parquet \(split 'test'\), "
+        r"got nan at data row 1234",
+    ):
         load_table(f, **COLS, split="test")
     f = _csv(tmp_path / "obs.csv", ["1,0,1,1", "2,1,1,"])
     with pytest.raises(DataError, match=r"no missing values in column 'c' of .*obs.csv \(split 'obs'\).*data row 1"):
@@ -122,7 +134,9 @@ def test_nan_in_required_column(tmp_path):
 
 def test_negative_cost_and_bad_propensity_name_their_column(tmp_path):
     f = _csv(tmp_path / "d.csv", ["1,0,1,1", "2,1,1,-2"])
-    with pytest.raises(DataError, match=r"non-negative cost in column 'c' in .*d.csv \(split 'rct'\), got -2 at data row 1"):
+    with pytest.raises(
+        DataError, match=r"non-negative cost in column 'c' in .*d.csv \(split 'rct'\), got -2 at data row 1"
+    ):
         load_table(f, **COLS, split="rct")
     f = _parquet(tmp_path / "p.parquet", p=np.where(np.arange(2000) == 7, 1.5, 0.5))
     with pytest.raises(DataError, match=r"propensity in \(0, 1\] in column 'p' .*got 1.5 at data row 7"):
@@ -131,9 +145,11 @@ def test_negative_cost_and_bad_propensity_name_their_column(tmp_path):
 
 # ------------------------------------------------------------------------ dataset constructors
 
+
 def _rows(n=6):
-    return dict(x=torch.zeros(n, 2), treatment=torch.tensor([0, 1, 2, 0, 1, 2]), revenue=torch.ones(n),
-                cost=torch.ones(n))
+    return dict(
+        x=torch.zeros(n, 2), treatment=torch.tensor([0, 1, 2, 0, 1, 2]), revenue=torch.ones(n), cost=torch.ones(n)
+    )
 
 
 def test_dataset_constructor_checks_treatment():
@@ -144,8 +160,11 @@ def test_dataset_constructor_checks_treatment():
         UpliftDataset(**{**good, "treatment": good["treatment"].unsqueeze(1)})
     big = good["treatment"].clone()
     big[4] = 10**12
-    with pytest.raises(DataError, match=r"treatment in \[0, 256\) \(M = max\(treatment\) \+ 1 options, at most "
-                                        r"bidfcl.MAX_OPTIONS = 256\), got 1000000000000 at row 4"):
+    with pytest.raises(
+        DataError,
+        match=r"treatment in \[0, 256\) \(M = max\(treatment\) \+ 1 options, at most "
+        r"bidfcl.MAX_OPTIONS = 256\), got 1000000000000 at row 4",
+    ):
         UpliftDataset(**{**good, "treatment": big})
     with pytest.raises(DataError, match=r"n_options an integer in \[0, 256\].*got 300"):
         UpliftDataset(**good, n_options=300)

@@ -23,8 +23,13 @@ def data():
 
 def cfg(method="tsm", **train):
     t = {"method": method, "epochs": 2, "batch_size": 128, "warm_start_epochs": 1, **train}
-    return {"model": {"hidden": [8]}, "train": t, "output": {"progress": "none"}, "tsm": {"data": "pooled"},
-            "bidfcl": {"teacher_epochs": 1}}
+    return {
+        "model": {"hidden": [8]},
+        "train": t,
+        "output": {"progress": "none"},
+        "tsm": {"data": "pooled"},
+        "bidfcl": {"teacher_epochs": 1},
+    }
 
 
 def test_resolve_device():
@@ -108,15 +113,19 @@ def test_lazy_status_records_raise_the_eager_message_when_read(data):
     with pytest.raises(InputError) as eager:
         bidfcl.solve_mckp(v, torch.rand(6, 3), 1.0)
     phase = t.phases()[-1]
-    t._statuses = [(3, [bidfcl.solve_mckp(torch.rand(6, 3), torch.rand(6, 3), 1.0, check=False).status]),
-                   (5, [bad.status])]
+    t._statuses = [
+        (3, [bidfcl.solve_mckp(torch.rand(6, 3), torch.rand(6, 3), 1.0, check=False).status]),
+        (5, [bad.status]),
+    ]
     with pytest.raises(InputError) as lazy:
         t._settle(phase, 0)
     assert str(lazy.value) == str(eager.value) and t._statuses == []
     with torch.no_grad():
         next(t.model.parameters()).fill_(float("nan"))
     t._statuses = [(5, [bad.status])]
-    with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 6 \(non-finite parameters \(bidfcl: values must be finite"):
+    with pytest.raises(
+        TrainingDiverged, match=r"epoch 1, batch 6 \(non-finite parameters \(bidfcl: values must be finite"
+    ):
         t._settle(phase, 0)
 
 

@@ -30,11 +30,16 @@ def _free_port() -> int:
 def _launch(world: int, suite: str, tmp_path, timeout: float = 120.0) -> list[list[dict]]:
     """Run tests/_dist_worker.py on ``world`` local processes; per rank, its case records."""
     port = str(_free_port())
-    env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "_dist_worker.py"), str(r), str(world), port, suite,
-                               str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for r in range(world)]
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "_dist_worker.py"), str(r), str(world), port, suite, str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(world)
+    ]
     outs = []
     try:
         for p in procs:
@@ -106,7 +111,9 @@ def _segments_of(values, costs, sizes):
     segs, base, start = [], 0.0, 0
     for q, n in enumerate(sizes):
         if n:
-            bp, ids, delta, b = bidfcl._ops.ops.mckp_events(values[start:start + n], costs[start:start + n], None, None)
+            bp, ids, delta, b = bidfcl._ops.ops.mckp_events(
+                values[start : start + n], costs[start : start + n], None, None
+            )
             segs.append(Segment(q, bp_keys(bp), ids, delta))
             base += float(b)
         start += n
@@ -126,8 +133,17 @@ def test_selection_over_chunks_matches_solve_mckp(nbins, cap):
     segs, base = _segments_of(values, costs, sizes)
     keys = torch.cat([s.key for s in segs])
     slack = budgets * (1 + bidfcl.solver.BUDGET_SLACK)
-    cuts = select_cuts(lambda: segs, LocalComm(), slack.tolist(), base, int(keys.min()), int(keys.max()),
-                       monotone=True, nbins=nbins, cap=cap)
+    cuts = select_cuts(
+        lambda: segs,
+        LocalComm(),
+        slack.tolist(),
+        base,
+        int(keys.min()),
+        int(keys.max()),
+        monotone=True,
+        nbins=nbins,
+        cap=cap,
+    )
     ref = bidfcl.solve_mckp(values, costs, budgets)
     lam = torch.stack([c.lam(values.dtype) for c in cuts])
     assert torch.equal(lam, ref.lam)
@@ -136,9 +152,13 @@ def test_selection_over_chunks_matches_solve_mckp(nbins, cap):
         if size:
             loc = [c.local(q, m, values.dtype) for c in cuts]
             choice = bidfcl._ops.ops.apply_mckp_cut(
-                values[start:start + size], costs[start:start + size], torch.stack([x[0] for x in loc]),
-                torch.tensor([x[1] for x in loc]), torch.tensor([x[2] for x in loc]))[0]
-            assert torch.equal(choice, ref.choice[:, start:start + size]), f"chunk {q}"
+                values[start : start + size],
+                costs[start : start + size],
+                torch.stack([x[0] for x in loc]),
+                torch.tensor([x[1] for x in loc]),
+                torch.tensor([x[2] for x in loc]),
+            )[0]
+            assert torch.equal(choice, ref.choice[:, start : start + size]), f"chunk {q}"
         start += size
 
 
@@ -197,9 +217,10 @@ def _users(tmp_path, n, kind):
 
     g = torch.Generator().manual_seed(5)
     x = torch.randn(n, 3, generator=g, dtype=torch.float64)
-    x[n // 2: n // 2 + 40] = x[:40]  # duplicated users: ties across chunks
-    table = pa.table({"x0": x[:, 0].numpy(), "x1": x[:, 1].numpy(), "x2": x[:, 2].numpy(),
-                      "user": [f"u{i}" for i in range(n)]})
+    x[n // 2 : n // 2 + 40] = x[:40]  # duplicated users: ties across chunks
+    table = pa.table(
+        {"x0": x[:, 0].numpy(), "x1": x[:, 1].numpy(), "x2": x[:, 2].numpy(), "user": [f"u{i}" for i in range(n)]}
+    )
     path = tmp_path / f"users.{kind}"
     if kind == "parquet":
         pq.write_table(table, str(path), row_group_size=97)
@@ -226,8 +247,9 @@ def test_streaming_allocate_equals_in_memory(tmp_path, small_model, kind, chunk,
     cheapest = float(bidfcl.budget_frontier(r_hat, c_hat).spend[0])
     for per_capita in (0.0, cheapest / n * 0.5, cheapest / n + 0.05, cheapest / n + 0.3, 1e6):
         out = tmp_path / f"plan.{kind}"
-        res = allocate_file(small_model, str(path), str(out), ["x0", "x1", "x2"], budget=per_capita, id_column="user",
-                            chunk_rows=chunk)
+        res = allocate_file(
+            small_model, str(path), str(out), ["x0", "x1", "x2"], budget=per_capita, id_column="user", chunk_rows=chunk
+        )
         ref = bidfcl.solve_mckp(r_hat, c_hat, per_capita * n)
         plan = pq.read_table(str(out)) if kind == "parquet" else pacsv.read_csv(str(out))
         assert plan.column_names == ["user", "option", "expected_revenue", "expected_spend"]
@@ -252,8 +274,19 @@ def test_streaming_cli_matches_in_memory_cli(tmp_path, small_model):
     path, _ = _users(tmp_path, 300, "parquet")
     model_path = tmp_path / "model.pt"
     save_model(small_model, str(model_path))
-    common = ["allocate", "--model", str(model_path), "--input", str(path), "--budget", "0.4",
-              "--features", "x0,x1,x2", "--id-column", "user"]
+    common = [
+        "allocate",
+        "--model",
+        str(model_path),
+        "--input",
+        str(path),
+        "--budget",
+        "0.4",
+        "--features",
+        "x0,x1,x2",
+        "--id-column",
+        "user",
+    ]
     assert main(common + ["--chunk-rows", "0", "--output", str(tmp_path / "a.parquet")]) == 0
     assert main(common + ["--chunk-rows", "16", "--output", str(tmp_path / "b.parquet")]) == 0
     a, b = pq.read_table(str(tmp_path / "a.parquet")), pq.read_table(str(tmp_path / "b.parquet"))
@@ -280,9 +313,30 @@ def test_allocate_under_torchrun_writes_parts_equal_to_the_whole(tmp_path, small
     c_hat = c_hat.clamp_min(0.0)
     per_capita = float(bidfcl.budget_frontier(r_hat, c_hat).spend[0]) / n + 0.02
     env = dict(os.environ, PYTHONPATH=PYTHON_DIR + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "bidfcl", "allocate", "--model", str(model_path), "--input",
-           str(path), "--budget", repr(per_capita), "--features", "x0,x1,x2", "--output", str(tmp_path / "plan.parquet")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "bidfcl",
+        "allocate",
+        "--model",
+        str(model_path),
+        "--input",
+        str(path),
+        "--budget",
+        repr(per_capita),
+        "--features",
+        "x0,x1,x2",
+        "--output",
+        str(tmp_path / "plan.parquet"),
+    ]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     parts = [pq.read_table(str(tmp_path / f"plan.rank{r}-of-2.parquet")) for r in range(2)]

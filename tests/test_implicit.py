@@ -141,7 +141,7 @@ def dense_hessian(loss_fn, params):
         blocks, o = [], 0
         for s in shapes:
             n = math.prod(s)
-            blocks.append(v[o:o + n].reshape(s))
+            blocks.append(v[o : o + n].reshape(s))
             o += n
         return loss_fn(blocks)
 
@@ -215,8 +215,14 @@ def test_cpp_driver_runs_alongside_python_threads():
     params, loss_fn = mlp_problem(batch=256, hidden=16)
     b = [torch.randn_like(p) for p in params]
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        implicit.solve_hessian(loss_fn(params), params, b, max_iter=20, tol=0.0, backend="cpp"))) for _ in range(3)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                implicit.solve_hessian(loss_fn(params), params, b, max_iter=20, tol=0.0, backend="cpp")
+            )
+        )
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -249,8 +255,10 @@ def test_hessian_cg_indefinite_stops_finite(backend):
     g = torch.Generator().manual_seed(4)
     q, _ = torch.linalg.qr(torch.randn(12, 12, generator=g, dtype=torch.float64))
     a = q @ torch.diag(torch.linspace(-2.0, 4.0, 12, dtype=torch.float64)) @ q.T
-    p = [torch.randn(3, 2, generator=g, dtype=torch.float64).requires_grad_(), torch.randn(6, generator=g,
-         dtype=torch.float64).requires_grad_()]
+    p = [
+        torch.randn(3, 2, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(),
+    ]
     theta = torch.cat([p[0].reshape(-1), p[1]])
     loss = 0.5 * theta @ a @ theta
     b = [torch.randn(3, 2, dtype=torch.float64), torch.randn(6, dtype=torch.float64)]
@@ -381,8 +389,9 @@ def test_ridge_hypergradient_cuda_matches_cpu(backend):
     for device in ("cpu", "cuda"):
         prob = Ridge(device=device)
         inner, outer = prob.params()
-        out[device] = implicit.hypergradient(prob.lower, prob.upper, inner, outer, tol=1e-12, backend=backend,
-                                             check_every=1)
+        out[device] = implicit.hypergradient(
+            prob.lower, prob.upper, inner, outer, tol=1e-12, backend=backend, check_every=1
+        )
     assert out["cpu"].state.iter_num == out["cuda"].state.iter_num
     for u, v in zip(out["cpu"].grads, out["cuda"].grads):
         torch.testing.assert_close(v.cpu(), u, rtol=1e-10, atol=1e-12)
@@ -453,9 +462,11 @@ def test_an_undefined_upper_loss_counts_as_zero():
     gradients, a zero upper loss and upper_defined False, in every hypergradient variant."""
     prob = Ridge()
     inner, outer = prob.params()
-    for res in (implicit.hypergradient(prob.lower, lambda i, o: None, inner, outer, max_iter=5),
-                implicit.neumann(prob.lower, lambda i, o: None, inner, outer, max_iter=3, alpha=0.1),
-                implicit.unrolled(prob.lower, lambda i, o: None, inner, outer, max_iter=2)):
+    for res in (
+        implicit.hypergradient(prob.lower, lambda i, o: None, inner, outer, max_iter=5),
+        implicit.neumann(prob.lower, lambda i, o: None, inner, outer, max_iter=3, alpha=0.1),
+        implicit.unrolled(prob.lower, lambda i, o: None, inner, outer, max_iter=2),
+    ):
         assert not res.upper_defined and float(res.upper_loss) == 0.0
         assert all(not bool(g.any()) for g in res.grads)
     assert implicit.hypergradient(prob.lower, prob.upper, inner, outer, max_iter=5).upper_defined
@@ -489,7 +500,9 @@ def test_bad_inputs_raise_clear_errors():
     prob = Ridge()
     inner, outer = prob.params()
     with pytest.raises(ValueError, match="scalar loss"):
-        implicit.hypergradient(lambda i, o: prob.lower(i, o) * torch.ones(2, dtype=torch.float64), prob.upper, inner, outer)
+        implicit.hypergradient(
+            lambda i, o: prob.lower(i, o) * torch.ones(2, dtype=torch.float64), prob.upper, inner, outer
+        )
     with pytest.raises(ValueError, match="scalar loss"):
         implicit.hypergradient(prob.lower, lambda i, o: i[0], inner, outer)
     with pytest.raises(ValueError, match="require grad"):
@@ -568,8 +581,11 @@ def test_hypergradient_under_no_grad_and_warm_start(backend):
 
 @needs_ext
 @settings(max_examples=15, deadline=None)
-@given(shapes=st.lists(st.lists(st.integers(0, 4), min_size=0, max_size=3), min_size=1, max_size=4),
-       seed=st.integers(0, 1000), every=st.integers(1, 5))
+@given(
+    shapes=st.lists(st.lists(st.integers(0, 4), min_size=0, max_size=3), min_size=1, max_size=4),
+    seed=st.integers(0, 1000),
+    every=st.integers(1, 5),
+)
 def test_property_cpp_equals_twin_on_random_quadratics(shapes, seed, every):
     # L = 0.5 t'At + sum cos(t) with t the concatenated parameters (mixed shapes, empty blocks allowed)
     g = torch.Generator().manual_seed(seed)
@@ -661,8 +677,9 @@ def test_gauss_newton_is_psd_and_matches_dense_formula_for_nonlinear_outputs():
     formula with G in place of H, and CG never meets negative curvature."""
     lower, upper, theta, phi = _weighted_ls_problem(nonlinear=True, seed=3)
     damping = 1e-3
-    res = implicit.hypergradient(lower, upper, theta, phi, max_iter=200, tol=1e-13, damping=damping,
-                                 curvature="gauss-newton")
+    res = implicit.hypergradient(
+        lower, upper, theta, phi, max_iter=200, tol=1e-13, damping=damping, curvature="gauss-newton"
+    )
     assert res.state.status == "converged"
     th = theta[0].detach()
     jac = torch.autograd.functional.jacobian(lambda t: lower.outputs([t]), th).reshape(80, 6)
@@ -674,7 +691,8 @@ def test_gauss_newton_is_psd_and_matches_dense_formula_for_nonlinear_outputs():
     v = torch.linalg.solve(G, b)
     mixed = torch.autograd.functional.jacobian(
         lambda p: torch.autograd.functional.jacobian(lambda t: lower([t], [p]), th, create_graph=True).reshape(6) @ v,
-        phi[0].detach())
+        phi[0].detach(),
+    )
     torch.testing.assert_close(res.grads[0], -mixed, rtol=1e-7, atol=1e-10)
     torch.testing.assert_close(res.solution[0].reshape(6), v, rtol=1e-7, atol=1e-10)
 
@@ -690,7 +708,7 @@ def test_gauss_newton_hypergradient_is_the_derivative_of_the_linearised_lower_pr
     th, ph = theta[0].detach().reshape(-1), phi[0].detach()
 
     def ridge(t, p):
-        return lower([t.view(3, 2)], [p]) + 0.5 * mu * (t ** 2).sum()
+        return lower([t.view(3, 2)], [p]) + 0.5 * mu * (t**2).sum()
 
     def newton(f, t):
         for _ in range(50):
@@ -706,7 +724,7 @@ def test_gauss_newton_hypergradient_is_the_derivative_of_the_linearised_lower_pr
     jac = torch.autograd.functional.jacobian(lambda t: lower.outputs([t.view(3, 2)]), theta0).reshape(-1, 6)
 
     def lin_upper(p):  # L_up at the minimiser of the linearised ridge problem at phi = p
-        lin = lambda t: lower.loss(o0 + (jac @ (t - theta0)).view_as(o0), [p]) + 0.5 * mu * (t ** 2).sum()  # noqa: E731
+        lin = lambda t: lower.loss(o0 + (jac @ (t - theta0)).view_as(o0), [p]) + 0.5 * mu * (t**2).sum()  # noqa: E731
         return float(upper([newton(lin, theta0).view(3, 2)], [p]))
 
     h = 1e-5
@@ -726,10 +744,12 @@ def test_gauss_newton_hypergradient_is_the_derivative_of_the_linearised_lower_pr
 def test_hypergradient_returns_its_solution_as_warm_start():
     lower, upper, theta, phi = _weighted_ls_problem(nonlinear=False, seed=1)  # positive definite H
     for curvature in ("hessian", "gauss-newton"):
-        cold = implicit.hypergradient(lower, upper, theta, phi, max_iter=200, tol=1e-10, damping=1e-2,
-                                      curvature=curvature)
-        warm = implicit.hypergradient(lower, upper, theta, phi, max_iter=200, tol=1e-10, damping=1e-2,
-                                      curvature=curvature, x0=cold.solution)
+        cold = implicit.hypergradient(
+            lower, upper, theta, phi, max_iter=200, tol=1e-10, damping=1e-2, curvature=curvature
+        )
+        warm = implicit.hypergradient(
+            lower, upper, theta, phi, max_iter=200, tol=1e-10, damping=1e-2, curvature=curvature, x0=cold.solution
+        )
         assert warm.state.iter_num < cold.state.iter_num
         torch.testing.assert_close(warm.grads[0], cold.grads[0], rtol=1e-6, atol=1e-9)
 

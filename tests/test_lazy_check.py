@@ -245,8 +245,9 @@ def test_solve_mckp_rct_bad_input_lazily(case, dtype):
     values, costs, treatment, cost_obs, _ = problem(dtype=dtype, seed=8)
     propensity = torch.full((40,), 0.25, dtype=dtype)
     spec = RCT_CASES[case]
-    bad = with_bad_entries(spec, values=values, costs=costs, treatment=treatment, cost_obs=cost_obs,
-                           propensity=propensity)
+    bad = with_bad_entries(
+        spec, values=values, costs=costs, treatment=treatment, cost_obs=cost_obs, propensity=propensity
+    )
     values, costs, treatment, cost_obs, propensity = bad.values()
     budget = spec.get("budget", 0.3)
     args = (values, costs, treatment, cost_obs, budget, propensity)
@@ -290,8 +291,9 @@ def test_losses_bad_input_lazily(kind, case):
     spec = DECISION_CASES[case]
     if "cost" in spec and kind not in ("mer", "difd"):
         pytest.skip("only the dual losses take a cost")
-    r, c, t, rev, cost, p = with_bad_entries(spec, r=values, c=costs, t=treatment, rev=revenue, cost=cost_obs,
-                                             prop=prop).values()
+    r, c, t, rev, cost, p = with_bad_entries(
+        spec, r=values, c=costs, t=treatment, rev=revenue, cost=cost_obs, prop=prop
+    ).values()
     lam = spec.get("lam", 0.5)
     # the dual losses take a grid; entries of a Python list are numbers, checked at once like tau,
     # so the grid is a tensor here
@@ -399,23 +401,37 @@ def test_opcheck_changed_schemas():
     checks = ("test_schema", "test_faketensor", "test_aot_dispatch_static")
     for check in (True, False):
         torch.library.opcheck(ops.solve_mckp, (values, costs, budgets, check), test_utils=checks)
-        torch.library.opcheck(ops.solve_mckp_rct, (values, costs, treatment, cost_obs, prop, budgets, check),
-                              test_utils=checks)
+        torch.library.opcheck(
+            ops.solve_mckp_rct, (values, costs, treatment, cost_obs, prop, budgets, check), test_utils=checks
+        )
         r = values.clone().requires_grad_()
         c = costs.clone().requires_grad_()
-        torch.library.opcheck(ops.ppl_loss, (r, c, treatment, revenue, None, lam, prop, 0.5, check),
-                              test_utils=checks + ("test_autograd_registration",))
-        torch.library.opcheck(ops.pifd_loss, (r, c, treatment, revenue, cost_obs, lam, prop, 0.3, check),
-                              test_utils=checks + ("test_autograd_registration",))
+        torch.library.opcheck(
+            ops.ppl_loss,
+            (r, c, treatment, revenue, None, lam, prop, 0.5, check),
+            test_utils=checks + ("test_autograd_registration",),
+        )
+        torch.library.opcheck(
+            ops.pifd_loss,
+            (r, c, treatment, revenue, cost_obs, lam, prop, 0.3, check),
+            test_utils=checks + ("test_autograd_registration",),
+        )
         grad = torch.tensor(1.0, dtype=F64)
-        torch.library.opcheck(ops.ppl_loss_backward, (grad, values, costs, treatment, revenue, None, lam, prop, 0.5,
-                                                      check), test_utils=checks)
-        torch.library.opcheck(ops.pifd_loss_with_grad, (values, costs, treatment, revenue, None, lam, prop, None,
-                                                        check), test_utils=checks)
+        torch.library.opcheck(
+            ops.ppl_loss_backward,
+            (grad, values, costs, treatment, revenue, None, lam, prop, 0.5, check),
+            test_utils=checks,
+        )
+        torch.library.opcheck(
+            ops.pifd_loss_with_grad,
+            (values, costs, treatment, revenue, None, lam, prop, None, check),
+            test_utils=checks,
+        )
     torch.library.opcheck(ops.validate_mckp, (values, costs, budgets, None, None, None), test_utils=checks)
     torch.library.opcheck(ops.validate_mckp, (values, costs, budgets, treatment, cost_obs, prop), test_utils=checks)
-    torch.library.opcheck(ops.validate_decision, (values, costs, treatment, revenue, None, lam, prop),
-                          test_utils=checks)
+    torch.library.opcheck(
+        ops.validate_decision, (values, costs, treatment, revenue, None, lam, prop), test_utils=checks
+    )
 
 
 def test_status_message_table():
@@ -428,18 +444,29 @@ def test_status_message_table():
 
     assert status_message([0, -1, -1, 0, 0, -1, -1]) is None
     assert status_message([4, 3, 5, 7, 1, -1, -1]) == "bidfcl: treatment must be in [0, M) = [0, 5), got 7 at row 3"
-    assert status_message([20, 1, -1, bits(float("inf")), 1, -1, -1]) == "bidfcl: budgets must be finite, got inf at index 1"
-    assert status_message([21, 0, -1, bits(-2.5), 1, -1, -1]) == \
-        "bidfcl: budgets must be >= 0 (per-capita budgets), got -2.5 at index 0"
+    assert (
+        status_message([20, 1, -1, bits(float("inf")), 1, -1, -1])
+        == "bidfcl: budgets must be finite, got inf at index 1"
+    )
+    assert (
+        status_message([21, 0, -1, bits(-2.5), 1, -1, -1])
+        == "bidfcl: budgets must be >= 0 (per-capita budgets), got -2.5 at index 0"
+    )
     assert status_message([3, 2, 1, bits(-1.0), 0, -1, -1]) == "bidfcl: costs must be >= 0, got -1 at [2, 1]"
     assert status_message([1, 2, 1, bits(1.0), 2, -1, -1]).startswith("bidfcl: r_hat must be finite")
-    assert status_message([6, 4, -1, bits(float("nan")), 1, -1, -1]) == "bidfcl: cost_obs must be finite, got nan at row 4"
+    assert (
+        status_message([6, 4, -1, bits(float("nan")), 1, -1, -1]) == "bidfcl: cost_obs must be finite, got nan at row 4"
+    )
     assert status_message([6, 0, -1, bits(float("inf")), 2, 2, -1]) == "bidfcl: lam must be finite, got inf at index 0"
-    assert status_message([6, 9, -1, bits(float("inf")), 2, 0, -1]) == "bidfcl: revenue must be finite, got inf at row 9"
+    assert (
+        status_message([6, 9, -1, bits(float("inf")), 2, 0, -1]) == "bidfcl: revenue must be finite, got inf at row 9"
+    )
     assert status_message([99, 0, 0, 0, 0, -1, -1]) == "bidfcl: unknown error code 99 in a status record"
 
 
-@pytest.mark.skipif(not EXTENSION_LOADED, reason="the twins read their data on the host (they are the oracle, not the fast path)")
+@pytest.mark.skipif(
+    not EXTENSION_LOADED, reason="the twins read their data on the host (they are the oracle, not the fast path)"
+)
 def test_lazy_step_compiles_fullgraph():
     """check=False leaves nothing data-dependent on the host: the solve and the loss trace into one
     graph (fake kernels of the validation ops included) and give the eager numbers."""

@@ -80,8 +80,13 @@ def test_check_false_is_bit_identical_on_device(dtype, m):
 @pytest.mark.parametrize("where", ["value", "cost", "treatment", "propensity", "cost_obs", "budget", "lam"])
 def test_lazy_messages_match_the_cpu(where):
     cpu = batch(500, 4, F64, seed=3, device="cpu")
-    index = {"value": (0, (17, 2), float("nan")), "cost": (1, (40, 1), -1.0), "treatment": (2, (9,), 6),
-             "propensity": (5, (33,), 0.0), "cost_obs": (3, (2,), float("inf"))}
+    index = {
+        "value": (0, (17, 2), float("nan")),
+        "cost": (1, (40, 1), -1.0),
+        "treatment": (2, (9,), 6),
+        "propensity": (5, (33,), 0.0),
+        "cost_obs": (3, (2,), float("inf")),
+    }
     if where in index:
         k, pos, v = index[where]
         cpu[k][pos] = v
@@ -136,7 +141,7 @@ class Heads(torch.nn.Module):
         out = self.body(x)
         free = torch.ones(self.m, device=x.device, dtype=x.dtype)
         free[0] = 0
-        return out[:, : self.m], torch.nn.functional.softplus(out[:, self.m:]) * free
+        return out[:, : self.m], torch.nn.functional.softplus(out[:, self.m :]) * free
 
 
 def _training_step(model, opt, x, treatment, cost_obs, revenue, per_capita, totals):

@@ -88,13 +88,16 @@ def test_dual_losses_sum_over_grid():
     lams = [0.0, 0.5, 1.0]
     per_lam = sum(losses.mer_loss(r, c, t, rev, cost, [x], prop, tau=2.0) for x in lams)
     torch.testing.assert_close(losses.mer_loss(r, c, t, rev, cost, lams, prop, tau=2.0), per_lam)
-    torch.testing.assert_close(losses.dpl_loss(r, c, t, rev, cost, lams, prop),
-                               losses.mer_loss(r, c, t, rev, cost, lams, prop, tau=1.0))
+    torch.testing.assert_close(
+        losses.dpl_loss(r, c, t, rev, cost, lams, prop), losses.mer_loss(r, c, t, rev, cost, lams, prop, tau=1.0)
+    )
     per_lam = sum(losses.difd_loss(r, c, t, rev, cost, [x], prop) for x in lams)
     torch.testing.assert_close(losses.difd_loss(r, c, t, rev, cost, lams, prop), per_lam)
     # a one-multiplier dual loss with zero cost is the primal loss
     zero = torch.zeros_like(rev)
-    torch.testing.assert_close(losses.dpl_loss(r, c, t, rev, zero, [0.5], prop), losses.ppl_loss(r, c, t, rev, 0.5, prop))
+    torch.testing.assert_close(
+        losses.dpl_loss(r, c, t, rev, zero, [0.5], prop), losses.ppl_loss(r, c, t, rev, 0.5, prop)
+    )
 
 
 def test_lam_gets_no_gradient():
@@ -186,17 +189,28 @@ def test_pifd_matches_twin(with_cost, clip):
     r, c, t, rev, cost, prop = decision_batch(n=200, m=4, seed=30, with_cost=with_cost)
     lam = lam_of([0.5] if not with_cost else [0.2, 0.9])
     g = torch.tensor(1.7, dtype=F64)
-    torch.testing.assert_close(ops.pifd_loss(r, c, t, rev, cost, lam, prop, clip),
-                               ref.pifd_loss(r, c, t, rev, cost, lam, prop, clip), rtol=1e-12, atol=1e-14)
-    for a, b in zip(ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, clip),
-                    ref.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, clip)):
+    torch.testing.assert_close(
+        ops.pifd_loss(r, c, t, rev, cost, lam, prop, clip),
+        ref.pifd_loss(r, c, t, rev, cost, lam, prop, clip),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    for a, b in zip(
+        ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, clip),
+        ref.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, clip),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
 
 def test_pifd_clip_and_zero_gap_rules():
     # lam = 0 and c = 0, so the scores are r itself; equal propensities 1/2 and N = 2: C = rev
-    r = torch.tensor([[1.0, 0.9, 0.5, -1.0],    # matched (t = 0); gaps 0.1, 0.5, 2.0
-                      [0.0, 0.2, 0.25, 0.1]], dtype=F64)  # unmatched (t = 1); k = 2, s = 1 = t, gap 0.05
+    r = torch.tensor(
+        [
+            [1.0, 0.9, 0.5, -1.0],  # matched (t = 0); gaps 0.1, 0.5, 2.0
+            [0.0, 0.2, 0.25, 0.1],
+        ],
+        dtype=F64,
+    )  # unmatched (t = 1); k = 2, s = 1 = t, gap 0.05
     c = torch.zeros_like(r)
     t = torch.tensor([0, 1])
     rev = torch.tensor([1.0, 1.0], dtype=F64)
@@ -208,19 +222,23 @@ def test_pifd_clip_and_zero_gap_rules():
         losses.pifd_loss(x, c, t, rev, 0.0, prop, clip=clip).backward()
         return x.grad
 
-    no_clip = torch.tensor([[-cw / 0.1, cw / 0.1, cw / 0.5, cw / 2.0],
-                            [0.0, -cw / 0.05, cw / 0.05, 0.0]], dtype=F64)
+    no_clip = torch.tensor([[-cw / 0.1, cw / 0.1, cw / 0.5, cw / 2.0], [0.0, -cw / 0.05, cw / 0.05, 0.0]], dtype=F64)
     torch.testing.assert_close(grad(None), no_clip, rtol=1e-12, atol=0)
     # clip h = 0.3: gaps below h count as h, gaps above h are zeroed
-    clipped = torch.tensor([[-cw / 0.3, cw / 0.3, 0.0, 0.0],
-                            [0.0, -cw / 0.3, cw / 0.3, 0.0]], dtype=F64)
+    clipped = torch.tensor([[-cw / 0.3, cw / 0.3, 0.0, 0.0], [0.0, -cw / 0.3, cw / 0.3, 0.0]], dtype=F64)
     torch.testing.assert_close(grad(0.3), clipped, rtol=1e-12, atol=0)
     # a gap of exactly h is kept (as h)
     torch.testing.assert_close(grad(0.5)[0, 2], torch.tensor(cw / 0.5, dtype=F64))
     # a tie at the top without a clip uses the documented floor
     tie = torch.tensor([[1.0, 1.0, 0.0]], dtype=F64, requires_grad=True)
-    losses.pifd_loss(tie, torch.zeros_like(tie), torch.tensor([0]), torch.tensor([2.0], dtype=F64), 0.0,
-                     torch.tensor([1.0], dtype=F64)).backward()
+    losses.pifd_loss(
+        tie,
+        torch.zeros_like(tie),
+        torch.tensor([0]),
+        torch.tensor([2.0], dtype=F64),
+        0.0,
+        torch.tensor([1.0], dtype=F64),
+    ).backward()
     floor = losses.PIFD_ZERO_GAP_FLOOR
     torch.testing.assert_close(tie.grad, torch.tensor([[-2.0 / floor, 2.0 / floor, 2.0]], dtype=F64))
 
@@ -328,16 +346,26 @@ def test_bad_inputs_raise_clear_errors(op):
     cases = [
         (dict(treatment=torch.tensor([0, 1, 2, 3, 0, 1])), r"treatment must be in \[0, M\) = \[0, 3\), got 3 at row 3"),
         (dict(treatment=torch.tensor([0, -1, 2, 1, 0, 1])), r"treatment must be in \[0, M\)"),
-        (dict(propensity=torch.tensor([0.5, 0.0, 0.5, 0.5, 0.5, 0.5], dtype=F64)), r"propensity must be in \(0, 1\], got 0"),
-        (dict(propensity=torch.tensor([0.5, 1.5, 0.5, 0.5, 0.5, 0.5], dtype=F64)), r"propensity must be in \(0, 1\], got 1.5"),
+        (
+            dict(propensity=torch.tensor([0.5, 0.0, 0.5, 0.5, 0.5, 0.5], dtype=F64)),
+            r"propensity must be in \(0, 1\], got 0",
+        ),
+        (
+            dict(propensity=torch.tensor([0.5, 1.5, 0.5, 0.5, 0.5, 0.5], dtype=F64)),
+            r"propensity must be in \(0, 1\], got 1.5",
+        ),
         (dict(revenue=rev[:5]), r"revenue must have shape \[6\]"),
         (dict(treatment=t[:5]), r"treatment must have shape \[6\]"),
         (dict(c_hat=c[:, :2]), r"r_hat and c_hat must have the same shape"),
         (dict(r_hat=r.float()), r"must have the same dtype"),
-        (dict(r_hat=r.index_put((torch.tensor([2]), torch.tensor([1])), torch.tensor(float("nan"), dtype=F64))),
-         r"r_hat must be finite, got nan at \[2, 1\]"),
-        (dict(revenue=rev.index_put((torch.tensor([4]),), torch.tensor(float("inf"), dtype=F64))),
-         r"revenue must be finite, got inf at row 4"),
+        (
+            dict(r_hat=r.index_put((torch.tensor([2]), torch.tensor([1])), torch.tensor(float("nan"), dtype=F64))),
+            r"r_hat must be finite, got nan at \[2, 1\]",
+        ),
+        (
+            dict(revenue=rev.index_put((torch.tensor([4]),), torch.tensor(float("inf"), dtype=F64))),
+            r"revenue must be finite, got inf at row 4",
+        ),
         (dict(r_hat=r[:, :1], c_hat=c[:, :1]), r"at least two options"),
         (dict(treatment=t.int()), r"treatment must be int64"),
         (dict(lam=float("nan")), r"lam must be finite"),
@@ -392,12 +420,14 @@ def test_same_result_with_one_and_two_threads():
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            results.append([
-                ops.ppl_loss(r, c, t, rev, cost, lam, prop, 0.5),
-                *ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.5),
-                ops.pifd_loss(r, c, t, rev, cost, lam, prop, None),
-                *ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.3),
-            ])
+            results.append(
+                [
+                    ops.ppl_loss(r, c, t, rev, cost, lam, prop, 0.5),
+                    *ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.5),
+                    ops.pifd_loss(r, c, t, rev, cost, lam, prop, None),
+                    *ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.3),
+                ]
+            )
     finally:
         torch.set_num_threads(before)
     for a, b in zip(*results):
@@ -422,19 +452,32 @@ def test_float32_close_to_float64(fn):
 
 
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 30), m=st.integers(2, 6), seed=st.integers(0, 10_000), tau=st.floats(0.1, 5.0),
-       use_cost=st.booleans())
+@given(
+    n=st.integers(1, 30),
+    m=st.integers(2, 6),
+    seed=st.integers(0, 10_000),
+    tau=st.floats(0.1, 5.0),
+    use_cost=st.booleans(),
+)
 def test_property_ops_match_twins(n, m, seed, tau, use_cost):
     r, c, t, rev, cost, prop = decision_batch(n=n, m=m, seed=seed, with_cost=use_cost)
     lam = lam_of([0.5] if not use_cost else [0.1, 1.0])
     g = torch.tensor(0.7, dtype=F64)
-    torch.testing.assert_close(ops.ppl_loss(r, c, t, rev, cost, lam, prop, tau),
-                               ref.ppl_loss(r, c, t, rev, cost, lam, prop, tau), rtol=1e-12, atol=1e-14)
-    for a, b in zip(ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, tau),
-                    ref.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, tau)):
+    torch.testing.assert_close(
+        ops.ppl_loss(r, c, t, rev, cost, lam, prop, tau),
+        ref.ppl_loss(r, c, t, rev, cost, lam, prop, tau),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+    for a, b in zip(
+        ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, tau),
+        ref.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, tau),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
-    for a, b in zip(ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, None),
-                    ref.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, None)):
+    for a, b in zip(
+        ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, None),
+        ref.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, None),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
     # the softmax loss lies between the worst and best sums of matched rewards
     w = weights(rev, cost, lam, prop)
@@ -458,16 +501,26 @@ def test_cuda_matches_cpu(dtype, with_cost):
     cu = [x.to(dev) if x is not None else None for x in (r, c, t, rev, cost, lam, prop, g)]
     rc, cc, tc, revc, costc, lamc, propc, gc = cu
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(ops.ppl_loss(rc, cc, tc, revc, costc, lamc, propc, 0.7).cpu(),
-                               ops.ppl_loss(r, c, t, rev, cost, lam, prop, 0.7), **tol)
-    torch.testing.assert_close(ops.pifd_loss(rc, cc, tc, revc, costc, lamc, propc, None).cpu(),
-                               ops.pifd_loss(r, c, t, rev, cost, lam, prop, None), **tol)
-    for a, b in zip(ops.ppl_loss_backward(gc, rc, cc, tc, revc, costc, lamc, propc, 0.7),
-                    ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.7)):
+    torch.testing.assert_close(
+        ops.ppl_loss(rc, cc, tc, revc, costc, lamc, propc, 0.7).cpu(),
+        ops.ppl_loss(r, c, t, rev, cost, lam, prop, 0.7),
+        **tol,
+    )
+    torch.testing.assert_close(
+        ops.pifd_loss(rc, cc, tc, revc, costc, lamc, propc, None).cpu(),
+        ops.pifd_loss(r, c, t, rev, cost, lam, prop, None),
+        **tol,
+    )
+    for a, b in zip(
+        ops.ppl_loss_backward(gc, rc, cc, tc, revc, costc, lamc, propc, 0.7),
+        ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.7),
+    ):
         torch.testing.assert_close(a.cpu(), b, **tol)
     for clip in (None, 0.3):
-        for a, b in zip(ops.pifd_loss_backward(gc, rc, cc, tc, revc, costc, lamc, propc, clip),
-                        ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, clip)):
+        for a, b in zip(
+            ops.pifd_loss_backward(gc, rc, cc, tc, revc, costc, lamc, propc, clip),
+            ops.pifd_loss_backward(g, r, c, t, rev, cost, lam, prop, clip),
+        ):
             torch.testing.assert_close(a.cpu(), b, **tol)
     bad = tc.clone()
     bad[7] = 9
@@ -482,10 +535,13 @@ def test_softmax_loss_many_blocks_and_chunks_match_twin(dtype):
     lam = lam_of([0.25, 1.5], dtype)
     g = torch.tensor(0.9, dtype=dtype)
     tol = dict(rtol=1e-12, atol=1e-14) if dtype == F64 else dict(rtol=2e-5, atol=1e-7)
-    torch.testing.assert_close(ops.ppl_loss(r, c, t, rev, cost, lam, prop, 0.6),
-                               ref.ppl_loss(r, c, t, rev, cost, lam, prop, 0.6), **tol)
-    for a, b in zip(ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6),
-                    ref.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6)):
+    torch.testing.assert_close(
+        ops.ppl_loss(r, c, t, rev, cost, lam, prop, 0.6), ref.ppl_loss(r, c, t, rev, cost, lam, prop, 0.6), **tol
+    )
+    for a, b in zip(
+        ops.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6),
+        ref.ppl_loss_backward(g, r, c, t, rev, cost, lam, prop, 0.6),
+    ):
         torch.testing.assert_close(a, b, **tol)
 
 

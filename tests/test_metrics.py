@@ -42,7 +42,7 @@ def test_policy_value_matches_twin_and_definition(hajek):
         se = torch.sqrt(500 / 499 * ((match / prop) ** 2 * (rev - v) ** 2).sum()) / w
     else:
         v = y.mean()
-        se = y.std() / 500 ** 0.5
+        se = y.std() / 500**0.5
     torch.testing.assert_close(got[0][0], v)
     torch.testing.assert_close(got[2][0], se)
 
@@ -54,8 +54,10 @@ def test_policy_value_api_shapes_and_propensity_forms():
     many = metrics.policy_value(choice, t, rev, cost)
     torch.testing.assert_close(many.value[0], one.value)
     per_arm = torch.tensor([0.2, 0.3, 0.5], dtype=F64)
-    torch.testing.assert_close(metrics.policy_value(choice, t, rev, cost, per_arm).value,
-                               metrics.policy_value(choice, t, rev, cost, per_arm[t]).value)
+    torch.testing.assert_close(
+        metrics.policy_value(choice, t, rev, cost, per_arm).value,
+        metrics.policy_value(choice, t, rev, cost, per_arm[t]).value,
+    )
     with pytest.raises(ValueError, match="normalize must be"):
         metrics.policy_value(choice, t, rev, cost, normalize="snips")
 
@@ -86,7 +88,7 @@ def test_policy_value_unbiased_with_calibrated_standard_error(normalize):
     values, costs = torch.tensor(values), torch.tensor(costs)
     for est, se, truth in ((values, ses, truth_rev), (costs, cost_ses, truth_cost)):
         spread = float(est.std())
-        assert abs(float(est.mean()) - truth) < 3 * spread / draws ** 0.5
+        assert abs(float(est.mean()) - truth) < 3 * spread / draws**0.5
         assert abs(sum(se) / draws / spread - 1) < 0.2
 
 
@@ -244,8 +246,9 @@ def test_aucc_float32_and_errors():
     with pytest.raises(RuntimeError, match="q must be >= 1"):
         metrics.aucc(r_hat, c_hat, t, rev, cost, q=0)
     empty = torch.zeros(0, 2, dtype=F64)
-    res = metrics.aucc_curve(empty, empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=F64),
-                             torch.zeros(0, dtype=F64), q=4)
+    res = metrics.aucc_curve(
+        empty, empty, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=F64), torch.zeros(0, dtype=F64), q=4
+    )
     assert torch.isnan(res.aucc) and res.cost_curve.shape == (5,)
 
 
@@ -261,8 +264,12 @@ def test_policy_value_errors_and_empty():
     nan[9] = float("nan")
     with pytest.raises(RuntimeError, match="revenue must be finite, got nan at row 9"):
         ops.policy_value(choice, t, nan, cost, prop, False)
-    empty = metrics.policy_value(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                                 torch.zeros(0, dtype=F64), torch.zeros(0, dtype=F64))
+    empty = metrics.policy_value(
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=F64),
+        torch.zeros(0, dtype=F64),
+    )
     assert torch.isnan(empty.value) and torch.isnan(empty.value_se)
 
 
@@ -298,8 +305,9 @@ def test_metrics_same_result_with_one_and_two_threads():
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            out.append([*ops.aucc(r_hat, c_hat, t, rev, cost, 200),
-                        *ops.policy_value(choice, t, rev, cost, prop, False)])
+            out.append(
+                [*ops.aucc(r_hat, c_hat, t, rev, cost, 200), *ops.policy_value(choice, t, rev, cost, prop, False)]
+            )
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(*out))

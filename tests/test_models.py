@@ -15,9 +15,14 @@ def test_shapes_and_default_sizes():
     assert widths == [128, 64, 32, 8]  # METHOD.md section 5: 128-64-32-2M
 
 
-@pytest.mark.parametrize("output,check", [("sigmoid", lambda t: bool(((t > 0) & (t < 1)).all())),
-                                          ("softplus", lambda t: bool((t >= 0).all())),
-                                          ("linear", lambda t: bool((t < 0).any()))])
+@pytest.mark.parametrize(
+    "output,check",
+    [
+        ("sigmoid", lambda t: bool(((t > 0) & (t < 1)).all())),
+        ("softplus", lambda t: bool((t >= 0).all())),
+        ("linear", lambda t: bool((t < 0).any())),
+    ],
+)
 def test_output_activations(output, check):
     torch.manual_seed(1)
     m = MultiHeadMLP(3, 2, hidden=(8,), output=output)
@@ -61,16 +66,19 @@ def test_config_round_trip_and_predict():
     assert not r1.requires_grad
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(n_features=0, n_options=2), "n_features"),
-    (dict(n_features=3, n_options=0), "n_options"),
-    (dict(n_features=3, n_options=2, hidden=(0,)), "hidden"),
-    (dict(n_features=3, n_options=2, activation="nope"), "activation"),
-    (dict(n_features=3, n_options=2, output="exp"), "output"),
-    (dict(n_features=3, n_options=2, dropout=1.0), "dropout"),
-    (dict(n_features=3, n_options=2, free_options=[2]), "free_options"),
-    (dict(n_features=3, n_options=2, free_options=[-1]), "free_options"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(n_features=0, n_options=2), "n_features"),
+        (dict(n_features=3, n_options=0), "n_options"),
+        (dict(n_features=3, n_options=2, hidden=(0,)), "hidden"),
+        (dict(n_features=3, n_options=2, activation="nope"), "activation"),
+        (dict(n_features=3, n_options=2, output="exp"), "output"),
+        (dict(n_features=3, n_options=2, dropout=1.0), "dropout"),
+        (dict(n_features=3, n_options=2, free_options=[2]), "free_options"),
+        (dict(n_features=3, n_options=2, free_options=[-1]), "free_options"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         MultiHeadMLP(**kwargs)

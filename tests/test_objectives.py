@@ -4,14 +4,13 @@ import math
 
 import pytest
 import torch
+from _train_common import cfg_of, params
 
 from bidfcl.train import ConfigError, DfclTrainer
-from _train_common import cfg_of, data, needs_losses, params  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@needs_losses
 def test_decision_loss_over_several_budgets_is_the_mean(data):
     from bidfcl.objectives import decision_loss
 
@@ -23,7 +22,6 @@ def test_decision_loss_over_several_budgets_is_the_mean(data):
     torch.testing.assert_close(both, (single[0] + single[1]) / 2)
 
 
-@needs_losses
 def test_decision_loss_leaves_out_budgets_with_an_infinite_multiplier(data, monkeypatch):
     """Seen on causalml data: cost heads that underflow to (denormal) zero make lam* infinite on a
     feasible budget; the decision loss leaves such budgets out instead of failing in ppl_loss."""
@@ -33,8 +31,9 @@ def test_decision_loss_leaves_out_budgets_with_an_infinite_multiplier(data, monk
 
     def one_infinite(*args, **kw):
         sol = real(*args, **kw)
-        return sol._replace(lam=torch.cat([torch.full_like(sol.lam[:1], math.inf), sol.lam[1:]]),
-                            feasible=torch.ones_like(sol.feasible))
+        return sol._replace(
+            lam=torch.cat([torch.full_like(sol.lam[:1], math.inf), sol.lam[1:]]), feasible=torch.ones_like(sol.feasible)
+        )
 
     torch.manual_seed(0)
     r = torch.rand(len(data.rct), data.n_options)
@@ -67,13 +66,13 @@ def toy_loss():
         calls.append((args, kw))
         return _toy_loss(*args, **kw)
 
-    objectives.register_decision_loss("toy", toy, kind="primal", options=("tau",), methods=("dfcl",),
-                                      doc="test: softmax IPW revenue")
+    objectives.register_decision_loss(
+        "toy", toy, kind="primal", options=("tau",), methods=("dfcl",), doc="test: softmax IPW revenue"
+    )
     yield calls
     del objectives.DECISION_LOSSES["toy"]
 
 
-@needs_losses
 def test_a_registered_decision_loss_trains_dfcl(data, toy_loss):
     """A loss registered at run time is accepted by the config, is an experiment preset, is
     refused by a method it does not list, and DFCL trains with it: the registered function gets
@@ -84,8 +83,9 @@ def test_a_registered_decision_loss_trains_dfcl(data, toy_loss):
     assert "bidfcl-toy" not in presets()
     with pytest.raises(ConfigError, match=r"expected train.loss in \['ppl', 'pifd'\] for method 'bidfcl'"):
         cfg_of({"method": "bidfcl", "loss": "toy"})
-    cfg = cfg_of({"method": "dfcl", "loss": "toy", "tau": 0.5, "epochs": 2, "warm_start_epochs": 1},
-                 eval={"select": "last"})
+    cfg = cfg_of(
+        {"method": "dfcl", "loss": "toy", "tau": 0.5, "epochs": 2, "warm_start_epochs": 1}, eval={"select": "last"}
+    )
     tr = DfclTrainer(cfg, data)
     phases = tr.phases()
     warm = {}
@@ -94,6 +94,7 @@ def test_a_registered_decision_loss_trains_dfcl(data, toy_loss):
     def begin():
         orig_begin()
         warm["params"] = params(tr.model)
+
     phases[1].begin = begin
     tr.phases = lambda: phases
     res = tr.fit()

@@ -56,10 +56,12 @@ def test_config_and_set_values_are_parsed_by_tomli_where_tomllib_is_missing(monk
         def wrapper(*args, **kwargs):
             calls.append(fn.__name__)
             return fn(*args, **kwargs)
+
         return wrapper
 
-    spy = types.SimpleNamespace(load=counted(tomli.load), loads=counted(tomli.loads),
-                                TOMLDecodeError=tomli.TOMLDecodeError)
+    spy = types.SimpleNamespace(
+        load=counted(tomli.load), loads=counted(tomli.loads), TOMLDecodeError=tomli.TOMLDecodeError
+    )
     monkeypatch.setattr(config_module, "tomllib", spy)
 
     path = tmp_path / "c.toml"
@@ -72,10 +74,24 @@ def test_config_and_set_values_are_parsed_by_tomli_where_tomllib_is_missing(monk
         load_config(tmp_path / "bad.toml")
 
     # --set values keep their TOML types (a bare word stays text)
-    sets = _parse_sets(["train.epochs=2", "train.lr=1e-3", "model.hidden=[8, 4]", "train.method=tsm",
-                        'output.dir="runs/x"', "train.learn_bridge=false"])
-    assert sets == {"train.epochs": 2, "train.lr": 1e-3, "model.hidden": [8, 4], "train.method": "tsm",
-                    "output.dir": "runs/x", "train.learn_bridge": False}
+    sets = _parse_sets(
+        [
+            "train.epochs=2",
+            "train.lr=1e-3",
+            "model.hidden=[8, 4]",
+            "train.method=tsm",
+            'output.dir="runs/x"',
+            "train.learn_bridge=false",
+        ]
+    )
+    assert sets == {
+        "train.epochs": 2,
+        "train.lr": 1e-3,
+        "model.hidden": [8, 4],
+        "train.method": "tsm",
+        "output.dir": "runs/x",
+        "train.learn_bridge": False,
+    }
     assert type(sets["train.epochs"]) is int and type(sets["train.lr"]) is float
     assert calls.count("loads") == 6
 
@@ -99,9 +115,11 @@ def test_no_toml_parser_is_one_clear_error(monkeypatch, tmp_path, capsys):
 def files_config(tmp_path):
     (tmp_path / "rct.csv").write_text("a,t,rev,cst\n0.5,0,1.0,0.0\n0.1,1,2.0,1.0\n")
     path = tmp_path / "files.toml"
-    path.write_text('[data]\nsource = "files"\nrct = "rct.csv"\nfeatures = ["a"]\ntreatment = "t"\n'
-                    'revenue = "rev"\ncost = "cst"\n[train]\nepochs = 1\n[model]\nhidden = [4]\n'
-                    f'[output]\nprogress = "none"\ndir = "{tmp_path / "run"}"\n')
+    path.write_text(
+        '[data]\nsource = "files"\nrct = "rct.csv"\nfeatures = ["a"]\ntreatment = "t"\n'
+        'revenue = "rev"\ncost = "cst"\n[train]\nepochs = 1\n[model]\nhidden = [4]\n'
+        f'[output]\nprogress = "none"\ndir = "{tmp_path / "run"}"\n'
+    )
     return path
 
 
@@ -124,14 +142,30 @@ def test_train_on_files_without_pyarrow_is_one_line(monkeypatch, files_config, c
 
 def test_allocate_without_pyarrow_is_one_line(monkeypatch, tmp_path, capsys):
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text('[data]\nn_rct = 300\nn_obs = 300\nn_val = 300\nn_test = 300\n[model]\nhidden = [4]\n'
-                   f'[train]\nmethod = "tsm"\nepochs = 1\n[output]\nprogress = "none"\ndir = "{tmp_path / "run"}"\n')
+    cfg.write_text(
+        "[data]\nn_rct = 300\nn_obs = 300\nn_val = 300\nn_test = 300\n[model]\nhidden = [4]\n"
+        f'[train]\nmethod = "tsm"\nepochs = 1\n[output]\nprogress = "none"\ndir = "{tmp_path / "run"}"\n'
+    )
     assert main(["train", "--config", str(cfg), "--threads", "1"]) == 0
     capsys.readouterr()
     (tmp_path / "users.csv").write_text("x0\n0.5\n")
     hide_modules(monkeypatch, "pyarrow")
-    assert main(["allocate", "--model", str(tmp_path / "run" / "model.pt"), "--input", str(tmp_path / "users.csv"),
-                 "--output", str(tmp_path / "plan.csv"), "--budget", "0.3"]) == 2
+    assert (
+        main(
+            [
+                "allocate",
+                "--model",
+                str(tmp_path / "run" / "model.pt"),
+                "--input",
+                str(tmp_path / "users.csv"),
+                "--output",
+                str(tmp_path / "plan.csv"),
+                "--budget",
+                "0.3",
+            ]
+        )
+        == 2
+    )
     assert "pip install 'bidfcl[data]'" in one_line(capsys.readouterr().err)
     assert not (tmp_path / "plan.csv").exists()
 
@@ -139,8 +173,13 @@ def test_allocate_without_pyarrow_is_one_line(monkeypatch, tmp_path, capsys):
 # ------------------------------------------------------------------------------------ matplotlib
 def _runs():
     budgets = [0.1, 0.2, 0.3]
-    ev = {"budgets": budgets, "eom": [1.0, 1.5, 1.8], "eom_se": [0.1] * 3, "true_value": [1.1, 1.4, 1.7],
-          "oracle_value": [1.3, 1.7, 2.0]}
+    ev = {
+        "budgets": budgets,
+        "eom": [1.0, 1.5, 1.8],
+        "eom_se": [0.1] * 3,
+        "true_value": [1.1, 1.4, 1.7],
+        "oracle_value": [1.3, 1.7, 2.0],
+    }
     return [{"seed": s, "method": m, "evaluation": ev} for s in (0, 1) for m in ("tsm-rct", "bidfcl-ppl")]
 
 
@@ -157,10 +196,28 @@ def test_experiment_plot_is_a_nonempty_png(tmp_path):
 def test_experiment_command_writes_the_png(tmp_path, capsys):
     needs("matplotlib")
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text('[data]\nn_rct = 300\nn_obs = 300\nn_val = 300\nn_test = 300\n[model]\nhidden = [4]\n'
-                   '[train]\nepochs = 1\n[output]\nprogress = "none"\n')
-    assert main(["experiment", "--config", str(cfg), "--methods", "tsm-rct", "--seeds", "0",
-                 "--out", str(tmp_path / "exp"), "--threads", "1"]) == 0
+    cfg.write_text(
+        "[data]\nn_rct = 300\nn_obs = 300\nn_val = 300\nn_test = 300\n[model]\nhidden = [4]\n"
+        '[train]\nepochs = 1\n[output]\nprogress = "none"\n'
+    )
+    assert (
+        main(
+            [
+                "experiment",
+                "--config",
+                str(cfg),
+                "--methods",
+                "tsm-rct",
+                "--seeds",
+                "0",
+                "--out",
+                str(tmp_path / "exp"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     png = tmp_path / "exp" / "eom_vs_budget.png"
     assert str(png) in capsys.readouterr().out
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 1000
@@ -204,17 +261,24 @@ def test_build_record_agrees_with_the_extension_and_the_running_torch():
     from bidfcl import _build_record
 
     info = bidfcl.build_info()
-    assert (_build_record.TORCH_VERSION, _build_record.WITH_CUDA, _build_record.VERSION) == \
-        (info["torch_version"], info["cuda"], info["version"])
-    assert _ops.torch_mismatch(_build_record.TORCH_VERSION, _build_record.WITH_CUDA, torch.__version__,
-                               torch.version.cuda) is None
+    assert (_build_record.TORCH_VERSION, _build_record.WITH_CUDA, _build_record.VERSION) == (
+        info["torch_version"],
+        info["cuda"],
+        info["version"],
+    )
+    assert (
+        _ops.torch_mismatch(_build_record.TORCH_VERSION, _build_record.WITH_CUDA, torch.__version__, torch.version.cuda)
+        is None
+    )
 
 
 def _import_bidfcl_under_torch(version: str, **env):
     """``import bidfcl`` in a fresh interpreter whose torch reports ``version``."""
-    code = ("import torch, torch.torch_version as tv\n"
-            f"torch.__version__ = tv.TorchVersion({version!r})\n"
-            "import bidfcl\nprint('extension', bidfcl.EXTENSION_LOADED)\n")
+    code = (
+        "import torch, torch.torch_version as tv\n"
+        f"torch.__version__ = tv.TorchVersion({version!r})\n"
+        "import bidfcl\nprint('extension', bidfcl.EXTENSION_LOADED)\n"
+    )
     full_env = {k: v for k, v in os.environ.items() if k != "BIDFCL_NO_EXTENSION"}
     full_env["PYTHONPATH"] = os.path.dirname(os.path.dirname(bidfcl.__file__))  # this very package
     full_env.update(env)
@@ -228,8 +292,10 @@ def test_importing_under_another_torch_is_one_clear_message():
     proc = _import_bidfcl_under_torch("9.1.0")
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("bidfcl._ops.ExtensionMismatchError: bidfcl: its compiled extension was built against "
-                           f"torch {_build_record.TORCH_VERSION}, but torch 9.1.0 is installed")
+    assert last.startswith(
+        "bidfcl._ops.ExtensionMismatchError: bidfcl: its compiled extension was built against "
+        f"torch {_build_record.TORCH_VERSION}, but torch 9.1.0 is installed"
+    )
     assert "undefined symbol" not in proc.stderr and "During handling" not in proc.stderr
     # the pure-PyTorch twins load under any torch
     proc = _import_bidfcl_under_torch("9.1.0", BIDFCL_NO_EXTENSION="1")

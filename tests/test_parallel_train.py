@@ -28,13 +28,20 @@ METHODS = {
     "bidfcl": {"method": "bidfcl", "warm_start_epochs": 1},
 }
 #: each method's own config section
-SECTIONS = {"tsm": {"tsm": {"data": "pooled"}}, "dfcl": {},
-            "bidfcl": {"bidfcl": {"teacher_epochs": 2, "rct_batch_size": 300, "bridge_every": 2}}}
+SECTIONS = {
+    "tsm": {"tsm": {"data": "pooled"}},
+    "dfcl": {},
+    "bidfcl": {"bidfcl": {"teacher_epochs": 2, "rct_batch_size": 300, "bridge_every": 2}},
+}
 
 
 def _config(method: str, **train) -> dict:
-    return {"data": dict(DATA), "train": dict(METHODS[method], **dict({"epochs": 2, "batch_size": 256}, **train)),
-            "output": {"progress": "none"}, **{k: dict(v) for k, v in SECTIONS[method].items()}}
+    return {
+        "data": dict(DATA),
+        "train": dict(METHODS[method], **dict({"epochs": 2, "batch_size": 256}, **train)),
+        "output": {"progress": "none"},
+        **{k: dict(v) for k, v in SECTIONS[method].items()},
+    }
 
 
 def _free_port() -> str:
@@ -45,12 +52,29 @@ def _free_port() -> str:
 
 def _launch(runs: list, tmp_path, world: int = 2, timeout: float = 300.0) -> list:
     """Run the worker on ``world`` ranks; returns per rank its list of records."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+    )
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "_train_worker.py"), str(r), str(world), port,
-                               json.dumps(runs), str(tmp_path)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for r in range(world)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(HERE, "_train_worker.py"),
+                str(r),
+                str(world),
+                port,
+                json.dumps(runs),
+                str(tmp_path),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(world)
+    ]
     try:
         logs = [p.communicate(timeout=timeout)[0].decode(errors="replace") for p in procs]
     except subprocess.TimeoutExpired:
@@ -140,15 +164,17 @@ def test_bad_input_on_one_rank_stops_every_rank(tmp_path):
     good = _config("tsm", epochs=1)
     tiny = _config("tsm", epochs=1)
     tiny["data"]["n_val"] = 1
-    runs = [{"config": good, "on_rank": {"1": {"train.device": "cuda:3"}}},
-            {"config": tiny},
-            {"config": dict(_config("bidfcl"), bidfcl={"hypergradient": "unrolled"})},
-            {"config": good, "on_rank": {"0": {"train.lr": 0.5}}},
-            {"config": _config("tsm", device="cuda:0")},
-            {"config": good, "on_rank": {"1": {"data.n_features": 7}}},
-            {"config": good}]
+    runs = [
+        {"config": good, "on_rank": {"1": {"train.device": "cuda:3"}}},
+        {"config": tiny},
+        {"config": dict(_config("bidfcl"), bidfcl={"hypergradient": "unrolled"})},
+        {"config": good, "on_rank": {"0": {"train.lr": 0.5}}},
+        {"config": _config("tsm", device="cuda:0")},
+        {"config": good, "on_rank": {"1": {"data.n_features": 7}}},
+        {"config": good},
+    ]
     ranks = _launch(runs, tmp_path)
-    for r, (device, small, unrolled, config, one_gpu, features, after) in enumerate(ranks):
+    for device, small, unrolled, config, one_gpu, features, after in ranks:
         assert not device["ok"] and "rank 1" in device["error"] and "train.device" in device["error"], device
         assert "cuda:3" in device["error"]
         assert not small["ok"] and "'val' has 1 rows, fewer than the 2 ranks" in small["error"], small
@@ -201,10 +227,24 @@ progress = "none"
 
 
 def _torchrun(args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", _free_port(), "-m", "bidfcl"] + args
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        _free_port(),
+        "-m",
+        "bidfcl",
+    ] + args
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

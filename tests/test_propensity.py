@@ -65,8 +65,9 @@ def test_counts_give_the_shares_of_other_rows():
     """``counts``: the shares of a larger sample (e.g. all-reduced over data-parallel ranks)."""
     t = torch.tensor([0, 0, 1])
     counts = torch.tensor([10.0, 30.0], dtype=F64)
-    assert torch.equal(row_propensity(None, t, num_options=2, counts=counts),
-                       torch.tensor([0.25, 0.25, 0.75], dtype=F64))
+    assert torch.equal(
+        row_propensity(None, t, num_options=2, counts=counts), torch.tensor([0.25, 0.25, 0.75], dtype=F64)
+    )
     assert torch.equal(row_propensity(None, t, counts=counts), torch.tensor([0.25, 0.25, 0.75], dtype=F64))
 
 
@@ -100,17 +101,36 @@ def test_out_of_range_labels_are_clamped_for_the_ops_lazy_check():
 
 
 # --------------------------------------------------------------------------------- bad forms
-@pytest.mark.parametrize("bad, error, match", [
-    (0.5, TypeError, r"propensity must be None, a per-row \[N\] or a per-arm \[M\] tensor .*got float 0.5"),
-    (torch.tensor(0.5, dtype=F64), ValueError, r"per-row \[N=5\] or per-arm \[M=3\], got shape \[\] \(a 0-d tensor"),
-    (torch.full((5, 3), 1 / 3, dtype=F64), ValueError, r"got shape \[5, 3\] \(a \[N, M\] matrix .*p\[torch.arange\(N\)"),
-    (torch.full((4,), 0.25, dtype=F64), ValueError, r"propensity must be None, per-row \[N=5\] or per-arm \[M=3\], "
-                                                     r"got shape \[4\]"),
-    (torch.ones(5, dtype=torch.int64), TypeError, "propensity must be a float tensor of probabilities, got dtype torch.int64"),
-    (torch.ones(5, dtype=torch.bool), TypeError, "got dtype torch.bool"),
-    (["a", "b", "c"], TypeError, "propensity as a list must hold numbers"),
-    ("0.5", TypeError, "propensity must be a torch.Tensor, got str"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (0.5, TypeError, r"propensity must be None, a per-row \[N\] or a per-arm \[M\] tensor .*got float 0.5"),
+        (
+            torch.tensor(0.5, dtype=F64),
+            ValueError,
+            r"per-row \[N=5\] or per-arm \[M=3\], got shape \[\] \(a 0-d tensor",
+        ),
+        (
+            torch.full((5, 3), 1 / 3, dtype=F64),
+            ValueError,
+            r"got shape \[5, 3\] \(a \[N, M\] matrix .*p\[torch.arange\(N\)",
+        ),
+        (
+            torch.full((4,), 0.25, dtype=F64),
+            ValueError,
+            r"propensity must be None, per-row \[N=5\] or per-arm \[M=3\], "
+            r"got shape \[4\]",
+        ),
+        (
+            torch.ones(5, dtype=torch.int64),
+            TypeError,
+            "propensity must be a float tensor of probabilities, got dtype torch.int64",
+        ),
+        (torch.ones(5, dtype=torch.bool), TypeError, "got dtype torch.bool"),
+        (["a", "b", "c"], TypeError, "propensity as a list must hold numbers"),
+        ("0.5", TypeError, "propensity must be a torch.Tensor, got str"),
+    ],
+)
 def test_bad_forms_are_refused_with_what_to_pass(bad, error, match):
     t = torch.tensor([0, 1, 2, 1, 0])
     with pytest.raises(error, match=match):
@@ -119,8 +139,11 @@ def test_bad_forms_are_refused_with_what_to_pass(bad, error, match):
 
 def test_with_m_unknown_a_per_arm_vector_must_cover_the_labels():
     t = torch.tensor([0, 1, 2, 1])
-    with pytest.raises(ValueError, match=r"treatment must be in \[0, M\) = \[0, 2\) for a per-arm propensity, "
-                                         r"got 2 at row 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"treatment must be in \[0, M\) = \[0, 2\) for a per-arm propensity, "
+        r"got 2 at row 2",
+    ):
         row_propensity(torch.tensor([0.5, 0.5], dtype=F64), t)
     with pytest.raises(ValueError, match=r"at most bidfcl.MAX_OPTIONS = 256 entries"):
         row_propensity(torch.full((300,), 0.5, dtype=F64), t)
@@ -137,9 +160,12 @@ def test_solver_losses_metrics_and_dataset_resolve_alike():
     lam = a.lam
     assert torch.equal(losses.ppl_loss(r, c, t, rev, lam), losses.ppl_loss(r, c, t, rev, lam, resolved))
     assert torch.equal(losses.pifd_loss(r, c, t, rev, lam), losses.pifd_loss(r, c, t, rev, lam, resolved))
-    assert torch.equal(losses.dpl_loss(r, c, t, rev, cost, [0.5, 1.0]),
-                       losses.dpl_loss(r, c, t, rev, cost, [0.5, 1.0], resolved))
-    for x, y in zip(metrics.policy_value(a.choice, t, rev, cost), metrics.policy_value(a.choice, t, rev, cost, resolved)):
+    assert torch.equal(
+        losses.dpl_loss(r, c, t, rev, cost, [0.5, 1.0]), losses.dpl_loss(r, c, t, rev, cost, [0.5, 1.0], resolved)
+    )
+    for x, y in zip(
+        metrics.policy_value(a.choice, t, rev, cost), metrics.policy_value(a.choice, t, rev, cost, resolved)
+    ):
         assert torch.equal(x, y)
     for x, y in zip(metrics.eom(r, c, t, rev, cost, 0.4), metrics.eom(r, c, t, rev, cost, 0.4, resolved)):
         assert torch.equal(x, y)
@@ -182,5 +208,6 @@ def test_the_disagreement_dataset_label_out_of_range_is_a_data_error():
 
 def test_resolving_twice_gives_the_same_tensor():
     t = _labels(1000, 5, 4)
-    assert torch.equal(row_propensity(None, t, num_options=5, dtype=F32),
-                       row_propensity(None, t, num_options=5, dtype=F32))
+    assert torch.equal(
+        row_propensity(None, t, num_options=5, dtype=F32), row_propensity(None, t, num_options=5, dtype=F32)
+    )

@@ -14,8 +14,12 @@ import torch
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 #: sections whose python blocks must run as written
-SECTIONS = ("Solving an allocation", "Data", "Decision losses and metrics",
-            "Implicit differentiation (bi-level hypergradients)")
+SECTIONS = (
+    "Solving an allocation",
+    "Data",
+    "Decision losses and metrics",
+    "Implicit differentiation (bi-level hypergradients)",
+)
 
 #: (section, a line the block contains) -> why it is not run
 SKIPPED = {
@@ -84,8 +88,9 @@ def test_implicit_snippets_run_and_converge():
     ns = _run("Implicit differentiation (bi-level hypergradients)")
     assert ns["res"].state.status == "converged"
     assert ns["neu"].state.status == "max_iter" and ns["neu"].state.error < 1e-6, ns["neu"].state
-    exact = ns["implicit"].hypergradient(ns["lower_loss"], ns["upper_loss"], ns["inner_params"],
-                                         ns["outer_params"], tol=1e-12)
+    exact = ns["implicit"].hypergradient(
+        ns["lower_loss"], ns["upper_loss"], ns["inner_params"], ns["outer_params"], tol=1e-12
+    )
     torch.testing.assert_close(ns["neu"].grads[0], exact.grads[0], rtol=1e-5, atol=1e-8)
     assert ns["state"].converged
 
@@ -93,6 +98,5 @@ def test_implicit_snippets_run_and_converge():
 @pytest.mark.parametrize("alpha", [1.0])
 def test_implicit_neumann_with_alpha_one_is_reported_as_diverged(alpha):
     ns = _run("Implicit differentiation (bi-level hypergradients)")
-    res = ns["implicit"].neumann(ns["lower_loss"], ns["upper_loss"], ns["inner"], ns["outer"], max_iter=50,
-                                 alpha=alpha)
+    res = ns["implicit"].neumann(ns["lower_loss"], ns["upper_loss"], ns["inner"], ns["outer"], max_iter=50, alpha=alpha)
     assert res.state.status == "diverged"

@@ -389,8 +389,20 @@ def test_rct_propensity_forms_agree():
 @pytest.mark.parametrize(
     "mutate,match",
     [
-        (lambda v, c: (v.clone().index_put_((torch.tensor([1]), torch.tensor([2])), torch.tensor(float("nan"), dtype=F64)), c), r"values must be finite, got nan at \[1, 2\]"),
-        (lambda v, c: (v, c.clone().index_put_((torch.tensor([3]), torch.tensor([0])), torch.tensor(float("inf"), dtype=F64))), r"costs must be finite, got inf at \[3, 0\]"),
+        (
+            lambda v, c: (
+                v.clone().index_put_((torch.tensor([1]), torch.tensor([2])), torch.tensor(float("nan"), dtype=F64)),
+                c,
+            ),
+            r"values must be finite, got nan at \[1, 2\]",
+        ),
+        (
+            lambda v, c: (
+                v,
+                c.clone().index_put_((torch.tensor([3]), torch.tensor([0])), torch.tensor(float("inf"), dtype=F64)),
+            ),
+            r"costs must be finite, got inf at \[3, 0\]",
+        ),
         (lambda v, c: (v, c - 2.0), r"costs must be >= 0"),
         (lambda v, c: (v, c.float()), r"same dtype"),
         (lambda v, c: (v.int(), c), r"float32 or float64"),
@@ -422,7 +434,14 @@ def test_too_many_options():
         bidfcl.solve_mckp(v, v, 1.0)
 
 
-@pytest.mark.parametrize("budget,match", [(-1.0, "budgets must be >= 0"), (float("nan"), "budgets must be finite"), (float("inf"), "budgets must be finite")])
+@pytest.mark.parametrize(
+    "budget,match",
+    [
+        (-1.0, "budgets must be >= 0"),
+        (float("nan"), "budgets must be finite"),
+        (float("inf"), "budgets must be finite"),
+    ],
+)
 def test_bad_budget(budget, match):
     v, c = random_mckp(5, 3, 0)
     with pytest.raises(RuntimeError, match=match):
@@ -481,7 +500,11 @@ def test_opcheck(dtype):
     torch.library.opcheck(torch.ops.bidfcl.solve_mckp, (v, c, budgets))
     torch.library.opcheck(torch.ops.bidfcl.solve_mckp_bisection, (v, c, budgets, 30, 1e-6))
     torch.library.opcheck(torch.ops.bidfcl.solve_mckp_rct, (v, c, t, cost_obs, prop, budgets))
-    torch.library.opcheck(torch.ops.bidfcl.budget_frontier, (v, c), test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.bidfcl.budget_frontier,
+        (v, c),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
 
 
 @needs_ext

@@ -85,7 +85,9 @@ def assert_same(a: torch.Tensor, b: torch.Tensor, what: str):
     assert a.dtype == b.dtype and a.shape == b.shape, f"{what}: {a.dtype}{list(a.shape)} vs {b.dtype}{list(b.shape)}"
     if a.is_floating_point():
         same = (a == b) | (torch.isnan(a) & torch.isnan(b))
-        assert bool(same.all()), f"{what} differs at {torch.nonzero(~same)[:5].tolist()}: {a[~same][:5]} vs {b[~same][:5]}"
+        assert bool(same.all()), (
+            f"{what} differs at {torch.nonzero(~same)[:5].tolist()}: {a[~same][:5]} vs {b[~same][:5]}"
+        )
     else:
         assert torch.equal(a, b), f"{what} differs at {torch.nonzero(a != b)[:5].tolist()}"
 
@@ -303,7 +305,9 @@ def test_bad_problem_same_errors(case):
     values, costs = bad_problems()[case]
     budgets = torch.tensor([10.0], dtype=F64)
     dv, dc, db = to_dev(values, costs, budgets)
-    assert first_line_of_error(ops.solve_mckp, dv, dc, db) == first_line_of_error(ops.solve_mckp, values, costs, budgets)
+    assert first_line_of_error(ops.solve_mckp, dv, dc, db) == first_line_of_error(
+        ops.solve_mckp, values, costs, budgets
+    )
     assert first_line_of_error(ops.budget_frontier, dv, dc) == first_line_of_error(ops.budget_frontier, values, costs)
     assert first_line_of_error(ops.solve_mckp_bisection, dv, dc, db, 20, 1e-6) == first_line_of_error(
         ops.solve_mckp_bisection, values, costs, budgets, 20, 1e-6

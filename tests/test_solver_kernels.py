@@ -155,7 +155,7 @@ def test_budget_batch_matches_single_calls_and_twin(m, dtype, width):
     many = ops.solve_mckp(v, c, budgets)
     _same(many, ref.solve_mckp(v, c, budgets))
     for k in range(budgets.numel()):
-        one = ops.solve_mckp(v, c, budgets[k:k + 1])
+        one = ops.solve_mckp(v, c, budgets[k : k + 1])
         assert torch.equal(one[0][0], many[0][k]) and torch.equal(one[1][0], many[1][k])
         torch.testing.assert_close(one[2][0], many[2][k], rtol=1e-12, atol=0)
 
@@ -166,7 +166,7 @@ def test_budget_batch_with_ties_at_lambda():
     v, c = random_mckp(N_BRACKET, 4, 2, kind="ties")
     spend = ref.budget_frontier(v, c)[1]
     k = int(0.4 * (len(spend) - 1))
-    budgets = spend[k:k + 40:8].clone()
+    budgets = spend[k : k + 40 : 8].clone()
     _same(ops.solve_mckp(v, c, budgets), ref.solve_mckp(v, c, budgets))
 
 

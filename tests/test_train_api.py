@@ -2,22 +2,24 @@
 
 import numpy as np
 import pytest
-import torch
 
 from bidfcl.data import DataError, make_marketing
 from bidfcl.train import ConfigError, make_trainer, run_data
 from bidfcl.train.experiment import run_experiment
 
-CFG = {"model": {"hidden": [8]}, "train": {"method": "tsm", "epochs": 1, "batch_size": 256}, "tsm": {"data": "pooled"},
-       "output": {"progress": "none"}}
+CFG = {
+    "model": {"hidden": [8]},
+    "train": {"method": "tsm", "epochs": 1, "batch_size": 256},
+    "tsm": {"data": "pooled"},
+    "output": {"progress": "none"},
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _arrays(ds):
-    out = {"x": ds.x.numpy(), "treatment": ds.treatment.numpy(), "revenue": ds.revenue.numpy(),
-           "cost": ds.cost.numpy()}
+    out = {"x": ds.x.numpy(), "treatment": ds.treatment.numpy(), "revenue": ds.revenue.numpy(), "cost": ds.cost.numpy()}
     if ds.propensity is not None:
         out["propensity"] = ds.propensity.numpy()
     return out
@@ -49,13 +51,24 @@ def test_experiment_with_data_per_seed(md):
         run_experiment(cfg, data={0: split(md)}, log=lambda m: None)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"x": np.zeros((3, 2))}, "missing"),
-    ({"x": np.zeros((3, 2)), "treatment": [0.5, 1, 0], "revenue": [1, 2, 3], "cost": [0, 1, 0]}, "whole"),
-    ({"x": np.zeros((3, 2)), "treatment": [0, 1, 0], "revenue": [1, 2, 3], "cost": [0, 1, 0], "weight": [1, 1, 1]},
-     "unknown"),
-    ("rows.csv", "expected an UpliftDataset or a dict"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"x": np.zeros((3, 2))}, "missing"),
+        ({"x": np.zeros((3, 2)), "treatment": [0.5, 1, 0], "revenue": [1, 2, 3], "cost": [0, 1, 0]}, "whole"),
+        (
+            {
+                "x": np.zeros((3, 2)),
+                "treatment": [0, 1, 0],
+                "revenue": [1, 2, 3],
+                "cost": [0, 1, 0],
+                "weight": [1, 1, 1],
+            },
+            "unknown",
+        ),
+        ("rows.csv", "expected an UpliftDataset or a dict"),
+    ],
+)
 def test_bad_in_memory_data(bad, match):
     with pytest.raises(DataError, match=match):
         run_data(bad)
@@ -69,8 +82,11 @@ def test_splits_must_agree(md):
 
 
 def test_absolute_training_budgets(md):
-    cfg = {"train": {"method": "dfcl", "epochs": 1, "warm_start_epochs": 0, "budgets": [3.0],
-                     "budget_unit": "total"}, "model": {"hidden": [8]}, "output": {"progress": "none"}}
+    cfg = {
+        "train": {"method": "dfcl", "epochs": 1, "warm_start_epochs": 0, "budgets": [3.0], "budget_unit": "total"},
+        "model": {"hidden": [8]},
+        "output": {"progress": "none"},
+    }
     t = make_trainer(cfg, {"rct": md.rct, "val": md.val})
     assert t.train_budgets == [pytest.approx(3.0 / len(md.rct))]
     cfg["train"].update(budgets=[0.05, 0.1], budget_unit="per_capita")

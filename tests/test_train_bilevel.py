@@ -5,25 +5,30 @@ import math
 
 import pytest
 import torch
+from _train_common import TINY, cfg_of, params
 
 from bidfcl.train import BidfclTrainer, ConfigError, TsmTrainer, config_from_dict, load_run_data, make_trainer
-from _train_common import cfg_of, data, needs_bilevel, params, TINY  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@needs_bilevel
-@pytest.mark.parametrize("train", [
-    {"loss": "ppl"},
-    {"loss": "pifd", "clip": 0.3},
-    {"loss": "ppl", "bidfcl": {"hypergradient": "unrolled"}},
-    {"loss": "ppl", "bidfcl": {"bridge_mode": "weight"}},
-])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"loss": "ppl"},
+        {"loss": "pifd", "clip": 0.3},
+        {"loss": "ppl", "bidfcl": {"hypergradient": "unrolled"}},
+        {"loss": "ppl", "bidfcl": {"bridge_mode": "weight"}},
+    ],
+)
 def test_bidfcl_runs_and_improves_lower_objective(data, train):
     train = dict(train)
     own = train.pop("bidfcl", {})
-    cfg = cfg_of({"method": "bidfcl", "epochs": 3, "warm_start_epochs": 1, **train},
-                 bidfcl={"teacher_epochs": 2, "cg_iters": 10, "bridge_every": 2, **own}, eval={"select": "last"})
+    cfg = cfg_of(
+        {"method": "bidfcl", "epochs": 3, "warm_start_epochs": 1, **train},
+        bidfcl={"teacher_epochs": 2, "cg_iters": 10, "bridge_every": 2, **own},
+        eval={"select": "last"},
+    )
     tr = BidfclTrainer(cfg, data)
     bridge0 = params(tr.bridge)
     res = tr.fit()
@@ -35,7 +40,6 @@ def test_bidfcl_runs_and_improves_lower_objective(data, train):
     assert res["evaluation"]["gain_share_mean"] > 0
 
 
-@needs_bilevel
 def test_bidfcl_given_teacher_matches_trained_teacher(data):
     base = {"method": "bidfcl", "epochs": 1, "warm_start_epochs": 0}
     bi = {"teacher_epochs": 2, "cg_iters": 3, "bridge_every": 3}
@@ -58,18 +62,34 @@ def test_bidfcl_needs_obs(data):
         make_trainer(cfg_of({"method": "tsm"}, tsm={"data": "pooled"}), d)
 
 
-@needs_bilevel
 def test_gauss_newton_equals_hessian_for_a_linear_model(data):
     """With no hidden layer the outputs are linear in theta, so the Gauss-Newton matrix is the
     Hessian of the (squared-error) lower loss and both hypergradients agree."""
     res = {}
     for curvature in ("hessian", "gauss-newton"):
-        cfg = config_from_dict({"data": TINY, "model": {"hidden": []},
-                                "train": {"method": "bidfcl", "epochs": 0, "warm_start_epochs": 3, "batch_size": 128,
-                                          "lr": 3e-3, "budget_fraction": 0.9},
-                                "bidfcl": {"curvature": curvature, "cg_iters": 200, "cg_tol": 1e-10, "damping": 1e-3,
-                                           "teacher_epochs": 3},
-                                "output": {"progress": "none"}, "eval": {"select": "last"}})
+        cfg = config_from_dict(
+            {
+                "data": TINY,
+                "model": {"hidden": []},
+                "train": {
+                    "method": "bidfcl",
+                    "epochs": 0,
+                    "warm_start_epochs": 3,
+                    "batch_size": 128,
+                    "lr": 3e-3,
+                    "budget_fraction": 0.9,
+                },
+                "bidfcl": {
+                    "curvature": curvature,
+                    "cg_iters": 200,
+                    "cg_tol": 1e-10,
+                    "damping": 1e-3,
+                    "teacher_epochs": 3,
+                },
+                "output": {"progress": "none"},
+                "eval": {"select": "last"},
+            }
+        )
         d64 = copy.copy(data)
         d64.rct, d64.obs, d64.val = (ds.to(dtype=torch.float64) for ds in (data.rct, data.obs, data.val))
         tr = BidfclTrainer(cfg, d64)
@@ -82,7 +102,6 @@ def test_gauss_newton_equals_hessian_for_a_linear_model(data):
     assert any(float(g.abs().max()) > 0 for g in res["hessian"].grads)
 
 
-@needs_bilevel
 def test_gauss_newton_mixed_term_from_jvp_equals_the_double_backward_one(data):
     """The default (Gauss-Newton) path forms the mixed term as d/dphi <dl/do, J v> through the
     bridge's gates; on the trainer's real lower objective (ReLU MLP, gates varying by cell) it
@@ -91,11 +110,23 @@ def test_gauss_newton_mixed_term_from_jvp_equals_the_double_backward_one(data):
     from bidfcl import implicit
     from bidfcl.objectives import lower_targets
 
-    cfg = config_from_dict({"data": TINY, "model": {"hidden": [6, 5], "bridge_hidden": [4]},
-                            "train": {"method": "bidfcl", "epochs": 0, "warm_start_epochs": 3,
-                                      "batch_size": 128, "lr": 3e-3, "budget_fraction": 0.9},
-                            "bidfcl": {"teacher_epochs": 3, "cg_iters": 5},
-                            "output": {"progress": "none"}, "eval": {"select": "last"}})
+    cfg = config_from_dict(
+        {
+            "data": TINY,
+            "model": {"hidden": [6, 5], "bridge_hidden": [4]},
+            "train": {
+                "method": "bidfcl",
+                "epochs": 0,
+                "warm_start_epochs": 3,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "budget_fraction": 0.9,
+            },
+            "bidfcl": {"teacher_epochs": 3, "cg_iters": 5},
+            "output": {"progress": "none"},
+            "eval": {"select": "last"},
+        }
+    )
     d64 = copy.copy(data)
     d64.rct, d64.obs, d64.val = (ds.to(dtype=torch.float64) for ds in (data.rct, data.obs, data.val))
     tr = BidfclTrainer(cfg, d64)
@@ -113,8 +144,10 @@ def test_gauss_newton_mixed_term_from_jvp_equals_the_double_backward_one(data):
     lower = tr.lower_objective(tr.target, batch, idx)
     grads_low = implicit._lower_gradients(lower, inner, outer)
     mixed = implicit._mixed_term(grads_low, res.solution, outer)
-    upper = lambda th, ph: tr._upper(*torch.func.functional_call(  # noqa: E731
-        tr.target, dict(zip(tr.t_names, th)), (d64.rct.x,)), d64.rct)
+
+    def upper(th, ph):
+        return tr._upper(*torch.func.functional_call(tr.target, dict(zip(tr.t_names, th)), (d64.rct.x,)), d64.rct)
+
     _, _, direct, defined = implicit._upper_gradients(upper, inner, outer)
     assert defined
     assert any(float(m.abs().max()) > 0 for m in mixed)
@@ -132,13 +165,18 @@ def test_gauss_newton_mixed_term_from_jvp_equals_the_double_backward_one(data):
 
     jac = torch.autograd.functional.jacobian(outputs, flat(inner).detach())
     with torch.no_grad():
-        _, w = lower_targets(batch, tr.teach_r[idx], tr.teach_c[idx], *tr.bridge(batch.x),
-                                     cfg.bidfcl.bridge_mode, cfg.bidfcl.gate_factual)
+        _, w = lower_targets(
+            batch,
+            tr.teach_r[idx],
+            tr.teach_c[idx],
+            *tr.bridge(batch.x),
+            cfg.bidfcl.bridge_mode,
+            cfg.bidfcl.gate_factual,
+        )
     dense = jac.T @ ((2 * w.reshape(-1) / len(idx)) * (jac @ flat(v)))
     torch.testing.assert_close(flat(gn.matvec(v)), dense, rtol=1e-9, atol=1e-12)
 
 
-@needs_bilevel
 def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     """On a small well-posed instance (smooth target, ridge mu ||theta||^2 / 2 matched by damping mu),
     with the target at its lower solution theta*(phi) (Newton-polished), the trainer's bridge
@@ -151,14 +189,25 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     from bidfcl.solver import solve_mckp_rct
 
     mu = 1e-2
-    d = load_run_data(config_from_dict({"data": {"n_rct": 300, "n_obs": 192, "n_val": 200, "n_test": 200,
-                                                 "dtype": "float64"}}).data)
-    cfg = config_from_dict({"model": {"hidden": [5], "bridge_hidden": [4], "activation": "silu"},
-                            "train": {"method": "bidfcl", "epochs": 0, "warm_start_epochs": 40, "batch_size": 192,
-                                      "lr": 1e-2},
-                            "bidfcl": {"teacher_epochs": 40, "damping": mu, "cg_iters": 400, "cg_tol": 1e-12,
-                                       "rct_batch_size": 0, "curvature": "auto"},
-                            "eval": {"select": "last"}, "output": {"progress": "none"}})
+    d = load_run_data(
+        config_from_dict({"data": {"n_rct": 300, "n_obs": 192, "n_val": 200, "n_test": 200, "dtype": "float64"}}).data
+    )
+    cfg = config_from_dict(
+        {
+            "model": {"hidden": [5], "bridge_hidden": [4], "activation": "silu"},
+            "train": {"method": "bidfcl", "epochs": 0, "warm_start_epochs": 40, "batch_size": 192, "lr": 1e-2},
+            "bidfcl": {
+                "teacher_epochs": 40,
+                "damping": mu,
+                "cg_iters": 400,
+                "cg_tol": 1e-12,
+                "rct_batch_size": 0,
+                "curvature": "auto",
+            },
+            "eval": {"select": "last"},
+            "output": {"progress": "none"},
+        }
+    )
     tr = BidfclTrainer(cfg, d)
     tr.fit()
     tr.begin_bilevel()
@@ -171,7 +220,7 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     def split(v, like):
         out, o = [], 0
         for p in like:
-            out.append(v[o:o + p.numel()].view_as(p))
+            out.append(v[o : o + p.numel()].view_as(p))
             o += p.numel()
         return out
 
@@ -180,7 +229,7 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     objective = tr.lower_objective(tr.target, batch, idx)
 
     def low(v, phi):
-        return objective(split(v, tps), split(phi, bps)) + 0.5 * mu * (v ** 2).sum()
+        return objective(split(v, tps), split(phi, bps)) + 0.5 * mu * (v**2).sum()
 
     def solve_lower(v, phi):  # Newton with |eigenvalues| and backtracking, to |grad| < 1e-12
         v = v.detach().clone()
@@ -215,8 +264,11 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     # a central difference along a direction d is <true hypergradient, d>; along grad/|grad| and
     # along a basis of the rest it gives the cosine without forming the whole true gradient
     h = 1e-4
+
     def fd(direction):
-        return (upper(solve_lower(vstar, phi0 + h * direction)) - upper(solve_lower(vstar, phi0 - h * direction))) / (2 * h)
+        return (upper(solve_lower(vstar, phi0 + h * direction)) - upper(solve_lower(vstar, phi0 - h * direction))) / (
+            2 * h
+        )
 
     def cosine_and_length(grad):
         """Cosine with the true hypergradient within the 7-dimensional subspace spanned by grad
@@ -224,10 +276,11 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
         unit = grad / grad.norm()
         along = fd(unit)
         gen = torch.Generator().manual_seed(1)
-        rest = torch.linalg.qr(torch.cat([unit[:, None], torch.randn(len(phi0), 6, generator=gen,
-                                                                     dtype=torch.float64)], 1)).Q[:, 1:]
+        rest = torch.linalg.qr(
+            torch.cat([unit[:, None], torch.randn(len(phi0), 6, generator=gen, dtype=torch.float64)], 1)
+        ).Q[:, 1:]
         across = torch.tensor([fd(rest[:, k]) for k in range(rest.shape[1])], dtype=torch.float64)
-        return along / math.sqrt(along ** 2 + float((across ** 2).sum())), along / float(grad.norm())
+        return along / math.sqrt(along**2 + float((across**2).sum())), along / float(grad.norm())
 
     cos, length = cosine_and_length(grad)
     assert cos >= 0.9, (cos, length)
@@ -242,10 +295,12 @@ def test_bridge_gradient_matches_finite_differences_of_the_bilevel_objective():
     assert gn_cos >= 0.9, (gn_cos, gn_length)
 
 
-@needs_bilevel
 def test_fixed_gates_take_no_bridge_steps(data):
-    cfg = cfg_of({"method": "bidfcl", "epochs": 1, "warm_start_epochs": 1},
-                 bidfcl={"teacher_epochs": 1, "bridge_every": 1, "learn_bridge": False}, eval={"select": "last"})
+    cfg = cfg_of(
+        {"method": "bidfcl", "epochs": 1, "warm_start_epochs": 1},
+        bidfcl={"teacher_epochs": 1, "bridge_every": 1, "learn_bridge": False},
+        eval={"select": "last"},
+    )
     tr = BidfclTrainer(cfg, data)
     res = tr.fit()
     assert all(float(p.detach().abs().max()) == 0 for p in tr.bridge.heads.parameters())  # gates stay at 1/2

@@ -11,22 +11,28 @@ from bidfcl.train.config import upgrade_run_config
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.mark.parametrize("raw,match", [
-    ({"trian": {}}, r"unknown section \[trian\] \(did you mean \[train\]\?\)"),
-    ({"train": {"lrr": 1}}, r"unknown key 'lrr' in \[train\] \(did you mean 'lr'\?\)"),
-    ({"train": {"epochs": "ten"}}, r"expected train.epochs to be an integer, got 'ten'"),
-    ({"train": {"lr": -1.0}}, r"expected train.lr > 0"),
-    ({"train": {"method": "gbdt"}}, r"expected train.method in \['tsm', 'dfcl', 'bidfcl'\]"),
-    ({"train": {"method": "bidfcl", "loss": "mer"}}, r"expected train.loss in \['ppl', 'pifd'\] for method 'bidfcl'"),
-    ({"train": {"budget_fraction": 1.5}}, r"budget_fraction in \(0, 1\]"),
-    ({"model": {"hidden": [64, 0]}}, r"model.hidden to be positive integers"),
-    ({"model": {"output": "relu"}}, r"model.output in"),
-    ({"data": {"source": "files"}}, r"needs data.rct"),
-    ({"data": {"source": "files", "rct": "/nonexistent.csv", "features": ["a"]}}, r"does not exist"),
-    ({"eval": {"select": "auc"}}, r"eval.select"),
-    ({"experiment": {"seeds": []}}, r"experiment.seeds"),
-    ({"train": {"clip": 0}}, r"train.clip > 0"),
-])
+@pytest.mark.parametrize(
+    "raw,match",
+    [
+        ({"trian": {}}, r"unknown section \[trian\] \(did you mean \[train\]\?\)"),
+        ({"train": {"lrr": 1}}, r"unknown key 'lrr' in \[train\] \(did you mean 'lr'\?\)"),
+        ({"train": {"epochs": "ten"}}, r"expected train.epochs to be an integer, got 'ten'"),
+        ({"train": {"lr": -1.0}}, r"expected train.lr > 0"),
+        ({"train": {"method": "gbdt"}}, r"expected train.method in \['tsm', 'dfcl', 'bidfcl'\]"),
+        (
+            {"train": {"method": "bidfcl", "loss": "mer"}},
+            r"expected train.loss in \['ppl', 'pifd'\] for method 'bidfcl'",
+        ),
+        ({"train": {"budget_fraction": 1.5}}, r"budget_fraction in \(0, 1\]"),
+        ({"model": {"hidden": [64, 0]}}, r"model.hidden to be positive integers"),
+        ({"model": {"output": "relu"}}, r"model.output in"),
+        ({"data": {"source": "files"}}, r"needs data.rct"),
+        ({"data": {"source": "files", "rct": "/nonexistent.csv", "features": ["a"]}}, r"does not exist"),
+        ({"eval": {"select": "auc"}}, r"eval.select"),
+        ({"experiment": {"seeds": []}}, r"experiment.seeds"),
+        ({"train": {"clip": 0}}, r"train.clip > 0"),
+    ],
+)
 def test_bad_configs_say_what_is_wrong(raw, match):
     with pytest.raises(ConfigError, match=match):
         config_from_dict(raw)
@@ -57,30 +63,36 @@ def test_example_configs_load():
             load_config(os.path.join(root, "dfcl_files.toml"))
 
 
-@pytest.mark.parametrize("section,key,value,match", [
-    ("eval", "budgets", [0.0], "eval.budgets"),
-    ("eval", "budgets", [], "eval.budgets"),
-    ("eval", "budget_unit", "euros", "eval.budget_unit"),
-    ("train", "budget_fractions", [1.5], "train.budget_fractions"),
-    ("dfcl", "decision_heads", "cost", "dfcl.decision_heads"),
-    ("bidfcl", "curvature", "newton", "bidfcl.curvature"),
-    ("bidfcl", "bridge_every", 0, "bidfcl.bridge_every >= 1"),
-    ("bidfcl", "unrolled_steps", -1, "bidfcl.unrolled_steps >= 0"),
-    ("model", "free_options", [-1], "model.free_options"),
-])
+@pytest.mark.parametrize(
+    "section,key,value,match",
+    [
+        ("eval", "budgets", [0.0], "eval.budgets"),
+        ("eval", "budgets", [], "eval.budgets"),
+        ("eval", "budget_unit", "euros", "eval.budget_unit"),
+        ("train", "budget_fractions", [1.5], "train.budget_fractions"),
+        ("dfcl", "decision_heads", "cost", "dfcl.decision_heads"),
+        ("bidfcl", "curvature", "newton", "bidfcl.curvature"),
+        ("bidfcl", "bridge_every", 0, "bidfcl.bridge_every >= 1"),
+        ("bidfcl", "unrolled_steps", -1, "bidfcl.unrolled_steps >= 0"),
+        ("model", "free_options", [-1], "model.free_options"),
+    ],
+)
 def test_new_keys_reject_bad_values(section, key, value, match):
     with pytest.raises(ConfigError, match=match):
         config_from_dict({section: {key: value}})
 
 
-@pytest.mark.parametrize("key,value,new", [
-    ("k", 5, "bidfcl.bridge_every"),
-    ("data", "pooled", "tsm.data"),
-    ("alpha", 0.1, "dfcl.alpha"),
-    ("decision_heads", "both", "dfcl.decision_heads"),
-    ("curvature", "auto", "bidfcl.curvature"),
-    ("teacher_epochs", 3, "bidfcl.teacher_epochs"),
-])
+@pytest.mark.parametrize(
+    "key,value,new",
+    [
+        ("k", 5, "bidfcl.bridge_every"),
+        ("data", "pooled", "tsm.data"),
+        ("alpha", 0.1, "dfcl.alpha"),
+        ("decision_heads", "both", "dfcl.decision_heads"),
+        ("curvature", "auto", "bidfcl.curvature"),
+        ("teacher_epochs", 3, "bidfcl.teacher_epochs"),
+    ],
+)
 def test_keys_moved_out_of_train_name_their_new_place(tmp_path, key, value, new):
     """An old flat [train] key fails in a dict, a file and an override, naming the new key."""
     match = rf"train\.{key} moved: use {re.escape(new)}"
@@ -89,7 +101,7 @@ def test_keys_moved_out_of_train_name_their_new_place(tmp_path, key, value, new)
     with pytest.raises(ConfigError, match=match):
         config_from_dict({}).replace({f"train.{key}": value})
     p = tmp_path / "old.toml"
-    p.write_text(f"[train]\nmethod = \"bidfcl\"\n{key} = {value!r}\n".replace("'", '"'))
+    p.write_text(f'[train]\nmethod = "bidfcl"\n{key} = {value!r}\n'.replace("'", '"'))
     with pytest.raises(ConfigError, match=match):
         load_config(p)
 
@@ -102,12 +114,26 @@ def test_train_k_names_both_things_it_meant():
 
 
 def test_upgrade_run_config_maps_the_flat_layout():
-    old = {"data": {"n_rct": 10}, "train": {"method": "bidfcl", "epochs": 2, "k": 5, "alpha": 0.5, "data": "obs",
-                                           "curvature": "auto", "loss": "pifd"}}
+    old = {
+        "data": {"n_rct": 10},
+        "train": {
+            "method": "bidfcl",
+            "epochs": 2,
+            "k": 5,
+            "alpha": 0.5,
+            "data": "obs",
+            "curvature": "auto",
+            "loss": "pifd",
+        },
+    }
     new = upgrade_run_config(old)
-    assert new == {"data": {"n_rct": 10}, "train": {"method": "bidfcl", "epochs": 2, "loss": "pifd"},
-                   "bidfcl": {"bridge_every": 5, "unrolled_steps": 5, "curvature": "auto"},
-                   "dfcl": {"alpha": 0.5}, "tsm": {"data": "obs"}}
+    assert new == {
+        "data": {"n_rct": 10},
+        "train": {"method": "bidfcl", "epochs": 2, "loss": "pifd"},
+        "bidfcl": {"bridge_every": 5, "unrolled_steps": 5, "curvature": "auto"},
+        "dfcl": {"alpha": 0.5},
+        "tsm": {"data": "obs"},
+    }
     assert old["train"]["k"] == 5  # the argument is left as it was
     cfg = config_from_dict(new)
     assert cfg.bidfcl.bridge_every == 5 and cfg.dfcl.alpha == 0.5 and cfg.tsm.data == "obs"

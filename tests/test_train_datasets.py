@@ -3,7 +3,6 @@
 import pytest
 
 from bidfcl.train import ConfigError, config_from_dict, load_config, load_run_data, make_trainer
-from _train_common import data  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -27,9 +26,10 @@ def test_files_source_reads_tables(tmp_path, data):
     write(data.obs, "obs.csv")
     (tmp_path / "c.toml").write_text(
         '[data]\nsource = "files"\nrct = "rct.csv"\nobs = "obs.csv"\n'
-        f'features = [{", ".join(repr(f"f{j}") for j in range(data.n_features))}]\n'
+        f"features = [{', '.join(repr(f'f{j}') for j in range(data.n_features))}]\n"
         'treatment = "t"\nrevenue = "rev"\ncost = "cst"\n'
-        '[train]\nepochs = 1\n[tsm]\ndata = "pooled"\n[model]\nhidden = [8]\n[output]\nprogress = "none"\n')
+        '[train]\nepochs = 1\n[tsm]\ndata = "pooled"\n[model]\nhidden = [8]\n[output]\nprogress = "none"\n'
+    )
     cfg = load_config(tmp_path / "c.toml")
     d = load_run_data(cfg.data)
     assert len(d.rct) == 600 and len(d.obs) == 1200 and d.marketing is None and d.val is None

@@ -1,20 +1,21 @@
 """bidfcl.train.dfcl: the DFCL trainer improves its decision loss and keeps its cost model feasible."""
 
 import pytest
+from _train_common import cfg_of
 
 from bidfcl.train import DfclTrainer
-from _train_common import cfg_of, data, needs_losses  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@needs_losses
 @pytest.mark.parametrize("loss", ["ppl", "pifd", "mer"])
 def test_dfcl_improves_its_decision_loss(data, loss):
     from bidfcl.objectives import decision_loss
 
-    cfg = cfg_of({"method": "dfcl", "loss": loss, "epochs": 4, "warm_start_epochs": 3, "tau": 0.3, "lr": 3e-3},
-                 eval={"select": "last"})
+    cfg = cfg_of(
+        {"method": "dfcl", "loss": loss, "epochs": 4, "warm_start_epochs": 3, "tau": 0.3, "lr": 3e-3},
+        eval={"select": "last"},
+    )
     tr = DfclTrainer(cfg, data)
     rows = data.rct
     phases = tr.phases()
@@ -25,6 +26,7 @@ def test_dfcl_improves_its_decision_loss(data, loss):
         orig_begin()
         r, c = tr.model.predict(rows.x)
         seen["before"] = float(decision_loss(loss, r, c, rows, tr.train_budget, options={"tau": 0.3}, lams=tr.lams))
+
     phases[1].begin = begin
     tr.phases = lambda: phases
     tr.fit()
@@ -33,14 +35,12 @@ def test_dfcl_improves_its_decision_loss(data, loss):
     assert after < seen["before"]
 
 
-@needs_losses
 def test_dfcl_alpha_mixes_prediction_loss(data):
     cfg = cfg_of({"method": "dfcl", "loss": "ppl", "epochs": 1, "warm_start_epochs": 0}, dfcl={"alpha": 0.5})
     res = DfclTrainer(cfg, data).fit()
     assert {"ppl", "mse"} <= set(res["history"][-1])
 
 
-@needs_losses
 def test_dfcl_keeps_its_cost_model_feasible_at_every_budget(data):
     """The decision loss reaches only the revenue heads; the cost heads keep fitting the logged costs
     and the free option's cost is exactly zero, so every evaluated budget stays feasible."""

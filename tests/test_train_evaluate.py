@@ -1,19 +1,22 @@
 """bidfcl.train.evaluate: evaluation budgets in each unit and the metrics of a trained model."""
 
-import importlib.util
-
 import pytest
+from _train_common import TINY, cfg_of
 
 from bidfcl.train import TsmTrainer, config_from_dict, load_run_data, make_trainer
-from _train_common import cfg_of, data, TINY  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.mark.skipif(importlib.util.find_spec("bidfcl.metrics") is None, reason="bidfcl.metrics not in this build")
 def test_two_options_report_aucc():
-    cfg = config_from_dict({"data": {**TINY, "n_options": 2}, "model": {"hidden": [8]},
-                            "train": {"epochs": 2, "batch_size": 128}, "output": {"progress": "none"}})
+    cfg = config_from_dict(
+        {
+            "data": {**TINY, "n_options": 2},
+            "model": {"hidden": [8]},
+            "train": {"epochs": 2, "batch_size": 128},
+            "output": {"progress": "none"},
+        }
+    )
     res = make_trainer(cfg, load_run_data(cfg.data)).fit()
     assert 0.0 < res["evaluation"]["aucc"] < 1.0
 

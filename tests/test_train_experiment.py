@@ -3,9 +3,9 @@
 import importlib.util
 
 import pytest
+from _train_common import cfg_of
 
 from bidfcl.train import ConfigError
-from _train_common import cfg_of, HAVE_IMPLICIT, HAVE_LOSSES
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -13,11 +13,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def test_experiment_table(tmp_path):
     from bidfcl.train.experiment import run_experiment
 
-    methods = ["tsm-rct", "tsm-pooled"] + (["dfcl-ppl"] if HAVE_LOSSES else []) \
-        + (["bidfcl-ppl"] if HAVE_LOSSES and HAVE_IMPLICIT else [])
-    cfg = cfg_of({"epochs": 2, "warm_start_epochs": 1}, bidfcl={"teacher_epochs": 2, "cg_iters": 5},
-                 experiment={"methods": methods, "seeds": [0, 1],
-                             "overrides": {"tsm-pooled": {"train.epochs": 1}}})
+    methods = ["tsm-rct", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl"]
+    cfg = cfg_of(
+        {"epochs": 2, "warm_start_epochs": 1},
+        bidfcl={"teacher_epochs": 2, "cg_iters": 5},
+        experiment={"methods": methods, "seeds": [0, 1], "overrides": {"tsm-pooled": {"train.epochs": 1}}},
+    )
     logs = []
     out = run_experiment(cfg, str(tmp_path), log=logs.append)
     rows = {r["method"]: r for r in out["rows"]}
@@ -46,10 +47,20 @@ def test_experiment_table_names_models_that_cannot_allocate_a_budget():
     from bidfcl.train.experiment import markdown_table, summarize
 
     def run(method, seed, eom, infeasible):
-        return {"seed": seed, "method": method, "main_epoch_seconds": 1.0, "fit_seconds": 1.0,
-                "evaluation": {"eom_mean": eom, "n_infeasible": infeasible}}
+        return {
+            "seed": seed,
+            "method": method,
+            "main_epoch_seconds": 1.0,
+            "fit_seconds": 1.0,
+            "evaluation": {"eom_mean": eom, "n_infeasible": infeasible},
+        }
 
-    runs = [run("tsm-rct", 0, 1.0, 0), run("dfcl-ppl", 0, 1.1, 3), run("tsm-rct", 1, 1.0, 0), run("dfcl-ppl", 1, 1.0, 1)]
+    runs = [
+        run("tsm-rct", 0, 1.0, 0),
+        run("dfcl-ppl", 0, 1.1, 3),
+        run("tsm-rct", 1, 1.0, 0),
+        run("dfcl-ppl", 1, 1.0, 1),
+    ]
     rows = summarize(runs, ["tsm-rct", "dfcl-ppl"], "tsm-rct")
     assert [r["infeasible"] for r in rows] == [0, 4]
     table = markdown_table(rows, "tsm-rct")

@@ -5,9 +5,9 @@ import os
 
 import pytest
 import torch
+from _train_common import cfg_of, params
 
 from bidfcl.train import BidfclTrainer, ConfigError, TsmTrainer, config_from_dict, load_model
-from _train_common import cfg_of, data, needs_bilevel, params  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -41,6 +41,7 @@ def _interrupted_then_resumed(make, out_dir, stop_after: int):
                     raise Interrupt()
                 count["n"] += 1
                 return step(batch, idx)
+
             ph.step = wrapped
         return out
 
@@ -70,16 +71,18 @@ def test_resume_rejects_another_config(tmp_path, data):
         TsmTrainer(cfg_of({"method": "tsm", "epochs": 1, "lr": 0.1}), data, out_dir=str(tmp_path)).fit(resume=True)
 
 
-@needs_bilevel
 def test_resume_reproduces_bidfcl_exactly(tmp_path, data):
-    cfg = cfg_of({"method": "bidfcl", "epochs": 2, "warm_start_epochs": 1},
-                 bidfcl={"teacher_epochs": 1, "cg_iters": 5, "bridge_every": 2, "rct_batch_size": 200},
-                 output={"checkpoint_every": 3})
+    cfg = cfg_of(
+        {"method": "bidfcl", "epochs": 2, "warm_start_epochs": 1},
+        bidfcl={"teacher_epochs": 1, "cg_iters": 5, "bridge_every": 2, "rct_batch_size": 200},
+        output={"checkpoint_every": 3},
+    )
     full = BidfclTrainer(cfg, data, out_dir=str(tmp_path / "full"))
     full.fit()
     nb_teacher, nb_warm = 5, 10
-    tr2, _ = _interrupted_then_resumed(lambda d: BidfclTrainer(cfg, data, out_dir=d), str(tmp_path / "cut"),
-                                       nb_teacher + nb_warm + 4)
+    tr2, _ = _interrupted_then_resumed(
+        lambda d: BidfclTrainer(cfg, data, out_dir=d), str(tmp_path / "cut"), nb_teacher + nb_warm + 4
+    )
     for name in ("teacher", "target", "bridge"):
         for a, b in zip(params(full.modules()[name]), params(tr2.modules()[name])):
             assert torch.equal(a, b), name
@@ -115,8 +118,10 @@ def test_checkpoints_from_before_the_sections_resume_and_load(tmp_path, data):
                 raise Interrupt()
             count["n"] += 1
             return step(batch, idx)
+
         out[0].step = wrapped
         return out
+
     tr.phases = stop_early
     with pytest.raises(Interrupt):
         tr.fit()

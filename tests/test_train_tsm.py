@@ -4,11 +4,11 @@ import os
 
 import pytest
 import torch
+from _train_common import cfg_of
 
 from bidfcl.train import TsmTrainer, load_model
 from bidfcl.train.evaluate import budget_levels, evaluate_model
 from bidfcl.train.loop import factual_loss
-from _train_common import cfg_of, data  # noqa: F401 (data: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -25,8 +25,11 @@ def test_tsm_fits_its_rows_and_improves(data, which, rows):
     ev = res["evaluation"]
     assert len(ev["eom"]) == 10 and ev["budgets"] == sorted(ev["budgets"])
     assert all(0.0 <= g <= 1.2 for g in ev["gain_share"])
-    assert all(o >= v - 1e-9 for o, v, c, b in zip(ev["oracle_value"], ev["true_value"], ev["true_cost"], ev["budgets"])
-               if c <= b)
+    assert all(
+        o >= v - 1e-9
+        for o, v, c, b in zip(ev["oracle_value"], ev["true_value"], ev["true_cost"], ev["budgets"])
+        if c <= b
+    )
 
 
 def test_tsm_writes_files_and_model_loads(tmp_path, data):

@@ -36,12 +36,16 @@ def dynamic_metadata(field: str, settings: Mapping[str, Any]) -> list[str]:
         raise ValueError(f"bidfcl build: tools/bidfcl_metadata.py provides 'dependencies', not {field!r}")
     requires = settings.get("requires", [])
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
-        raise TypeError("bidfcl build: [tool.scikit-build.metadata.dependencies] requires must be a list of "
-                        f"requirement strings, got {requires!r}")
+        raise TypeError(
+            "bidfcl build: [tool.scikit-build.metadata.dependencies] requires must be a list of "
+            f"requirement strings, got {requires!r}"
+        )
     try:
         version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError("bidfcl build: torch is not installed in the build's Python; install torch first and "
-                           "build with `pip install --no-build-isolation .` (or `pip wheel --no-build-isolation`), "
-                           "so the extension and the wheel's torch pin come from the torch you will run") from None
+        raise RuntimeError(
+            "bidfcl build: torch is not installed in the build's Python; install torch first and "
+            "build with `pip install --no-build-isolation .` (or `pip wheel --no-build-isolation`), "
+            "so the extension and the wheel's torch pin come from the torch you will run"
+        ) from None
     return [torch_requirement(version), *requires]

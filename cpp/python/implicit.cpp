@@ -84,8 +84,8 @@ void check_inputs(const std::vector<Tensor>& params, const std::vector<Tensor>& 
               params.size(), "), got ", b.size());
   TORCH_CHECK(opt.max_iter >= 0, "bidfcl.implicit: expected max_iter >= 0, got ", opt.max_iter);
   TORCH_CHECK(opt.tol >= 0.0, "bidfcl.implicit: expected tol >= 0, got ", opt.tol);
-  TORCH_CHECK(opt.damping >= 0.0 && std::isfinite(opt.damping),
-              "bidfcl.implicit: expected a finite damping >= 0, got ", opt.damping);
+  TORCH_CHECK(opt.damping >= 0.0 && std::isfinite(opt.damping), "bidfcl.implicit: expected a finite damping >= 0, got ",
+              opt.damping);
   TORCH_CHECK(opt.check_every >= 1, "bidfcl.implicit: expected check_every >= 1, got ", opt.check_every);
   if (x0) {
     TORCH_CHECK(x0->size() == params.size(), "bidfcl.implicit: expected x0 to have one tensor per parameter (",
@@ -99,10 +99,10 @@ void check_inputs(const std::vector<Tensor>& params, const std::vector<Tensor>& 
     TORCH_CHECK(params[i].scalar_type() == dtype && params[i].device() == device,
                 "bidfcl.implicit: expected every parameter to be ", dtype, " on ", device, ", got parameter ", i,
                 " as ", params[i].scalar_type(), " on ", params[i].device());
-    TORCH_CHECK(b[i].defined() && b[i].sizes() == params[i].sizes(), "bidfcl.implicit: expected b[", i,
-                "] of shape ", params[i].sizes(), ", got ", b[i].defined() ? b[i].sizes() : at::IntArrayRef{});
-    TORCH_CHECK(b[i].scalar_type() == dtype && b[i].device() == device, "bidfcl.implicit: expected b[", i,
-                "] as ", dtype, " on ", device, ", got ", b[i].scalar_type(), " on ", b[i].device());
+    TORCH_CHECK(b[i].defined() && b[i].sizes() == params[i].sizes(), "bidfcl.implicit: expected b[", i, "] of shape ",
+                params[i].sizes(), ", got ", b[i].defined() ? b[i].sizes() : at::IntArrayRef{});
+    TORCH_CHECK(b[i].scalar_type() == dtype && b[i].device() == device, "bidfcl.implicit: expected b[", i, "] as ",
+                dtype, " on ", device, ", got ", b[i].scalar_type(), " on ", b[i].device());
     if (x0) {
       const auto& x = (*x0)[i];
       TORCH_CHECK(x.defined() && x.sizes() == params[i].sizes() && x.scalar_type() == dtype && x.device() == device,
@@ -119,8 +119,8 @@ class HessianProduct {
   HessianProduct(const std::vector<std::optional<Tensor>>& grads, const std::vector<Tensor>& params,
                  const Layout& layout)
       : params_(params) {
-    TORCH_CHECK(grads.size() == params.size(), "bidfcl.implicit: expected one gradient per parameter (",
-                params.size(), "), got ", grads.size());
+    TORCH_CHECK(grads.size() == params.size(), "bidfcl.implicit: expected one gradient per parameter (", params.size(),
+                "), got ", grads.size());
     for (size_t i = 0; i < grads.size(); ++i) {
       const auto& g = grads[i];
       if (!g || !g->defined()) continue;
@@ -249,14 +249,14 @@ CgOptions make_options(int64_t max_iter, double tol, double damping, int64_t che
 }
 
 pybind11::tuple to_python(CgOutcome&& outcome) {
-  return pybind11::make_tuple(std::move(outcome.solution), outcome.iterations, outcome.matvecs,
-                              outcome.residual, outcome.status);
+  return pybind11::make_tuple(std::move(outcome.solution), outcome.iterations, outcome.matvecs, outcome.residual,
+                              outcome.status);
 }
 
-pybind11::tuple hessian_cg_from_grads(const std::vector<std::optional<Tensor>>& grads, const std::vector<Tensor>& params,
-                                      const std::vector<Tensor>& b, const std::optional<std::vector<Tensor>>& x0,
-                                      int64_t max_iter, double tol, double damping, int64_t check_every,
-                                      bool stop_on_nonpositive_curvature) {
+pybind11::tuple hessian_cg_from_grads(const std::vector<std::optional<Tensor>>& grads,
+                                      const std::vector<Tensor>& params, const std::vector<Tensor>& b,
+                                      const std::optional<std::vector<Tensor>>& x0, int64_t max_iter, double tol,
+                                      double damping, int64_t check_every, bool stop_on_nonpositive_curvature) {
   const auto opt = make_options(max_iter, tol, damping, check_every, stop_on_nonpositive_curvature);
   check_inputs(params, b, x0, opt);
   CgOutcome outcome;
@@ -276,7 +276,8 @@ pybind11::tuple hessian_cg(const Tensor& loss, const std::vector<Tensor>& params
   const auto opt = make_options(max_iter, tol, damping, check_every, stop_on_nonpositive_curvature);
   check_inputs(params, b, x0, opt);
   TORCH_CHECK(loss.defined() && loss.numel() == 1 && loss.dim() == 0,
-              "bidfcl.implicit: expected a scalar (0-dim) loss, got shape ", loss.defined() ? loss.sizes() : at::IntArrayRef{});
+              "bidfcl.implicit: expected a scalar (0-dim) loss, got shape ",
+              loss.defined() ? loss.sizes() : at::IntArrayRef{});
   TORCH_CHECK(loss.requires_grad(), "bidfcl.implicit: expected a loss that requires grad (built from the parameters)");
   for (size_t i = 0; i < params.size(); ++i) {
     TORCH_CHECK(params[i].requires_grad(), "bidfcl.implicit: expected parameter ", i, " to require grad");

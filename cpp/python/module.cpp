@@ -40,12 +40,16 @@ void bind_constants(pybind11::module_& m) {
   m.attr("STATUS_FAMILY") = kStatusFamily;
   m.attr("STATUS_INPUT") = kStatusInput;
   m.attr("STATUS_ARM") = kStatusArm;
-  const std::pair<const char*, Code> codes[] = {
-      {"CODE_OK", Code::kOk}, {"CODE_NON_FINITE_VALUE", Code::kNonFiniteValue},
-      {"CODE_NON_FINITE_COST", Code::kNonFiniteCost}, {"CODE_NEGATIVE_COST", Code::kNegativeCost},
-      {"CODE_BAD_TREATMENT", Code::kBadTreatment}, {"CODE_BAD_PROPENSITY", Code::kBadPropensity},
-      {"CODE_NON_FINITE_INPUT", Code::kNonFiniteInput}, {"CODE_NO_ELIGIBLE_OPTION", Code::kNoEligibleOption},
-      {"CODE_BAD_GROUP", Code::kBadGroup}, {"CODE_EMPTY_ARM", Code::kEmptyArm}};
+  const std::pair<const char*, Code> codes[] = {{"CODE_OK", Code::kOk},
+                                                {"CODE_NON_FINITE_VALUE", Code::kNonFiniteValue},
+                                                {"CODE_NON_FINITE_COST", Code::kNonFiniteCost},
+                                                {"CODE_NEGATIVE_COST", Code::kNegativeCost},
+                                                {"CODE_BAD_TREATMENT", Code::kBadTreatment},
+                                                {"CODE_BAD_PROPENSITY", Code::kBadPropensity},
+                                                {"CODE_NON_FINITE_INPUT", Code::kNonFiniteInput},
+                                                {"CODE_NO_ELIGIBLE_OPTION", Code::kNoEligibleOption},
+                                                {"CODE_BAD_GROUP", Code::kBadGroup},
+                                                {"CODE_EMPTY_ARM", Code::kEmptyArm}};
   for (const auto& [name, code] : codes) m.attr(name) = static_cast<int>(code);
   m.attr("CODE_NON_FINITE_BUDGET") = kCodeNonFiniteBudget;
   m.attr("CODE_NEGATIVE_BUDGET") = kCodeNegativeBudget;
@@ -65,21 +69,24 @@ void bind_constants(pybind11::module_& m) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "bidfcl compiled core";
-  m.def("build_info", []() {
-    pybind11::dict info;
-    info["version"] = BIDFCL_VERSION;
-    info["torch_version"] = BIDFCL_TORCH_VERSION;
+  m.def(
+      "build_info",
+      []() {
+        pybind11::dict info;
+        info["version"] = BIDFCL_VERSION;
+        info["torch_version"] = BIDFCL_TORCH_VERSION;
 #ifdef BIDFCL_WITH_CUDA
-    info["cuda"] = true;
+        info["cuda"] = true;
 #else
-    info["cuda"] = false;
+        info["cuda"] = false;
 #endif
-    info["cxx_standard"] = static_cast<long>(__cplusplus);
-    // The largest option count M every op accepts (solver hulls and loss scratch both hold M
-    // entries); Python reads its input checks from here (bidfcl.MAX_OPTIONS).
-    info["max_options"] = static_cast<long>(std::min(bidfcl::core::kMaxOptions, bidfcl::core::kMaxLossOptions));
-    return info;
-  }, "How this extension was built: version, torch it was compiled against, CUDA kernels in or out.");
+        info["cxx_standard"] = static_cast<long>(__cplusplus);
+        // The largest option count M every op accepts (solver hulls and loss scratch both hold M
+        // entries); Python reads its input checks from here (bidfcl.MAX_OPTIONS).
+        info["max_options"] = static_cast<long>(std::min(bidfcl::core::kMaxOptions, bidfcl::core::kMaxLossOptions));
+        return info;
+      },
+      "How this extension was built: version, torch it was compiled against, CUDA kernels in or out.");
   bidfcl::bind_implicit(m);
   bind_constants(m);
 }

@@ -23,7 +23,8 @@ inline void check_inputs(const at::Tensor& values, const at::Tensor& costs, cons
   using checks::shape_str;
   checks::check_float(values, "values");
   checks::check_float(costs, "costs");
-  TORCH_CHECK_VALUE(values.dim() == 2, "bidfcl: values must be 2-D [N users, M options], got shape ", shape_str(values));
+  TORCH_CHECK_VALUE(values.dim() == 2, "bidfcl: values must be 2-D [N users, M options], got shape ",
+                    shape_str(values));
   TORCH_CHECK_VALUE(costs.dim() == 3, "bidfcl: costs must be 3-D [K resources, N users, M options], got shape ",
                     shape_str(costs));
   checks::check_same_dtype(values, costs, "values", "costs");
@@ -74,8 +75,7 @@ inline void check_inputs(const at::Tensor& values, const at::Tensor& costs, cons
 inline void raise_if_error(const core::Status& s, int64_t m) {
   using core::Code;
   switch (s.code) {
-    case Code::kOk:
-      return;
+    case Code::kOk: return;
     case Code::kNonFiniteValue:
       TORCH_CHECK_VALUE(false, "bidfcl: values must be finite, got ", s.value, " at [", s.row, ", ", s.col, "]");
     case Code::kNonFiniteCost:
@@ -86,14 +86,11 @@ inline void raise_if_error(const core::Status& s, int64_t m) {
                         s.col % m, "]");
     case Code::kNoEligibleOption:
       if (s.col >= 0)
-        TORCH_CHECK_VALUE(false, "bidfcl: choice must be an eligible option in [0, M), got ", s.col, " at row ",
-                          s.row);
+        TORCH_CHECK_VALUE(false, "bidfcl: choice must be an eligible option in [0, M), got ", s.col, " at row ", s.row);
       TORCH_CHECK_VALUE(false, "bidfcl: eligible must allow at least one option per user, got none at row ", s.row);
     case Code::kBadGroup:
-      TORCH_CHECK_VALUE(false, "bidfcl: groups must be in [0, G) = [0, ", s.col, "), got ", s.value, " at row ",
-                        s.row);
-    default:
-      checks::raise_if_error(s);
+      TORCH_CHECK_VALUE(false, "bidfcl: groups must be in [0, G) = [0, ", s.col, "), got ", s.value, " at row ", s.row);
+    default: checks::raise_if_error(s);
   }
 }
 
@@ -128,14 +125,19 @@ inline PolicyInputs policy_inputs(const at::Tensor& values, const at::Tensor& co
                                   const std::optional<at::Tensor>& eligible, const std::optional<at::Tensor>& groups,
                                   int64_t num_groups, const at::Tensor& lam) {
   check_inputs(values, costs, eligible, groups, num_groups, lam, nullptr);
-  return {values.contiguous(),           costs.contiguous(),
-          lam.contiguous(),              contiguous_or_undefined(eligible),
-          contiguous_or_undefined(groups), num_groups};
+  return {values.contiguous(),
+          costs.contiguous(),
+          lam.contiguous(),
+          contiguous_or_undefined(eligible),
+          contiguous_or_undefined(groups),
+          num_groups};
 }
 
 struct PolicyOutputs {
   at::Tensor choice, spend, value, lagrangian;
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const { return {choice, spend, value, lagrangian}; }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tuple() const {
+    return {choice, spend, value, lagrangian};
+  }
 };
 
 inline PolicyOutputs alloc_policy_outputs(const PolicyInputs& in) {

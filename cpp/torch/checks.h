@@ -29,28 +29,27 @@ inline void check_float(const at::Tensor& t, const char* name) {
 }
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* name, const char* layout) {
-  TORCH_CHECK(t.dim() == dim, "bidfcl: ", name, " must be ", dim, "-D ", layout, ", got shape ",
-              shape_str(t));
+  TORCH_CHECK(t.dim() == dim, "bidfcl: ", name, " must be ", dim, "-D ", layout, ", got shape ", shape_str(t));
 }
 
 inline void check_same_dtype(const at::Tensor& a, const at::Tensor& b, const char* na, const char* nb) {
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "bidfcl: ", na, " and ", nb,
-              " must have the same dtype, got ", a.scalar_type(), " and ", b.scalar_type());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "bidfcl: ", na, " and ", nb, " must have the same dtype, got ",
+              a.scalar_type(), " and ", b.scalar_type());
 }
 
 inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* na, const char* nb) {
-  TORCH_CHECK(a.device() == b.device(), "bidfcl: ", na, " and ", nb,
-              " must be on the same device, got ", a.device(), " and ", b.device());
+  TORCH_CHECK(a.device() == b.device(), "bidfcl: ", na, " and ", nb, " must be on the same device, got ", a.device(),
+              " and ", b.device());
 }
 
 inline void check_same_shape(const at::Tensor& a, const at::Tensor& b, const char* na, const char* nb) {
-  TORCH_CHECK(a.sizes() == b.sizes(), "bidfcl: ", na, " and ", nb, " must have the same shape, got ",
-              shape_str(a), " and ", shape_str(b));
+  TORCH_CHECK(a.sizes() == b.sizes(), "bidfcl: ", na, " and ", nb, " must have the same shape, got ", shape_str(a),
+              " and ", shape_str(b));
 }
 
 inline void check_length(const at::Tensor& t, int64_t n, const char* name, const char* of) {
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "bidfcl: ", name, " must have shape [", n, "] (one entry per ",
-              of, "), got ", shape_str(t));
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "bidfcl: ", name, " must have shape [", n, "] (one entry per ", of,
+              "), got ", shape_str(t));
 }
 
 // A [N, M] problem matrix pair: float, 2-D, same dtype/device/shape, at least one option.
@@ -81,12 +80,11 @@ inline const char* input_name(core::Input input, const char* other) {
 
 // Turns a core Status into a clear error (the CPU and CUDA glue of every family raise through
 // here, the CUDA launchers' Status decoded from their device status record). The names say which argument the core was looking at.
-inline void raise_if_error(const core::Status& s, const char* values_name = "values",
-                           const char* costs_name = "costs", const char* other_name = "input") {
+inline void raise_if_error(const core::Status& s, const char* values_name = "values", const char* costs_name = "costs",
+                           const char* other_name = "input") {
   using core::Code;
   switch (s.code) {
-    case Code::kOk:
-      return;
+    case Code::kOk: return;
     case Code::kNonFiniteValue:
       TORCH_CHECK(false, "bidfcl: ", values_name, " must be finite, got ", s.value, " at [", s.row, ", ", s.col, "]");
     case Code::kNonFiniteCost:

@@ -27,8 +27,7 @@ inline void check_row_vector(const at::Tensor& t, const at::Tensor& like, int64_
 
 inline void check_treatment(const at::Tensor& treatment, const at::Tensor& like, int64_t n) {
   checks::check_defined(treatment, "treatment");
-  TORCH_CHECK(treatment.scalar_type() == at::kLong, "bidfcl: treatment must be int64, got ",
-              treatment.scalar_type());
+  TORCH_CHECK(treatment.scalar_type() == at::kLong, "bidfcl: treatment must be int64, got ", treatment.scalar_type());
   checks::check_length(treatment, n, "treatment", "row");
   checks::check_same_device(like, treatment, "r_hat", "treatment");
 }
@@ -49,8 +48,8 @@ inline void check_decision_inputs(const at::Tensor& r_hat, const at::Tensor& c_h
   check_row_vector(propensity, r_hat, n, "propensity");
   if (cost.has_value()) check_row_vector(*cost, r_hat, n, "cost");
   checks::check_float(lam, "lam");
-  TORCH_CHECK(lam.dim() == 1 && lam.size(0) >= 1, "bidfcl: lam must be 1-D [L >= 1] (one entry per multiplier), got shape ",
-              checks::shape_str(lam));
+  TORCH_CHECK(lam.dim() == 1 && lam.size(0) >= 1,
+              "bidfcl: lam must be 1-D [L >= 1] (one entry per multiplier), got shape ", checks::shape_str(lam));
   checks::check_same_dtype(r_hat, lam, "r_hat", "lam");
   checks::check_same_device(r_hat, lam, "r_hat", "lam");
 }
@@ -68,8 +67,13 @@ struct DecisionTensors {
   at::Tensor r_hat, c_hat, treatment, revenue, cost, lam, propensity;
   DecisionTensors(const at::Tensor& r, const at::Tensor& c, const at::Tensor& t, const at::Tensor& rev,
                   const std::optional<at::Tensor>& cst, const at::Tensor& l, const at::Tensor& p)
-      : r_hat(r.contiguous()), c_hat(c.contiguous()), treatment(t.contiguous()), revenue(rev.contiguous()),
-        cost(cst.has_value() ? cst->contiguous() : at::Tensor()), lam(l.contiguous()), propensity(p.contiguous()) {}
+      : r_hat(r.contiguous()),
+        c_hat(c.contiguous()),
+        treatment(t.contiguous()),
+        revenue(rev.contiguous()),
+        cost(cst.has_value() ? cst->contiguous() : at::Tensor()),
+        lam(l.contiguous()),
+        propensity(p.contiguous()) {}
 
   template <typename T>
   core::DecisionBatch<T> batch(int num_threads) const {

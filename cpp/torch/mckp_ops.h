@@ -17,7 +17,8 @@ namespace bidfcl::mckp {
 inline void check_budgets(const at::Tensor& values, const at::Tensor& budgets, const char* what, bool check = true) {
   checks::check_defined(budgets, "budgets");
   TORCH_CHECK(budgets.scalar_type() == at::kDouble, "bidfcl: budgets must be float64, got ", budgets.scalar_type());
-  TORCH_CHECK(budgets.dim() == 1, "bidfcl: budgets must be 1-D [K] (", what, "), got shape ", checks::shape_str(budgets));
+  TORCH_CHECK(budgets.dim() == 1, "bidfcl: budgets must be 1-D [K] (", what, "), got shape ",
+              checks::shape_str(budgets));
   TORCH_CHECK(budgets.size(0) >= 1, "bidfcl: budgets must hold at least one budget, got shape ",
               checks::shape_str(budgets));
   checks::check_same_device(values, budgets, "values", "budgets");
@@ -136,8 +137,8 @@ inline RctInputs rct_inputs(const at::Tensor& values, const at::Tensor& costs, c
   check_solver_problem(values, costs);
   check_rct_inputs(values, treatment, cost_obs, propensity);
   check_budgets(values, budgets, "per-capita budgets", check);
-  return {values.contiguous(),     costs.contiguous(),      treatment.contiguous(),
-          cost_obs.contiguous(),   propensity.contiguous(), budget_limits(budgets.contiguous())};
+  return {values.contiguous(),   costs.contiguous(),      treatment.contiguous(),
+          cost_obs.contiguous(), propensity.contiguous(), budget_limits(budgets.contiguous())};
 }
 
 // validate_mckp inputs (the lazy check of solve_mckp, or of solve_mckp_rct when `rct`) after the
@@ -195,6 +196,5 @@ core::MckpRctParams<T> make_rct_params(const RctInputs& in, RctOutputs& o, int n
   p.feasible = o.feasible.data_ptr<bool>();
   return p;
 }
-
 
 }  // namespace bidfcl::mckp

@@ -47,8 +47,8 @@ struct PolicyValueCall {
   static PolicyValueCall make(const at::Tensor& choice, const at::Tensor& treatment, const at::Tensor& revenue,
                               const at::Tensor& cost, const at::Tensor& propensity, bool hajek) {
     check_policy_inputs(choice, treatment, revenue, cost, propensity);
-    PolicyValueCall c{choice.contiguous(), treatment.contiguous(), revenue.contiguous(), cost.contiguous(),
-                      propensity.contiguous(), hajek};
+    PolicyValueCall c{choice.contiguous(), treatment.contiguous(),  revenue.contiguous(),
+                      cost.contiguous(),   propensity.contiguous(), hajek};
     const auto opts = revenue.options().dtype(at::kDouble);
     const int64_t k = choice.size(0);
     c.value = at::empty({k}, opts);
@@ -104,8 +104,8 @@ struct AuccCall {
   static AuccCall make(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                        const at::Tensor& revenue, const at::Tensor& cost, int64_t q) {
     check_aucc_inputs(r_hat, c_hat, treatment, revenue, cost, q);
-    AuccCall c{r_hat.contiguous(), c_hat.contiguous(), treatment.contiguous(), revenue.contiguous(),
-               cost.contiguous(), q};
+    AuccCall c{r_hat.contiguous(),   c_hat.contiguous(), treatment.contiguous(),
+               revenue.contiguous(), cost.contiguous(),  q};
     const auto opts = r_hat.options().dtype(at::kDouble);
     c.aucc = at::empty({}, opts);
     c.cost_curve = at::empty({q + 1}, opts);

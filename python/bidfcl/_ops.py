@@ -30,8 +30,9 @@ def _major_minor(version: str) -> Optional[tuple[int, int]]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def torch_mismatch(built_torch: str, built_with_cuda: bool, running_torch: str,
-                   running_cuda: Optional[str]) -> Optional[str]:
+def torch_mismatch(
+    built_torch: str, built_with_cuda: bool, running_torch: str, running_cuda: Optional[str]
+) -> Optional[str]:
     """Why an extension built against ``built_torch`` cannot load under ``running_torch``, or None.
 
     The extension links torch's C++ libraries, whose ABI changes between minor releases, so it loads
@@ -43,20 +44,26 @@ def torch_mismatch(built_torch: str, built_with_cuda: bool, running_torch: str,
     built, running = _major_minor(built_torch), _major_minor(running_torch)
     want = f"{built[0]}.{built[1]}.*" if built else str(built_torch)
     if built is not None and running is not None and built != running:
-        return (f"bidfcl: its compiled extension was built against torch {built_torch}, but torch "
-                f"{running_torch} is installed, and it loads only under torch {want}: "
-                + _ways_out(f"install that torch (pip install 'torch=={want}')"))
+        return (
+            f"bidfcl: its compiled extension was built against torch {built_torch}, but torch "
+            f"{running_torch} is installed, and it loads only under torch {want}: "
+            + _ways_out(f"install that torch (pip install 'torch=={want}')")
+        )
     if built_with_cuda and not running_cuda:
-        return (f"bidfcl: its compiled extension has CUDA kernels (built against torch {built_torch}), but the "
-                f"installed torch {running_torch} is a CPU-only build: "
-                + _ways_out(f"install a CUDA build of torch {want}"))
+        return (
+            f"bidfcl: its compiled extension has CUDA kernels (built against torch {built_torch}), but the "
+            f"installed torch {running_torch} is a CPU-only build: "
+            + _ways_out(f"install a CUDA build of torch {want}")
+        )
     return None
 
 
 def _ways_out(install: str) -> str:
-    return (f"{install}, rebuild bidfcl against the installed torch (pip install --no-build-isolation "
-            "--force-reinstall --no-deps on the bidfcl source; ./bidfcl-dev does it by itself in a checkout), "
-            "or set BIDFCL_NO_EXTENSION=1 to run on the pure-PyTorch twins")
+    return (
+        f"{install}, rebuild bidfcl against the installed torch (pip install --no-build-isolation "
+        "--force-reinstall --no-deps on the bidfcl source; ./bidfcl-dev does it by itself in a checkout), "
+        "or set BIDFCL_NO_EXTENSION=1 to run on the pure-PyTorch twins"
+    )
 
 
 def _load_extension():
@@ -92,8 +99,11 @@ EXTENSION_LOADED: bool = _C is not None
 #: Largest option count M (columns of values / r_hat, arms of a dataset) that every op accepts:
 #: the compiled core's own limit when it is loaded, else the twins' (the same number). Every
 #: Python-side check of an option count reads it from here.
-MAX_OPTIONS: int = int(_C.build_info().get("max_options", _constants.MAX_OPTIONS)) if _C is not None \
+MAX_OPTIONS: int = (
+    int(_C.build_info().get("max_options", _constants.MAX_OPTIONS))
+    if _C is not None
     else min(_constants.MAX_OPTIONS, _constants.MAX_LOSS_OPTIONS)
+)
 
 
 def build_info() -> dict:
@@ -172,7 +182,6 @@ if EXTENSION_LOADED:
             values.new_empty(k, dtype=torch.bool),
         )
 
-
     # the lazy checks: one int64 status record on the inputs' device
     @torch.library.register_fake("bidfcl::validate_mckp")
     def _validate_mckp_fake(values, costs, budgets, treatment, cost_obs, propensity):
@@ -185,14 +194,22 @@ if EXTENSION_LOADED:
     @torch.library.register_fake("bidfcl::mckp_events")
     def _mckp_events_fake(values, costs, treatment, weight):
         e = torch.library.get_ctx().new_dynamic_size()  # known only after the hulls are built
-        return (values.new_empty(e), values.new_empty(e, dtype=torch.long), values.new_empty(e, dtype=torch.float64),
-                values.new_empty((), dtype=torch.float64))
+        return (
+            values.new_empty(e),
+            values.new_empty(e, dtype=torch.long),
+            values.new_empty(e, dtype=torch.float64),
+            values.new_empty((), dtype=torch.float64),
+        )
 
     @torch.library.register_fake("bidfcl::apply_mckp_cut")
     def _apply_mckp_cut_fake(values, costs, lam, individual, step):
         k, n = lam.shape[0], values.shape[0]
-        return (values.new_empty((k, n), dtype=torch.long), values.new_empty(k, dtype=torch.float64),
-                values.new_empty(k, dtype=torch.float64), values.new_empty(k, dtype=torch.float64))
+        return (
+            values.new_empty((k, n), dtype=torch.long),
+            values.new_empty(k, dtype=torch.float64),
+            values.new_empty(k, dtype=torch.float64),
+            values.new_empty(k, dtype=torch.float64),
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -271,14 +288,16 @@ if EXTENSION_LOADED:
                 below = keyset & torch._C._after_autograd_keyset
                 with torch._C._AutoDispatchBelowAutograd():
                     if r_hat.device.type == "cpu":
-                        loss, gr, gc = fused_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam,
-                                                           propensity, extra, check)
+                        loss, gr, gc = fused_op.redispatch(
+                            below, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra, check
+                        )
                         # held outside save_for_backward so the first backward may scale them in place
                         # (no new [N, M] buffers); the inputs stay saved for any later backward
                         ctx.unit_grads = (gr, gc)
                     else:
-                        loss = forward_op.redispatch(below, r_hat, c_hat, treatment, revenue, cost, lam, propensity,
-                                                     extra, check)
+                        loss = forward_op.redispatch(
+                            below, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra, check
+                        )
                         ctx.unit_grads = None
                 ctx.save_for_backward(r_hat, c_hat, treatment, revenue, cost, lam, propensity)
                 ctx.extra = extra  # tau (PPL) or clip (PIFD)
@@ -299,13 +318,25 @@ if EXTENSION_LOADED:
         _DecisionLoss.__name__ = f"_{name}_autograd"
 
         def autograd_kernel(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra, check=True):
-            if torch.is_grad_enabled() and torch._C._any_requires_grad(r_hat, c_hat, treatment, revenue, cost, lam,
-                                                                         propensity):
-                return _DecisionLoss.apply(keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra,
-                                           check)
+            if torch.is_grad_enabled() and torch._C._any_requires_grad(
+                r_hat, c_hat, treatment, revenue, cost, lam, propensity
+            ):
+                return _DecisionLoss.apply(
+                    keyset, r_hat, c_hat, treatment, revenue, cost, lam, propensity, extra, check
+                )
             with torch._C._AutoDispatchBelowAutograd():
-                return forward_op.redispatch(keyset & torch._C._after_autograd_keyset, r_hat, c_hat, treatment,
-                                             revenue, cost, lam, propensity, extra, check)
+                return forward_op.redispatch(
+                    keyset & torch._C._after_autograd_keyset,
+                    r_hat,
+                    c_hat,
+                    treatment,
+                    revenue,
+                    cost,
+                    lam,
+                    propensity,
+                    extra,
+                    check,
+                )
 
         return autograd_kernel
 

@@ -25,11 +25,33 @@ import math
 import torch
 
 from ._constants import (
+    AUCC_MIN_COST_GAP,
     BUDGET_SLACK,
-    AUCC_MIN_COST_GAP, CODE_BAD_PROPENSITY, CODE_BAD_TREATMENT, CODE_NEGATIVE_BUDGET, CODE_NEGATIVE_COST,
-    CODE_NON_FINITE_BUDGET, CODE_NON_FINITE_COST, CODE_NON_FINITE_INPUT, CODE_NON_FINITE_VALUE, FAMILY_DECISION,
-    FAMILY_RCT, FAMILY_SOLVE, INPUT_COST, INPUT_LAM, INPUT_NONE, INPUT_REVENUE, MAX_LOSS_OPTIONS, MAX_OPTIONS,
-    PIFD_ZERO_GAP_FLOOR, STATUS_CODE, STATUS_COL, STATUS_FAMILY, STATUS_INPUT, STATUS_LEN, STATUS_ROW, STATUS_VALUE,
+    CODE_BAD_PROPENSITY,
+    CODE_BAD_TREATMENT,
+    CODE_NEGATIVE_BUDGET,
+    CODE_NEGATIVE_COST,
+    CODE_NON_FINITE_BUDGET,
+    CODE_NON_FINITE_COST,
+    CODE_NON_FINITE_INPUT,
+    CODE_NON_FINITE_VALUE,
+    FAMILY_DECISION,
+    FAMILY_RCT,
+    FAMILY_SOLVE,
+    INPUT_COST,
+    INPUT_LAM,
+    INPUT_NONE,
+    INPUT_REVENUE,
+    MAX_LOSS_OPTIONS,
+    MAX_OPTIONS,
+    PIFD_ZERO_GAP_FLOOR,
+    STATUS_CODE,
+    STATUS_COL,
+    STATUS_FAMILY,
+    STATUS_INPUT,
+    STATUS_LEN,
+    STATUS_ROW,
+    STATUS_VALUE,
 )
 from ._validate import InputError
 
@@ -93,8 +115,6 @@ def _first_bad(mask: torch.Tensor, t: torch.Tensor, what: str) -> None:
         raise InputError(f"bidfcl: {what}, got {val:g} at {pos}")
 
 
-
-
 def budget_limit(budget):
     """What a spend is compared against for ``budget`` (a float or a float64 tensor): ``budget * (1 + BUDGET_SLACK)``."""
     return budget * (1.0 + BUDGET_SLACK)
@@ -108,7 +128,9 @@ def _check_budgets(values: torch.Tensor, budgets: torch.Tensor, what: str, check
     if budgets.shape[0] < 1:
         raise InputError(f"bidfcl: budgets must hold at least one budget, got shape {list(budgets.shape)}")
     if budgets.device != values.device:
-        raise InputError(f"bidfcl: values and budgets must be on the same device, got {values.device} and {budgets.device}")
+        raise InputError(
+            f"bidfcl: values and budgets must be on the same device, got {values.device} and {budgets.device}"
+        )
     if not check_values:
         return
     for k, b in enumerate(budgets.tolist()):
@@ -391,7 +413,6 @@ def solve_mckp_rct(values, costs, treatment, cost_obs, propensity, budgets, chec
 # --------------------------------------------------------------------------------------------------
 
 
-
 def _bits(v: float) -> int:
     """The int64 bit pattern of a float64 (the record's value slot)."""
     return int(torch.tensor([float(v)], dtype=_F64).view(torch.int64)[0])
@@ -467,15 +488,19 @@ def validate_mckp(values, costs, budgets, treatment, cost_obs, propensity):
         _check_rct_inputs(values, treatment, cost_obs, propensity, check_values=False)
     _check_budgets(values, budgets, "per-capita budgets" if rct else "total budgets", check_values=False)
     m = values.shape[1]
-    cells = (lambda: _first_in(~torch.isfinite(values), values, CODE_NON_FINITE_VALUE),
-             lambda: _first_in(~torch.isfinite(costs), costs, CODE_NON_FINITE_COST),
-             lambda: _first_in(costs < 0, costs, CODE_NEGATIVE_COST))
+    cells = (
+        lambda: _first_in(~torch.isfinite(values), values, CODE_NON_FINITE_VALUE),
+        lambda: _first_in(~torch.isfinite(costs), costs, CODE_NON_FINITE_COST),
+        lambda: _first_in(costs < 0, costs, CODE_NEGATIVE_COST),
+    )
     if rct:
-        found = _first_found(lambda: _bad_labels(treatment, m), *cells,
-                             lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity,
-                                               CODE_BAD_PROPENSITY, -1),
-                             lambda: _first_in(~torch.isfinite(cost_obs), cost_obs, CODE_NON_FINITE_INPUT, -1),
-                             lambda: _bad_budgets(budgets))
+        found = _first_found(
+            lambda: _bad_labels(treatment, m),
+            *cells,
+            lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity, CODE_BAD_PROPENSITY, -1),
+            lambda: _first_in(~torch.isfinite(cost_obs), cost_obs, CODE_NON_FINITE_INPUT, -1),
+            lambda: _bad_budgets(budgets),
+        )
     else:
         found = _first_found(*cells, lambda: _bad_budgets(budgets))
     return _record(values.device, FAMILY_RCT if rct else FAMILY_SOLVE, found)
@@ -493,7 +518,8 @@ def validate_decision(r_hat, c_hat, treatment, revenue, cost, lam, propensity):
         lambda: _first_in(~torch.isfinite(c_hat), c_hat, CODE_NON_FINITE_COST),
         lambda: _first_in(~torch.isfinite(revenue), revenue, CODE_NON_FINITE_INPUT, -1, INPUT_REVENUE),
         lambda: None if cost is None else _first_in(~torch.isfinite(cost), cost, CODE_NON_FINITE_INPUT, -1, INPUT_COST),
-        lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity, CODE_BAD_PROPENSITY, -1))
+        lambda: _first_in(~((propensity > 0) & (propensity <= 1)), propensity, CODE_BAD_PROPENSITY, -1),
+    )
     return _record(r_hat.device, FAMILY_DECISION, found)
 
 
@@ -546,8 +572,9 @@ def mckp_events(values, costs, treatment, weight):
         raise RuntimeError(f"bidfcl: weight must be float64, got {weight.dtype}")
     for name, t in (("treatment", treatment), ("weight", weight)):
         if t.dim() != 1 or t.shape[0] != n:
-            raise RuntimeError(f"bidfcl: {name} must have shape [{n}] (one entry per individual (row of values)), "
-                               f"got {list(t.shape)}")
+            raise RuntimeError(
+                f"bidfcl: {name} must have shape [{n}] (one entry per individual (row of values)), got {list(t.shape)}"
+            )
     bad = (treatment < 0) | (treatment >= m)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
@@ -584,8 +611,10 @@ def apply_mckp_cut(values, costs, lam, individual, step):
         if t.dtype != torch.long:
             raise RuntimeError(f"bidfcl: {name} must be int64, got {t.dtype}")
         if t.dim() != 1 or t.shape[0] != lam.shape[0]:
-            raise RuntimeError(f"bidfcl: {name} must have shape [{lam.shape[0]}] (one entry per cut (entry of lam)), "
-                               f"got {list(t.shape)}")
+            raise RuntimeError(
+                f"bidfcl: {name} must have shape [{lam.shape[0]}] (one entry per cut (entry of lam)), "
+                f"got {list(t.shape)}"
+            )
     hull, length, bp, valid = _hull_steps(values, costs)
     k = lam.shape[0]
     rows = torch.arange(n, device=values.device).unsqueeze(1)
@@ -612,7 +641,9 @@ def _check_rct_inputs(values, treatment, cost_obs, propensity, check_values: boo
         raise InputError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
     for name, t in (("treatment", treatment), ("cost_obs", cost_obs), ("propensity", propensity)):
         if t.dim() != 1 or t.shape[0] != n:
-            raise InputError(f"bidfcl: {name} must have shape [{n}] (one entry per individual (row of values)), got {list(t.shape)}")
+            raise InputError(
+                f"bidfcl: {name} must have shape [{n}] (one entry per individual (row of values)), got {list(t.shape)}"
+            )
     for name, t in (("cost_obs", cost_obs), ("propensity", propensity)):
         if t.dtype != values.dtype:
             raise InputError(f"bidfcl: values and {name} must have the same dtype, got {values.dtype} and {t.dtype}")
@@ -661,7 +692,9 @@ def _check_treatment(treatment, like: torch.Tensor, n: int) -> None:
     if treatment.dim() != 1 or treatment.shape[0] != n:
         raise InputError(f"bidfcl: treatment must have shape [{n}] (one entry per row), got {list(treatment.shape)}")
     if treatment.device != like.device:
-        raise InputError(f"bidfcl: r_hat and treatment must be on the same device, got {like.device} and {treatment.device}")
+        raise InputError(
+            f"bidfcl: r_hat and treatment must be on the same device, got {like.device} and {treatment.device}"
+        )
 
 
 def _first_bad_row(mask: torch.Tensor, t: torch.Tensor, what: str, where: str = "row") -> None:
@@ -822,7 +855,7 @@ def pifd_loss_backward(grad, r_hat, c_hat, treatment, revenue, cost, lam, propen
             return torch.where(gap == 0, floor, 1.0 / gap)
 
         cw = (_row_weights(revenue, cost, lam, propensity) * grad.reshape(())).unsqueeze(2)  # [L, N, 1]
-        matched = (k == t)
+        matched = k == t
         cols = torch.arange(m, device=a.device).view(1, 1, m)
         is_k, is_t = cols == k, cols == t
         # matched rows
@@ -868,16 +901,20 @@ def ppl_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, 
     """Twin of ``bidfcl::ppl_loss_with_grad``: the loss and its gradient for a unit upstream gradient,
     ``(ppl_loss(...), *ppl_loss_backward(1, ...))`` (the fused forward autograd uses on CPU)."""
     unit = torch.ones((), dtype=r_hat.dtype, device=r_hat.device)
-    return (ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check),
-            *ppl_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check))
+    return (
+        ppl_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check),
+        *ppl_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, check),
+    )
 
 
 @_no_derivative
 def pifd_loss_with_grad(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check: bool = True):
     """Twin of ``bidfcl::pifd_loss_with_grad``: ``(pifd_loss(...), *pifd_loss_backward(1, ...))``."""
     unit = torch.ones((), dtype=r_hat.dtype, device=r_hat.device)
-    return (pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check),
-            *pifd_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check))
+    return (
+        pifd_loss(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check),
+        *pifd_loss_backward(unit, r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, check),
+    )
 
 
 @_no_derivative
@@ -888,13 +925,17 @@ def policy_value(choice, treatment, revenue, cost, propensity, hajek: bool):
     hajek: V = sum y / sum 1[match]/p, se = sqrt(N/(N-1) sum (1[match]/p)^2 (revenue - V)^2) / sum 1[match]/p.
     """
     if choice.dtype != torch.long or choice.dim() != 2:
-        raise InputError(f"bidfcl: choice must be int64 2-D [K policies, N rows], got {choice.dtype} {list(choice.shape)}")
+        raise InputError(
+            f"bidfcl: choice must be int64 2-D [K policies, N rows], got {choice.dtype} {list(choice.shape)}"
+        )
     n = choice.shape[1]
     if treatment.dtype != torch.long:
         raise InputError(f"bidfcl: treatment must be int64, got {treatment.dtype}")
     for name, t in (("treatment", treatment), ("revenue", revenue), ("cost", cost), ("propensity", propensity)):
         if t.dim() != 1 or t.shape[0] != n:
-            raise InputError(f"bidfcl: {name} must have shape [{n}] (one entry per row (column of choice)), got {list(t.shape)}")
+            raise InputError(
+                f"bidfcl: {name} must have shape [{n}] (one entry per row (column of choice)), got {list(t.shape)}"
+            )
     for name, t in (("revenue", revenue), ("cost", cost), ("propensity", propensity)):
         if t.dtype not in (torch.float32, torch.float64):
             raise InputError(f"bidfcl: {name} must be float32 or float64, got {t.dtype}")
@@ -1003,8 +1044,9 @@ def _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets=None,
     n, m = values.shape
     k = costs.shape[0]
     if tuple(costs.shape[1:]) != (n, m):
-        raise ValueError(f"bidfcl: costs must have shape [K, {n}, {m}] to match values {list(values.shape)}, "
-                         f"got {list(costs.shape)}")
+        raise ValueError(
+            f"bidfcl: costs must have shape [K, {n}, {m}] to match values {list(values.shape)}, got {list(costs.shape)}"
+        )
     if not 1 <= m <= MAX_OPTIONS:
         raise ValueError(f"bidfcl: values must have 1 to {MAX_OPTIONS} options, got M = {m}")
     if not 1 <= k <= MAX_OPTIONS:
@@ -1032,8 +1074,9 @@ def _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets=None,
         if t.dtype != _F64:
             raise ValueError(f"bidfcl: {name} must be float64, got {t.dtype}")
         if tuple(t.shape) != (j_total,):
-            raise ValueError(f"bidfcl: {name} must have shape [{j_total}] (K + M + K * G constraints), "
-                             f"got {list(t.shape)}")
+            raise ValueError(
+                f"bidfcl: {name} must have shape [{j_total}] (K + M + K * G constraints), got {list(t.shape)}"
+            )
         for j, x in enumerate(t.tolist()):
             if x != x or (not allow_inf and x in (float("inf"), float("-inf"))):
                 raise ValueError(f"bidfcl: {name} must be {'non-NaN' if allow_inf else 'finite'}, got {x} at index {j}")
@@ -1077,7 +1120,7 @@ def _alloc_scores(values, costs, groups, num_groups, lam, skip: int = -1) -> tor
         glob[skip] = 0.0
     w = glob.unsqueeze(0).expand(n, k)
     if groups is not None and num_groups > 0:
-        grp = lam[k + m:].reshape(k, num_groups).clone()
+        grp = lam[k + m :].reshape(k, num_groups).clone()
         if skip >= k + m:
             grp.view(-1)[skip - k - m] = 0.0
         w = w + grp[:, groups].T
@@ -1176,21 +1219,24 @@ def _allocation_line_search_impl(values, costs, eligible, groups, num_groups, la
         s, c = s[rows], c[rows]
         el = None if eligible is None else eligible[rows]
     v2, c2 = _dominated_ineligible(s, c, el)
-    lam_k, _, _, _, _, feasible = solve(v2.contiguous(), c2.contiguous(),
-                                        torch.tensor([given], dtype=_F64, device=values.device))
+    lam_k, _, _, _, _, feasible = solve(
+        v2.contiguous(), c2.contiguous(), torch.tensor([given], dtype=_F64, device=values.device)
+    )
     if not bool(feasible[0]):
         return torch.full((), float("inf"), dtype=_F64, device=values.device)
     return lam_k[0].to(_F64)
 
 
-def allocation_line_search(values, costs, eligible, groups, num_groups: int, lam, budgets, constraint: int,
-                           check: bool):
+def allocation_line_search(
+    values, costs, eligible, groups, num_groups: int, lam, budgets, constraint: int, check: bool
+):
     """Twin of ``bidfcl::allocation_line_search``: min over lam[constraint] >= 0 of the dual, exactly."""
     _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets, check)
     if not 0 <= constraint < lam.shape[0]:
         raise ValueError(f"bidfcl: constraint must be in [0, {lam.shape[0]}), got {constraint}")
-    return _allocation_line_search_impl(values, costs, eligible, groups, num_groups, lam, budgets, constraint,
-                                        solve_mckp)
+    return _allocation_line_search_impl(
+        values, costs, eligible, groups, num_groups, lam, budgets, constraint, solve_mckp
+    )
 
 
 class _RepairState:
@@ -1315,8 +1361,7 @@ def _repair_phase(st: _RepairState, choice: list, repair: bool) -> int:
     return moves
 
 
-def allocation_repair(values, costs, eligible, groups, num_groups: int, lam, budgets, choice, fill: bool,
-                      check: bool):
+def allocation_repair(values, costs, eligible, groups, num_groups: int, lam, budgets, choice, fill: bool, check: bool):
     """Twin of ``bidfcl::allocation_repair``: the same greedy moves, one heap, in Python."""
     _alloc_check(values, costs, eligible, groups, num_groups, lam, budgets, check)
     n = values.shape[0]
@@ -1375,8 +1420,9 @@ def allocation_smoothed(values, costs, eligible, groups, num_groups: int, lam, t
     if not (tau > 0 and math.isfinite(tau)):
         raise ValueError(f"bidfcl: tau must be finite and > 0, got {tau}")
     if lam.shape[0] > 128:
-        raise ValueError(f"bidfcl: the smoothed dual supports at most 128 constraints (K + M + K G), "
-                         f"got {lam.shape[0]}")
+        raise ValueError(
+            f"bidfcl: the smoothed dual supports at most 128 constraints (K + M + K G), got {lam.shape[0]}"
+        )
     s = _alloc_scores(values, costs, groups, num_groups, lam).to(_F64)
     if eligible is not None:
         s = torch.where(eligible, s, torch.full_like(s, float("-inf")))

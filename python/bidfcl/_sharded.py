@@ -243,9 +243,19 @@ def _tie_stats(seg: Segment, key: int):
     return float(cs[-1]), float(cs.max()), cs
 
 
-def select_cuts(segments: Callable[[], Iterable[Segment]], comm, budgets: list[float], base: float,
-                kmin: int, kmax: int, *, monotone: bool, nbins: int = 4096, cap: int = 4096,
-                stats: dict | None = None) -> list[Cut]:
+def select_cuts(
+    segments: Callable[[], Iterable[Segment]],
+    comm,
+    budgets: list[float],
+    base: float,
+    kmin: int,
+    kmax: int,
+    *,
+    monotone: bool,
+    nbins: int = 4096,
+    cap: int = 4096,
+    stats: dict | None = None,
+) -> list[Cut]:
     """The cut of every budget over the union of all ranks' segments (see the module docstring).
 
     ``segments()`` yields this rank's segments (it may recompute them: it is called once a round);
@@ -283,14 +293,25 @@ def select_cuts(segments: Callable[[], Iterable[Segment]], comm, budgets: list[f
                     mask = (seg.key >= lo) & (seg.key <= hi)
                     k = int(mask.sum())
                     if k:
-                        rows.append(torch.stack([torch.full((k,), q, dtype=_I64), seg.key[mask],
-                                                 torch.full((k,), seg.ordinal, dtype=_I64), seg.id[mask],
-                                                 seg.delta[mask].view(_I64), torch.zeros(k, dtype=_I64)], 1))
+                        rows.append(
+                            torch.stack(
+                                [
+                                    torch.full((k,), q, dtype=_I64),
+                                    seg.key[mask],
+                                    torch.full((k,), seg.ordinal, dtype=_I64),
+                                    seg.id[mask],
+                                    seg.delta[mask].view(_I64),
+                                    torch.zeros(k, dtype=_I64),
+                                ],
+                                1,
+                            )
+                        )
                 elif kind == "tie":
                     st = _tie_stats(seg, s.request[1])
                     if st is not None:
-                        rows.append(torch.tensor([[q, s.request[1], seg.ordinal, -1, _bits(st[0]), _bits(st[1])]],
-                                                 dtype=_I64))
+                        rows.append(
+                            torch.tensor([[q, s.request[1], seg.ordinal, -1, _bits(st[0]), _bits(st[1])]], dtype=_I64)
+                        )
                 elif kind == "tiewalk":
                     _, key, ordinal, seg_start = s.request
                     if seg.ordinal != ordinal:
@@ -313,7 +334,7 @@ def select_cuts(segments: Callable[[], Iterable[Segment]], comm, budgets: list[f
         off = 0
         for q, s in enumerate(hist_req):
             width, nb = layouts[q]
-            cnt, tot, up = flat[off: off + nb], flat[off + nb: off + 2 * nb], flat[off + 2 * nb: off + 3 * nb]
+            cnt, tot, up = flat[off : off + nb], flat[off + nb : off + 2 * nb], flat[off + 2 * nb : off + 3 * nb]
             off += 3 * nb
             _consume_hist(s, cnt, tot, up, width, nb, cap)
         for q, (s, req) in enumerate(zip(active, requests)):
@@ -347,7 +368,7 @@ def _consume_hist(s: _Search, cnt, tot, up, width: int, nb: int, cap: int):
     top = s.hi - j0 * width
     bottom = max(s.lo, s.hi - (j1 + 1) * width + 1)
     start0 = float(starts[j0])
-    n_cand = int(cnt[j0: j1 + 1].sum())
+    n_cand = int(cnt[j0 : j1 + 1].sum())
     s.log.append(("hist", width, j0, j1, n_cand))
     if n_cand <= cap:
         s.start, s.request = start0, ("cand", bottom, top)

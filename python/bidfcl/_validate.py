@@ -24,13 +24,40 @@ from typing import Optional
 import torch
 
 from ._constants import (
-    CODE_BAD_PROPENSITY, CODE_BAD_TREATMENT, CODE_NEGATIVE_BUDGET, CODE_NEGATIVE_COST, CODE_NON_FINITE_BUDGET,
-    CODE_NON_FINITE_COST, CODE_NON_FINITE_INPUT, CODE_NON_FINITE_VALUE, CODE_OK, FAMILY_DECISION, FAMILY_RCT,
-    INPUT_NAMES, STATUS_CODE, STATUS_COL, STATUS_FAMILY, STATUS_INPUT, STATUS_LEN, STATUS_ROW, STATUS_VALUE,
+    CODE_BAD_PROPENSITY,
+    CODE_BAD_TREATMENT,
+    CODE_NEGATIVE_BUDGET,
+    CODE_NEGATIVE_COST,
+    CODE_NON_FINITE_BUDGET,
+    CODE_NON_FINITE_COST,
+    CODE_NON_FINITE_INPUT,
+    CODE_NON_FINITE_VALUE,
+    CODE_OK,
+    FAMILY_DECISION,
+    FAMILY_RCT,
+    INPUT_NAMES,
+    STATUS_CODE,
+    STATUS_COL,
+    STATUS_FAMILY,
+    STATUS_INPUT,
+    STATUS_LEN,
+    STATUS_ROW,
+    STATUS_VALUE,
 )
 
-__all__ = ["InputError", "InputTypeError", "tensor", "treatment", "finite", "first_row", "integer", "number", "call_op",
-           "status_message", "raise_if_failed"]
+__all__ = [
+    "InputError",
+    "InputTypeError",
+    "tensor",
+    "treatment",
+    "finite",
+    "first_row",
+    "integer",
+    "number",
+    "call_op",
+    "status_message",
+    "raise_if_failed",
+]
 
 
 class InputError(ValueError, RuntimeError):
@@ -53,8 +80,7 @@ def _where(where: str) -> str:
 def tensor(x, name: str, where: str = "", error: Optional[type] = None) -> torch.Tensor:
     """``x`` itself if it is a torch.Tensor, else TypeError (or ``error``) naming ``name``."""
     if not isinstance(x, torch.Tensor):
-        raise (error or InputTypeError)(f"bidfcl: {name}{_where(where)} must be a torch.Tensor, "
-                                        f"got {type(x).__name__}")
+        raise (error or InputTypeError)(f"bidfcl: {name}{_where(where)} must be a torch.Tensor, got {type(x).__name__}")
     return x
 
 
@@ -81,9 +107,17 @@ def _shown(v) -> str:
     return str(int(v)) if v.is_integer() and abs(v) < 2**63 else f"{v:g}"
 
 
-def treatment(t, name: str = "treatment", *, n: Optional[int] = None, m: Optional[int] = None,
-              length_of: str = "row", where: str = "", error: Optional[type] = None,
-              check_labels: bool = True) -> torch.Tensor:
+def treatment(
+    t,
+    name: str = "treatment",
+    *,
+    n: Optional[int] = None,
+    m: Optional[int] = None,
+    length_of: str = "row",
+    where: str = "",
+    error: Optional[type] = None,
+    check_labels: bool = True,
+) -> torch.Tensor:
     """Check arm labels (or a policy's choices): ``t`` itself when it is valid.
 
     Expected: a 1-D int64 tensor (the dtype every op, loss, metric and dataset takes; float labels
@@ -95,18 +129,23 @@ def treatment(t, name: str = "treatment", *, n: Optional[int] = None, m: Optiona
     """
     type_error, value_error = error or InputTypeError, error or InputError
     if not isinstance(t, torch.Tensor):
-        raise type_error(f"bidfcl: {name}{_where(where)} must be a torch.Tensor of integer arm labels, "
-                         f"got {type(t).__name__}")
+        raise type_error(
+            f"bidfcl: {name}{_where(where)} must be a torch.Tensor of integer arm labels, got {type(t).__name__}"
+        )
     if t.dtype != torch.int64:
         hint = "once the labels are whole numbers" if t.is_floating_point() else ""
-        raise type_error(f"bidfcl: {name}{_where(where)} must be int64 (integer arm labels), got dtype "
-                         f"{t.dtype}; convert with .long() {hint}".rstrip())
+        raise type_error(
+            f"bidfcl: {name}{_where(where)} must be int64 (integer arm labels), got dtype "
+            f"{t.dtype}; convert with .long() {hint}".rstrip()
+        )
     if t.dim() != 1:
-        raise value_error(f"bidfcl: {name}{_where(where)} must be 1-D [N] (one arm label per row), "
-                          f"got shape {list(t.shape)}")
+        raise value_error(
+            f"bidfcl: {name}{_where(where)} must be 1-D [N] (one arm label per row), got shape {list(t.shape)}"
+        )
     if n is not None and t.shape[0] != n:
-        raise value_error(f"bidfcl: {name}{_where(where)} must have shape [{n}] (one entry per {length_of}), "
-                          f"got {list(t.shape)}")
+        raise value_error(
+            f"bidfcl: {name}{_where(where)} must have shape [{n}] (one entry per {length_of}), got {list(t.shape)}"
+        )
     if not check_labels:
         return t
     bad = t < 0 if m is None else (t < 0) | (t >= m)
@@ -238,16 +277,20 @@ def _statuses(results) -> list:
             continue
         if isinstance(r, torch.Tensor):
             if r.dtype != torch.int64 or r.dim() != 1 or r.shape[0] != STATUS_LEN:
-                raise InputError(f"bidfcl: a status must be an int64 tensor of shape [{STATUS_LEN}], got dtype "
-                                 f"{r.dtype} and shape {list(r.shape)}")
+                raise InputError(
+                    f"bidfcl: a status must be an int64 tensor of shape [{STATUS_LEN}], got dtype "
+                    f"{r.dtype} and shape {list(r.shape)}"
+                )
             found.append(r)
         elif hasattr(r, "status"):
             found.extend(_statuses([r.status]))
         elif isinstance(r, (list, tuple)):
             found.extend(_statuses(r))
         else:
-            raise InputTypeError(f"bidfcl: raise_if_failed takes results of check=False calls (with a .status), "
-                                 f"status tensors or None, got {type(r).__name__}")
+            raise InputTypeError(
+                f"bidfcl: raise_if_failed takes results of check=False calls (with a .status), "
+                f"status tensors or None, got {type(r).__name__}"
+            )
     return found
 
 
@@ -280,5 +323,7 @@ def raise_if_failed(*results, require_feasible: bool = False) -> None:
             feasible = getattr(r, "feasible", None)
             if isinstance(feasible, torch.Tensor) and not bool(feasible.all()):
                 k = int(torch.nonzero(~feasible.reshape(-1))[0, 0])
-                raise InputError(f"bidfcl: budget {k} is infeasible: even the cheapest policy of the predictions "
-                                 "spends more than it (feasible is False, lam is inf)")
+                raise InputError(
+                    f"bidfcl: budget {k} is infeasible: even the cheapest policy of the predictions "
+                    "spends more than it (feasible is False, lam is inf)"
+                )

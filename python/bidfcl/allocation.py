@@ -103,8 +103,9 @@ def _vector(x, name: str, length: int, what: str, allow_inf: bool) -> torch.Tens
         raise ValueError(f"bidfcl: {name} must have shape [{length}] ({what}), got {list(t.shape)}")
     for j, v in enumerate(t.tolist()):
         if v != v or (not allow_inf and math.isinf(v)):
-            raise ValueError(f"bidfcl: {name} must be {'a number (inf allowed)' if allow_inf else 'finite'}, "
-                             f"got {v} at index {j}")
+            raise ValueError(
+                f"bidfcl: {name} must be {'a number (inf allowed)' if allow_inf else 'finite'}, got {v} at index {j}"
+            )
         if v < 0:
             raise ValueError(f"bidfcl: {name} must be >= 0, got {v} at index {j}")
     return t
@@ -121,8 +122,10 @@ class _Problem:
         if costs.dim() == 2:
             costs = costs.unsqueeze(0)
         if costs.dim() != 3 or tuple(costs.shape[1:]) != (n, m):
-            raise ValueError(f"bidfcl: costs must have shape [K, {n}, {m}] (or [{n}, {m}] for one resource) to "
-                             f"match values {list(values.shape)}, got {list(costs.shape)}")
+            raise ValueError(
+                f"bidfcl: costs must have shape [K, {n}, {m}] (or [{n}, {m}] for one resource) to "
+                f"match values {list(values.shape)}, got {list(costs.shape)}"
+            )
         k = costs.shape[0]
         for name, t in (("values", values), ("costs", costs)):
             if t.dtype not in (torch.float32, torch.float64):
@@ -130,30 +133,34 @@ class _Problem:
         if values.dtype != costs.dtype:
             raise ValueError(f"bidfcl: values and costs must have the same dtype, got {values.dtype} and {costs.dtype}")
         if values.device != costs.device:
-            raise ValueError(f"bidfcl: values and costs must be on the same device, got {values.device} and "
-                             f"{costs.device}")
+            raise ValueError(
+                f"bidfcl: values and costs must be on the same device, got {values.device} and {costs.device}"
+            )
         self.scalar_budget = isinstance(budgets, (int, float)) and not isinstance(budgets, bool)
-        b = _vector(budgets, "budgets", k, "one total budget per resource, the first dimension of costs",
-                    allow_inf=False)
+        b = _vector(
+            budgets, "budgets", k, "one total budget per resource, the first dimension of costs", allow_inf=False
+        )
         cap = None
         if capacity is not None:
-            cap = _vector(capacity, "capacity", m, "the most users per option, one per column of values",
-                          allow_inf=True)
+            cap = _vector(
+                capacity, "capacity", m, "the most users per option, one per column of values", allow_inf=True
+            )
         if eligible is not None:
             eligible = _tensor(eligible, "eligible")
             if eligible.dtype != torch.bool:
                 raise ValueError(f"bidfcl: eligible must be a bool tensor, got {eligible.dtype}")
             if tuple(eligible.shape) != (n, m):
-                raise ValueError(f"bidfcl: eligible must have shape [{n}, {m}] like values, got "
-                                 f"{list(eligible.shape)}")
+                raise ValueError(f"bidfcl: eligible must have shape [{n}, {m}] like values, got {list(eligible.shape)}")
             eligible = eligible.to(values.device)
             if n and bool((~eligible.any(dim=1)).any()):
                 i = int(torch.nonzero(~eligible.any(dim=1))[0])
                 raise ValueError(f"bidfcl: eligible must allow at least one option per user, got none at row {i}")
         if (groups is None) != (group_budgets is None):
-            raise ValueError("bidfcl: groups and group_budgets go together: give both or neither "
-                             f"(got groups={'None' if groups is None else 'a tensor'}, "
-                             f"group_budgets={'None' if group_budgets is None else 'given'})")
+            raise ValueError(
+                "bidfcl: groups and group_budgets go together: give both or neither "
+                f"(got groups={'None' if groups is None else 'a tensor'}, "
+                f"group_budgets={'None' if group_budgets is None else 'given'})"
+            )
         g = 0
         gb = None
         if groups is not None:
@@ -161,23 +168,25 @@ class _Problem:
             if groups.dtype.is_floating_point or groups.dtype == torch.bool or groups.is_complex():
                 raise ValueError(f"bidfcl: groups must be an integer tensor, got {groups.dtype}")
             if tuple(groups.shape) != (n,):
-                raise ValueError(f"bidfcl: groups must have shape [{n}] (one group per user), got "
-                                 f"{list(groups.shape)}")
+                raise ValueError(f"bidfcl: groups must have shape [{n}] (one group per user), got {list(groups.shape)}")
             groups = groups.to(device=values.device, dtype=torch.long)
-            gbt = group_budgets if isinstance(group_budgets, torch.Tensor) else torch.tensor(group_budgets,
-                                                                                            dtype=_F64)
+            gbt = group_budgets if isinstance(group_budgets, torch.Tensor) else torch.tensor(group_budgets, dtype=_F64)
             gbt = gbt.detach().to("cpu", _F64)
             if gbt.dim() == 1 and k == 1:
                 gbt = gbt.unsqueeze(0)
             if gbt.dim() != 2 or gbt.shape[0] != k or gbt.shape[1] < 1:
-                raise ValueError(f"bidfcl: group_budgets must have shape [K={k}, G] (one budget per resource and "
-                                 f"group; [G] when K = 1), got {list(gbt.shape)}")
+                raise ValueError(
+                    f"bidfcl: group_budgets must have shape [K={k}, G] (one budget per resource and "
+                    f"group; [G] when K = 1), got {list(gbt.shape)}"
+                )
             g = gbt.shape[1]
             gb = _vector(gbt.reshape(-1), "group_budgets", k * g, "flattened [K, G]", allow_inf=True).reshape(k, g)
             if n and bool(((groups < 0) | (groups >= g)).any()):
                 i = int(torch.nonzero((groups < 0) | (groups >= g))[0])
-                raise ValueError(f"bidfcl: groups must be in [0, G) = [0, {g}) (G = group_budgets.shape[1]), "
-                                 f"got {int(groups[i])} at row {i}")
+                raise ValueError(
+                    f"bidfcl: groups must be in [0, G) = [0, {g}) (G = group_budgets.shape[1]), "
+                    f"got {int(groups[i])} at row {i}"
+                )
         self.values, self.costs, self.eligible, self.groups = values, costs, eligible, groups
         self.n, self.m, self.k, self.g = n, m, k, g
         inf = torch.full((m,), math.inf, dtype=_F64)
@@ -203,22 +212,36 @@ def _ops_for(device: torch.device):
 
     def line_search(values, costs, eligible, groups, g, lam, budgets, j, check):
         # torch composition around the device's exact single-budget solver
-        return _reference._allocation_line_search_impl(values, costs, eligible, groups, g, lam, budgets, j,
-                                                       ops.solve_mckp)
+        return _reference._allocation_line_search_impl(
+            values, costs, eligible, groups, g, lam, budgets, j, ops.solve_mckp
+        )
 
     def repair(values, costs, eligible, groups, g, lam, budgets, choice, fill, check):
         # sequential by nature: runs on the host
         cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
-        out = ops.allocation_repair(cpu(values), cpu(costs), cpu(eligible), cpu(groups), g, cpu(lam),
-                                    cpu(budgets), cpu(choice), fill, check)
+        out = ops.allocation_repair(
+            cpu(values), cpu(costs), cpu(eligible), cpu(groups), g, cpu(lam), cpu(budgets), cpu(choice), fill, check
+        )
         return tuple(t.to(device) for t in out)
 
     return ops.allocation_policy, line_search, repair
 
 
-def solve_allocation(values: torch.Tensor, costs: torch.Tensor, budgets, *, capacity=None, eligible=None,
-                     groups=None, group_budgets=None, max_iter: int = 50, tol: float = 1e-9,
-                     smooth: bool = True, tau_min: float = 1e-7, fill: bool = True) -> AllocationSolution:
+def solve_allocation(
+    values: torch.Tensor,
+    costs: torch.Tensor,
+    budgets,
+    *,
+    capacity=None,
+    eligible=None,
+    groups=None,
+    group_budgets=None,
+    max_iter: int = 50,
+    tol: float = 1e-9,
+    smooth: bool = True,
+    tau_min: float = 1e-7,
+    fill: bool = True,
+) -> AllocationSolution:
     """Choose one eligible option per user, maximising total value under every constraint.
 
     Args:
@@ -266,8 +289,11 @@ def solve_allocation(values: torch.Tensor, costs: torch.Tensor, budgets, *, capa
             best[0], best[1] = d, list(lam_v)
 
     # constraints that can bind: a finite limit, and for a capacity one below the number of users
-    active = [j for j in range(pb.j) if math.isfinite(pb.limit[j])
-              and not (pb.k <= j < pb.k + pb.m and float(pb.limit[j]) >= pb.n)]
+    active = [
+        j
+        for j in range(pb.j)
+        if math.isfinite(pb.limit[j]) and not (pb.k <= j < pb.k + pb.m and float(pb.limit[j]) >= pb.n)
+    ]
     infeasible = []
 
     def sweep():
@@ -306,8 +332,20 @@ def solve_allocation(values: torch.Tensor, costs: torch.Tensor, budgets, *, capa
         lam_out[infeasible] = math.inf
         best_dual = -math.inf
     dual = torch.tensor(best_dual, dtype=_F64, device=dev)
-    return AllocationSolution(choice, lam_out, spend, pb.budget.to(dev), feasible, value, dual,
-                              _gap(dual, value), iterations, newton_steps, int(moves[0]), int(moves[1]))
+    return AllocationSolution(
+        choice,
+        lam_out,
+        spend,
+        pb.budget.to(dev),
+        feasible,
+        value,
+        dual,
+        _gap(dual, value),
+        iterations,
+        newton_steps,
+        int(moves[0]),
+        int(moves[1]),
+    )
 
 
 def _smoothed_newton(pb: _Problem, dev, lam: list, active: list, dual_value, offer, tau_min: float) -> int:
@@ -393,18 +431,27 @@ def _gap(dual: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     d, v = float(dual), float(value)
     if not math.isfinite(d):
         return torch.tensor(math.inf, dtype=_F64, device=dual.device)
-    return torch.tensor((d - v) / abs(d) if d != 0 else (0.0 if d == v else math.inf), dtype=_F64,
-                        device=dual.device)
+    return torch.tensor((d - v) / abs(d) if d != 0 else (0.0 if d == v else math.inf), dtype=_F64, device=dual.device)
 
 
 def _empty(pb: _Problem) -> AllocationSolution:
     """No users: nothing to choose, nothing spent."""
     dev = pb.values.device
     zero = torch.zeros((), dtype=_F64, device=dev)
-    return AllocationSolution(torch.zeros(0, dtype=torch.long, device=dev), torch.zeros(pb.j, dtype=_F64, device=dev),
-                              torch.zeros(pb.j, dtype=_F64, device=dev), pb.budget.to(dev),
-                              torch.ones(pb.j, dtype=torch.bool, device=dev), zero, zero.clone(), zero.clone(),
-                              0, 0, 0, 0)
+    return AllocationSolution(
+        torch.zeros(0, dtype=torch.long, device=dev),
+        torch.zeros(pb.j, dtype=_F64, device=dev),
+        torch.zeros(pb.j, dtype=_F64, device=dev),
+        pb.budget.to(dev),
+        torch.ones(pb.j, dtype=torch.bool, device=dev),
+        zero,
+        zero.clone(),
+        zero.clone(),
+        0,
+        0,
+        0,
+        0,
+    )
 
 
 def _single_budget(pb: _Problem) -> AllocationSolution:
@@ -415,23 +462,45 @@ def _single_budget(pb: _Problem) -> AllocationSolution:
     lam = torch.cat([sol.lam.reshape(1).to(_F64), torch.zeros(pb.m, dtype=_F64, device=dev)])
     spend = torch.cat([sol.spend.reshape(1), counts])
     feasible = torch.cat([sol.feasible.reshape(1), torch.ones(pb.m, dtype=torch.bool, device=dev)])
-    return AllocationSolution(sol.choice, lam, spend, pb.budget.to(dev), feasible, sol.value, sol.dual_bound,
-                              _gap(sol.dual_bound, sol.value), 0, 0, 0, 0)
+    return AllocationSolution(
+        sol.choice,
+        lam,
+        spend,
+        pb.budget.to(dev),
+        feasible,
+        sol.value,
+        sol.dual_bound,
+        _gap(sol.dual_bound, sol.value),
+        0,
+        0,
+        0,
+        0,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # `bidfcl allocate` with extra constraints (the CLI's options are parsed here, not in cli.py)
 # --------------------------------------------------------------------------------------------------
 
-_RULE_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<=": lambda a, b: a <= b,
-             ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
+_RULE_OPS = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+}
 
 
 def cli_constraints_given(args) -> bool:
     """True when `bidfcl allocate` was given any constraint beyond the one budget."""
-    return bool(getattr(args, "extra_cost", None) or getattr(args, "capacity", None)
-                or getattr(args, "eligible_columns", None) or getattr(args, "eligibility_rules", None)
-                or getattr(args, "group_column", None))
+    return bool(
+        getattr(args, "extra_cost", None)
+        or getattr(args, "capacity", None)
+        or getattr(args, "eligible_columns", None)
+        or getattr(args, "eligibility_rules", None)
+        or getattr(args, "group_column", None)
+    )
 
 
 def _column(table, name: str, what: str):
@@ -445,8 +514,10 @@ def _column(table, name: str, what: str):
     col = col.astype(np.float64)
     bad = ~np.isfinite(col)
     if bad.any():
-        raise ValueError(f"bidfcl allocate: {what} column {name!r} has a missing or non-finite value at row "
-                         f"{int(np.flatnonzero(bad)[0])}")
+        raise ValueError(
+            f"bidfcl allocate: {what} column {name!r} has a missing or non-finite value at row "
+            f"{int(np.flatnonzero(bad)[0])}"
+        )
     return col
 
 
@@ -455,8 +526,9 @@ def _option_columns(spec: str, m: int) -> list[str]:
     if "," in spec:
         cols = [c.strip() for c in spec.split(",")]
         if len(cols) != m:
-            raise ValueError(f"bidfcl allocate: expected {m} comma-separated columns (one per option), got "
-                             f"{len(cols)} in {spec!r}")
+            raise ValueError(
+                f"bidfcl allocate: expected {m} comma-separated columns (one per option), got {len(cols)} in {spec!r}"
+            )
         return cols
     return [f"{spec}{o}" for o in range(m)]
 
@@ -499,8 +571,10 @@ def eligibility_from_rules(path: str, table, m: int):
             raise ValueError(f"bidfcl allocate: {where}: option must be an integer in [0, {m}), got {o!r}")
         parts = str(rule["where"]).split()
         if len(parts) != 3 or parts[1] not in _RULE_OPS:
-            raise ValueError(f"bidfcl allocate: {where}: 'where' must read 'COLUMN OP NUMBER' with OP one of "
-                             f"{' '.join(_RULE_OPS)}, got {rule['where']!r}")
+            raise ValueError(
+                f"bidfcl allocate: {where}: 'where' must read 'COLUMN OP NUMBER' with OP one of "
+                f"{' '.join(_RULE_OPS)}, got {rule['where']!r}"
+            )
         try:
             num = float(parts[2])
         except ValueError:
@@ -547,8 +621,9 @@ def allocate_table(table, r_hat: torch.Tensor, c_hat: torch.Tensor, total: float
     if args.group_column:
         raw = table.column(args.group_column) if args.group_column in table.column_names else None
         if raw is None:
-            raise ValueError(f"bidfcl allocate: --group-column {args.group_column!r} is not in the input "
-                             f"(has {table.column_names})")
+            raise ValueError(
+                f"bidfcl allocate: --group-column {args.group_column!r} is not in the input (has {table.column_names})"
+            )
         vals = [str(x) for x in raw.to_pylist()]
         labels = sorted(set(vals))
         index = {v: q for q, v in enumerate(labels)}
@@ -561,18 +636,29 @@ def allocate_table(table, r_hat: torch.Tensor, c_hat: torch.Tensor, total: float
             group_budgets[0, index[key]] = budget
     elif args.group_budget:
         raise ValueError("bidfcl allocate: --group-budget needs --group-column")
-    sol = solve_allocation(r_hat, torch.stack(costs), budgets, capacity=capacity,
-                           eligible=None if eligible is None else torch.from_numpy(eligible), groups=groups,
-                           group_budgets=group_budgets)
+    sol = solve_allocation(
+        r_hat,
+        torch.stack(costs),
+        budgets,
+        capacity=capacity,
+        eligible=None if eligible is None else torch.from_numpy(eligible),
+        groups=groups,
+        group_budgets=group_budgets,
+    )
     names = constraint_names(len(costs), m, len(labels))
     if labels:
-        names[len(costs) + m:] = [f"group_budget[{kk}, {args.group_column}={lab}]" for kk in range(len(costs))
-                                  for lab in labels]
-    lines = [f"allocated {n:,} users under {len(costs)} budget(s): value {float(sol.value):,.4f}, dual bound "
-             f"{float(sol.dual_bound):,.4f} (relative gap {float(sol.gap):.2e}), {sol.iterations} sweeps, "
-             f"{sol.newton_steps} Newton steps"]
+        names[len(costs) + m :] = [
+            f"group_budget[{kk}, {args.group_column}={lab}]" for kk in range(len(costs)) for lab in labels
+        ]
+    lines = [
+        f"allocated {n:,} users under {len(costs)} budget(s): value {float(sol.value):,.4f}, dual bound "
+        f"{float(sol.dual_bound):,.4f} (relative gap {float(sol.gap):.2e}), {sol.iterations} sweeps, "
+        f"{sol.newton_steps} Newton steps"
+    ]
     for j, name in enumerate(names):
         if math.isfinite(float(sol.budget[j])):
-            lines.append(f"  {name:<28} spend {float(sol.spend[j]):,.4f} / {float(sol.budget[j]):,.4f}  "
-                         f"lam {float(sol.lam[j]):.6g}  {'ok' if bool(sol.feasible[j]) else 'INFEASIBLE'}")
+            lines.append(
+                f"  {name:<28} spend {float(sol.spend[j]):,.4f} / {float(sol.budget[j]):,.4f}  "
+                f"lam {float(sol.lam[j]):.6g}  {'ok' if bool(sol.feasible[j]) else 'INFEASIBLE'}"
+            )
     return sol, lines

@@ -38,8 +38,19 @@ from .budgets import BudgetUnit
 from .devices import resolve_device
 from .solver import solve_mckp
 
-__all__ = ["random_allocation_problem", "budgets_between", "PEERS", "BenchRow", "bench_case", "format_rows",
-           "numpy_bisection", "torch_bisection", "highs_lp_relaxation", "stream_pass", "bench_budget_batch"]
+__all__ = [
+    "random_allocation_problem",
+    "budgets_between",
+    "PEERS",
+    "BenchRow",
+    "bench_case",
+    "format_rows",
+    "numpy_bisection",
+    "torch_bisection",
+    "highs_lp_relaxation",
+    "stream_pass",
+    "bench_budget_batch",
+]
 
 #: every implementation ``bidfcl bench`` knows, in report order
 PEERS = ("exact", "stream", "torch-bisect", "numpy-bisect", "highs")
@@ -64,8 +75,13 @@ def budgets_between(costs: torch.Tensor, k: int, low: float = 0.1, high: float =
     spend to the dearest's (range positions, :mod:`bidfcl.budgets`); with ``k = 1`` the single budget
     sits at ``low``."""
     positions = [low] if k == 1 else [low + (high - low) * i / (k - 1) for i in range(k)]
-    return budget_units.convert(positions, BudgetUnit.RANGE_POSITION, BudgetUnit.TOTAL,
-                                spend_range=budget_units.spend_range(costs), name="budget_range")
+    return budget_units.convert(
+        positions,
+        BudgetUnit.RANGE_POSITION,
+        BudgetUnit.TOTAL,
+        spend_range=budget_units.spend_range(costs),
+        name="budget_range",
+    )
 
 
 # ----------------------------------------------------------------------------------- the peers
@@ -112,8 +128,15 @@ def highs_lp_relaxation(values: np.ndarray, costs: np.ndarray, budget: float) ->
 
     n, m = values.shape
     one = sparse.kron(sparse.identity(n, format="csr"), np.ones((1, m)), format="csr")
-    res = linprog(-values.reshape(-1).astype(np.float64), A_ub=costs.reshape(1, -1).astype(np.float64),
-                  b_ub=[budget], A_eq=one, b_eq=np.ones(n), bounds=(0, None), method="highs")
+    res = linprog(
+        -values.reshape(-1).astype(np.float64),
+        A_ub=costs.reshape(1, -1).astype(np.float64),
+        b_ub=[budget],
+        A_eq=one,
+        b_eq=np.ones(n),
+        bounds=(0, None),
+        method="highs",
+    )
     if res.status != 0:
         raise RuntimeError(f"HiGHS did not solve the LP relaxation: {res.message}")
     return -float(res.fun)
@@ -160,10 +183,20 @@ class BenchRow:
         return asdict(self)
 
 
-def bench_case(users: int, options: int, *, dtype: torch.dtype = torch.float32, budgets: int = 1,
-               device: str | torch.device = "cpu", peers: Sequence[str] = PEERS, repeats: int = 5,
-               highs_max_users: int = 10_000, bisect_max_users: Optional[int] = None, seed: int = 0,
-               budget_range: tuple[float, float] = (0.1, 0.9)) -> list[BenchRow]:
+def bench_case(
+    users: int,
+    options: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    budgets: int = 1,
+    device: str | torch.device = "cpu",
+    peers: Sequence[str] = PEERS,
+    repeats: int = 5,
+    highs_max_users: int = 10_000,
+    bisect_max_users: Optional[int] = None,
+    seed: int = 0,
+    budget_range: tuple[float, float] = (0.1, 0.9),
+) -> list[BenchRow]:
     """Time every implementation in ``peers`` on one random problem (checked first); see the module doc.
     ``bisect_max_users`` (None: no limit) and ``highs_max_users`` skip the slow peers on big sizes."""
     unknown = [p for p in peers if p not in PEERS]
@@ -206,16 +239,23 @@ def bench_case(users: int, options: int, *, dtype: torch.dtype = torch.float32, 
         got, times["torch-bisect"] = timed(lambda: [torch_bisection(values, costs, b)[1] for b in b_list])
         if any(g > e + tol for g, e in zip(got, exact_bound)):
             raise RuntimeError("bidfcl bench: the torch bisection exceeds the exact dual bound")
-        checks["torch-bisect"] = ("value <= exact bound", {"value_gap_vs_exact": max(e - g for e, g in zip(exact_value, got))})
+        checks["torch-bisect"] = (
+            "value <= exact bound",
+            {"value_gap_vs_exact": max(e - g for e, g in zip(exact_value, got))},
+        )
     if "numpy-bisect" in peers and (bisect_max_users is None or users <= bisect_max_users):
         v_np, c_np = values.cpu().numpy(), costs.cpu().numpy()
         got, times["numpy-bisect"] = timed(lambda: [numpy_bisection(v_np, c_np, b)[1] for b in b_list])
         if any(g > e + tol for g, e in zip(got, exact_bound)):
             raise RuntimeError("bidfcl bench: the numpy bisection exceeds the exact dual bound")
-        checks["numpy-bisect"] = ("value <= exact bound", {"value_gap_vs_exact": max(e - g for e, g in zip(exact_value, got))})
+        checks["numpy-bisect"] = (
+            "value <= exact bound",
+            {"value_gap_vs_exact": max(e - g for e, g in zip(exact_value, got))},
+        )
     if "highs" in peers and users <= highs_max_users:
         try:
             import scipy  # noqa: F401
+
             have_scipy = True
         except ImportError:
             have_scipy = False
@@ -230,8 +270,22 @@ def bench_case(users: int, options: int, *, dtype: torch.dtype = torch.float32, 
     rows = []
     for name, t in times.items():
         passes = budgets if name in slow else 1
-        rows.append(BenchRow(users, options, budgets, str(dtype).replace("torch.", ""), str(dev), threads, name, t,
-                             users * budgets / t, bytes_per_pass * passes / t / 1e9, t / base, *checks[name]))
+        rows.append(
+            BenchRow(
+                users,
+                options,
+                budgets,
+                str(dtype).replace("torch.", ""),
+                str(dev),
+                threads,
+                name,
+                t,
+                users * budgets / t,
+                bytes_per_pass * passes / t / 1e9,
+                t / base,
+                *checks[name],
+            )
+        )
     return rows
 
 
@@ -243,18 +297,31 @@ def format_rows(rows: list[BenchRow]) -> str:
         k = (r.users, r.options, r.budgets, r.dtype, r.device, r.threads)
         if k != key:
             key = k
-            out.append(f"N = {r.users:,}, M = {r.options}, K = {r.budgets} budget(s), {r.dtype}, {r.device}, "
-                       f"{r.threads} thread(s)")
+            out.append(
+                f"N = {r.users:,}, M = {r.options}, K = {r.budgets} budget(s), {r.dtype}, {r.device}, "
+                f"{r.threads} thread(s)"
+            )
             out.append(f"  {'impl':<13} {'time':>11} {'users/s':>10} {'GB/s':>7} {'vs exact':>15}  checked")
-        vs = "1" if r.impl == "exact" else (f"{r.vs_exact:.1f}x slower" if r.vs_exact >= 1
-                                            else f"{1 / r.vs_exact:.1f}x faster")
+        vs = (
+            "1"
+            if r.impl == "exact"
+            else (f"{r.vs_exact:.1f}x slower" if r.vs_exact >= 1 else f"{1 / r.vs_exact:.1f}x faster")
+        )
         t = f"{r.seconds * 1e3:.2f} ms" if r.seconds < 10 else f"{r.seconds:.1f} s"
         out.append(f"  {r.impl:<13} {t:>11} {r.users_per_s:>10.3g} {r.gb_per_s:>7.2f} {vs:>15}  {r.check}")
     return "\n".join(out)
 
 
-def bench_budget_batch(users: int, options: int, budgets: int = 16, *, dtype: torch.dtype = torch.float32,
-                       budget_range: tuple[float, float] = (0.1, 0.9), repeats: int = 5, seed: int = 0) -> dict:
+def bench_budget_batch(
+    users: int,
+    options: int,
+    budgets: int = 16,
+    *,
+    dtype: torch.dtype = torch.float32,
+    budget_range: tuple[float, float] = (0.1, 0.9),
+    repeats: int = 5,
+    seed: int = 0,
+) -> dict:
     """K budgets in one exact call against K single-budget calls on the same problem (CPU).
 
     The budgets are :func:`budgets_between` ``budget_range``; a narrow range (e.g. ``(0.29, 0.31)``)
@@ -272,6 +339,14 @@ def bench_budget_batch(users: int, options: int, budgets: int = 16, *, dtype: to
             raise RuntimeError(f"bidfcl bench: budget {k} of the batch differs from its single call")
     one_call = _median_seconds(lambda: solve_mckp(values, costs, b_tensor), repeats, torch.device("cpu"))
     single = _median_seconds(lambda: [solve_mckp(values, costs, b) for b in b_list], repeats, torch.device("cpu"))
-    return {"users": users, "options": options, "budgets": budgets, "dtype": str(dtype).replace("torch.", ""),
-            "budget_range": list(budget_range), "threads": torch.get_num_threads(), "one_call": one_call,
-            "single_calls": single, "speedup": single / one_call}
+    return {
+        "users": users,
+        "options": options,
+        "budgets": budgets,
+        "dtype": str(dtype).replace("torch.", ""),
+        "budget_range": list(budget_range),
+        "threads": torch.get_num_threads(),
+        "one_call": one_call,
+        "single_calls": single,
+        "speedup": single / one_call,
+    }

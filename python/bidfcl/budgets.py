@@ -68,8 +68,9 @@ def budget_unit(unit) -> BudgetUnit:
     try:
         return BudgetUnit(unit)
     except ValueError:
-        raise _validate.InputError(f"bidfcl: expected a budget unit in {[u.value for u in BudgetUnit]}, "
-                                   f"got {unit!r}") from None
+        raise _validate.InputError(
+            f"bidfcl: expected a budget unit in {[u.value for u in BudgetUnit]}, got {unit!r}"
+        ) from None
 
 
 def spend_range(costs: torch.Tensor) -> tuple[float, float]:
@@ -78,8 +79,9 @@ def spend_range(costs: torch.Tensor) -> tuple[float, float]:
     ``range_position`` unit."""
     costs = _validate.tensor(costs, "costs")
     if costs.dim() != 2 or costs.shape[1] < 1:
-        raise _validate.InputError(f"bidfcl: costs must be 2-D [N individuals, M >= 1 options], got shape "
-                                   f"{list(costs.shape)}")
+        raise _validate.InputError(
+            f"bidfcl: costs must be 2-D [N individuals, M >= 1 options], got shape {list(costs.shape)}"
+        )
     return float(costs.min(1).values.double().sum()), float(costs.max(1).values.double().sum())
 
 
@@ -92,18 +94,24 @@ def _positive(v, name: str) -> float:
 def _rows(n, low: int) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < low:
         why = "; a total is divided by it" if low else ""
-        raise _validate.InputError(f"bidfcl: n_rows must be an integer >= {low} (the rows a total budget is "
-                                   f"spread over{why}), got {n!r}")
+        raise _validate.InputError(
+            f"bidfcl: n_rows must be an integer >= {low} (the rows a total budget is spread over{why}), got {n!r}"
+        )
     return int(n)
 
 
 def _range(r) -> tuple[float, float]:
-    ok = isinstance(r, (tuple, list)) and len(r) == 2 and all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in r)
+    ok = (
+        isinstance(r, (tuple, list))
+        and len(r) == 2
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in r)
+    )
     if not ok or not 0 <= r[0] <= r[1]:
-        raise _validate.InputError(f"bidfcl: spend_range must be (lo, hi), the finite total spends of the cheapest "
-                                   f"and the dearest policy with 0 <= lo <= hi (see bidfcl.budgets.spend_range), "
-                                   f"got {r!r}")
+        raise _validate.InputError(
+            f"bidfcl: spend_range must be (lo, hi), the finite total spends of the cheapest "
+            f"and the dearest policy with 0 <= lo <= hi (see bidfcl.budgets.spend_range), "
+            f"got {r!r}"
+        )
     return float(r[0]), float(r[1])
 
 
@@ -128,8 +136,9 @@ def _check_values(budget, unit: BudgetUnit, name: str):
     if isinstance(budget, (list, tuple)):
         return [_check_values(v, unit, f"{name}[{k}]") for k, v in enumerate(budget)]
     if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
-        raise _validate.InputTypeError(f"bidfcl: {name} must be a number, a list of numbers or a tensor, got "
-                                       f"{type(budget).__name__} {budget!r}")
+        raise _validate.InputTypeError(
+            f"bidfcl: {name} must be a number, a list of numbers or a tensor, got {type(budget).__name__} {budget!r}"
+        )
     if not (math.isfinite(budget) and 0 <= budget <= hi):
         raise bad(repr(budget))
     return float(budget)
@@ -139,8 +148,16 @@ def _map(f, b):
     return [_map(f, v) for v in b] if isinstance(b, list) else f(b)
 
 
-def convert(budget, from_unit, to_unit, *, reference_cost: Optional[float] = None, n_rows: Optional[int] = None,
-            spend_range: Optional[Sequence[float]] = None, name: str = "budget"):
+def convert(
+    budget,
+    from_unit,
+    to_unit,
+    *,
+    reference_cost: Optional[float] = None,
+    n_rows: Optional[int] = None,
+    spend_range: Optional[Sequence[float]] = None,
+    name: str = "budget",
+):
     """``budget`` in ``from_unit`` expressed in ``to_unit`` (the equations of the module docstring).
 
     Args:
@@ -173,13 +190,26 @@ def convert(budget, from_unit, to_unit, *, reference_cost: Optional[float] = Non
             raise _validate.InputError(f"bidfcl: converting {name} from {src.value} to {dst.value} needs {what}")
         return check(value)
 
-    ref = need("reference_cost (C_ref, the per-capita cost a share is taken of)", reference_cost,
-               lambda v: _positive(v, "reference_cost")) if BudgetUnit.SHARE in units else None
+    ref = (
+        need(
+            "reference_cost (C_ref, the per-capita cost a share is taken of)",
+            reference_cost,
+            lambda v: _positive(v, "reference_cost"),
+        )
+        if BudgetUnit.SHARE in units
+        else None
+    )
     crosses = (src in _PER_ROW) != (dst in _PER_ROW)
-    n = need("n_rows (the rows the total is spread over)", n_rows,
-             lambda v: _rows(v, 1 if dst in _PER_ROW else 0)) if crosses else None
-    lo, hi = need("spend_range (lo, hi) of the problem (bidfcl.budgets.spend_range)", spend_range, _range) \
-        if BudgetUnit.RANGE_POSITION in units else (None, None)
+    n = (
+        need("n_rows (the rows the total is spread over)", n_rows, lambda v: _rows(v, 1 if dst in _PER_ROW else 0))
+        if crosses
+        else None
+    )
+    lo, hi = (
+        need("spend_range (lo, hi) of the problem (bidfcl.budgets.spend_range)", spend_range, _range)
+        if BudgetUnit.RANGE_POSITION in units
+        else (None, None)
+    )
 
     def per_capita(v):
         if src is BudgetUnit.SHARE:
@@ -200,11 +230,14 @@ def convert(budget, from_unit, to_unit, *, reference_cost: Optional[float] = Non
     elif dst is BudgetUnit.TOTAL:
         out = total
     elif dst is BudgetUnit.SHARE:
+
         def out(v):
             return v if src is BudgetUnit.SHARE else per_capita(v) / ref
     else:  # range position: (total - lo) / (hi - lo); a problem whose every policy spends the same is at 0
+
         def out(v):
             if src is BudgetUnit.RANGE_POSITION:
                 return v
             return (total(v) - lo) / (hi - lo) if hi > lo else total(v) * 0.0
+
     return _map(out, b)

@@ -16,6 +16,7 @@ import torch
 
 from . import __version__, allocation, bench
 from . import budgets as budget_units
+from ._constants import MAX_OPTIONS
 from ._optional import MissingDependencyError
 from .bench import PEERS, random_allocation_problem
 from .budgets import BudgetUnit
@@ -24,8 +25,7 @@ from .data.loaders import _pyarrow
 from .devices import resolve_device
 from .solver import solve_mckp
 from .streaming import StreamingInputError, allocate_file
-from .train import (ExperimentConfig, config_from_dict, load_config, load_model, load_run_data,
-                    make_trainer)
+from .train import ExperimentConfig, config_from_dict, load_config, load_model, load_run_data, make_trainer
 from .train import config as train_config
 from .train.config import ConfigError
 from .train.datasets import synthetic_kwargs
@@ -51,6 +51,7 @@ def _int_at_least(low: int, what: str):
         if value < low:
             raise argparse.ArgumentTypeError(f"expected {what} (an integer >= {low}), got {value}")
         return value
+
     return parse
 
 
@@ -66,6 +67,7 @@ def _finite_float(what: str, low: float | None = None, high: float | None = None
             rng = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
             raise argparse.ArgumentTypeError(f"expected {what} {rng}, got {value:g}")
         return value
+
     return parse
 
 
@@ -76,8 +78,9 @@ def _int_list(text: str) -> list[int]:
         seeds = [int(t) for t in items]
     except ValueError:
         bad = next(t for t in items if not t.lstrip("-").isdigit())
-        raise argparse.ArgumentTypeError(f"expected comma-separated integer seeds like 0,1,2, got {text!r} "
-                                         f"({bad!r} is not an integer)") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integer seeds like 0,1,2, got {text!r} ({bad!r} is not an integer)"
+        ) from None
     if any(v < 0 for v in seeds) or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, got {text!r}")
     return seeds
@@ -138,8 +141,13 @@ def _solve_demo(args) -> int:
     values, costs = random_allocation_problem(args.users, args.options, args.seed, dtype)
     t_gen = time.perf_counter() - t0
     # the flag is a range position (0: the cheapest policy's spend, 1: the dearest's); the solver takes a total
-    budget_total = budget_units.convert(args.budget_position, BudgetUnit.RANGE_POSITION, BudgetUnit.TOTAL,
-                                        spend_range=budget_units.spend_range(costs), name="--budget-position")
+    budget_total = budget_units.convert(
+        args.budget_position,
+        BudgetUnit.RANGE_POSITION,
+        BudgetUnit.TOTAL,
+        spend_range=budget_units.spend_range(costs),
+        name="--budget-position",
+    )
     warm = min(1000, args.users)
     warm_total = budget_units.convert(budget_total, BudgetUnit.TOTAL, BudgetUnit.PER_CAPITA, n_rows=args.users) * warm
     solve_mckp(values[:warm], costs[:warm], warm_total, method=args.method)  # warm-up
@@ -150,15 +158,25 @@ def _solve_demo(args) -> int:
     _ = values.sum() + costs.sum()
     t_stream = time.perf_counter() - t0
     gap = float(sol.dual_bound) - float(sol.value)
-    print(f"bidfcl {__version__} solve-demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)")
-    print(f"  problem generated in {t_gen:.2f} s; budget = {budget_total:,.2f} ({args.budget_position:.0%} of the way from the cheapest to the dearest policy)")
+    print(
+        f"bidfcl {__version__} solve-demo: allocation of {args.options} options to {args.users:,} users ({args.dtype}, {torch.get_num_threads()} threads)"
+    )
+    print(
+        f"  problem generated in {t_gen:.2f} s; budget = {budget_total:,.2f} ({args.budget_position:.0%} of the way from the cheapest to the dearest policy)"
+    )
     print(f"  method            {args.method}")
     print(f"  lam*              {float(sol.lam):.9g}")
-    print(f"  spend / budget    {float(sol.spend):,.4f} / {budget_total:,.4f} = {_ratio(float(sol.spend), budget_total, '.9f')}")
+    print(
+        f"  spend / budget    {float(sol.spend):,.4f} / {budget_total:,.4f} = {_ratio(float(sol.spend), budget_total, '.9f')}"
+    )
     print(f"  value             {float(sol.value):,.4f}")
-    print(f"  dual bound        {float(sol.dual_bound):,.4f}  (gap {gap:,.4f} = {_ratio(gap, abs(float(sol.dual_bound)), '.2e')} relative; optimum lies in between)")
+    print(
+        f"  dual bound        {float(sol.dual_bound):,.4f}  (gap {gap:,.4f} = {_ratio(gap, abs(float(sol.dual_bound)), '.2e')} relative; optimum lies in between)"
+    )
     print(f"  users upgraded    {int((sol.choice > 0).sum()):,} of {args.users:,}")
-    print(f"  solve time        {t_solve * 1e3:.1f} ms  ({_ratio(t_solve, t_stream, '.1f')}x one streaming pass over the inputs, {t_stream * 1e3:.1f} ms)")
+    print(
+        f"  solve time        {t_solve * 1e3:.1f} ms  ({_ratio(t_solve, t_stream, '.1f')}x one streaming pass over the inputs, {t_stream * 1e3:.1f} ms)"
+    )
     return 0
 
 
@@ -199,9 +217,11 @@ def _load_cfg(args):
 
 def _ignored_experiment_note(cfg, command: str) -> None:
     if cfg.experiment != ExperimentConfig():
-        print(f"bidfcl {command}: note: this config's [experiment] section is used by `bidfcl experiment` only; "
-              f"`bidfcl {command}` trains train.method = {cfg.train.method!r} (loss {cfg.train.loss!r}) once",
-              file=sys.stderr)
+        print(
+            f"bidfcl {command}: note: this config's [experiment] section is used by `bidfcl experiment` only; "
+            f"`bidfcl {command}` trains train.method = {cfg.train.method!r} (loss {cfg.train.loss!r}) once",
+            file=sys.stderr,
+        )
 
 
 def _step(progress, text: str):
@@ -233,8 +253,10 @@ def _train(args) -> int:
     if resuming:  # a damaged checkpoint is reported before any data are read
         par.run_agreed("reading the checkpoint", read_checkpoint, ckpt)
     progress = Progress(cfg.output.progress if par.is_main else "none")
-    done = _step(progress, f"reading the {cfg.data.source} data" if cfg.data.source == "files"
-                 else "generating the synthetic data")
+    done = _step(
+        progress,
+        f"reading the {cfg.data.source} data" if cfg.data.source == "files" else "generating the synthetic data",
+    )
     data = load_run_data(cfg.data, parallel=par)
     done()
     trainer = make_trainer(cfg, data, out_dir=cfg.output.dir, progress=progress, parallel=par)
@@ -242,12 +264,16 @@ def _train(args) -> int:
     if not par.is_main:  # metrics and paths are printed once
         return 0
     if par.active:
-        print(f"data-parallel training on {par.world} processes (torch.distributed, "
-              f"{'nccl' if trainer.device.type == 'cuda' else 'gloo'})")
+        print(
+            f"data-parallel training on {par.world} processes (torch.distributed, "
+            f"{'nccl' if trainer.device.type == 'cuda' else 'gloo'})"
+        )
     _print_evaluation(result["evaluation"], f"{cfg.train.method} on the {result['split']} split")
     for phase, best in result["best"].items():
-        print(f"  model selection ({cfg.eval.select} on validation): phase {phase}, epoch {best['epoch']} "
-              f"(metric {best['metric']:.6g})")
+        print(
+            f"  model selection ({cfg.eval.select} on validation): phase {phase}, epoch {best['epoch']} "
+            f"(metric {best['metric']:.6g})"
+        )
     print(f"wrote {cfg.output.dir}/model.pt, metrics.json, history.csv, checkpoint.pt")
     return 0
 
@@ -255,7 +281,9 @@ def _train(args) -> int:
 def _print_evaluation(ev: dict, title: str) -> None:
     print(f"{title}: EOM (IPW revenue per capita) at {len(ev['budgets'])} budgets")
     truth = "true_value" in ev
-    head = f"  {'budget':>9} {'EOM':>9} {'± se':>8} {'spend':>9}" + (f" {'true':>9} {'oracle':>9} {'gain':>7}" if truth else "")
+    head = f"  {'budget':>9} {'EOM':>9} {'± se':>8} {'spend':>9}" + (
+        f" {'true':>9} {'oracle':>9} {'gain':>7}" if truth else ""
+    )
     print(head)
     for k, b in enumerate(ev["budgets"]):
         line = f"  {b:9.4f} {ev['eom'][k]:9.4f} {ev['eom_se'][k]:8.4f} {ev['eom_cost'][k]:9.4f}"
@@ -271,8 +299,10 @@ def _print_evaluation(ev: dict, title: str) -> None:
         line += f"; AUCC {ev['aucc']:.4f}"
     print(line)
     if ev.get("n_infeasible"):
-        print(f"  warning: the model cannot allocate {ev['n_infeasible']} of the {len(ev['budgets'])} budgets "
-              f"(marked INFEASIBLE above)")
+        print(
+            f"  warning: the model cannot allocate {ev['n_infeasible']} of the {len(ev['budgets'])} budgets "
+            f"(marked INFEASIBLE above)"
+        )
 
 
 def _evaluate(args) -> int:
@@ -296,12 +326,14 @@ def _evaluate(args) -> int:
         print(f"bidfcl: the data has no {split!r} split", file=sys.stderr)
         return 2
     if ds.n_features != model.n_features or ds.n_options != model.n_options:
-        print(f"bidfcl: the model expects {model.n_features} features and {model.n_options} options, the data has "
-              f"{ds.n_features} and {ds.n_options}", file=sys.stderr)
+        print(
+            f"bidfcl: the model expects {model.n_features} features and {model.n_options} options, the data has "
+            f"{ds.n_features} and {ds.n_options}",
+            file=sys.stderr,
+        )
         return 2
     budgets = budget_levels(ds, args.budgets) if args.budgets else eval_budgets(cfg.eval, ds)
-    ev = evaluate_model(model, ds, budgets, truth=data.marketing,
-                        split=split if data.marketing is not None else None)
+    ev = evaluate_model(model, ds, budgets, truth=data.marketing, split=split if data.marketing is not None else None)
     _print_evaluation(ev, f"{meta.get('method') or 'model'} {args.model} on the {split} split")
     if args.output:
         with open(args.output, "w") as fh:
@@ -332,8 +364,10 @@ def _read_features(path: str, columns):
             raise SystemExit(f"bidfcl allocate: expected numeric column {c!r} in {path}, got {col.dtype}")
         col = col.astype(np.float64)
         if not np.all(np.isfinite(col)):
-            raise SystemExit(f"bidfcl allocate: column {c!r} of {path} has missing or non-finite values "
-                             f"(first at row {int(np.flatnonzero(~np.isfinite(col))[0])})")
+            raise SystemExit(
+                f"bidfcl allocate: column {c!r} of {path} has missing or non-finite values "
+                f"(first at row {int(np.flatnonzero(~np.isfinite(col))[0])})"
+            )
         cols.append(col)
     x = np.stack(cols, axis=1) if cols else np.zeros((table.num_rows, 0))
     return torch.from_numpy(x), table
@@ -345,8 +379,10 @@ def _allocate(args) -> int:
         raise UsageError("give exactly one of --budget (per capita) or --total-budget")
     fmt = _PLAN_FORMATS.get(os.path.splitext(args.output)[1].lower())
     if fmt is None:
-        raise UsageError(f"--output {args.output!r}: expected a .csv, .parquet or .pq file name, got extension "
-                         f"{os.path.splitext(args.output)[1] or '(none)'!r}")
+        raise UsageError(
+            f"--output {args.output!r}: expected a .csv, .parquet or .pq file name, got extension "
+            f"{os.path.splitext(args.output)[1] or '(none)'!r}"
+        )
     _check_input_file(args.input, "--input")
     _check_output_file(args.output, "--output")
     model, meta = load_model(args.model)
@@ -358,22 +394,30 @@ def _allocate(args) -> int:
     else:
         features = [f"x{j}" for j in range(model.n_features)]
     if len(features) != model.n_features:
-        print(f"bidfcl allocate: the model expects {model.n_features} features, got {len(features)} columns",
-              file=sys.stderr)
+        print(
+            f"bidfcl allocate: the model expects {model.n_features} features, got {len(features)} columns",
+            file=sys.stderr,
+        )
         return 2
     constrained = allocation.cli_constraints_given(args)
     if args.chunk_rows and not constrained:
         return _allocate_streaming(args, model, features)
     if constrained and args.chunk_rows:
-        print("bidfcl allocate: note: several constraints are solved with the whole input in memory "
-              "(--chunk-rows streams single-budget allocations only)", file=sys.stderr)
+        print(
+            "bidfcl allocate: note: several constraints are solved with the whole input in memory "
+            "(--chunk-rows streams single-budget allocations only)",
+            file=sys.stderr,
+        )
     x, table = _read_features(args.input, features)
     x = x.to(model.mean.dtype)
     r_hat, c_hat = model.predict(x)
     c_hat = c_hat.clamp_min(0.0)
     n = x.shape[0]
-    total = args.total_budget if args.total_budget is not None else \
-        budget_units.convert(args.budget, BudgetUnit.PER_CAPITA, BudgetUnit.TOTAL, n_rows=n, name="--budget")
+    total = (
+        args.total_budget
+        if args.total_budget is not None
+        else budget_units.convert(args.budget, BudgetUnit.PER_CAPITA, BudgetUnit.TOTAL, n_rows=n, name="--budget")
+    )
     if total < 0:
         print(f"bidfcl allocate: expected a budget >= 0, got {total}", file=sys.stderr)
         return 2
@@ -411,8 +455,10 @@ def _allocate(args) -> int:
     if constrained:
         print("\n".join(report))
     else:
-        print(f"allocated {n:,} users under a total budget of {total:,.4f}: lam* = {float(sol.lam):.6g}, "
-              f"expected spend {float(sol.spend):,.4f}, expected revenue {float(sol.value):,.4f}")
+        print(
+            f"allocated {n:,} users under a total budget of {total:,.4f}: lam* = {float(sol.lam):.6g}, "
+            f"expected spend {float(sol.spend):,.4f}, expected revenue {float(sol.value):,.4f}"
+        )
     print(f"  users per option: {counts}")
     print(f"wrote {args.output}")
     return 0
@@ -421,26 +467,40 @@ def _allocate(args) -> int:
 def _allocate_streaming(args, model, features) -> int:
     """``allocate --chunk-rows N``: two passes over the input in chunks (bidfcl.streaming)."""
     try:
-        res = allocate_file(model, args.input, args.output, features, budget=args.budget,
-                            total_budget=args.total_budget, id_column=args.id_column, chunk_rows=args.chunk_rows,
-                            label="--input")
+        res = allocate_file(
+            model,
+            args.input,
+            args.output,
+            features,
+            budget=args.budget,
+            total_budget=args.total_budget,
+            id_column=args.id_column,
+            chunk_rows=args.chunk_rows,
+            label="--input",
+        )
     except StreamingInputError as exc:
         if exc.about_columns:  # as the in-memory path reports them
             raise SystemExit(f"bidfcl allocate: {exc}") from None
         raise
-    print(f"allocated {res['n']:,} users under a total budget of {res['total_budget']:,.4f}: lam* = {res['lam']:.6g}, "
-          f"expected spend {res['spend']:,.4f}, expected revenue {res['value']:,.4f}")
+    print(
+        f"allocated {res['n']:,} users under a total budget of {res['total_budget']:,.4f}: lam* = {res['lam']:.6g}, "
+        f"expected spend {res['spend']:,.4f}, expected revenue {res['value']:,.4f}"
+    )
     print(f"  users per option: {res['counts']}")
-    print(f"  streamed in {res['chunks']} chunk(s) of up to {res['chunk_rows']:,} rows, "
-          f"{res['stats']['rounds']} selection round(s)")
+    print(
+        f"  streamed in {res['chunks']} chunk(s) of up to {res['chunk_rows']:,} rows, "
+        f"{res['stats']['rounds']} selection round(s)"
+    )
     print(f"wrote {', '.join(res['outputs'])}")
     return 0
 
 
 def _experiment(args) -> int:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # every rank would run (and write) the whole grid
-        raise ValueError("bidfcl experiment runs in one process; under torchrun train one run at a time with "
-                         "`torchrun ... -m bidfcl train --config C`")
+        raise ValueError(
+            "bidfcl experiment runs in one process; under torchrun train one run at a time with "
+            "`torchrun ... -m bidfcl train --config C`"
+        )
     if args.combine:
         if not args.out:
             print("bidfcl experiment: --combine needs --out (where the merged table goes)", file=sys.stderr)
@@ -469,12 +529,15 @@ def _experiment(args) -> int:
     _threads(args.threads or cfg.output.threads)
     resolve_device(cfg.train.device, "train.device")
     _check_writable_dir(cfg.output.dir, "output.dir")
-    out = run_experiment(cfg, cfg.output.dir, progress=Progress(args.progress or cfg.output.progress),
-                         log=lambda m: print(m, flush=True))
+    out = run_experiment(
+        cfg, cfg.output.dir, progress=Progress(args.progress or cfg.output.progress), log=lambda m: print(m, flush=True)
+    )
     print()
     print(out["table"], end="")
-    print(f"wrote {cfg.output.dir}/results.md, results.csv, curves.csv, results.json"
-          + (f", {out['plot']}" if out["plot"] and out["plot"].endswith(".png") else ""))
+    print(
+        f"wrote {cfg.output.dir}/results.md, results.csv, curves.csv, results.json"
+        + (f", {out['plot']}" if out["plot"] and out["plot"].endswith(".png") else "")
+    )
     return 0
 
 
@@ -488,12 +551,17 @@ DEMO_CONFIG = {
     "model": {"hidden": [128, 64, 32]},
     "train": {"epochs": 10, "warm_start_epochs": 5, "batch_size": 1024, "lr": 1e-3},
     "bidfcl": {"teacher_epochs": 150},
-    "experiment": {"methods": ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl"],
-                   "seeds": [0], "reference": "tsm-rct",
-                   # RCT-only models see 50x fewer rows per epoch: as many epochs as the teacher;
-                   # DFCL fine-tunes that TSM-on-RCT model (its warm start) with the decision loss
-                   "overrides": {"tsm-rct": {"train.epochs": 150},
-                                 "dfcl-ppl": {"train.epochs": 30, "train.warm_start_epochs": 150}}},
+    "experiment": {
+        "methods": ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl-fixed", "bidfcl-ppl"],
+        "seeds": [0],
+        "reference": "tsm-rct",
+        # RCT-only models see 50x fewer rows per epoch: as many epochs as the teacher;
+        # DFCL fine-tunes that TSM-on-RCT model (its warm start) with the decision loss
+        "overrides": {
+            "tsm-rct": {"train.epochs": 150},
+            "dfcl-ppl": {"train.epochs": 30, "train.warm_start_epochs": 150},
+        },
+    },
     "output": {"progress": "none"},
 }
 
@@ -511,25 +579,32 @@ def _learning_demo(args) -> int:
         raw["bidfcl"] = dict(raw["bidfcl"], teacher_epochs=2, cg_iters=10)
         raw["experiment"]["overrides"] = {}
     cfg = config_from_dict(raw)
-    t = cfg.train
     d = synthetic_kwargs(cfg.data)
     n_rct = d.get("n_rct", 20000)
-    print(f"bidfcl {__version__} demo: learning to allocate a budget on synthetic marketing data "
-          f"with ground truth ({torch.get_num_threads()} threads)")
+    print(
+        f"bidfcl {__version__} demo: learning to allocate a budget on synthetic marketing data "
+        f"with ground truth ({torch.get_num_threads()} threads)"
+    )
     print(f"  data: scenario {cfg.data.scenario!r} (`bidfcl scenarios` lists them; --scenario NAME for another)")
-    print(f"  {n_rct:,} RCT + {d.get('n_obs', 10 * n_rct):,} biased OBS users (hidden confounder), "
-          f"{d.get('n_val', 20000):,} validation, {d.get('n_test', 100000):,} test; {d.get('n_options', 5)} options "
-          f"({d.get('outcome', 'continuous')} revenue), option 0 free")
-    print(f"  methods: {', '.join(cfg.experiment.methods)}; seeds {cfg.experiment.seeds}; "
-          f"Bi-DFCL bridge step every {cfg.bidfcl.bridge_every} batches, {cfg.bidfcl.cg_iters} CG iterations")
+    print(
+        f"  {n_rct:,} RCT + {d.get('n_obs', 10 * n_rct):,} biased OBS users (hidden confounder), "
+        f"{d.get('n_val', 20000):,} validation, {d.get('n_test', 100000):,} test; {d.get('n_options', 5)} options "
+        f"({d.get('outcome', 'continuous')} revenue), option 0 free"
+    )
+    print(
+        f"  methods: {', '.join(cfg.experiment.methods)}; seeds {cfg.experiment.seeds}; "
+        f"Bi-DFCL bridge step every {cfg.bidfcl.bridge_every} batches, {cfg.bidfcl.cg_iters} CG iterations"
+    )
     print("  each model is scored on the test users at 10 budgets: EOM (IPW estimate from the randomised test rows)")
     print("  and the true revenue of its allocation (known here), against TSM on RCT (= 1.0000) and the oracle")
     print()
     out = run_experiment(cfg, args.out, log=lambda m: print("  " + m, flush=True))
     print()
     print(out["table"], end="")
-    print(f"\n({out['seconds']:.0f} s in all. Columns: EOM and true value are means over the 10 budgets divided by "
-          f"the reference's; oracle gain share = (V - V_nobody) / (V_oracle - V_nobody).)")
+    print(
+        f"\n({out['seconds']:.0f} s in all. Columns: EOM and true value are means over the 10 budgets divided by "
+        f"the reference's; oracle gain share = (V - V_nobody) / (V_oracle - V_nobody).)"
+    )
     if args.out:
         print(f"wrote {args.out}/results.md, results.csv, curves.csv, results.json")
     return 0
@@ -537,6 +612,7 @@ def _learning_demo(args) -> int:
 
 def _size_list(what: str, low: int):
     """``1e5,1e6`` or ``100000`` -> [100000, 1000000] (whole numbers >= low)."""
+
     def parse(text: str) -> list[int]:
         out = []
         for item in text.split(","):
@@ -548,6 +624,7 @@ def _size_list(what: str, low: int):
                 raise argparse.ArgumentTypeError(f"expected {what} as whole numbers >= {low}, got {item!r}")
             out.append(int(v))
         return out
+
     return parse
 
 
@@ -559,15 +636,24 @@ def _bench(args) -> int:
         if dt not in dtypes:
             raise UsageError(f"--dtype: expected float32 and/or float64, got {dt!r}")
     for m in args.options:
-        if m > 256:
-            raise UsageError(f"--options: at most 256 options per user, got {m}")
+        if m > MAX_OPTIONS:
+            raise UsageError(f"--options: at most {MAX_OPTIONS} options per user, got {m}")
     resolve_device(args.device, "--device")
     for n in args.users:
         for m in args.options:
             for dt in args.dtype:
-                case = bench.bench_case(n, m, dtype=dtypes[dt], budgets=args.budgets, device=args.device,
-                                        peers=args.peers, repeats=args.repeats, highs_max_users=args.highs_max_users,
-                                        bisect_max_users=args.bisect_max_users, seed=args.seed)
+                case = bench.bench_case(
+                    n,
+                    m,
+                    dtype=dtypes[dt],
+                    budgets=args.budgets,
+                    device=args.device,
+                    peers=args.peers,
+                    repeats=args.repeats,
+                    highs_max_users=args.highs_max_users,
+                    bisect_max_users=args.bisect_max_users,
+                    seed=args.seed,
+                )
                 rows += case
                 if not args.json:
                     print(bench.format_rows(case), flush=True)
@@ -589,12 +675,15 @@ def _write_data(args) -> int:
     cfg = config_from_dict({"data": raw})
     _check_writable_dir(args.out, "--out")
     data = load_run_data(cfg.data)
-    paths = write_splits({"rct": data.rct, "obs": data.obs, "val": data.val, "test": data.test}, args.out,
-                         fmt=args.format)
+    paths = write_splits(
+        {"rct": data.rct, "obs": data.obs, "val": data.val, "test": data.test}, args.out, fmt=args.format
+    )
     for name, path in paths.items():
         ds = getattr(data, name)
-        print(f"wrote {path}: {len(ds):,} rows, features f0..f{ds.n_features - 1}, treatment (0..{ds.n_options - 1}), "
-              f"revenue, cost" + (", propensity" if ds.propensity is not None else ""))
+        print(
+            f"wrote {path}: {len(ds):,} rows, features f0..f{ds.n_features - 1}, treatment (0..{ds.n_options - 1}), "
+            f"revenue, cost" + (", propensity" if ds.propensity is not None else "")
+        )
     return 0
 
 
@@ -612,40 +701,74 @@ def _scenarios(args) -> int:
         kw = ", ".join(f"{k}={v!r}" for k, v in s.kwargs.items() if not k.startswith("n_") or k == "n_options")
         print(f"  keywords: {kw or '(make_marketing defaults)'}")
         seeds = f" ({len(s.measured_seeds)} seeds)" if s.measured_seeds else ""
-        print(f"  oracle/TSM-RCT {ratio(s.oracle_vs_tsm_rct)}, TSM-OBS/TSM-RCT {ratio(s.tsm_obs_vs_tsm_rct)}, "
-              f"TSM-pooled/TSM-RCT {ratio(s.tsm_pooled_vs_tsm_rct)}{seeds}")
+        print(
+            f"  oracle/TSM-RCT {ratio(s.oracle_vs_tsm_rct)}, TSM-OBS/TSM-RCT {ratio(s.tsm_obs_vs_tsm_rct)}, "
+            f"TSM-pooled/TSM-RCT {ratio(s.tsm_pooled_vs_tsm_rct)}{seeds}"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bidfcl", description="Budget-constrained marketing allocation, learned for the decision.")
+    parser = argparse.ArgumentParser(
+        prog="bidfcl", description="Budget-constrained marketing allocation, learned for the decision."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     threads_help = "torch threads (0 = torch's default); results of training depend on the thread count"
-    learn = sub.add_parser("demo", help="the main job in small: TSM (RCT/OBS/pooled), DFCL-PPL, Bi-DFCL-PPL/-PIFD on "
-                                        "built-in synthetic data, scored against the truth (about 2 minutes)")
-    learn.add_argument("--seeds", type=_int_list, default=[0],
-                       help="comma-separated seeds, e.g. 0,1,2 (one table row per method, mean over seeds)")
+    learn = sub.add_parser(
+        "demo",
+        help="the main job in small: TSM (RCT/OBS/pooled), DFCL-PPL, Bi-DFCL-PPL/-PIFD on "
+        "built-in synthetic data, scored against the truth (about 2 minutes)",
+    )
+    learn.add_argument(
+        "--seeds",
+        type=_int_list,
+        default=[0],
+        help="comma-separated seeds, e.g. 0,1,2 (one table row per method, mean over seeds)",
+    )
     learn.add_argument("--threads", type=_THREADS, default=2, help="torch threads (default 2; 0 = torch's default)")
     learn.add_argument("--out", help="also write results.md/.csv, curves.csv, results.json into this folder")
     learn.add_argument("--quick", action="store_true", help="tiny data and few epochs (a smoke run, seconds)")
-    learn.add_argument("--scenario", default=DEMO_SCENARIO,
-                       help=f"data scenario (see `bidfcl scenarios`; default {DEMO_SCENARIO}); its sizes replace the "
-                            "demo's (with --quick: tiny sizes on top of it)")
+    learn.add_argument(
+        "--scenario",
+        default=DEMO_SCENARIO,
+        help=f"data scenario (see `bidfcl scenarios`; default {DEMO_SCENARIO}); its sizes replace the "
+        "demo's (with --quick: tiny sizes on top of it)",
+    )
     learn.set_defaults(func=_learning_demo)
 
-    demo = sub.add_parser("solve-demo", help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time")
-    demo.add_argument("--users", type=_int_at_least(1, "a user count"), default=1_000_000, help="users N (default 1,000,000)")
-    demo.add_argument("--options", type=_int_at_least(1, "an option count"), default=8,
-                      help="options M per user, option 0 free (default 8; at most 256)")
-    demo.add_argument("--budget-position", "--budget-fraction", dest="budget_position",
-                      type=_finite_float("a budget position", 0.0, 1.0), default=0.3,
-                      help="where the total budget lies between the total spend of the cheapest policy (0: "
-                           "everyone on the cheapest option) and of the dearest (1): budget = cheapest + position "
-                           "x (dearest - cheapest); not a share of any cost (default 0.3; --budget-fraction is its "
-                           "old name)")
-    demo.add_argument("--method", choices=["exact", "bisection"], default="exact",
-                      help="exact breakpoint solve (default) or the bisection baseline")
-    demo.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="problem dtype (default float32)")
+    demo = sub.add_parser(
+        "solve-demo",
+        help="solve a random 1M-user, 8-option allocation problem and report lam*, spend, value, bound and time",
+    )
+    demo.add_argument(
+        "--users", type=_int_at_least(1, "a user count"), default=1_000_000, help="users N (default 1,000,000)"
+    )
+    demo.add_argument(
+        "--options",
+        type=_int_at_least(1, "an option count"),
+        default=8,
+        help=f"options M per user, option 0 free (default 8; at most {MAX_OPTIONS})",
+    )
+    demo.add_argument(
+        "--budget-position",
+        "--budget-fraction",
+        dest="budget_position",
+        type=_finite_float("a budget position", 0.0, 1.0),
+        default=0.3,
+        help="where the total budget lies between the total spend of the cheapest policy (0: "
+        "everyone on the cheapest option) and of the dearest (1): budget = cheapest + position "
+        "x (dearest - cheapest); not a share of any cost (default 0.3; --budget-fraction is its "
+        "old name)",
+    )
+    demo.add_argument(
+        "--method",
+        choices=["exact", "bisection"],
+        default="exact",
+        help="exact breakpoint solve (default) or the bisection baseline",
+    )
+    demo.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="problem dtype (default float32)"
+    )
     demo.add_argument("--seed", type=_int_at_least(0, "a seed"), default=0, help="seed of the random problem")
     demo.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
     demo.set_defaults(func=_solve_demo)
@@ -653,23 +776,41 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train one model from a TOML config (writes model.pt, metrics.json, history.csv)")
     tr.add_argument("--config", required=True, help="TOML file ([data], [model], [train], [eval], [output])")
     tr.add_argument("--out", help="output folder (overrides output.dir); checked for writing before any work")
-    tr.add_argument("--resume", action="store_true",
-                    help="continue from OUT/checkpoint.pt if present (refused if the config or the data changed)")
-    tr.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                    help="override a config value, value as a TOML literal (repeatable), e.g. --set train.lr=1e-3")
+    tr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt if present (refused if the config or the data changed)",
+    )
+    tr.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, value as a TOML literal (repeatable), e.g. --set train.lr=1e-3",
+    )
     tr.add_argument("--threads", type=_THREADS, default=0, help=threads_help)
     tr.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
-    tr.add_argument("--device", help="where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (sets train.device)")
-    tr.add_argument("--progress", choices=["auto", "bar", "lines", "none"],
-                    help="progress display (overrides output.progress; default auto: a bar on a terminal, else lines)")
+    tr.add_argument(
+        "--device", help="where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (sets train.device)"
+    )
+    tr.add_argument(
+        "--progress",
+        choices=["auto", "bar", "lines", "none"],
+        help="progress display (overrides output.progress; default auto: a bar on a terminal, else lines)",
+    )
     tr.set_defaults(func=_train)
 
-    ev = sub.add_parser("evaluate", help="score a saved model: EOM over the budget levels (true value on synthetic data)")
+    ev = sub.add_parser(
+        "evaluate", help="score a saved model: EOM over the budget levels (true value on synthetic data)"
+    )
     ev.add_argument("--model", required=True, help="model.pt (or checkpoint.pt) written by `bidfcl train`")
     ev.add_argument("--config", help="TOML config for the data (default: the config saved with the model)")
     ev.add_argument("--split", choices=["rct", "val", "test"], help="split to score (default: eval.split)")
-    ev.add_argument("--budgets", type=_int_at_least(1, "a number of budget levels"), default=0,
-                    help="number of evenly spaced budget levels (default: the config's eval.budgets / eval.n_budgets)")
+    ev.add_argument(
+        "--budgets",
+        type=_int_at_least(1, "a number of budget levels"),
+        default=0,
+        help="number of evenly spaced budget levels (default: the config's eval.budgets / eval.n_budgets)",
+    )
     ev.add_argument("--output", help="write the evaluation as JSON to this file")
     ev.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
     ev.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
@@ -677,32 +818,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     al = sub.add_parser("allocate", help="score users from a Parquet/CSV file and allocate a budget")
     al.add_argument("--model", required=True, help="model.pt written by `bidfcl train`")
-    al.add_argument("--input", required=True,
-                    help="Parquet (.parquet/.pq) or CSV file with one row per user and the model's numeric feature "
-                         "columns (see --features); other columns are ignored unless named by --id-column")
-    al.add_argument("--output", required=True,
-                    help="plan file, .csv or .parquet/.pq: id (or row), option, expected_revenue, expected_spend")
+    al.add_argument(
+        "--input",
+        required=True,
+        help="Parquet (.parquet/.pq) or CSV file with one row per user and the model's numeric feature "
+        "columns (see --features); other columns are ignored unless named by --id-column",
+    )
+    al.add_argument(
+        "--output",
+        required=True,
+        help="plan file, .csv or .parquet/.pq: id (or row), option, expected_revenue, expected_spend",
+    )
     al.add_argument("--budget", type=_finite_float("a per-capita budget", 0.0), help="budget per user (per capita)")
     al.add_argument("--total-budget", type=_finite_float("a total budget", 0.0), help="total budget over all users")
-    al.add_argument("--features", help="comma-separated feature columns (default: the training config's, or x0..x{F-1})")
+    al.add_argument(
+        "--features", help="comma-separated feature columns (default: the training config's, or x0..x{F-1})"
+    )
     al.add_argument("--id-column", help="column copied to the output to identify users")
     al.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
-    al.add_argument("--chunk-rows", type=_int_at_least(0, "a number of rows per chunk, 0 to read all at once"),
-                    default=1_000_000,
-                    help="stream the input in chunks of this many rows (peak memory ~ chunk size; under torchrun "
-                         "each rank takes a contiguous row range of a Parquet input and writes its own plan part); "
-                         "0 reads the whole input into memory (default: 1000000)")
+    al.add_argument(
+        "--chunk-rows",
+        type=_int_at_least(0, "a number of rows per chunk, 0 to read all at once"),
+        default=1_000_000,
+        help="stream the input in chunks of this many rows (peak memory ~ chunk size; under torchrun "
+        "each rank takes a contiguous row range of a Parquet input and writes its own plan part); "
+        "0 reads the whole input into memory (default: 1000000)",
+    )
     # constraints beyond the one budget (bidfcl.solve_allocation; parsed in bidfcl.allocation.allocate_table)
-    al.add_argument("--extra-cost", action="append", metavar="COLUMNS=TOTAL",
-                    help="another resource: its per-option costs in columns PREFIX0..PREFIX{M-1} (or M comma-separated "
-                         "names) and its total budget (repeatable)")
+    al.add_argument(
+        "--extra-cost",
+        action="append",
+        metavar="COLUMNS=TOTAL",
+        help="another resource: its per-option costs in columns PREFIX0..PREFIX{M-1} (or M comma-separated "
+        "names) and its total budget (repeatable)",
+    )
     al.add_argument("--capacity", action="append", metavar="OPTION=COUNT", help="most users given OPTION (repeatable)")
-    al.add_argument("--eligible-columns", metavar="PREFIX", help="0/1 columns PREFIX0..PREFIX{M-1}: who may get each option")
-    al.add_argument("--eligibility-rules", metavar="FILE",
-                    help='JSON list of {"option": m, "where": "COLUMN OP NUMBER"} rules')
+    al.add_argument(
+        "--eligible-columns", metavar="PREFIX", help="0/1 columns PREFIX0..PREFIX{M-1}: who may get each option"
+    )
+    al.add_argument(
+        "--eligibility-rules", metavar="FILE", help='JSON list of {"option": m, "where": "COLUMN OP NUMBER"} rules'
+    )
     al.add_argument("--group-column", help="column whose values define groups with their own budgets")
-    al.add_argument("--group-budget", action="append", metavar="GROUP=TOTAL",
-                    help="most a group may spend of the model's cost (repeatable; with --group-column)")
+    al.add_argument(
+        "--group-budget",
+        action="append",
+        metavar="GROUP=TOTAL",
+        help="most a group may spend of the model's cost (repeatable; with --group-column)",
+    )
     al.set_defaults(func=_allocate)
 
     ex = sub.add_parser("experiment", help="methods x seeds -> results table (Markdown, CSV) and EOM-vs-budget plot")
@@ -712,39 +875,82 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--seeds", type=_int_list, help="comma-separated seeds, e.g. 0,1,2 (overrides experiment.seeds)")
     ex.add_argument("--methods", type=_name_list, help="comma-separated methods (overrides experiment.methods)")
     ex.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
-    ex.add_argument("--progress", choices=["auto", "bar", "lines", "none"],
-                    help="per-epoch progress of each run (default: output.progress, auto)")
+    ex.add_argument(
+        "--progress",
+        choices=["auto", "bar", "lines", "none"],
+        help="per-epoch progress of each run (default: output.progress, auto)",
+    )
     ex.add_argument("--threads", type=_THREADS, default=0, help=threads_help)
     ex.add_argument("--scenario", help="data scenario (sets data.scenario; see `bidfcl scenarios`)")
-    ex.add_argument("--device", help="where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (sets train.device)")
+    ex.add_argument(
+        "--device", help="where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (sets train.device)"
+    )
     ex.set_defaults(func=_experiment)
 
-    wd = sub.add_parser("write-data", help="write a synthetic scenario's splits as Parquet/CSV tables "
-                                           "(rct, obs, val, test; the input examples/dfcl_files.toml reads)")
+    wd = sub.add_parser(
+        "write-data",
+        help="write a synthetic scenario's splits as Parquet/CSV tables "
+        "(rct, obs, val, test; the input examples/dfcl_files.toml reads)",
+    )
     wd.add_argument("--out", required=True, help="folder for rct/obs/val/test.parquet (or .csv)")
     wd.add_argument("--scenario", help="data scenario (see `bidfcl scenarios`; default: make_marketing's defaults)")
     wd.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="table format (default parquet)")
-    wd.add_argument("--set", action="append", metavar="data.KEY=VALUE",
-                    help="override a [data] key (repeatable), e.g. --set data.n_rct=5000")
+    wd.add_argument(
+        "--set",
+        action="append",
+        metavar="data.KEY=VALUE",
+        help="override a [data] key (repeatable), e.g. --set data.n_rct=5000",
+    )
     wd.set_defaults(func=_write_data)
 
-    be = sub.add_parser("bench", help="solver throughput (users/s, GB/s) of the exact solve next to one streaming "
-                                      "pass, eager torch and numpy bisections and the HiGHS LP, measured in one run")
-    be.add_argument("--users", type=_size_list("user counts", 1), default=[1_000_000],
-                    help="comma-separated problem sizes N, e.g. 1e5,1e6 (default 1e6)")
-    be.add_argument("--options", type=_size_list("option counts", 1), default=[8],
-                    help="comma-separated options per user M (default 8; at most 256)")
+    be = sub.add_parser(
+        "bench",
+        help="solver throughput (users/s, GB/s) of the exact solve next to one streaming "
+        "pass, eager torch and numpy bisections and the HiGHS LP, measured in one run",
+    )
+    be.add_argument(
+        "--users",
+        type=_size_list("user counts", 1),
+        default=[1_000_000],
+        help="comma-separated problem sizes N, e.g. 1e5,1e6 (default 1e6)",
+    )
+    be.add_argument(
+        "--options",
+        type=_size_list("option counts", 1),
+        default=[8],
+        help=f"comma-separated options per user M (default 8; at most {MAX_OPTIONS})",
+    )
     be.add_argument("--dtype", type=_name_list, default=["float32"], help="float32 and/or float64 (default float32)")
-    be.add_argument("--budgets", type=_int_at_least(1, "a budget count"), default=1,
-                    help="K budgets per problem, solved in one exact call, between 10%% and 90%% of the range (default 1)")
-    be.add_argument("--peers", type=_name_list, default=list(PEERS),
-                    help=f"implementations to time (default all: {','.join(PEERS)})")
-    be.add_argument("--repeats", type=_int_at_least(1, "a repeat count"), default=5,
-                    help="timed repetitions after a warm-up; the median is reported (default 5)")
-    be.add_argument("--highs-max-users", type=_int_at_least(0, "a user count"), default=10_000,
-                    help="largest N for the HiGHS LP relaxation (default 10000; it is far slower)")
-    be.add_argument("--bisect-max-users", type=_int_at_least(0, "a user count"), default=None,
-                    help="largest N for the two bisections (default: no limit)")
+    be.add_argument(
+        "--budgets",
+        type=_int_at_least(1, "a budget count"),
+        default=1,
+        help="K budgets per problem, solved in one exact call, between 10%% and 90%% of the range (default 1)",
+    )
+    be.add_argument(
+        "--peers",
+        type=_name_list,
+        default=list(PEERS),
+        help=f"implementations to time (default all: {','.join(PEERS)})",
+    )
+    be.add_argument(
+        "--repeats",
+        type=_int_at_least(1, "a repeat count"),
+        default=5,
+        help="timed repetitions after a warm-up; the median is reported (default 5)",
+    )
+    be.add_argument(
+        "--highs-max-users",
+        type=_int_at_least(0, "a user count"),
+        default=10_000,
+        help="largest N for the HiGHS LP relaxation (default 10000; it is far slower)",
+    )
+    be.add_argument(
+        "--bisect-max-users",
+        type=_int_at_least(0, "a user count"),
+        default=None,
+        help="largest N for the two bisections (default: no limit)",
+    )
     be.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     be.add_argument("--threads", type=_THREADS, default=0, help="torch threads (0 = torch's default)")
     be.add_argument("--seed", type=_int_at_least(0, "a seed"), default=0, help="seed of the random problems")
@@ -772,8 +978,15 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print(f"bidfcl {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, DataError, UsageError, FileNotFoundError, ValueError, TypeError,
-            MissingDependencyError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        UsageError,
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+        MissingDependencyError,
+    ) as exc:
         if os.environ.get("BIDFCL_DEBUG"):
             raise
         msg = str(exc)
@@ -791,8 +1004,11 @@ def _run(args) -> int:
     except Exception as exc:  # noqa: BLE001  (the last line of defence: one line, never a traceback)
         if os.environ.get("BIDFCL_DEBUG"):
             raise
-        print(f"bidfcl {args.command}: internal error ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
-              f"rerun with BIDFCL_DEBUG=1 for the traceback and please report it", file=sys.stderr)
+        print(
+            f"bidfcl {args.command}: internal error ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
+            f"rerun with BIDFCL_DEBUG=1 for the traceback and please report it",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -23,11 +23,15 @@ def resolve_device(spec, where: str = "device") -> torch.device:
     elif isinstance(spec, str):
         text = spec.strip().lower()
         if text == "auto":
-            return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+            return (
+                torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+            )
         try:
             dev = torch.device(text)
         except RuntimeError:
-            raise DeviceError(f"bidfcl: expected {where} to be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}") from None
+            raise DeviceError(
+                f"bidfcl: expected {where} to be 'auto', 'cpu', 'cuda' or 'cuda:N', got {spec!r}"
+            ) from None
     else:
         raise DeviceError(f"bidfcl: expected {where} to be a string like 'cuda:0', got {type(spec).__name__}")
     if dev.type == "cpu":
@@ -40,6 +44,7 @@ def resolve_device(spec, where: str = "device") -> torch.device:
     count = torch.cuda.device_count()
     index = torch.cuda.current_device() if dev.index is None else dev.index
     if index >= count:
-        raise DeviceError(f"bidfcl: {where} = {spec!r}, but this machine has {count} CUDA device(s) "
-                          f"(cuda:0..cuda:{count - 1})")
+        raise DeviceError(
+            f"bidfcl: {where} = {spec!r}, but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+        )
     return torch.device("cuda", index)

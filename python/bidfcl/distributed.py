@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from . import _reference, solver
+from ._constants import MAX_OPTIONS
 from ._ops import EXTENSION_LOADED, ops
 from ._sharded import INT64_MAX, Comm, Segment, bp_keys, select_cuts
 from .solver import MckpSolution, RctSolution
@@ -85,15 +86,18 @@ def _check_problem(values, costs) -> str | None:
     if values.device != costs.device:
         return f"values and costs must be on the same device, got {values.device} and {costs.device}"
     m = values.shape[1]
-    if not 1 <= m <= 256:
-        return f"values must have 1 to 256 options (columns), got M = {m}"
+    if not 1 <= m <= MAX_OPTIONS:
+        return f"values must have 1 to {MAX_OPTIONS} options (columns), got M = {m}"
     if values.numel():  # one pass each when all is well (aminmax carries NaN): the search below only on failure
         vmin, vmax = torch.aminmax(values)
         cmin, cmax = torch.aminmax(costs)
         if bool(torch.isfinite(vmin) & torch.isfinite(vmax) & torch.isfinite(cmax) & (cmin >= 0)):
             return None
-    for name, t, bad in (("values", values, ~torch.isfinite(values)), ("costs", costs, ~torch.isfinite(costs)),
-                         ("costs", costs, costs < 0)):
+    for name, t, bad in (
+        ("values", values, ~torch.isfinite(values)),
+        ("costs", costs, ~torch.isfinite(costs)),
+        ("costs", costs, costs < 0),
+    ):
         if bool(bad.any()):
             pos = torch.nonzero(bad)[0].tolist()
             what = "finite" if name == "values" or bool(~torch.isfinite(t[tuple(pos)])) else ">= 0"
@@ -153,8 +157,9 @@ def _require_equal(rows: torch.Tensor, col: int, what: str, show=lambda v: str(v
     vals = rows[:, col].tolist()
     for r, v in enumerate(vals):
         if v != vals[0]:
-            raise DistributedInputError(f"bidfcl.distributed: {what} differ between ranks: rank 0 has {show(vals[0])}, "
-                                        f"rank {r} has {show(v)}")
+            raise DistributedInputError(
+                f"bidfcl.distributed: {what} differ between ranks: rank 0 has {show(vals[0])}, rank {r} has {show(v)}"
+            )
 
 
 def _dtype_name(code: int) -> str:
@@ -213,8 +218,11 @@ def _bracketed_cuts(comm: Comm, values, costs, budgets: torch.Tensor, n_total: i
         local = solver.solve_mckp(values, costs, (budgets * (n / n_total)).to(values.device))
         lam = local.lam.to("cpu", _F64)
         ok = bool(torch.isfinite(lam).all()) and bool((lam > 0).all())
-        lo_hi = torch.tensor([-float(lam.min()), float(lam.max())], dtype=_F64) if ok else torch.tensor(
-            [float("inf"), float("inf")], dtype=_F64)
+        lo_hi = (
+            torch.tensor([-float(lam.min()), float(lam.max())], dtype=_F64)
+            if ok
+            else torch.tensor([float("inf"), float("inf")], dtype=_F64)
+        )
     both = comm.all_reduce(lo_hi, op="max")
     if not bool(torch.isfinite(both).all()) or m < 2:
         return None
@@ -237,8 +245,18 @@ def _bracketed_cuts(comm: Comm, values, costs, budgets: torch.Tensor, n_total: i
     seg = seg._replace(id=sub.cpu()[seg.id // m] * m + seg.id % m)
     kmin, kmax = _key_range(comm, seg)
     base = float(comm.all_reduce(torch.tensor([base_sub + fixed_spend], dtype=_F64))[0])
-    cuts = select_cuts(lambda: (seg,), comm, budgets.tolist(), base, kmin, kmax, monotone=True,
-                       nbins=NUM_BINS, cap=CANDIDATE_CAP, stats=sel)
+    cuts = select_cuts(
+        lambda: (seg,),
+        comm,
+        budgets.tolist(),
+        base,
+        kmin,
+        kmax,
+        monotone=True,
+        nbins=NUM_BINS,
+        cap=CANDIDATE_CAP,
+        stats=sel,
+    )
     klo = int(bp_keys(torch.tensor([lo], dtype=values.dtype))[0])
     khi = int(bp_keys(torch.tensor([hi], dtype=values.dtype))[0])
     if any(cut.kind != "cut" or not klo <= cut.key <= khi for cut in cuts):
@@ -275,9 +293,13 @@ def _apply_bracketed(values, costs, cuts, ordinal: int, sub: torch.Tensor, best:
             ind.append(pos)
             stp.append(s_ if inside else 0)
         dev = values.device
-        ch, sp, va, la = _local_ops(values).apply_mckp_cut(values[sub], costs[sub], lam,
-                                                            torch.tensor(ind, dtype=_I64, device=dev),
-                                                            torch.tensor(stp, dtype=_I64, device=dev))
+        ch, sp, va, la = _local_ops(values).apply_mckp_cut(
+            values[sub],
+            costs[sub],
+            lam,
+            torch.tensor(ind, dtype=_I64, device=dev),
+            torch.tensor(stp, dtype=_I64, device=dev),
+        )
         choice[:, sub] = ch
         spend, value, lagr = spend + sp.cpu(), value + va.cpu(), lagr + la.cpu()
     return choice, spend, value, lagr
@@ -297,8 +319,14 @@ def _apply(values, costs, cuts, ordinal: int, k: int):
 
 
 def _finish_stats(comm: Comm, sel: dict, stats: dict | None) -> None:
-    out = {"bytes": comm.bytes, "collectives": comm.collectives, "rounds": sel.get("rounds", 0),
-           "ranks": comm.size, "bracketed_rows": sel.get("bracketed_rows"), "requests": {k: sel.get(k, 0) for k in ("hist", "cand", "tie", "tiewalk")}}
+    out = {
+        "bytes": comm.bytes,
+        "collectives": comm.collectives,
+        "rounds": sel.get("rounds", 0),
+        "ranks": comm.size,
+        "bracketed_rows": sel.get("bracketed_rows"),
+        "requests": {k: sel.get(k, 0) for k in ("hist", "cand", "tie", "tiewalk")},
+    }
     _LAST_STATS.clear()
     _LAST_STATS.update(out)
     if stats is not None:
@@ -314,8 +342,9 @@ def _squeeze(result, scalar: bool):
 # --------------------------------------------------------------------------------------------------
 
 
-def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, group=None, *, stats: dict | None = None
-               ) -> MckpSolution:
+def solve_mckp(
+    values: torch.Tensor, costs: torch.Tensor, budget, group=None, *, stats: dict | None = None
+) -> MckpSolution:
     """:func:`bidfcl.solve_mckp` over the union of every rank's rows (see the module docstring).
 
     Args:
@@ -349,9 +378,13 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, group=None, *,
     _require_equal(rows, _H_M, "option counts (M, columns of values)")
     _require_equal(rows, _H_DTYPE, "dtypes of values", _dtype_name)
     _require_equal(rows, _H_K, "budget counts (K)")
-    _require_equal(rows, _H_BHASH, "budgets", lambda v: "another budget" if v != int(rows[0, _H_BHASH]) else "its budget")
+    _require_equal(
+        rows, _H_BHASH, "budgets", lambda v: "another budget" if v != int(rows[0, _H_BHASH]) else "its budget"
+    )
     if int(rows[:, _H_N].sum()) == 0:
-        raise DistributedInputError("bidfcl.distributed: no rank holds any row (N = 0 over the group): nothing to solve")
+        raise DistributedInputError(
+            "bidfcl.distributed: no rank holds any row (N = 0 over the group): nothing to solve"
+        )
 
     sel: dict = {}
     n_total = int(rows[:, _H_N].sum())
@@ -360,15 +393,25 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, group=None, *,
         seg, base_local = _segment(values, costs, comm.rank)
         kmin, kmax = _key_range(comm, seg)
         base = float(comm.all_reduce(torch.tensor([base_local], dtype=_F64))[0])
-        cuts = select_cuts(lambda: (seg,), comm, budgets.tolist(), base, kmin, kmax, monotone=True,
-                           nbins=NUM_BINS, cap=CANDIDATE_CAP, stats=sel)
+        cuts = select_cuts(
+            lambda: (seg,),
+            comm,
+            budgets.tolist(),
+            base,
+            kmin,
+            kmax,
+            monotone=True,
+            nbins=NUM_BINS,
+            cap=CANDIDATE_CAP,
+            stats=sel,
+        )
         choice, spend, value, lagr = _apply(values, costs, cuts, comm.rank, len(cuts))
     else:
         cuts, sub, best = bracketed
         choice, spend, value, lagr = _apply_bracketed(values, costs, cuts, comm.rank, sub, best)
     k = len(cuts)
     totals = comm.all_reduce(torch.cat([spend.to(_F64), value.to(_F64), lagr.to(_F64)]))
-    spend, value, lagr = totals[:k], totals[k: 2 * k], totals[2 * k:]
+    spend, value, lagr = totals[:k], totals[k : 2 * k], totals[2 * k :]
     lam = torch.stack([c.lam(values.dtype) for c in cuts])
     feasible = torch.tensor([c.kind != "infeasible" for c in cuts])
     dual = torch.where(feasible, lam.to(_F64) * budgets + lagr, torch.full_like(lagr, float("-inf")))
@@ -381,17 +424,28 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, group=None, *,
 def _check_rct(values, treatment, cost_obs, propensity) -> tuple[str | None, int]:
     """Local RCT checks: (message or None, propensity kind: 0 None, 1 per-row, 2 per-arm, 3 either)."""
     n, m = values.shape
-    if not isinstance(treatment, torch.Tensor) or treatment.dtype != torch.long or treatment.dim() != 1 \
-            or treatment.shape[0] != n:
-        got = (f"{treatment.dtype} of shape {list(treatment.shape)}" if isinstance(treatment, torch.Tensor)
-               else type(treatment).__name__)
+    if (
+        not isinstance(treatment, torch.Tensor)
+        or treatment.dtype != torch.long
+        or treatment.dim() != 1
+        or treatment.shape[0] != n
+    ):
+        got = (
+            f"{treatment.dtype} of shape {list(treatment.shape)}"
+            if isinstance(treatment, torch.Tensor)
+            else type(treatment).__name__
+        )
         return f"treatment must be an int64 tensor of shape [{n}] (one per local row), got {got}", 0
     bad = (treatment < 0) | (treatment >= m)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
         return f"treatment must be in [0, M) = [0, {m}), got {int(treatment[i])} at local row {i}", 0
-    if not isinstance(cost_obs, torch.Tensor) or cost_obs.dim() != 1 or cost_obs.shape[0] != n \
-            or not cost_obs.is_floating_point():
+    if (
+        not isinstance(cost_obs, torch.Tensor)
+        or cost_obs.dim() != 1
+        or cost_obs.shape[0] != n
+        or not cost_obs.is_floating_point()
+    ):
         got = f"shape {list(cost_obs.shape)}" if isinstance(cost_obs, torch.Tensor) else type(cost_obs).__name__
         return f"cost_obs must be a float tensor of shape [{n}] (one per local row), got {got}", 0
     bad = ~torch.isfinite(cost_obs)
@@ -413,8 +467,17 @@ def _check_rct(values, treatment, cost_obs, propensity) -> tuple[str | None, int
     return None, kind
 
 
-def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.Tensor, cost_obs: torch.Tensor,
-                   budget_per_capita, propensity=None, group=None, *, stats: dict | None = None) -> RctSolution:
+def solve_mckp_rct(
+    values: torch.Tensor,
+    costs: torch.Tensor,
+    treatment: torch.Tensor,
+    cost_obs: torch.Tensor,
+    budget_per_capita,
+    propensity=None,
+    group=None,
+    *,
+    stats: dict | None = None,
+) -> RctSolution:
     """:func:`bidfcl.solve_mckp_rct` over the union of every rank's rows (see the module docstring).
 
     The IPW spend estimate ``(1/N) sum_i 1[choice_i = t_i] cost_obs_i / p_{t_i}`` uses the global
@@ -452,7 +515,9 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
     _require_equal(rows, _H_M, "option counts (M, columns of values)")
     _require_equal(rows, _H_DTYPE, "dtypes of values", _dtype_name)
     _require_equal(rows, _H_K, "budget counts (K)")
-    _require_equal(rows, _H_BHASH, "budgets", lambda v: "another budget" if v != int(rows[0, _H_BHASH]) else "its budget")
+    _require_equal(
+        rows, _H_BHASH, "budgets", lambda v: "another budget" if v != int(rows[0, _H_BHASH]) else "its budget"
+    )
     kinds = set(rows[:, _H_PKIND].tolist())
     names = {0: "None", 1: "per-row", 2: "per-arm", 3: "per-row or per-arm"}
     if len(kinds - {3}) > 1 or (0 in kinds and len(kinds) > 1):
@@ -463,7 +528,9 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
         _require_equal(rows, _H_PHASH, "per-arm propensities", lambda v: "other values" if v else "its values")
     n_total = int(rows[:, _H_N].sum())
     if n_total == 0:
-        raise DistributedInputError("bidfcl.distributed: no rank holds any row (N = 0 over the group): nothing to solve")
+        raise DistributedInputError(
+            "bidfcl.distributed: no rank holds any row (N = 0 over the group): nothing to solve"
+        )
 
     n, m = values.shape
     dtype, dev = values.dtype, values.device
@@ -473,7 +540,8 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
         if empty:
             raise DistributedInputError(
                 f"bidfcl.distributed: RCT arm(s) {empty} have no rows on any rank (arm counts {counts.tolist()} "
-                f"over {comm.size} ranks): the arm shares p_t = N_t / N need every arm")
+                f"over {comm.size} ranks): the arm shares p_t = N_t / N need every arm"
+            )
         prop = (counts.to(dtype) / max(n_total, 1)).to(dev)[treatment]
     elif per_arm:
         prop = propensity.to(device=dev, dtype=dtype)[treatment]
@@ -485,8 +553,18 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
     kmin, kmax = _key_range(comm, seg)
     base = float(comm.all_reduce(torch.tensor([base_local], dtype=_F64))[0])
     sel: dict = {}
-    cuts = select_cuts(lambda: (seg,), comm, budgets.tolist(), base, kmin, kmax, monotone=False,
-                       nbins=NUM_BINS, cap=CANDIDATE_CAP, stats=sel)
+    cuts = select_cuts(
+        lambda: (seg,),
+        comm,
+        budgets.tolist(),
+        base,
+        kmin,
+        kmax,
+        monotone=False,
+        nbins=NUM_BINS,
+        cap=CANDIDATE_CAP,
+        stats=sel,
+    )
     choice = _apply(values, costs, cuts, comm.rank, len(cuts))[0]
     lam = torch.stack([c.lam(dtype) for c in cuts])
     spend = torch.tensor([c.total for c in cuts], dtype=_F64)

@@ -143,7 +143,9 @@ def _check_disjoint(inner: list[torch.Tensor], outer: list[torch.Tensor]) -> Non
     ids = {id(p) for p in inner}
     for i, p in enumerate(outer):
         if id(p) in ids:
-            raise ValueError(f"bidfcl.implicit: outer_params[{i}] is also in inner_params; the two lists must be disjoint")
+            raise ValueError(
+                f"bidfcl.implicit: outer_params[{i}] is also in inner_params; the two lists must be disjoint"
+            )
 
 
 def _scalar(loss, name: str) -> torch.Tensor:
@@ -196,8 +198,9 @@ def _hvp_into(grads: Sequence[Optional[torch.Tensor]], params: list[torch.Tensor
     return matvec_into
 
 
-def _cg_from_grads(grads, params, b, x0, max_iter, tol, damping, check_every, stop, backend,
-                   reduce=None) -> tuple[list, CGState]:
+def _cg_from_grads(
+    grads, params, b, x0, max_iter, tol, damping, check_every, stop, backend, reduce=None
+) -> tuple[list, CGState]:
     if check_every is None:
         check_every = _default_check_every(params[0].device)
     _check_options(max_iter, tol, damping, check_every)
@@ -247,8 +250,10 @@ def solve_hessian(
             " itself; call it first, or pass loss functions to implicit.hypergradient"
         )
     if not isinstance(loss, torch.Tensor):
-        raise TypeError(f"bidfcl.implicit: solve_hessian takes the loss as a scalar tensor computed from params, "
-                        f"got {type(loss).__name__}")
+        raise TypeError(
+            f"bidfcl.implicit: solve_hessian takes the loss as a scalar tensor computed from params, "
+            f"got {type(loss).__name__}"
+        )
     params = _param_list(params, "params")
     _same_dtype_device(params, "params")
     loss = _scalar(loss, "loss")
@@ -267,7 +272,16 @@ def solve_hessian(
     with torch.enable_grad():
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
     solution, state = _cg_from_grads(
-        grads, params, [u.detach() for u in b], x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend
+        grads,
+        params,
+        [u.detach() for u in b],
+        x0,
+        max_iter,
+        tol,
+        damping,
+        check_every,
+        stop_on_nonpositive_curvature,
+        backend,
     )
     return CGResult(solution, state)
 
@@ -279,7 +293,9 @@ def solve_hessian(
 
 def _prepare(lower_loss, upper_loss, inner_params, outer_params):
     if not callable(lower_loss) or not callable(upper_loss):
-        raise TypeError("bidfcl.implicit: expected lower_loss and upper_loss as callables (inner, outer) -> scalar loss")
+        raise TypeError(
+            "bidfcl.implicit: expected lower_loss and upper_loss as callables (inner, outer) -> scalar loss"
+        )
     inner = _param_list(inner_params, "inner_params")
     outer = _param_list(outer_params, "outer_params")
     _same_dtype_device(inner, "inner_params")
@@ -306,14 +322,16 @@ def _upper_gradients(upper_loss, inner, outer):
     g = _grad_or_zeros(g, inner + outer)
     defined = up is not None
     up = inner[0].new_zeros(()) if up is None else up.detach()
-    return up, [t.detach() for t in g[: len(inner)]], [t.detach() for t in g[len(inner):]], defined
+    return up, [t.detach() for t in g[: len(inner)]], [t.detach() for t in g[len(inner) :]], defined
 
 
 def _lower_gradients(lower_loss, inner, outer):
     with torch.enable_grad():
         low = _scalar(lower_loss(inner, outer), "lower_loss")
         if not low.requires_grad:
-            raise ValueError("bidfcl.implicit: expected lower_loss to depend on inner_params (it does not require grad)")
+            raise ValueError(
+                "bidfcl.implicit: expected lower_loss to depend on inner_params (it does not require grad)"
+            )
         return torch.autograd.grad(low, inner, create_graph=True, allow_unused=True)
 
 
@@ -351,14 +369,19 @@ class _GaussNewton:
         with torch.enable_grad():
             o = lower.outputs(self.point)
             if not isinstance(o, torch.Tensor):
-                raise TypeError(f"bidfcl.implicit: expected CompositeLoss.outputs to return one tensor, got {type(o).__name__}")
+                raise TypeError(
+                    f"bidfcl.implicit: expected CompositeLoss.outputs to return one tensor, got {type(o).__name__}"
+                )
             if not o.requires_grad:
-                raise ValueError("bidfcl.implicit: expected CompositeLoss.outputs to depend on inner_params "
-                                 "(its result does not require grad)")
+                raise ValueError(
+                    "bidfcl.implicit: expected CompositeLoss.outputs to depend on inner_params "
+                    "(its result does not require grad)"
+                )
             self.o = o
             self.o_leaf = o.detach().requires_grad_(True)
-            self.g_o = torch.autograd.grad(_scalar(lower.loss(self.o_leaf, outer), "CompositeLoss.loss"), self.o_leaf,
-                                           create_graph=True)[0]
+            self.g_o = torch.autograd.grad(
+                _scalar(lower.loss(self.o_leaf, outer), "CompositeLoss.loss"), self.o_leaf, create_graph=True
+            )[0]
             self.u = torch.zeros_like(o, requires_grad=True)
             jtu = torch.autograd.grad(o, self.point, self.u, create_graph=True, allow_unused=True)
             self.index = [i for i, t in enumerate(jtu) if t is not None and t.requires_grad]
@@ -375,8 +398,9 @@ class _GaussNewton:
             return [torch.zeros_like(p) for p in self.point]
         jv = self.jvp(v)
         hv = torch.autograd.grad(self.g_o, self.o_leaf, jv, retain_graph=True)[0]
-        return _grad_or_zeros(torch.autograd.grad(self.o, self.point, hv, retain_graph=True, allow_unused=True),
-                              self.point)
+        return _grad_or_zeros(
+            torch.autograd.grad(self.o, self.point, hv, retain_graph=True, allow_unused=True), self.point
+        )
 
     def mixed(self, v) -> list:
         if not self.g_o.requires_grad:
@@ -429,8 +453,10 @@ def hypergradient(
     if curvature not in ("hessian", "gauss-newton", "auto"):
         raise ValueError(f"bidfcl.implicit: expected curvature 'hessian', 'gauss-newton' or 'auto', got {curvature!r}")
     if curvature != "hessian" and not isinstance(lower_loss, CompositeLoss):
-        raise TypeError(f"bidfcl.implicit: curvature={curvature!r} needs lower_loss as a CompositeLoss(outputs, loss) "
-                        f"(the outputs whose Jacobian forms the Gauss-Newton matrix), got {type(lower_loss).__name__}")
+        raise TypeError(
+            f"bidfcl.implicit: curvature={curvature!r} needs lower_loss as a CompositeLoss(outputs, loss) "
+            f"(the outputs whose Jacobian forms the Gauss-Newton matrix), got {type(lower_loss).__name__}"
+        )
     inner, outer = _prepare(lower_loss, upper_loss, inner_params, outer_params)
     backend = _backend(backend)
     up, b, direct, defined = _upper_gradients(upper_loss, inner, outer)
@@ -442,8 +468,7 @@ def hypergradient(
     if curvature != "gauss-newton":
         grads_low = _lower_gradients(lower_loss, inner, outer)
         v, state = _cg_from_grads(
-            grads_low, inner, b, x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend,
-            reduce
+            grads_low, inner, b, x0, max_iter, tol, damping, check_every, stop_on_nonpositive_curvature, backend, reduce
         )
     if curvature == "gauss-newton" or (curvature == "auto" and state.status == "nonpositive_curvature"):
         if x0 is not None:
@@ -452,8 +477,16 @@ def hypergradient(
         matvec = gauss_newton.matvec
         if reduce is not None:
             matvec = lambda v: reduce(gauss_newton.matvec(v))  # noqa: E731
-        v, state = cg(matvec, b, max_iter=max_iter, tol=tol, damping=damping, x0=x0,
-                      check_every=check_every, stop_on_nonpositive_curvature=stop_on_nonpositive_curvature)
+        v, state = cg(
+            matvec,
+            b,
+            max_iter=max_iter,
+            tol=tol,
+            damping=damping,
+            x0=x0,
+            check_every=check_every,
+            stop_on_nonpositive_curvature=stop_on_nonpositive_curvature,
+        )
         if curvature == "auto":  # say that the Hessian was indefinite here and Gauss-Newton stood in
             state = dataclasses.replace(state, status="nonpositive_curvature")
     mixed = gauss_newton.mixed(v) if gauss_newton is not None else _mixed_term(grads_low, v, outer)
@@ -533,8 +566,9 @@ def neumann(
         error = math.inf
     else:
         error = term_norm / b_norm if b_norm > 0 else 0.0
-    return HypergradientResult(grads, CGState(steps, error, status, steps + (status == "diverged"), "python"), up,
-                               upper_defined=defined)
+    return HypergradientResult(
+        grads, CGState(steps, error, status, steps + (status == "diverged"), "python"), up, upper_defined=defined
+    )
 
 
 def _offsets(shapes):
@@ -574,7 +608,9 @@ def unrolled(
         for _ in range(max_iter):
             low = _scalar(lower_loss(theta, outer), "lower_loss")
             if not low.requires_grad:
-                raise ValueError("bidfcl.implicit: expected lower_loss to depend on inner_params (it does not require grad)")
+                raise ValueError(
+                    "bidfcl.implicit: expected lower_loss to depend on inner_params (it does not require grad)"
+                )
             g = torch.autograd.grad(low, theta, create_graph=True, allow_unused=True)
             last_norm = math.sqrt(sum(float(t.detach().pow(2).sum()) for t in g if t is not None))
             theta = [t if gi is None else t - lr * gi for t, gi in zip(theta, g)]

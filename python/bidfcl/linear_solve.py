@@ -27,12 +27,15 @@ from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 
+from ._constants import CG_CONVERGED, CG_MAX_ITER, CG_NONPOSITIVE_CURVATURE
+
 __all__ = ["CGState", "CGResult", "cg", "STATUS_NAMES"]
 
 TensorOrList = Union[torch.Tensor, Sequence[torch.Tensor]]
 
-#: Status codes shared with the compiled driver (cpp/python/implicit.cpp, enum CgStatus).
-STATUS_NAMES = {0: "max_iter", 1: "converged", 2: "nonpositive_curvature"}
+#: Status codes shared with the compiled driver (cpp/python/implicit.cpp, enum CgStatus of
+#: cpp/core/include/bidfcl/core/constants.h).
+STATUS_NAMES = {CG_MAX_ITER: "max_iter", CG_CONVERGED: "converged", CG_NONPOSITIVE_CURVATURE: "nonpositive_curvature"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,11 @@ def _check_options(max_iter, tol, damping, check_every) -> None:
         raise ValueError(f"bidfcl.implicit: expected an integer max_iter >= 0, got {max_iter!r}")
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol >= 0:
         raise ValueError(f"bidfcl.implicit: expected tol >= 0, got {tol!r}")
-    if not isinstance(damping, (int, float)) or isinstance(damping, bool) or not (math.isfinite(damping) and damping >= 0):
+    if (
+        not isinstance(damping, (int, float))
+        or isinstance(damping, bool)
+        or not (math.isfinite(damping) and damping >= 0)
+    ):
         raise ValueError(f"bidfcl.implicit: expected a finite damping >= 0, got {damping!r}")
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"bidfcl.implicit: expected an integer check_every >= 1, got {check_every!r}")
@@ -245,11 +252,20 @@ def cg(
                 pieces.append(out.new_zeros(math.prod(shape)))
                 continue
             if t.shape != shape:
-                raise ValueError(f"bidfcl.implicit: expected matvec output {i} of shape {tuple(shape)}, got {tuple(t.shape)}")
+                raise ValueError(
+                    f"bidfcl.implicit: expected matvec output {i} of shape {tuple(shape)}, got {tuple(t.shape)}"
+                )
             pieces.append(t.reshape(-1))
         torch.cat(pieces, out=out)
 
     x_blocks, state = _run_flat(
-        matvec_into, b_blocks, x0_blocks, max_iter, float(tol), float(damping), check_every, stop_on_nonpositive_curvature
+        matvec_into,
+        b_blocks,
+        x0_blocks,
+        max_iter,
+        float(tol),
+        float(damping),
+        check_every,
+        stop_on_nonpositive_curvature,
     )
     return CGResult(x_blocks[0] if single else x_blocks, state)

@@ -38,8 +38,8 @@ from typing import NamedTuple
 import torch
 
 from . import _validate
-from ._ops import ops
 from ._constants import PIFD_ZERO_GAP_FLOOR
+from ._ops import ops
 from ._validate import call_op
 from .propensity import row_propensity
 
@@ -78,8 +78,9 @@ def _lam_grid(lam, like: torch.Tensor, name: str, single: bool) -> torch.Tensor:
     elif isinstance(lam, (int, float)) and not isinstance(lam, bool):  # a device fill, not a host copy
         grid = torch.full((1,), float(lam), dtype=like.dtype, device=like.device)
     elif isinstance(lam, (list, tuple)):
-        grid = torch.tensor([_validate.number(v, f"{name}[{k}]") for k, v in enumerate(lam)], dtype=like.dtype,
-                            device=like.device)
+        grid = torch.tensor(
+            [_validate.number(v, f"{name}[{k}]") for k, v in enumerate(lam)], dtype=like.dtype, device=like.device
+        )
     else:
         raise TypeError(f"bidfcl: {name} must be a number or a tensor, got {type(lam).__name__}")
     if single and grid.shape[0] != 1:
@@ -91,19 +92,21 @@ def _prepare(r_hat, c_hat, treatment, revenue, cost, lam, propensity, *, single:
     r_hat, c_hat = _check_tensor(r_hat, "r_hat"), _check_tensor(c_hat, "c_hat")
     treatment, revenue = _check_tensor(treatment, "treatment"), _check_tensor(revenue, "revenue")
     if r_hat.dim() != 2:
-        raise _validate.InputError(f"bidfcl: r_hat must be 2-D [N individuals, M options], got shape "
-                                   f"{list(r_hat.shape)}")
+        raise _validate.InputError(
+            f"bidfcl: r_hat must be 2-D [N individuals, M options], got shape {list(r_hat.shape)}"
+        )
     if r_hat.shape[1] < 2:
-        raise _validate.InputError(f"bidfcl: r_hat must have at least two options (M >= 2), got shape "
-                                   f"{list(r_hat.shape)}")
-    treatment = _validate.treatment(treatment, n=r_hat.shape[0], m=r_hat.shape[1], length_of="row of r_hat",
-                                    check_labels=check)
+        raise _validate.InputError(
+            f"bidfcl: r_hat must have at least two options (M >= 2), got shape {list(r_hat.shape)}"
+        )
+    treatment = _validate.treatment(
+        treatment, n=r_hat.shape[0], m=r_hat.shape[1], length_of="row of r_hat", check_labels=check
+    )
     revenue = _float_vector(revenue, "revenue", r_hat)
     if cost is not None:
         cost = _float_vector(cost, "cost", r_hat)
     grid = _lam_grid(lam, r_hat, "lam" if single else "lams", single)
-    prop = row_propensity(propensity, treatment, num_options=r_hat.shape[1], dtype=r_hat.dtype,
-                          device=r_hat.device)
+    prop = row_propensity(propensity, treatment, num_options=r_hat.shape[1], dtype=r_hat.dtype, device=r_hat.device)
     return r_hat, c_hat, treatment, revenue, cost, grid, prop
 
 
@@ -121,8 +124,17 @@ def _run(op, args: tuple, check: bool):
     return LossWithStatus(call_op(op, *args, False), status)
 
 
-def ppl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, lam,
-             propensity=None, tau: float = 1.0, *, check: bool = True) -> torch.Tensor:
+def ppl_loss(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    lam,
+    propensity=None,
+    tau: float = 1.0,
+    *,
+    check: bool = True,
+) -> torch.Tensor:
     """Primal policy learning loss (DFCL's PPL): the softened decision loss.
 
         z[i, :] = softmax((r_hat[i, :] - lam c_hat[i, :]) / tau)
@@ -143,14 +155,27 @@ def ppl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, 
         (``dL/dc_hat = -lam dL/dr_hat``); with ``check=False`` a :class:`LossWithStatus`.
     """
     check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
-                                                               propensity, single=True, check=check)
-    return _run(ops.ppl_loss, (r_hat, c_hat, treatment, revenue, None, grid, prop,
-                               _validate.number(tau, "tau", positive=True)), check)
+    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(
+        r_hat, c_hat, treatment, revenue, None, lam, propensity, single=True, check=check
+    )
+    return _run(
+        ops.ppl_loss,
+        (r_hat, c_hat, treatment, revenue, None, grid, prop, _validate.number(tau, "tau", positive=True)),
+        check,
+    )
 
 
-def pifd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, lam,
-              propensity=None, clip=None, *, check: bool = True) -> torch.Tensor:
+def pifd_loss(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    lam,
+    propensity=None,
+    clip=None,
+    *,
+    check: bool = True,
+) -> torch.Tensor:
     """Primal improved finite difference loss (DFCL's PIFD): the exact decision loss.
 
     Forward: ``L = -V = -(1/N) sum_i 1[argmax_j a_ij == t_i] revenue_i / p_{t_i}`` with
@@ -170,13 +195,24 @@ def pifd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`.
     """
     check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, None, lam,
-                                                               propensity, single=True, check=check)
+    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(
+        r_hat, c_hat, treatment, revenue, None, lam, propensity, single=True, check=check
+    )
     return _run(ops.pifd_loss, (r_hat, c_hat, treatment, revenue, None, grid, prop, _clip(clip)), check)
 
 
-def mer_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-             cost: torch.Tensor, lams, propensity=None, tau: float = 1.0, *, check: bool = True) -> torch.Tensor:
+def mer_loss(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    lams,
+    propensity=None,
+    tau: float = 1.0,
+    *,
+    check: bool = True,
+) -> torch.Tensor:
     """DFCL's maximum-entropy-regularised dual loss over a grid of multipliers:
 
         L = -sum_l (1/N) sum_i softmax(a_l[i, :] / tau)[t_i] * (revenue_i - lam_l cost_i) / p_{t_i}
@@ -185,26 +221,50 @@ def mer_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, 
     ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`.
     """
     check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
-                                                                  propensity, single=False, check=check)
-    return _run(ops.ppl_loss, (r_hat, c_hat, treatment, revenue, cost, grid, prop,
-                               _validate.number(tau, "tau", positive=True)), check)
+    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(
+        r_hat, c_hat, treatment, revenue, cost, lams, propensity, single=False, check=check
+    )
+    return _run(
+        ops.ppl_loss,
+        (r_hat, c_hat, treatment, revenue, cost, grid, prop, _validate.number(tau, "tau", positive=True)),
+        check,
+    )
 
 
-def dpl_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-             cost: torch.Tensor, lams, propensity=None, *, check: bool = True) -> torch.Tensor:
+def dpl_loss(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    lams,
+    propensity=None,
+    *,
+    check: bool = True,
+) -> torch.Tensor:
     """DFCL's dual policy learning loss: :func:`mer_loss` with tau = 1."""
     return mer_loss(r_hat, c_hat, treatment, revenue, cost, lams, propensity, tau=1.0, check=check)
 
 
-def difd_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-              cost: torch.Tensor, lams, propensity=None, clip=None, *, check: bool = True) -> torch.Tensor:
+def difd_loss(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    lams,
+    propensity=None,
+    clip=None,
+    *,
+    check: bool = True,
+) -> torch.Tensor:
     """DFCL's dual improved finite difference loss: :func:`pifd_loss` per multiplier of the grid with
     reward ``revenue - lam_l cost``, summed over the grid (same flip gradient, same clip rule).
     ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`."""
     check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(r_hat, c_hat, treatment, revenue, cost, lams,
-                                                                  propensity, single=False, check=check)
+    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(
+        r_hat, c_hat, treatment, revenue, cost, lams, propensity, single=False, check=check
+    )
     return _run(ops.pifd_loss, (r_hat, c_hat, treatment, revenue, cost, grid, prop, _clip(clip)), check)
 
 

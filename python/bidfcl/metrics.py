@@ -25,8 +25,19 @@ from ._validate import InputError, call_op
 from .propensity import row_propensity
 from .solver import solve_mckp_rct
 
-__all__ = ["PolicyValue", "EomResult", "AuccCurve", "policy_value", "eom", "eom_curve", "aucc", "aucc_curve",
-           "qini", "auuc", "MAX_CURVE_Q"]
+__all__ = [
+    "PolicyValue",
+    "EomResult",
+    "AuccCurve",
+    "policy_value",
+    "eom",
+    "eom_curve",
+    "aucc",
+    "aucc_curve",
+    "qini",
+    "auuc",
+    "MAX_CURVE_Q",
+]
 
 #: Largest ``q`` of :func:`aucc` / :func:`qini` / :func:`auuc`. Each curve point costs 8 bytes per
 #: curve plus an index, so 10^6 points stay below 50 MB, and the curves are step functions with at
@@ -77,12 +88,21 @@ def _outcome(x, name: str, dtype=None) -> torch.Tensor:
 
 
 def _q(q) -> int:
-    return _validate.integer(q, "q", lo=1, hi=MAX_CURVE_Q,
-                             why=" (curve points; bidfcl.metrics.MAX_CURVE_Q bounds the curve's memory)")
+    return _validate.integer(
+        q, "q", lo=1, hi=MAX_CURVE_Q, why=" (curve points; bidfcl.metrics.MAX_CURVE_Q bounds the curve's memory)"
+    )
 
 
-def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor, cost: torch.Tensor,
-                 propensity=None, normalize: str = "ipw", *, n_options=None) -> PolicyValue:
+def policy_value(
+    choice: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    propensity=None,
+    normalize: str = "ipw",
+    *,
+    n_options=None,
+) -> PolicyValue:
     """Unbiased per-capita revenue and cost of a fixed policy on RCT rows, with standard errors.
 
     With ``y_i = 1[choice_i == t_i] revenue_i / p_{t_i}`` (cost likewise):
@@ -110,8 +130,9 @@ def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.T
     if choice.dtype != torch.int64:
         raise _validate.InputTypeError(f"bidfcl: choice must be int64 (option indices), got dtype {choice.dtype}")
     if choice.dim() not in (1, 2):
-        raise InputError(f"bidfcl: choice must be [N] (one policy) or [K, N] (K policies), got shape "
-                         f"{list(choice.shape)}")
+        raise InputError(
+            f"bidfcl: choice must be [N] (one policy) or [K, N] (K policies), got shape {list(choice.shape)}"
+        )
     if normalize not in ("ipw", "hajek"):
         raise ValueError(f"bidfcl: normalize must be 'ipw' or 'hajek', got {normalize!r}")
     single = choice.dim() == 1
@@ -128,8 +149,9 @@ def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.T
     if bad.any():
         k, i = torch.nonzero(bad)[0].tolist()
         at = f"row {i}" if single else f"[{k}, {i}] (policy {k}, row {i})"
-        raise InputError(f"bidfcl: choice must be in [0, M) = [0, {m}) (the arms of treatment), got "
-                         f"{int(choice2[k, i])} at {at}")
+        raise InputError(
+            f"bidfcl: choice must be in [0, M) = [0, {m}) (the arms of treatment), got {int(choice2[k, i])} at {at}"
+        )
     revenue = _outcome(revenue, "revenue")
     cost = _outcome(cost, "cost", revenue.dtype)
     # M unknown: a per-arm propensity defines it, and row_propensity checks the labels against it
@@ -145,11 +167,15 @@ def policy_value(choice: torch.Tensor, treatment: torch.Tensor, revenue: torch.T
 def _policy_value_resources(choice, treatment, revenue, cost, prop, hajek: bool, single: bool) -> PolicyValue:
     """policy_value with cost [K, N]: ``cost`` and ``cost_se`` get a trailing resource axis."""
     if cost.shape[1] != revenue.shape[0]:
-        raise ValueError(f"bidfcl: cost must be [N] or [K, N] with N = {revenue.shape[0]} (one entry per row of "
-                         f"revenue), got shape {list(cost.shape)}")
+        raise ValueError(
+            f"bidfcl: cost must be [N] or [K, N] with N = {revenue.shape[0]} (one entry per row of "
+            f"revenue), got shape {list(cost.shape)}"
+        )
     if cost.shape[0] < 1:
         raise ValueError(f"bidfcl: cost [K, N] needs at least one resource, got shape {list(cost.shape)}")
-    per = [ops.policy_value(choice, treatment, revenue, cost[kk].contiguous(), prop, hajek) for kk in range(cost.shape[0])]
+    per = [
+        ops.policy_value(choice, treatment, revenue, cost[kk].contiguous(), prop, hajek) for kk in range(cost.shape[0])
+    ]
     value, value_se = per[0][0], per[0][2]
     cost_v = torch.stack([q[1] for q in per], dim=-1)  # [P, K]
     cost_se = torch.stack([q[3] for q in per], dim=-1)
@@ -158,8 +184,16 @@ def _policy_value_resources(choice, treatment, revenue, cost, prop, hajek: bool,
     return PolicyValue(value, cost_v, value_se, cost_se)
 
 
-def eom_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-              cost: torch.Tensor, budgets, propensity=None, normalize: str = "ipw") -> EomResult:
+def eom_curve(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    budgets,
+    propensity=None,
+    normalize: str = "ipw",
+) -> EomResult:
     """Expected outcome metric at K per-capita budgets in one call.
 
     For each budget b, lam* and the policy ``argmax_j (r_hat - lam* c_hat)`` come from the exact
@@ -180,27 +214,49 @@ def eom_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor,
     return EomResult(pv.value, pv.cost, pv.value_se, pv.cost_se, sol.lam, sol.feasible)
 
 
-def eom(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-        cost: torch.Tensor, budget_per_capita, propensity=None, normalize: str = "ipw") -> EomResult:
+def eom(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    budget_per_capita,
+    propensity=None,
+    normalize: str = "ipw",
+) -> EomResult:
     """Expected outcome metric at one per-capita budget (see :func:`eom_curve`)."""
     return eom_curve(r_hat, c_hat, treatment, revenue, cost, budget_per_capita, propensity, normalize)
 
 
-def aucc_curve(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-               cost: torch.Tensor, q: int = 200) -> AuccCurve:
+def aucc_curve(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    q: int = 200,
+) -> AuccCurve:
     """AUCC with its curve. See :func:`aucc` for the definition."""
     r_hat, c_hat = _tensor(r_hat, "r_hat"), _tensor(c_hat, "c_hat")
     if r_hat.dim() != 2 or r_hat.shape[1] != 2:
-        raise InputError(f"bidfcl: aucc needs exactly two options (control, treatment): r_hat of shape [N, 2], "
-                         f"got shape {list(r_hat.shape)}")
+        raise InputError(
+            f"bidfcl: aucc needs exactly two options (control, treatment): r_hat of shape [N, 2], "
+            f"got shape {list(r_hat.shape)}"
+        )
     treatment = _validate.treatment(treatment, n=r_hat.shape[0], m=2, length_of="row of r_hat")
     revenue = _outcome(revenue, "revenue", r_hat.dtype)
     cost = _outcome(cost, "cost", r_hat.dtype)
     return AuccCurve(*call_op(ops.aucc, r_hat, c_hat, treatment, revenue, cost, _q(q)))
 
 
-def aucc(r_hat: torch.Tensor, c_hat: torch.Tensor, treatment: torch.Tensor, revenue: torch.Tensor,
-         cost: torch.Tensor, q: int = 200) -> torch.Tensor:
+def aucc(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    treatment: torch.Tensor,
+    revenue: torch.Tensor,
+    cost: torch.Tensor,
+    q: int = 200,
+) -> torch.Tensor:
     """Area under the cost curve for two options (0 = control, 1 = treatment), vectorised.
 
     Rows are ranked by predicted ROI ``(r_hat[:,1] - r_hat[:,0]) / max(c_hat[:,1] - c_hat[:,0], 1e-12)``,
@@ -228,8 +284,9 @@ def _uplift_cumulants(score: torch.Tensor, treatment: torch.Tensor, outcome: tor
         raise InputError(f"bidfcl: score must be 1-D [N] (one uplift score per row), got shape {list(score.shape)}")
     n = score.shape[0]
     if outcome.shape != (n,):
-        raise InputError(f"bidfcl: outcome must have shape [{n}] (one entry per row of score), "
-                         f"got {list(outcome.shape)}")
+        raise InputError(
+            f"bidfcl: outcome must have shape [{n}] (one entry per row of score), got {list(outcome.shape)}"
+        )
     treatment = _validate.treatment(treatment, n=n, m=2, length_of="row of score")
     q = _q(q)
     _validate.finite(score, "score")

@@ -47,9 +47,17 @@ class MultiHeadMLP(nn.Module):
             decision loss cannot make it overspend (default: none).
     """
 
-    def __init__(self, n_features: int, n_options: int, hidden: Sequence[int] = (128, 64, 32),
-                 activation: str = "relu", output: str = "linear", cost_output: Optional[str] = None,
-                 dropout: float = 0.0, free_options: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        n_features: int,
+        n_options: int,
+        hidden: Sequence[int] = (128, 64, 32),
+        activation: str = "relu",
+        output: str = "linear",
+        cost_output: Optional[str] = None,
+        dropout: float = 0.0,
+        free_options: Optional[Sequence[int]] = None,
+    ):
         super().__init__()
         if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
             raise ValueError(f"bidfcl.models: expected n_features >= 1, got {n_features!r}")
@@ -90,17 +98,25 @@ class MultiHeadMLP(nn.Module):
 
     def config(self) -> dict:
         """Constructor arguments (saved with checkpoints; :func:`model_from_config` rebuilds)."""
-        return dict(n_features=self.n_features, n_options=self.n_options, hidden=list(self.hidden),
-                    activation=self.activation, output=self.output, cost_output=self.cost_output,
-                    dropout=self.dropout, free_options=list(self.free_options))
+        return dict(
+            n_features=self.n_features,
+            n_options=self.n_options,
+            hidden=list(self.hidden),
+            activation=self.activation,
+            output=self.output,
+            cost_output=self.cost_output,
+            dropout=self.dropout,
+            free_options=list(self.free_options),
+        )
 
     def _check_x(self, x) -> torch.Tensor:
         _validate.tensor(x, "x")
         if x.dtype == torch.bool or x.is_complex():
             raise _validate.InputTypeError(f"bidfcl.models: expected real features x, got dtype {x.dtype}")
         if x.dim() != 2 or x.shape[1] != self.n_features:
-            raise _validate.InputError(f"bidfcl.models: expected x of shape [N, {self.n_features}], "
-                                       f"got {list(x.shape)}")
+            raise _validate.InputError(
+                f"bidfcl.models: expected x of shape [N, {self.n_features}], got {list(x.shape)}"
+            )
         return x
 
     @torch.no_grad()
@@ -161,7 +177,7 @@ class MultiHeadMLP(nn.Module):
         try:
             rs, cs = [], []
             for start in range(0, x.shape[0], batch_size):
-                r, c = self(x[start:start + batch_size])
+                r, c = self(x[start : start + batch_size])
                 rs.append(r)
                 cs.append(c)
             if not rs:

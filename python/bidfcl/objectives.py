@@ -34,9 +34,21 @@ from .data import UpliftDataset
 from .propensity import arm_counts, row_propensity
 from .solver import solve_mckp_rct
 
-__all__ = ["DecisionLoss", "DECISION_LOSSES", "register_decision_loss", "decision_loss_spec", "decision_losses_for",
-           "decision_loss_terms", "decision_loss", "rct_lam", "LAM_CAP", "lower_targets", "weighted_squared_error",
-           "gated_distillation", "lower_loss"]
+__all__ = [
+    "DecisionLoss",
+    "DECISION_LOSSES",
+    "register_decision_loss",
+    "decision_loss_spec",
+    "decision_losses_for",
+    "decision_loss_terms",
+    "decision_loss",
+    "rct_lam",
+    "LAM_CAP",
+    "lower_targets",
+    "weighted_squared_error",
+    "gated_distillation",
+    "lower_loss",
+]
 
 #: lam used when even the cheapest predicted policy overspends (the solve reports +inf)
 LAM_CAP = 1e6
@@ -60,23 +72,36 @@ class DecisionLoss:
 DECISION_LOSSES: dict[str, DecisionLoss] = {}
 
 
-def register_decision_loss(name: str, fn: Callable[..., torch.Tensor], *, kind: str, options: Sequence[str] = (),
-                           methods: Sequence[str] = ("dfcl", "bidfcl"), doc: str = "",
-                           replace: bool = False) -> DecisionLoss:
+def register_decision_loss(
+    name: str,
+    fn: Callable[..., torch.Tensor],
+    *,
+    kind: str,
+    options: Sequence[str] = (),
+    methods: Sequence[str] = ("dfcl", "bidfcl"),
+    doc: str = "",
+    replace: bool = False,
+) -> DecisionLoss:
     """Register ``fn`` as decision loss ``name`` (``kind`` "primal" or "dual"; ``options``: config
     keys it reads; ``methods``: methods that accept it). A second registration of a name raises
     ``ValueError`` unless ``replace``. Returns the :class:`DecisionLoss`."""
     if not isinstance(name, str) or not name or "-" in name:
-        raise ValueError(f"bidfcl.objectives: expected a decision-loss name as a non-empty string without '-' "
-                         f"(experiment presets are '<method>-<loss>'), got {name!r}")
+        raise ValueError(
+            f"bidfcl.objectives: expected a decision-loss name as a non-empty string without '-' "
+            f"(experiment presets are '<method>-<loss>'), got {name!r}"
+        )
     if not callable(fn):
-        raise TypeError(f"bidfcl.objectives: expected the function of decision loss {name!r} to be callable, "
-                        f"got {type(fn).__name__}")
+        raise TypeError(
+            f"bidfcl.objectives: expected the function of decision loss {name!r} to be callable, "
+            f"got {type(fn).__name__}"
+        )
     if kind not in KINDS:
         raise ValueError(f"bidfcl.objectives: expected kind in {list(KINDS)} for decision loss {name!r}, got {kind!r}")
     if kind == "dual" and "bidfcl" in methods:
-        raise ValueError(f"bidfcl.objectives: decision loss {name!r} is dual (a fixed multiplier grid); Bi-DFCL's "
-                         f"upper loss needs a primal one: leave 'bidfcl' out of methods")
+        raise ValueError(
+            f"bidfcl.objectives: decision loss {name!r} is dual (a fixed multiplier grid); Bi-DFCL's "
+            f"upper loss needs a primal one: leave 'bidfcl' out of methods"
+        )
     if name in DECISION_LOSSES and not replace:
         raise ValueError(f"bidfcl.objectives: decision loss {name!r} is already registered (pass replace=True)")
     spec = DecisionLoss(name, fn, kind, tuple(options), tuple(methods), doc)
@@ -97,16 +122,35 @@ def decision_loss_spec(name: str) -> DecisionLoss:
         raise ValueError(f"bidfcl: unknown decision loss {name!r} (registered: {', '.join(DECISION_LOSSES)})") from None
 
 
-register_decision_loss("ppl", losses.ppl_loss, kind="primal", options=("tau",),
-                       doc="softmax policy value at lam* (temperature tau)")
-register_decision_loss("pifd", losses.pifd_loss, kind="primal", options=("clip",),
-                       doc="exact policy value with flip finite differences at lam* (gap clip)")
-register_decision_loss("dpl", losses.dpl_loss, kind="dual", methods=("dfcl",),
-                       doc="DFCL dual policy loss over the multiplier grid lams")
-register_decision_loss("mer", losses.mer_loss, kind="dual", options=("tau",), methods=("dfcl",),
-                       doc="DFCL maximum-entropy regulariser over lams (temperature tau)")
-register_decision_loss("difd", losses.difd_loss, kind="dual", options=("clip",), methods=("dfcl",),
-                       doc="DFCL dual flip finite differences over lams (gap clip)")
+register_decision_loss(
+    "ppl", losses.ppl_loss, kind="primal", options=("tau",), doc="softmax policy value at lam* (temperature tau)"
+)
+register_decision_loss(
+    "pifd",
+    losses.pifd_loss,
+    kind="primal",
+    options=("clip",),
+    doc="exact policy value with flip finite differences at lam* (gap clip)",
+)
+register_decision_loss(
+    "dpl", losses.dpl_loss, kind="dual", methods=("dfcl",), doc="DFCL dual policy loss over the multiplier grid lams"
+)
+register_decision_loss(
+    "mer",
+    losses.mer_loss,
+    kind="dual",
+    options=("tau",),
+    methods=("dfcl",),
+    doc="DFCL maximum-entropy regulariser over lams (temperature tau)",
+)
+register_decision_loss(
+    "difd",
+    losses.difd_loss,
+    kind="dual",
+    options=("clip",),
+    methods=("dfcl",),
+    doc="DFCL dual flip finite differences over lams (gap clip)",
+)
 
 
 # -------------------------------------------------------------------------------- the RCT solve
@@ -126,23 +170,25 @@ def _rct_solve(r_hat, c_hat, batch: UpliftDataset, budget_per_capita, propensity
     lam* as one process on the union of the rows)."""
     r, c = r_hat.detach(), c_hat.detach().clamp_min(0.0)
     if parallel is None or not parallel.active:
-        sol = solve_mckp_rct(r, c, batch.treatment, batch.cost, budget_per_capita, propensity=propensity,
-                             check=statuses is None)
+        sol = solve_mckp_rct(
+            r, c, batch.treatment, batch.cost, budget_per_capita, propensity=propensity, check=statuses is None
+        )
         if statuses is not None:
             statuses.append(sol.status)
         return sol
     from .distributed import solve_mckp_rct as solve_sharded
 
-    return solve_sharded(r, c, batch.treatment, batch.cost, budget_per_capita, propensity=propensity,
-                         group=parallel.group)
+    return solve_sharded(
+        r, c, batch.treatment, batch.cost, budget_per_capita, propensity=propensity, group=parallel.group
+    )
 
 
-def rct_lam(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budget_per_capita,
-            parallel=None) -> torch.Tensor:
+def rct_lam(
+    r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, budget_per_capita, parallel=None
+) -> torch.Tensor:
     """lam* of the RCT-calibrated exact solve on detached predictions (finite: capped at ``LAM_CAP``;
     predicted costs below zero count as zero)."""
-    prop = batch.propensity if parallel is None or not parallel.active else \
-        _resolved_propensity(batch, r_hat, parallel)
+    prop = batch.propensity if parallel is None or not parallel.active else _resolved_propensity(batch, r_hat, parallel)
     sol = _rct_solve(r_hat, c_hat, batch, budget_per_capita, prop, parallel)
     return torch.nan_to_num(sol.lam, posinf=LAM_CAP).clamp(max=LAM_CAP)
 
@@ -153,8 +199,9 @@ _BUDGETS: dict = {}
 def _budget_tensor(budget_per_capita, device: torch.device) -> torch.Tensor:
     """The budget(s) as a float64 ``[K]`` tensor on ``device``, made once per (budgets, device): a
     host-to-device copy every step would synchronise with the GPU."""
-    values = tuple(float(b) for b in (budget_per_capita if isinstance(budget_per_capita, (list, tuple))
-                                      else [budget_per_capita]))
+    values = tuple(
+        float(b) for b in (budget_per_capita if isinstance(budget_per_capita, (list, tuple)) else [budget_per_capita])
+    )
     key = (values, str(device))
     if key not in _BUDGETS:
         if len(_BUDGETS) > 64:
@@ -173,9 +220,18 @@ def _lazy(loss_fn, statuses: Optional[list], *args, **kwargs) -> torch.Tensor:
 
 
 # -------------------------------------------------------------------------------- decision losses
-def decision_loss_terms(name: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *,
-                        options: Optional[dict] = None, lams=None, parallel=None, statuses: Optional[list] = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def decision_loss_terms(
+    name: str,
+    r_hat,
+    c_hat,
+    batch: UpliftDataset,
+    budget_per_capita,
+    *,
+    options: Optional[dict] = None,
+    lams=None,
+    parallel=None,
+    statuses: Optional[list] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Registered decision loss ``name`` on an RCT batch, as ``(loss, defined)`` tensors with no
     host synchronisation; ``options`` holds the keys the loss reads (e.g. ``{"tau": 1.0}``; missing
     ones take the function's defaults).
@@ -221,17 +277,28 @@ def decision_loss_terms(name: str, r_hat, c_hat, batch: UpliftDataset, budget_pe
     return loss, torch.ones((), dtype=torch.bool, device=loss.device)
 
 
-def decision_loss(name: str, r_hat, c_hat, batch: UpliftDataset, budget_per_capita, *, options: Optional[dict] = None,
-                  lams=None, parallel=None) -> Optional[torch.Tensor]:
+def decision_loss(
+    name: str,
+    r_hat,
+    c_hat,
+    batch: UpliftDataset,
+    budget_per_capita,
+    *,
+    options: Optional[dict] = None,
+    lams=None,
+    parallel=None,
+) -> Optional[torch.Tensor]:
     """:func:`decision_loss_terms` as one loss, or None where it is undefined (reads ``defined``)."""
-    loss, defined = decision_loss_terms(name, r_hat, c_hat, batch, budget_per_capita, options=options, lams=lams,
-                                        parallel=parallel)
+    loss, defined = decision_loss_terms(
+        name, r_hat, c_hat, batch, budget_per_capita, options=options, lams=lams, parallel=parallel
+    )
     return loss if bool(defined) else None
 
 
 # -------------------------------------------------------------------------------- Bi-DFCL lower loss
-def lower_targets(batch: UpliftDataset, teach_r, teach_c, gate_r_logit, gate_c_logit, mode: str = "gate",
-                  gate_factual: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def lower_targets(
+    batch: UpliftDataset, teach_r, teach_c, gate_r_logit, gate_c_logit, mode: str = "gate", gate_factual: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets ``y`` and weights ``W`` ``[N, 2M]`` (revenue cells first) of the lower loss
     ``L_low = mean_i sum_j W[i, j] (o[i, j] - y[i, j])^2``, ``o = [r_hat | c_hat]``.
 
@@ -262,8 +329,16 @@ def weighted_squared_error(outputs: torch.Tensor, targets: torch.Tensor, weights
     return (weights * (outputs - targets) ** 2).sum(1).mean()
 
 
-def gated_distillation(outputs: torch.Tensor, gate_r_logit, gate_c_logit, batch: UpliftDataset, teach_r, teach_c,
-                       mode: str = "gate", gate_factual: bool = False) -> torch.Tensor:
+def gated_distillation(
+    outputs: torch.Tensor,
+    gate_r_logit,
+    gate_c_logit,
+    batch: UpliftDataset,
+    teach_r,
+    teach_c,
+    mode: str = "gate",
+    gate_factual: bool = False,
+) -> torch.Tensor:
     """Bi-DFCL's lower loss of the concatenated outputs ``o = [r_hat | c_hat]`` ``[N, 2M]``: the
     :func:`weighted_squared_error` of :func:`lower_targets` (the one formula every caller uses: the
     target's steps, the inner solve and the hypergradient's :class:`bidfcl.implicit.CompositeLoss`)."""
@@ -271,8 +346,18 @@ def gated_distillation(outputs: torch.Tensor, gate_r_logit, gate_c_logit, batch:
     return weighted_squared_error(outputs, y, w)
 
 
-def lower_loss(r_hat, c_hat, gate_r_logit, gate_c_logit, batch: UpliftDataset, teach_r, teach_c,
-               mode: str = "gate", gate_factual: bool = False) -> torch.Tensor:
+def lower_loss(
+    r_hat,
+    c_hat,
+    gate_r_logit,
+    gate_c_logit,
+    batch: UpliftDataset,
+    teach_r,
+    teach_c,
+    mode: str = "gate",
+    gate_factual: bool = False,
+) -> torch.Tensor:
     """:func:`gated_distillation` of the heads' outputs ``r_hat``, ``c_hat`` ``[N, M]``."""
-    return gated_distillation(torch.cat([r_hat, c_hat], 1), gate_r_logit, gate_c_logit, batch, teach_r, teach_c,
-                              mode, gate_factual)
+    return gated_distillation(
+        torch.cat([r_hat, c_hat], 1), gate_r_logit, gate_c_logit, batch, teach_r, teach_c, mode, gate_factual
+    )

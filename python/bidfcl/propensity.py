@@ -72,8 +72,9 @@ def _count(safe: torch.Tensor, num_options: int) -> torch.Tensor:
     return torch.zeros(num_options, dtype=_F64, device=safe.device).index_add(0, safe, ones)
 
 
-def arm_propensity(treatment: torch.Tensor, num_options: int, dtype: torch.dtype, *,
-                   counts: Optional[torch.Tensor] = None) -> torch.Tensor:
+def arm_propensity(
+    treatment: torch.Tensor, num_options: int, dtype: torch.dtype, *, counts: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Per-row propensity from arm shares: ``p_i = N_{t_i} / sum_j N_j``, ``[N]`` in ``dtype``.
 
     ``counts``: the arm counts ``N_j`` ``[M]`` to take the shares from (e.g. those of every rank's
@@ -88,8 +89,9 @@ def arm_propensity(treatment: torch.Tensor, num_options: int, dtype: torch.dtype
     else:
         counts = _validate.tensor(counts, "counts")
         if counts.shape != (num_options,):
-            raise _validate.InputError(f"bidfcl: counts must have shape [M={num_options}] (rows per arm), got "
-                                       f"{list(counts.shape)}")
+            raise _validate.InputError(
+                f"bidfcl: counts must have shape [M={num_options}] (rows per arm), got {list(counts.shape)}"
+            )
         counts = counts.to(device=treatment.device, dtype=_F64)
         total = counts.sum().clamp_min(1.0)
     return (counts / total).to(dtype).index_select(0, safe)  # round the M shares once, then look them up
@@ -100,14 +102,16 @@ def _as_tensor(propensity, dtype: torch.dtype, device: torch.device) -> torch.Te
     if isinstance(propensity, (list, tuple)):
         if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in propensity):
             bad = next(v for v in propensity if not (isinstance(v, numbers.Real) and not isinstance(v, bool)))
-            raise _validate.InputTypeError(f"bidfcl: propensity as a list must hold numbers (probabilities), got "
-                                           f"{type(bad).__name__} {bad!r}")
+            raise _validate.InputTypeError(
+                f"bidfcl: propensity as a list must hold numbers (probabilities), got {type(bad).__name__} {bad!r}"
+            )
         return torch.tensor([float(v) for v in propensity], dtype=dtype, device=device)
     if isinstance(propensity, numbers.Number) and not isinstance(propensity, torch.Tensor):
         raise _validate.InputTypeError(
             f"bidfcl: propensity must be None, a per-row [N] or a per-arm [M] tensor of probabilities, got "
             f"{type(propensity).__name__} {propensity!r} (for one propensity p on every row pass the per-arm "
-            f"tensor [p] * M or torch.full((N,), p))")
+            f"tensor [p] * M or torch.full((N,), p))"
+        )
     return _validate.tensor(propensity, "propensity")
 
 
@@ -117,16 +121,25 @@ def _shape_error(p: torch.Tensor, n: int, m: Optional[int]) -> _validate.InputEr
     if p.dim() == 0:
         hint = " (a 0-d tensor: for one propensity p on every row pass torch.full((N,), p))"
     elif p.dim() == 2 and p.shape[0] == n:
-        hint = (" (a [N, M] matrix of every arm's probability: pass the logged arm's column, "
-                "p[torch.arange(N), treatment])")
+        hint = (
+            " (a [N, M] matrix of every arm's probability: pass the logged arm's column, p[torch.arange(N), treatment])"
+        )
     elif p.dim() == 1 and m is None:
         hint = f" (a per-arm vector has at most bidfcl.MAX_OPTIONS = {MAX_OPTIONS} entries)"
-    return _validate.InputError(f"bidfcl: propensity must be None, per-row [N={n}] or per-arm [{arms}], got shape "
-                                f"{list(p.shape)}{hint}")
+    return _validate.InputError(
+        f"bidfcl: propensity must be None, per-row [N={n}] or per-arm [{arms}], got shape {list(p.shape)}{hint}"
+    )
 
 
-def row_propensity(propensity, treatment: torch.Tensor, *, num_options: Optional[int] = None,
-                   dtype: torch.dtype = _F64, device=None, counts: Optional[torch.Tensor] = None) -> torch.Tensor:
+def row_propensity(
+    propensity,
+    treatment: torch.Tensor,
+    *,
+    num_options: Optional[int] = None,
+    dtype: torch.dtype = _F64,
+    device=None,
+    counts: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """The propensity of each row's own arm, ``p_i`` ``[N]``, from any accepted form (module docstring).
 
     Args:
@@ -159,17 +172,23 @@ def row_propensity(propensity, treatment: torch.Tensor, *, num_options: Optional
         return arm_propensity(treatment, num_options, dtype, counts=counts).to(device)
     p = _as_tensor(propensity, dtype, device)
     if not p.is_floating_point():
-        raise _validate.InputTypeError(f"bidfcl: propensity must be a float tensor of probabilities, "
-                                       f"got dtype {p.dtype}")
+        raise _validate.InputTypeError(
+            f"bidfcl: propensity must be a float tensor of probabilities, got dtype {p.dtype}"
+        )
     if p.dim() == 1 and p.shape[0] == n:  # per row (wins when N == M)
         return p.to(device=device, dtype=dtype)
-    if p.dim() != 1 or (num_options is not None and p.shape[0] != num_options) \
-            or (num_options is None and p.shape[0] > MAX_OPTIONS):
+    if (
+        p.dim() != 1
+        or (num_options is not None and p.shape[0] != num_options)
+        or (num_options is None and p.shape[0] > MAX_OPTIONS)
+    ):
         raise _shape_error(p, n, num_options)
     m = p.shape[0]
     if num_options is None:  # M comes from the vector: the labels have not been checked against it
         i = _validate.first_row(treatment >= m)
         if i is not None:
-            raise _validate.InputError(f"bidfcl: treatment must be in [0, M) = [0, {m}) for a per-arm propensity, "
-                                       f"got {int(treatment[i])} at row {i}")
+            raise _validate.InputError(
+                f"bidfcl: treatment must be in [0, M) = [0, {m}) for a per-arm propensity, "
+                f"got {int(treatment[i])} at row {i}"
+            )
     return p.to(device=device, dtype=dtype).index_select(0, _clamped(treatment.to(device), m))

@@ -39,8 +39,8 @@ from typing import NamedTuple
 import torch
 
 from . import _validate
-from ._ops import ops
 from ._constants import BUDGET_SLACK  # noqa: F401  (re-exported: bidfcl.solver.BUDGET_SLACK)
+from ._ops import ops
 from ._validate import call_op
 from .propensity import arm_propensity, row_propensity  # noqa: F401  (arm_propensity: public here before)
 
@@ -63,7 +63,6 @@ class _Checked:
 
 
 class _MckpFields(NamedTuple):
-
     lam: torch.Tensor  #: multiplier lam* (input dtype); +inf where infeasible
     choice: torch.Tensor  #: int64 option per individual
     spend: torch.Tensor  #: float64 total cost of ``choice``
@@ -79,7 +78,6 @@ class MckpSolution(_Checked, _MckpFields):
 
 
 class _RctFields(NamedTuple):
-
     lam: torch.Tensor  #: multiplier lam* (input dtype); +inf where infeasible
     choice: torch.Tensor  #: int64 option per individual (from the predicted values and costs)
     spend: torch.Tensor  #: float64 IPW estimate of the per-capita spend of ``choice``
@@ -108,7 +106,9 @@ def _budgets(budget, values: torch.Tensor) -> tuple[torch.Tensor, bool]:
     compare spends against ``budget * (1 + BUDGET_SLACK)`` themselves (``_reference.budget_limit``)."""
     if isinstance(budget, torch.Tensor):
         if budget.dtype == torch.bool or budget.is_complex():
-            raise _validate.InputTypeError(f"bidfcl: budget must be a number or a 1-D real tensor, got dtype {budget.dtype}")
+            raise _validate.InputTypeError(
+                f"bidfcl: budget must be a number or a 1-D real tensor, got dtype {budget.dtype}"
+            )
         scalar = budget.dim() == 0
         b = budget.detach().reshape(1) if scalar else budget.detach()
         b = b.to(device=values.device, dtype=torch.float64)
@@ -139,8 +139,16 @@ def _lazily(result, status: torch.Tensor):
     return result
 
 
-def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, *, method: str = "exact",
-               max_iter: int = 50, tol: float = 1e-6, check: bool = True) -> MckpSolution:
+def solve_mckp(
+    values: torch.Tensor,
+    costs: torch.Tensor,
+    budget,
+    *,
+    method: str = "exact",
+    max_iter: int = 50,
+    tol: float = 1e-6,
+    check: bool = True,
+) -> MckpSolution:
     """Solve ``max sum r[i, choice_i]  s.t.  sum c[i, choice_i] <= budget`` for one or many budgets.
 
     Args:
@@ -163,8 +171,10 @@ def solve_mckp(values: torch.Tensor, costs: torch.Tensor, budget, *, method: str
     check = _check_flag(check)
     budgets, scalar = _budgets(budget, values)
     if not check and method != "exact":
-        raise ValueError(f"bidfcl: check=False needs method='exact' (bisection reads the spend on the host at every "
-                         f"step), got method={method!r}")
+        raise ValueError(
+            f"bidfcl: check=False needs method='exact' (bisection reads the spend on the host at every "
+            f"step), got method={method!r}"
+        )
     if not check:
         status = call_op(ops.validate_mckp, values, costs, budgets, None, None, None)
         out = call_op(ops.solve_mckp, values, costs, budgets, False)
@@ -191,8 +201,16 @@ def budget_frontier(values: torch.Tensor, costs: torch.Tensor) -> Frontier:
     return Frontier(*call_op(ops.budget_frontier, values, costs))
 
 
-def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.Tensor, cost_obs: torch.Tensor,
-                   budget_per_capita, propensity=None, *, check: bool = True) -> RctSolution:
+def solve_mckp_rct(
+    values: torch.Tensor,
+    costs: torch.Tensor,
+    treatment: torch.Tensor,
+    cost_obs: torch.Tensor,
+    budget_per_capita,
+    propensity=None,
+    *,
+    check: bool = True,
+) -> RctSolution:
     """RCT-calibrated allocation (the paper's Alg. 2 as used for training and evaluation), exact.
 
     Choices come from the predicted ``values``/``costs``; the spend of a policy is estimated from the
@@ -217,8 +235,9 @@ def solve_mckp_rct(values: torch.Tensor, costs: torch.Tensor, treatment: torch.T
     values, costs = _as_tensor(values, "values"), _as_tensor(costs, "costs")
     treatment, cost_obs = _as_tensor(treatment, "treatment"), _as_tensor(cost_obs, "cost_obs")
     if values.dim() != 2:
-        raise _validate.InputError(f"bidfcl: values must be 2-D [N individuals, M options], got shape "
-                                   f"{list(values.shape)}")
+        raise _validate.InputError(
+            f"bidfcl: values must be 2-D [N individuals, M options], got shape {list(values.shape)}"
+        )
     n, m = values.shape
     check = _check_flag(check)
     treatment = _validate.treatment(treatment, n=n, m=m, length_of="individual (row of values)", check_labels=check)

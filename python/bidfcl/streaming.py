@@ -76,7 +76,9 @@ def _pyarrow():
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
     except ImportError:
-        raise StreamingInputError("reading Parquet/CSV needs pyarrow: pip install 'bidfcl[data]' (or pyarrow)") from None
+        raise StreamingInputError(
+            "reading Parquet/CSV needs pyarrow: pip install 'bidfcl[data]' (or pyarrow)"
+        ) from None
     return pa, pacsv, pq
 
 
@@ -158,8 +160,11 @@ def _features(table, columns: list[str], path: str, row0: int) -> torch.Tensor:
         col = col.astype(np.float64)
         bad = ~np.isfinite(col)
         if bad.any():
-            raise StreamingInputError(f"column {c!r} of {path} has missing or non-finite values "
-                                      f"(first at row {row0 + int(np.flatnonzero(bad)[0])})", True)
+            raise StreamingInputError(
+                f"column {c!r} of {path} has missing or non-finite values "
+                f"(first at row {row0 + int(np.flatnonzero(bad)[0])})",
+                True,
+            )
         cols.append(col)
     x = np.stack(cols, axis=1) if cols else np.zeros((table.num_rows, 0))
     return torch.from_numpy(x)
@@ -199,8 +204,12 @@ class _Spill:
         size = np.dtype(np_dtype).itemsize
         out = []
         for name in ("r", "c"):
-            arr = np.fromfile(os.path.join(self.folder, f"{name}.bin"), dtype=np_dtype, count=(b - a) * self.m,
-                              offset=a * self.m * size)
+            arr = np.fromfile(
+                os.path.join(self.folder, f"{name}.bin"),
+                dtype=np_dtype,
+                count=(b - a) * self.m,
+                offset=a * self.m * size,
+            )
             out.append(torch.from_numpy(arr.reshape(b - a, self.m)))
         return out[0], out[1]
 
@@ -232,10 +241,20 @@ def _part_path(output: str, rank: int, size: int) -> str:
     return f"{stem}.rank{rank}-of-{size}{ext}"
 
 
-def allocate_file(model, input_path: str, output_path: str, features: list[str], *, budget: float | None = None,
-                  total_budget: float | None = None, id_column: str | None = None,
-                  chunk_rows: int = DEFAULT_CHUNK_ROWS, spill_dir: str | None = None, comm=None,
-                  label: str = "input") -> dict:
+def allocate_file(
+    model,
+    input_path: str,
+    output_path: str,
+    features: list[str],
+    *,
+    budget: float | None = None,
+    total_budget: float | None = None,
+    id_column: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    spill_dir: str | None = None,
+    comm=None,
+    label: str = "input",
+) -> dict:
     """Allocate a budget over the users of a Parquet/CSV file in bounded memory; write the plan.
 
     Args:
@@ -264,8 +283,10 @@ def allocate_file(model, input_path: str, output_path: str, features: list[str],
     row_range = None
     if comm.size > 1:
         if not _is_parquet(input_path):
-            raise StreamingInputError(f"{input_path}: under torchrun the input must be Parquet (ranks read row ranges "
-                                      f"of it); convert the CSV first")
+            raise StreamingInputError(
+                f"{input_path}: under torchrun the input must be Parquet (ranks read row ranges "
+                f"of it); convert the CSV first"
+            )
         n_all = pq.ParquetFile(input_path).metadata.num_rows
         blocks = -(-n_all // PREDICT_BLOCK)
         lo = min(n_all, (blocks * comm.rank // comm.size) * PREDICT_BLOCK)
@@ -306,8 +327,18 @@ def allocate_file(model, input_path: str, output_path: str, features: list[str],
                 yield _events(*spill.chunk(q), rank_bits | q)[0]
 
         sel: dict = {}
-        (cut,) = select_cuts(segments, comm, budgets.tolist(), base, kmin, kmax, monotone=True, nbins=NUM_BINS,
-                             cap=CANDIDATE_CAP, stats=sel)
+        (cut,) = select_cuts(
+            segments,
+            comm,
+            budgets.tolist(),
+            base,
+            kmin,
+            kmax,
+            monotone=True,
+            nbins=NUM_BINS,
+            cap=CANDIDATE_CAP,
+            stats=sel,
+        )
 
         # pass 2: choices per chunk, plan written incrementally
         out_path = _part_path(output_path, comm.rank, comm.size)
@@ -335,23 +366,45 @@ def allocate_file(model, input_path: str, output_path: str, features: list[str],
                 cols["expected_spend"] = pa.array(c[rows, choice].to(torch.float64).numpy())
                 part = pa.table(cols)
                 if writer is None:
-                    writer = (pq.ParquetWriter(out_path, part.schema) if fmt == "parquet"
-                              else pacsv.CSVWriter(out_path, part.schema))
+                    writer = (
+                        pq.ParquetWriter(out_path, part.schema)
+                        if fmt == "parquet"
+                        else pacsv.CSVWriter(out_path, part.schema)
+                    )
                 writer.write_table(part.cast(writer.schema) if fmt == "parquet" else part)
             if writer is None:  # an empty rank still writes its (empty) part
-                empty = pa.table({(id_column or "row"): pa.array([], pa.int64()), "option": pa.array([], pa.int64()),
-                                  "expected_revenue": pa.array([], pa.float64()),
-                                  "expected_spend": pa.array([], pa.float64())})
+                empty = pa.table(
+                    {
+                        (id_column or "row"): pa.array([], pa.int64()),
+                        "option": pa.array([], pa.int64()),
+                        "expected_revenue": pa.array([], pa.float64()),
+                        "expected_spend": pa.array([], pa.float64()),
+                    }
+                )
                 (pq.write_table if fmt == "parquet" else pacsv.write_csv)(empty, out_path)
         finally:
             if writer is not None:
                 writer.close()
         totals = comm.all_reduce(torch.tensor([spend, value], dtype=torch.float64))
         counts = comm.all_reduce(counts)
-        stats = {"bytes": comm.bytes, "collectives": comm.collectives, "rounds": sel.get("rounds", 0),
-                 "ranks": comm.size}
-        return {"n": n_total, "total_budget": total, "lam": float(cut.lam(dtype)), "feasible": cut.kind != "infeasible",
-                "spend": float(totals[0]), "value": float(totals[1]), "counts": counts.tolist(),
-                "outputs": [out_path], "chunks": len(spill.bounds), "chunk_rows": chunk, "stats": stats}
+        stats = {
+            "bytes": comm.bytes,
+            "collectives": comm.collectives,
+            "rounds": sel.get("rounds", 0),
+            "ranks": comm.size,
+        }
+        return {
+            "n": n_total,
+            "total_budget": total,
+            "lam": float(cut.lam(dtype)),
+            "feasible": cut.kind != "infeasible",
+            "spend": float(totals[0]),
+            "value": float(totals[1]),
+            "counts": counts.tolist(),
+            "outputs": [out_path],
+            "chunks": len(spill.bounds),
+            "chunk_rows": chunk,
+            "stats": stats,
+        }
     finally:
         shutil.rmtree(folder, ignore_errors=True)

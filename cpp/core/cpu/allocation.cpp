@@ -242,8 +242,7 @@ Status resource_line_search(const AllocationInput<T>& in, const double* lam, int
 // Capacity coordinate of option o: margins d_i of option o over the user's best other eligible
 // option (scores without mu_o); lam* is the (cap + 1)-th largest margin, or 0.
 template <typename T>
-Status capacity_line_search(const AllocationInput<T>& in, const double* lam, int64_t o, double cap,
-                            double* lam_out) {
+Status capacity_line_search(const AllocationInput<T>& in, const double* lam, int64_t o, double cap, double* lam_out) {
   const int64_t m = in.m, n = in.n;
   const int64_t j = in.k + o;
   const int64_t limit = cap >= double(n) ? n : static_cast<int64_t>(std::floor(cap));
@@ -627,9 +626,9 @@ Status run_allocation_repair_cpu(const AllocationRepairParams<T>& p) {
 }
 
 #define BIDFCL_INSTANTIATE(T)                                                              \
-  template Status run_allocation_policy_cpu<T>(const AllocationPolicyParams<T>&);              \
-  template Status run_allocation_line_search_cpu<T>(const AllocationLineSearchParams<T>&);     \
-  template Status run_allocation_repair_cpu<T>(const AllocationRepairParams<T>&);           \
+  template Status run_allocation_policy_cpu<T>(const AllocationPolicyParams<T>&);          \
+  template Status run_allocation_line_search_cpu<T>(const AllocationLineSearchParams<T>&); \
+  template Status run_allocation_repair_cpu<T>(const AllocationRepairParams<T>&);          \
   template Status run_allocation_smoothed_cpu<T>(const AllocationSmoothedParams<T>&);
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)

@@ -400,10 +400,10 @@ Status pifd_loss_gradient_cpu(const PifdGradientParams<T>& p) {
   return st;
 }
 
-#define BIDFCL_INSTANTIATE(T)                                                  \
-  template Status ppl_loss_forward_cpu<T>(const PplLossParams<T>&);            \
-  template Status ppl_loss_gradient_cpu<T>(const PplGradientParams<T>&);       \
-  template Status pifd_loss_forward_cpu<T>(const PifdLossParams<T>&);          \
+#define BIDFCL_INSTANTIATE(T)                                            \
+  template Status ppl_loss_forward_cpu<T>(const PplLossParams<T>&);      \
+  template Status ppl_loss_gradient_cpu<T>(const PplGradientParams<T>&); \
+  template Status pifd_loss_forward_cpu<T>(const PifdLossParams<T>&);    \
   template Status pifd_loss_gradient_cpu<T>(const PifdGradientParams<T>&);
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)

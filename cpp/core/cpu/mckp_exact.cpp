@@ -44,7 +44,8 @@ std::vector<std::vector<StepRef<T>>> gather_buckets(const MckpInput<T>& in, cons
     size_t total = 0;
     for (int64_t ch = 0; ch < nc; ++ch) total += per_chunk[ch][sl].size();
     out[sl].reserve(total);
-    for (int64_t ch = 0; ch < nc; ++ch) out[sl].insert(out[sl].end(), per_chunk[ch][sl].begin(), per_chunk[ch][sl].end());
+    for (int64_t ch = 0; ch < nc; ++ch)
+      out[sl].insert(out[sl].end(), per_chunk[ch][sl].begin(), per_chunk[ch][sl].end());
     std::sort(out[sl].begin(), out[sl].end(), order_before<T>);
   }
   return out;

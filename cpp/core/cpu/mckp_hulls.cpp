@@ -59,8 +59,7 @@ std::vector<PolicyTotals> apply_cuts(const MckpInput<T>& in, const Pass1<T>& p1,
   const int64_t nc = p1.chunks.num_chunks, m = in.m, n = in.n;
   const int64_t k = static_cast<int64_t>(cuts.size());
   std::vector<double> lams(k);
-  for (int64_t q = 0; q < k; ++q)
-    lams[q] = cuts[q].infeasible || cuts[q].take_all ? 0.0 : double(cuts[q].lam);
+  for (int64_t q = 0; q < k; ++q) lams[q] = cuts[q].infeasible || cuts[q].take_all ? 0.0 : double(cuts[q].lam);
   std::vector<PolicyTotals> parts(nc * k);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
     PolicyTotals* acc = parts.data() + ch * k;
@@ -86,8 +85,8 @@ std::vector<PolicyTotals> apply_cuts(const MckpInput<T>& in, const Pass1<T>& p1,
   return totals;
 }
 
-#define BIDFCL_INSTANTIATE(T)                                                                            \
-  template Status build_hulls<T>(const MckpInput<T>&, Pass1<T>&, bool);                                  \
+#define BIDFCL_INSTANTIATE(T)                                                                                        \
+  template Status build_hulls<T>(const MckpInput<T>&, Pass1<T>&, bool);                                              \
   template std::vector<PolicyTotals> apply_cuts<T>(const MckpInput<T>&, const Pass1<T>&, const std::vector<Cut<T>>&, \
                                                    int64_t*);
 BIDFCL_INSTANTIATE(float)

@@ -106,8 +106,7 @@ inline int build_hull(const T* r, const T* c, int m, uint8_t* out, uint8_t* orde
     for (int j = 0; j < m; ++j) {
       const T cj = c[j], rj = r[j];
       int rank = 0;
-      for (int k = 0; k < m; ++k)
-        rank += (c[k] < cj) | ((c[k] == cj) & ((r[k] > rj) | ((r[k] == rj) & (k < j))));
+      for (int k = 0; k < m; ++k) rank += (c[k] < cj) | ((c[k] == cj) & ((r[k] > rj) | ((r[k] == rj) & (k < j))));
       order[rank] = static_cast<uint8_t>(j);
     }
   } else {

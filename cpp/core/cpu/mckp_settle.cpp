@@ -175,8 +175,8 @@ template <typename T, typename HullFn>
 // Settles rows [begin, end) or builds their hulls (see the comment on the fast path above).
 // Sums run over the rows in order, settled or not: the totals do not depend on the kernel.
 template <typename T, typename K>
-[[gnu::always_inline]] inline void classify_rows(const MckpInput<T>& in, int64_t begin, int64_t end, const Bracket<T>& br,
-                          BracketChunk<T>& o, int64_t* choice) {
+[[gnu::always_inline]] inline void classify_rows(const MckpInput<T>& in, int64_t begin, int64_t end,
+                                                 const Bracket<T>& br, BracketChunk<T>& o, int64_t* choice) {
   const int64_t m = in.m;
   const int mm = static_cast<int>(m);
   const typename K::Consts consts = K::consts(br.lo_m, br.hi_m, br.mid);
@@ -348,7 +348,7 @@ template <typename A, int M>
 
 template <typename T, int M>
 __attribute__((noinline)) int build_hull_avx2_entry(const T* r, const T* c, int m, uint8_t* out, uint8_t* order,
-                                                   T* bp) {
+                                                    T* bp) {
   using A = std::conditional_t<std::is_same_v<T, float>, Avx2F32, Avx2F64>;
   return build_hull_avx2<A, M>(r, c, m, out, order, bp);
 }
@@ -372,8 +372,8 @@ template <typename A>
 // per row); the rows a vector cannot fill at the end of the chunk take the scalar kernel.
 template <typename A, int M>
 [[gnu::always_inline]] inline void classify_rows_avx2(const MckpInput<typename A::T>& in, int64_t begin, int64_t end,
-                                                      const Bracket<typename A::T>& br,
-                                                      BracketChunk<typename A::T>& o, int64_t* choice) {
+                                                      const Bracket<typename A::T>& br, BracketChunk<typename A::T>& o,
+                                                      int64_t* choice) {
   using T = typename A::T;
   using V = typename A::V;
   constexpr int W = A::W;
@@ -389,23 +389,23 @@ template <typename A, int M>
   bool flagged = false;
   // Settled rows add their choice to the sums; undecided rows go to the hull (after check_row, so
   // that no invalid row reaches it). Plain locals and return values keep the sums in registers.
-#define BIDFCL_SETTLE(row, option)                           \
-  do {                                                       \
-    const int64_t i_ = (row);                                \
-    const int j_ = (option);                                 \
-    choice[i_] = j_;                                         \
-    const double cost_ = double(in.costs[i_ * M + j_]);      \
-    spend_hi += cost_;                                       \
-    settled_cost += cost_;                                   \
-    settled_value += double(in.values[i_ * M + j_]);         \
+#define BIDFCL_SETTLE(row, option)                      \
+  do {                                                  \
+    const int64_t i_ = (row);                           \
+    const int j_ = (option);                            \
+    choice[i_] = j_;                                    \
+    const double cost_ = double(in.costs[i_ * M + j_]); \
+    spend_hi += cost_;                                  \
+    settled_cost += cost_;                              \
+    settled_value += double(in.values[i_ * M + j_]);    \
   } while (0)
-#define BIDFCL_UNSETTLE(row)                                                               \
-  do {                                                                                     \
-    const int64_t i_ = (row);                                                              \
-    const T* r_ = in.values + i_ * M;                                                      \
-    const T* c_ = in.costs + i_ * M;                                                       \
-    if (!check_row(r_, c_, i_, M).ok()) flagged = true;                                    \
-    else spend_hi += unsettled_row(r_, c_, i_, M, br, o, build_hull_avx2<A, M>);           \
+#define BIDFCL_UNSETTLE(row)                                                     \
+  do {                                                                           \
+    const int64_t i_ = (row);                                                    \
+    const T* r_ = in.values + i_ * M;                                            \
+    const T* c_ = in.costs + i_ * M;                                             \
+    if (!check_row(r_, c_, i_, M).ok()) flagged = true;                          \
+    else spend_hi += unsettled_row(r_, c_, i_, M, br, o, build_hull_avx2<A, M>); \
   } while (0)
   const int64_t vec_end = begin + (end - begin) / R * R;
   int64_t i = begin;
@@ -423,11 +423,13 @@ template <typename A, int M>
       const unsigned first = A::bits(is_max);
       constexpr unsigned full = (1u << M) - 1;
       if (good == (1u << W) - 1) {  // the common case: every row of the vector settled
-        for (int g = 0; g < R; ++g) BIDFCL_SETTLE(i + g, std::countr_zero(((first >> (g * M)) & full) | (1u << (M - 1))));
+        for (int g = 0; g < R; ++g)
+          BIDFCL_SETTLE(i + g, std::countr_zero(((first >> (g * M)) & full) | (1u << (M - 1))));
         continue;
       }
       for (int g = 0; g < R && !flagged; ++g) {
-        if (((good >> (g * M)) & full) == full) BIDFCL_SETTLE(i + g, std::countr_zero(((first >> (g * M)) & full) | (1u << (M - 1))));
+        if (((good >> (g * M)) & full) == full)
+          BIDFCL_SETTLE(i + g, std::countr_zero(((first >> (g * M)) & full) | (1u << (M - 1))));
         else BIDFCL_UNSETTLE(i + g);
       }
     } else {
@@ -503,7 +505,6 @@ inline bool use_avx2() {
 }
 #endif
 
-
 // Option counts with an AVX2 kernel: those that fill whole vectors, up to 16.
 template <typename T, int M>
 constexpr bool kHasAvx2Kernel = M >= 2 && M <= 16 && ((32 / int(sizeof(T))) % M == 0 || M % (32 / int(sizeof(T))) == 0);
@@ -548,23 +549,24 @@ void classify_chunk(const MckpInput<T>& in, int64_t begin, int64_t end, const Br
     if (use_avx2()) return classify_rows_avx2_entry<T, M>(in, begin, end, br, o, choice);
   }
 #endif
-  if constexpr (M > 0 && M % (16 / sizeof(T)) == 0) classify_rows<T, VecRowKernels<T, M>>(in, begin, end, br, o, choice);
+  if constexpr (M > 0 && M % (16 / sizeof(T)) == 0)
+    classify_rows<T, VecRowKernels<T, M>>(in, begin, end, br, o, choice);
   else classify_rows<T, RowKernels<T, M>>(in, begin, end, br, o, choice);
 }
 
-#define BIDFCL_INSTANTIATE_M(T, M)                                                                        \
+#define BIDFCL_INSTANTIATE_M(T, M)                                                                               \
   template void classify_chunk<T, M>(const MckpInput<T>&, int64_t, int64_t, const Bracket<T>&, BracketChunk<T>&, \
                                      int64_t*);
-#define BIDFCL_INSTANTIATE(T)      \
+#define BIDFCL_INSTANTIATE(T)                       \
   template HullBuilder<T> hull_builder<T>(int64_t); \
-  BIDFCL_INSTANTIATE_M(T, 0)       \
-  BIDFCL_INSTANTIATE_M(T, 2)       \
-  BIDFCL_INSTANTIATE_M(T, 3)       \
-  BIDFCL_INSTANTIATE_M(T, 4)       \
-  BIDFCL_INSTANTIATE_M(T, 5)       \
-  BIDFCL_INSTANTIATE_M(T, 6)       \
-  BIDFCL_INSTANTIATE_M(T, 8)       \
-  BIDFCL_INSTANTIATE_M(T, 12)      \
+  BIDFCL_INSTANTIATE_M(T, 0)                        \
+  BIDFCL_INSTANTIATE_M(T, 2)                        \
+  BIDFCL_INSTANTIATE_M(T, 3)                        \
+  BIDFCL_INSTANTIATE_M(T, 4)                        \
+  BIDFCL_INSTANTIATE_M(T, 5)                        \
+  BIDFCL_INSTANTIATE_M(T, 6)                        \
+  BIDFCL_INSTANTIATE_M(T, 8)                        \
+  BIDFCL_INSTANTIATE_M(T, 12)                       \
   BIDFCL_INSTANTIATE_M(T, 16)
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)

@@ -23,7 +23,8 @@ constexpr int kRowBlocks = 256;  // fixed grid of the row reductions
 constexpr unsigned long long kNoError = ~0ull;
 
 void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("bidfcl: CUDA error in ") + what + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess)
+    throw std::runtime_error(std::string("bidfcl: CUDA error in ") + what + ": " + cudaGetErrorString(e));
 }
 
 template <typename V>
@@ -162,13 +163,14 @@ Status allocation_check_row_host(const AllocationInput<T>& in, int64_t row) {
     for (int64_t j = 0; j < m; ++j) any |= in.eligible[j];
     if (!any) return {Code::kNoEligibleOption, row, -1, 0.0};
   }
-  if (in.groups && (in.groups[0] < 0 || in.groups[0] >= in.g)) return {Code::kBadGroup, row, in.g, double(in.groups[0])};
+  if (in.groups && (in.groups[0] < 0 || in.groups[0] >= in.g))
+    return {Code::kBadGroup, row, in.g, double(in.groups[0])};
   return Status::Ok();
 }
 
 template <typename T>
 Status run_allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int64_t* group_perm,
-                              const int64_t* group_offsets, DeviceWorkspace& ws, cudaStream_t stream) {
+                                  const int64_t* group_offsets, DeviceWorkspace& ws, cudaStream_t stream) {
   const AllocationInput<T>& in = p.in;
   const int64_t n = in.n, m = in.m, k = in.k, rows = k + 2;
   double* terms = take<double>(ws, rows * n);
@@ -218,9 +220,9 @@ Status run_allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int6
   return Status::Ok();
 }
 
-#define BIDFCL_INSTANTIATE(T)                                                                                  \
+#define BIDFCL_INSTANTIATE(T)                                                                                     \
   template Status run_allocation_policy_cuda<T>(const AllocationPolicyParams<T>&, const int64_t*, const int64_t*, \
-                                            DeviceWorkspace&, cudaStream_t);                                  \
+                                                DeviceWorkspace&, cudaStream_t);                                  \
   template Status allocation_check_row_host<T>(const AllocationInput<T>&, int64_t);
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)

@@ -111,7 +111,7 @@ __device__ void for_gradient_rows(const DecisionBatch<T>& in, T* gr_all, T* gc_a
 
 template <typename T>
 __global__ void ppl_gradient_kernel(DecisionBatch<T> in, T inv_tau, const T* grad_output, T* gr_all, T* gc_all,
-                                        unsigned long long* bad_row) {
+                                    unsigned long long* bad_row) {
   const T go = grad_output[0];
   for_gradient_rows(in, gr_all, gc_all, bad_row, [&](int64_t i, const T* r, const T* c, int64_t t, T* gr, T* gc) {
     const int64_t m = in.m;
@@ -149,7 +149,8 @@ __global__ void pifd_gradient_kernel(DecisionBatch<T> in, double clip, const T* 
       const T cw = row_weight(in, i, lam) * go;
       if (k == t) {
         for (int64_t j = 0; j < m; ++j) {
-          const T g = (j == k) ? -cw * pifd_inv_gap(ak - (r[s] - lam * c[s]), clip) : cw * pifd_inv_gap(ak - (r[j] - lam * c[j]), clip);
+          const T g = (j == k) ? -cw * pifd_inv_gap(ak - (r[s] - lam * c[s]), clip)
+                               : cw * pifd_inv_gap(ak - (r[j] - lam * c[j]), clip);
           gr[j] += g;
           gc[j] -= lam * g;
         }
@@ -256,7 +257,7 @@ Status ppl_loss_gradient_cuda(const PplGradientParams<T>& p, DeviceWorkspace& ws
   const DecisionErrors err = begin_check(p.in, ws, stream, check);
   if (p.in.n > 0) {
     ppl_gradient_kernel<T><<<grid_for(p.in.n), kThreads, 0, stream>>>(p.in, static_cast<T>(1.0 / p.tau), p.grad_output,
-                                                                       p.grad_r_hat, p.grad_c_hat, err.row());
+                                                                      p.grad_r_hat, p.grad_c_hat, err.row());
     BIDFCL_LAUNCH_CHECK("ppl_gradient_kernel");
   }
   return end_check(p.in, err, ws, stream, check);
@@ -266,8 +267,8 @@ template <typename T>
 Status pifd_loss_gradient_cuda(const PifdGradientParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check) {
   const DecisionErrors err = begin_check(p.in, ws, stream, check);
   if (p.in.n > 0) {
-    pifd_gradient_kernel<T><<<grid_for(p.in.n), kThreads, 0, stream>>>(p.in, p.clip, p.grad_output, p.grad_r_hat,
-                                                                        p.grad_c_hat, err.row());
+    pifd_gradient_kernel<T>
+        <<<grid_for(p.in.n), kThreads, 0, stream>>>(p.in, p.clip, p.grad_output, p.grad_r_hat, p.grad_c_hat, err.row());
     BIDFCL_LAUNCH_CHECK("pifd_gradient_kernel");
   }
   return end_check(p.in, err, ws, stream, check);
@@ -305,10 +306,10 @@ void validate_decision_record_cuda(const DecisionBatch<T>& in, int64_t* status, 
   BIDFCL_LAUNCH_CHECK("decision_status_kernel");
 }
 
-#define BIDFCL_INSTANTIATE(T)                                                                                    \
-  template Status ppl_loss_forward_cuda<T>(const PplLossParams<T>&, DeviceWorkspace&, cudaStream_t, bool);       \
-  template Status ppl_loss_gradient_cuda<T>(const PplGradientParams<T>&, DeviceWorkspace&, cudaStream_t, bool);  \
-  template Status pifd_loss_forward_cuda<T>(const PifdLossParams<T>&, DeviceWorkspace&, cudaStream_t, bool);     \
+#define BIDFCL_INSTANTIATE(T)                                                                                     \
+  template Status ppl_loss_forward_cuda<T>(const PplLossParams<T>&, DeviceWorkspace&, cudaStream_t, bool);        \
+  template Status ppl_loss_gradient_cuda<T>(const PplGradientParams<T>&, DeviceWorkspace&, cudaStream_t, bool);   \
+  template Status pifd_loss_forward_cuda<T>(const PifdLossParams<T>&, DeviceWorkspace&, cudaStream_t, bool);      \
   template Status pifd_loss_gradient_cuda<T>(const PifdGradientParams<T>&, DeviceWorkspace&, cudaStream_t, bool); \
   template void validate_decision_record_cuda<T>(const DecisionBatch<T>&, int64_t*, DeviceWorkspace&, cudaStream_t);
 BIDFCL_INSTANTIATE(float)

@@ -27,11 +27,11 @@
 // steps_taken and the per-row policy mirror the CPU's (mckp_internal.h, mckp_hulls.cpp) line by
 // line, so that hulls, breakpoints, cuts and choices are bit-identical on both devices. A change to
 // one must be made to the other (tests/test_solver_cuda.py compares them).
+#include <cuda_runtime.h>
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_radix_sort.cuh>
 #include <cuda/std/limits>
-#include <cuda_runtime.h>
 
 #include <cmath>
 #include <limits>
@@ -52,7 +52,6 @@ constexpr int64_t kTile = int64_t(kBlock) * kItems;   // elements per scan tile
 constexpr int64_t kMaxReduceBlocks = 1024;            // fixed grid of the reductions
 constexpr int64_t kMaxGridBlocks = int64_t(1) << 20;  // grid-stride loops beyond this
 constexpr unsigned long long kNone = ~0ull;           // "no error" / "no index" in atomicMin records
-
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -124,9 +123,7 @@ inline const double* second_of(const Sum3* s) { return reinterpret_cast<const do
 static_assert(sizeof(Sum3) == 3 * sizeof(double), "Sum3 must be three packed doubles");
 
 struct Sum3Op {
-  __host__ __device__ Sum3 operator()(const Sum3& x, const Sum3& y) const {
-    return {x.a + y.a, x.b + y.b, x.c + y.c};
-  }
+  __host__ __device__ Sum3 operator()(const Sum3& x, const Sum3& y) const { return {x.a + y.a, x.b + y.b, x.c + y.c}; }
   __host__ __device__ static Sum3 identity() { return {0.0, 0.0, 0.0}; }
 };
 
@@ -433,8 +430,8 @@ Status build_hulls_cuda(const MckpInput<T>& in, StepOrder<T>& so, int64_t*& slot
   slot_end = workspace_array<int64_t>(ws, n);
   so.err = workspace_array<ErrorRecord>(ws, 1);
   BIDFCL_CUDA_CHECK(cudaMemsetAsync(so.err, 0xFF, sizeof(ErrorRecord), stream));
-  hull_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m), so.hull,
-                                                         so.len, slot_end, so.err);
+  hull_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m), so.hull, so.len,
+                                                        slot_end, so.err);
   BIDFCL_LAUNCH_CHECK("hull_kernel");
   inclusive_scan<int64_t, SumOp<int64_t>>(slot_end, slot_end, n, nullptr, ws, stream);
   if (!check) {  // no host read: P stays on the device; sizes from the shape only
@@ -466,21 +463,21 @@ void sort_steps_cuda(const MckpInput<T>& in, StepOrder<T>& so, const int64_t* sl
   int64_t* ids[2] = {workspace_array<int64_t>(ws, P), workspace_array<int64_t>(ws, P)};
   if (so.P_dev) {
     write_padded_steps_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m),
-                                                                         so.hull, so.len, keys[0], ids[0]);
+                                                                        so.hull, so.len, keys[0], ids[0]);
     BIDFCL_LAUNCH_CHECK("write_padded_steps_kernel");
   } else {
     write_steps_kernel<T><<<grid_blocks(n), kBlock, 0, stream>>>(in.values, in.costs, n, static_cast<int>(m), so.hull,
-                                                                  so.len, slot_end, keys[0], ids[0]);
+                                                                 so.len, slot_end, keys[0], ids[0]);
     BIDFCL_LAUNCH_CHECK("write_steps_kernel");
   }
   cub::DoubleBuffer<T> dkeys(keys[0], keys[1]);
   cub::DoubleBuffer<int64_t> dids(ids[0], ids[1]);
   size_t temp_bytes = 0;
-  BIDFCL_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, dkeys, dids, P, 0,
-                                                              int(sizeof(T) * 8), stream));
+  BIDFCL_CUDA_CHECK(
+      cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, dkeys, dids, P, 0, int(sizeof(T) * 8), stream));
   void* temp = ws.allocate(temp_bytes > 0 ? temp_bytes : 1);
-  BIDFCL_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(temp, temp_bytes, dkeys, dids, P, 0,
-                                                              int(sizeof(T) * 8), stream));
+  BIDFCL_CUDA_CHECK(
+      cub::DeviceRadixSort::SortPairsDescending(temp, temp_bytes, dkeys, dids, P, 0, int(sizeof(T) * 8), stream));
   so.bp = dkeys.Current();
   so.id = dids.Current();
 }
@@ -515,8 +512,8 @@ double* spend_prefix_max(const MckpInput<T>& in, const StepOrder<T>& so, double*
   double* pm = workspace_array<double>(ws, P);
   if (P == 0) return pm;
   double* cum = cum_out ? cum_out : pm;
-  step_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, so.m, so.hull, so.id, P, so.P_dev,
-                                                                cum, nullptr);
+  step_deltas_kernel<T>
+      <<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, so.m, so.hull, so.id, P, so.P_dev, cum, nullptr);
   BIDFCL_LAUNCH_CHECK("step_deltas_kernel");
   inclusive_scan<double, SumOp<double>>(cum, cum, P, first_of(so.base), ws, stream);
   inclusive_scan<double, MaxOp<double>>(cum, pm, P, nullptr, ws, stream);
@@ -755,8 +752,8 @@ Status run_solve_mckp_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cud
   const double* pm = spend_prefix_max(in, so, nullptr, ws, stream);
   const int64_t K = p.k;
   Cut<T>* cuts = workspace_array<Cut<T>>(ws, K);
-  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, so.sorted, so.P_dev, so.bp, so.id, in.m,
-                                                         first_of(so.base), p.budgets, K, cuts, nullptr);
+  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, so.sorted, so.P_dev, so.bp, so.id, in.m, first_of(so.base),
+                                                         p.budgets, K, cuts, nullptr);
   BIDFCL_LAUNCH_CHECK("cut_kernel");
   Sum3* totals = workspace_array<Sum3>(ws, K);
   Sum3* partials = workspace_array<Sum3>(ws, reduce_blocks(in.n));
@@ -764,8 +761,8 @@ Status run_solve_mckp_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cud
     const ApplyCut<T> apply{in.values, in.costs, so.hull, so.len, in.m, cuts + k, p.choice + k * in.n};
     reduce<Sum3, Sum3Op>(apply, in.n, partials, totals + k, stream);
   }
-  write_solution_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(cuts, totals, p.budgets, K, p.lam, p.spend,
-                                                                    p.value, p.dual_bound, p.feasible);
+  write_solution_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(cuts, totals, p.budgets, K, p.lam, p.spend, p.value,
+                                                                    p.dual_bound, p.feasible);
   BIDFCL_LAUNCH_CHECK("write_solution_kernel");
   return Status::Ok();
 }
@@ -783,8 +780,9 @@ __global__ void frontier_base_kernel(const Sum3* base, double* spend, double* va
 }
 
 template <typename T>
-Status run_budget_frontier_cuda(const MckpInput<T>& in, const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output,
-                            DeviceWorkspace& ws, cudaStream_t stream) {
+Status run_budget_frontier_cuda(const MckpInput<T>& in,
+                                const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output, DeviceWorkspace& ws,
+                                cudaStream_t stream) {
   StepOrder<T> so;
   int64_t* slot_end = nullptr;
   Status st = build_hulls_cuda(in, so, slot_end, ws, stream, /*check=*/true);  // P sizes the output
@@ -799,8 +797,8 @@ Status run_budget_frontier_cuda(const MckpInput<T>& in, const std::function<Fron
   if (P > 0) {
     double* dc = out.spend + 1;
     double* dv = out.value + 1;
-    step_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, in.m, so.hull, so.id, P, nullptr,
-                                                                  dc, dv);
+    step_deltas_kernel<T>
+        <<<grid_blocks(P), kBlock, 0, stream>>>(in.values, in.costs, in.m, so.hull, so.id, P, nullptr, dc, dv);
     BIDFCL_LAUNCH_CHECK("step_deltas_kernel");
     inclusive_scan<double, SumOp<double>>(dc, dc, P, first_of(so.base), ws, stream);
     inclusive_scan<double, SumOp<double>>(dv, dv, P, second_of(so.base), ws, stream);
@@ -843,13 +841,12 @@ Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, c
   // base: estimated spend of the cheapest policy (replaces so.base's spend, which the RCT does not use)
   Sum3* base = workspace_array<Sum3>(ws, 1);
   Sum3* partials = workspace_array<Sum3>(ws, reduce_blocks(n));
-  reduce<Sum3, Sum3Op>(RctBase<T>{so.hull, p.treatment, p.cost_obs, p.propensity, m, inv_n}, n, partials, base,
-                       stream);
+  reduce<Sum3, Sum3Op>(RctBase<T>{so.hull, p.treatment, p.cost_obs, p.propensity, m, inv_n}, n, partials, base, stream);
   double* cum = workspace_array<double>(ws, P);
   double* pm = workspace_array<double>(ws, P);
   if (P > 0) {
     rct_deltas_kernel<T><<<grid_blocks(P), kBlock, 0, stream>>>(so.hull, so.id, P, so.P_dev, m, p.treatment, p.cost_obs,
-                                                                 p.propensity, inv_n, cum);
+                                                                p.propensity, inv_n, cum);
     BIDFCL_LAUNCH_CHECK("rct_deltas_kernel");
     inclusive_scan<double, SumOp<double>>(cum, cum, P, first_of(base), ws, stream);
     inclusive_scan<double, MaxOp<double>>(cum, pm, P, nullptr, ws, stream);
@@ -857,16 +854,15 @@ Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, c
   const int64_t K = p.k;
   Cut<T>* cuts = workspace_array<Cut<T>>(ws, K);
   int64_t* cut_pos = workspace_array<int64_t>(ws, K);
-  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, P, so.P_dev, so.bp, so.id, m, first_of(base), p.budgets,
-                                                         K, cuts, cut_pos);
+  cut_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(pm, P, so.P_dev, so.bp, so.id, m, first_of(base), p.budgets, K,
+                                                         cuts, cut_pos);
   BIDFCL_LAUNCH_CHECK("cut_kernel");
   Sum3* scratch = workspace_array<Sum3>(ws, 1);
   for (int64_t k = 0; k < K; ++k) {
     const ApplyCut<T> apply{in.values, in.costs, so.hull, so.len, m, cuts + k, p.choice + k * n};
     reduce<Sum3, Sum3Op>(apply, n, partials, scratch, stream);
   }
-  write_rct_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(cuts, cut_pos, cum, base, K, p.lam, p.spend,
-                                                               p.feasible);
+  write_rct_kernel<T><<<budget_blocks(K), kBlock, 0, stream>>>(cuts, cut_pos, cum, base, K, p.lam, p.spend, p.feasible);
   BIDFCL_LAUNCH_CHECK("write_rct_kernel");
   return Status::Ok();
 }
@@ -884,7 +880,7 @@ __global__ void write_bisection_kernel(const Sum3* totals, int64_t k, T lam, boo
 
 template <typename T>
 Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const double* budgets_host, DeviceWorkspace& ws,
-                                 cudaStream_t stream) {
+                                     cudaStream_t stream) {
   const MckpSolveParams<T>& p = bp.out;
   const MckpInput<T>& in = p.in;
   const int64_t n = in.n, m = in.m;
@@ -939,8 +935,8 @@ Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& bp, const dou
     }
     if (!feasible) hi = lo;
     evaluate_on_device(hi, p.choice + kk * n);
-    write_bisection_kernel<T><<<1, 1, 0, stream>>>(totals, kk, hi, feasible, budget, p.lam, p.spend, p.value,
-                                                   p.dual_bound, p.feasible);
+    write_bisection_kernel<T>
+        <<<1, 1, 0, stream>>>(totals, kk, hi, feasible, budget, p.lam, p.spend, p.value, p.dual_bound, p.feasible);
     BIDFCL_LAUNCH_CHECK("write_bisection_kernel");
   }
   return Status::Ok();
@@ -1026,14 +1022,13 @@ void run_validate_mckp_cuda(const MckpCheckParams<T>& p, DeviceWorkspace& ws, cu
   BIDFCL_LAUNCH_CHECK("mckp_status_kernel");
 }
 
-#define BIDFCL_INSTANTIATE(T)                                                                                   \
+#define BIDFCL_INSTANTIATE(T)                                                                                       \
   template void run_validate_mckp_cuda<T>(const MckpCheckParams<T>&, DeviceWorkspace&, cudaStream_t);               \
-  template Status run_solve_mckp_cuda<T>(const MckpSolveParams<T>&, DeviceWorkspace&, cudaStream_t, bool);    \
+  template Status run_solve_mckp_cuda<T>(const MckpSolveParams<T>&, DeviceWorkspace&, cudaStream_t, bool);          \
   template Status run_solve_mckp_bisection_cuda<T>(const MckpBisectionParams<T>&, const double*, DeviceWorkspace&,  \
-                                               cudaStream_t);                                                   \
-  template Status run_budget_frontier_cuda<T>(const MckpInput<T>&,                                                  \
-                                          const std::function<FrontierDeviceOutput<T>(int64_t)>&,               \
-                                          DeviceWorkspace&, cudaStream_t);                                      \
+                                                   cudaStream_t);                                                   \
+  template Status run_budget_frontier_cuda<T>(                                                                      \
+      const MckpInput<T>&, const std::function<FrontierDeviceOutput<T>(int64_t)>&, DeviceWorkspace&, cudaStream_t); \
   template Status run_solve_mckp_rct_cuda<T>(const MckpRctParams<T>&, DeviceWorkspace&, cudaStream_t, bool);
 BIDFCL_INSTANTIATE(float)
 BIDFCL_INSTANTIATE(double)

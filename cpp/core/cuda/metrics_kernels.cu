@@ -214,7 +214,8 @@ __global__ void aucc_levels_kernel(const double* cum_c, const double* cum_r, con
     int64_t lo = 0, hi = n;  // search max_c[0 .. n) (prefix k = index + 1)
     while (lo < hi) {
       const int64_t mid = lo + (hi - lo) / 2;
-      if (max(max_c[mid], 0.0) >= level) hi = mid; else lo = mid + 1;
+      if (max(max_c[mid], 0.0) >= level) hi = mid;
+      else lo = mid + 1;
     }
     k = lo < n ? lo + 1 : n;
   }
@@ -279,10 +280,12 @@ Status aucc_curve_cuda(const AuccParams<T>& p, DeviceWorkspace& ws, cudaStream_t
   // stable radix sort, ascending key = descending ROI, ties by row index
   size_t temp_bytes = 0;
   cuda_check(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys, keys_sorted, idx, order, n, 0,
-                                             int(sizeof(Key) * 8), stream), "SortPairs(size)");
+                                             int(sizeof(Key) * 8), stream),
+             "SortPairs(size)");
   void* temp = ws.allocate(temp_bytes);
   cuda_check(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys, keys_sorted, idx, order, n, 0,
-                                             int(sizeof(Key) * 8), stream), "SortPairs");
+                                             int(sizeof(Key) * 8), stream),
+             "SortPairs");
   double* dcost = workspace_array<double>(ws, n);
   double* drev = workspace_array<double>(ws, n);
   aucc_steps_kernel<T><<<grid, kThreads, 0, stream>>>(p, order, treated, dcost, drev);
@@ -294,7 +297,8 @@ Status aucc_curve_cuda(const AuccParams<T>& p, DeviceWorkspace& ws, cudaStream_t
   size_t scan_bytes = 0;
   cuda_check(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, dcost, cum_c, n, stream), "InclusiveSum(size)");
   size_t max_bytes = 0;
-  cuda_check(cub::DeviceScan::InclusiveScan(nullptr, max_bytes, cum_c, max_c, MaxOp{}, n, stream), "InclusiveScan(size)");
+  cuda_check(cub::DeviceScan::InclusiveScan(nullptr, max_bytes, cum_c, max_c, MaxOp{}, n, stream),
+             "InclusiveScan(size)");
   void* scan_temp = ws.allocate(scan_bytes > max_bytes ? scan_bytes : max_bytes);
   cuda_check(cub::DeviceScan::InclusiveSum(scan_temp, scan_bytes, dcost, cum_c, n, stream), "InclusiveSum");
   cuda_check(cub::DeviceScan::InclusiveSum(scan_temp, scan_bytes, drev, cum_r, n, stream), "InclusiveSum");
@@ -306,7 +310,7 @@ Status aucc_curve_cuda(const AuccParams<T>& p, DeviceWorkspace& ws, cudaStream_t
   return Status::Ok();
 }
 
-#define BIDFCL_INSTANTIATE(T)                                                                           \
+#define BIDFCL_INSTANTIATE(T)                                                                                 \
   template Status policy_value_estimate_cuda<T>(const PolicyValueParams<T>&, DeviceWorkspace&, cudaStream_t); \
   template Status aucc_curve_cuda<T>(const AuccParams<T>&, DeviceWorkspace&, cudaStream_t);
 BIDFCL_INSTANTIATE(float)

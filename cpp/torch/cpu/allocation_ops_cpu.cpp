@@ -15,8 +15,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cpu
   const PolicyInputs in = policy_inputs(values, costs, eligible, groups, num_groups, lam);
   PolicyOutputs o = alloc_policy_outputs(in);
   AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::allocation_policy", [&] {
-    raise_if_error(core::run_allocation_policy_cpu<scalar_t>(make_policy_params<scalar_t>(in, o, at::get_num_threads())),
-                   in.values.size(1));
+    raise_if_error(
+        core::run_allocation_policy_cpu<scalar_t>(make_policy_params<scalar_t>(in, o, at::get_num_threads())),
+        in.values.size(1));
   });
   return o.tuple();
 }
@@ -82,8 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocatio
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_smoothed_cpu(
     const at::Tensor& values_in, const at::Tensor& costs_in, const std::optional<at::Tensor>& eligible_in,
-    const std::optional<at::Tensor>& groups_in, int64_t num_groups, const at::Tensor& lam_in, double tau,
-    bool check) {
+    const std::optional<at::Tensor>& groups_in, int64_t num_groups, const at::Tensor& lam_in, double tau, bool check) {
   check_inputs(values_in, costs_in, eligible_in, groups_in, num_groups, lam_in, nullptr);
   TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0, "bidfcl: tau must be finite and > 0, got ", tau);
   const int64_t J = lam_in.size(0);

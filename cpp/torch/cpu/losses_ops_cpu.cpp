@@ -14,9 +14,13 @@ using LossAndGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 // The core routine of each params struct.
 template <typename T> core::Status run_core(const core::PplLossParams<T>& p) { return core::ppl_loss_forward_cpu(p); }
-template <typename T> core::Status run_core(const core::PplGradientParams<T>& p) { return core::ppl_loss_gradient_cpu(p); }
+template <typename T> core::Status run_core(const core::PplGradientParams<T>& p) {
+  return core::ppl_loss_gradient_cpu(p);
+}
 template <typename T> core::Status run_core(const core::PifdLossParams<T>& p) { return core::pifd_loss_forward_cpu(p); }
-template <typename T> core::Status run_core(const core::PifdGradientParams<T>& p) { return core::pifd_loss_gradient_cpu(p); }
+template <typename T> core::Status run_core(const core::PifdGradientParams<T>& p) {
+  return core::pifd_loss_gradient_cpu(p);
+}
 
 // check = false: bad input is not raised (validate_decision reports it lazily); the outputs are
 // then zeros. Valid input gives the same outputs as check = true: the same core call.
@@ -50,30 +54,36 @@ DecisionCall gradient_cpu(DecisionCall c, bool check) {
 at::Tensor ppl_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                         const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                         const at::Tensor& propensity, double tau, bool check) {
-  return forward_cpu<Ppl>(DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau,
-                                                  nullptr, Outputs::kLoss), check);
+  return forward_cpu<Ppl>(
+      DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, nullptr, Outputs::kLoss),
+      check);
 }
 
 GradPair ppl_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_hat, const at::Tensor& c_hat,
                                const at::Tensor& treatment, const at::Tensor& revenue,
                                const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                                const at::Tensor& propensity, double tau, bool check) {
-  return gradient_cpu<Ppl>(DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau,
-                                                   &grad, Outputs::kGradients), check).gradients();
+  return gradient_cpu<Ppl>(DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, &grad,
+                                                   Outputs::kGradients),
+                           check)
+      .gradients();
 }
 
 LossAndGrads ppl_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                                     const at::Tensor& revenue, const std::optional<at::Tensor>& cost,
                                     const at::Tensor& lam, const at::Tensor& propensity, double tau, bool check) {
   return gradient_cpu<Ppl>(DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau,
-                                                   nullptr, Outputs::kLossAndGradients), check).loss_and_gradients();
+                                                   nullptr, Outputs::kLossAndGradients),
+                           check)
+      .loss_and_gradients();
 }
 
 at::Tensor pifd_loss_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                          const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                          const at::Tensor& propensity, std::optional<double> clip, bool check) {
-  return forward_cpu<Pifd>(DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip,
-                                                    nullptr, Outputs::kLoss), check);
+  return forward_cpu<Pifd>(
+      DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, nullptr, Outputs::kLoss),
+      check);
 }
 
 GradPair pifd_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_hat, const at::Tensor& c_hat,
@@ -81,7 +91,9 @@ GradPair pifd_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& r_hat,
                                 const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                                 const at::Tensor& propensity, std::optional<double> clip, bool check) {
   return gradient_cpu<Pifd>(DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip,
-                                                     &grad, Outputs::kGradients), check).gradients();
+                                                     &grad, Outputs::kGradients),
+                            check)
+      .gradients();
 }
 
 LossAndGrads pifd_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
@@ -89,14 +101,16 @@ LossAndGrads pifd_loss_with_grad_cpu(const at::Tensor& r_hat, const at::Tensor& 
                                      const at::Tensor& lam, const at::Tensor& propensity, std::optional<double> clip,
                                      bool check) {
   return gradient_cpu<Pifd>(DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip,
-                                                     nullptr, Outputs::kLossAndGradients), check).loss_and_gradients();
+                                                     nullptr, Outputs::kLossAndGradients),
+                            check)
+      .loss_and_gradients();
 }
 
 // The lazy check of the decision losses: metadata errors raise at once; the first value error
 // (labels, lam, then rows) becomes the status record.
 at::Tensor validate_decision_cpu(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
-                                 const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
-                                 const at::Tensor& propensity) {
+                                 const at::Tensor& revenue, const std::optional<at::Tensor>& cost,
+                                 const at::Tensor& lam, const at::Tensor& propensity) {
   check_decision_inputs(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   const DecisionTensors in(r_hat, c_hat, treatment, revenue, cost, lam, propensity);
   lazy::Record rec;

@@ -55,7 +55,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> budget_frontier_cpu(const at::Ten
   at::Tensor lam, spend, value;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "bidfcl::budget_frontier", [&] {
     core::FrontierResult<scalar_t> r;
-    checks::raise_if_error(core::run_budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs, at::get_num_threads()), r));
+    checks::raise_if_error(
+        core::run_budget_frontier_cpu<scalar_t>(make_input<scalar_t>(values, costs, at::get_num_threads()), r));
     const int64_t len = static_cast<int64_t>(r.lam.size());
     lam = at::empty({len}, values.options());
     spend = at::empty({len}, values.options().dtype(at::kDouble));
@@ -142,9 +143,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mckp_events_cpu(
   return {bp, id, delta, base};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> apply_mckp_cut_cpu(
-    const at::Tensor& values_in, const at::Tensor& costs_in, const at::Tensor& lam_in,
-    const at::Tensor& individual_in, const at::Tensor& step_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> apply_mckp_cut_cpu(const at::Tensor& values_in,
+                                                                              const at::Tensor& costs_in,
+                                                                              const at::Tensor& lam_in,
+                                                                              const at::Tensor& individual_in,
+                                                                              const at::Tensor& step_in) {
   check_solver_problem(values_in, costs_in);
   checks::check_float(lam_in, "lam");
   checks::check_same_dtype(values_in, lam_in, "values", "lam");

@@ -8,9 +8,11 @@
 namespace bidfcl::metrics {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_value_cpu(
-    const at::Tensor& choice, const at::Tensor& treatment, const at::Tensor& revenue, const at::Tensor& cost,
-    const at::Tensor& propensity, bool hajek) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_value_cpu(const at::Tensor& choice,
+                                                                            const at::Tensor& treatment,
+                                                                            const at::Tensor& revenue,
+                                                                            const at::Tensor& cost,
+                                                                            const at::Tensor& propensity, bool hajek) {
   const PolicyValueCall c = PolicyValueCall::make(choice, treatment, revenue, cost, propensity, hajek);
   AT_DISPATCH_FLOATING_TYPES(c.revenue.scalar_type(), "bidfcl::policy_value", [&] {
     raise_metric_error(core::policy_value_estimate_cpu<scalar_t>(c.params<scalar_t>(at::get_num_threads())));

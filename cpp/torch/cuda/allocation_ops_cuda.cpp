@@ -28,15 +28,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> allocation_policy_cud
     // users group by group, ascending inside a group (a stable sort); offsets from the counts
     perm = std::get<1>(at::sort(groups.clamp(0, num_groups - 1), /*stable=*/true, 0, false)).contiguous();
     offsets = at::zeros({num_groups + 1}, groups.options());
-    offsets.narrow(0, 1, num_groups).copy_(at::cumsum(at::bincount(groups.clamp(0, num_groups - 1), {}, num_groups), 0));
+    offsets.narrow(0, 1, num_groups)
+        .copy_(at::cumsum(at::bincount(groups.clamp(0, num_groups - 1), {}, num_groups), 0));
   }
   TorchWorkspace ws(in.values.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::allocation_policy", [&] {
-    raise_if_error(core::run_allocation_policy_cuda<scalar_t>(make_policy_params<scalar_t>(in, o, 1),
-                                                              perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
-                                                              offsets.defined() ? offsets.data_ptr<int64_t>() : nullptr,
-                                                              ws, stream),
+    raise_if_error(core::run_allocation_policy_cuda<scalar_t>(
+                       make_policy_params<scalar_t>(in, o, 1), perm.defined() ? perm.data_ptr<int64_t>() : nullptr,
+                       offsets.defined() ? offsets.data_ptr<int64_t>() : nullptr, ws, stream),
                    in.values.size(1));
   });
   return o.tuple();

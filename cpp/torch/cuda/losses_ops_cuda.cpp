@@ -43,9 +43,9 @@ void run_cuda(const DecisionCall& c, bool gradients, bool check) {
   TorchWorkspace ws(c.in.r_hat.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(c.in.r_hat.scalar_type(), "bidfcl::loss_cuda", [&] {
-    const core::Status st = gradients
-        ? run_core(c.gradient_params<Kind, scalar_t>(c.grad.data_ptr<scalar_t>(), 1), ws, stream, check)
-        : run_core(c.forward_params<Kind, scalar_t>(1), ws, stream, check);
+    const core::Status st =
+        gradients ? run_core(c.gradient_params<Kind, scalar_t>(c.grad.data_ptr<scalar_t>(), 1), ws, stream, check)
+                  : run_core(c.forward_params<Kind, scalar_t>(1), ws, stream, check);
     raise_loss_error(st);  // check = false: always Ok (nothing was read back)
   });
 }
@@ -53,8 +53,8 @@ void run_cuda(const DecisionCall& c, bool gradients, bool check) {
 at::Tensor ppl_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                          const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                          const at::Tensor& propensity, double tau, bool check) {
-  const DecisionCall c = DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau,
-                                                 nullptr, Outputs::kLoss);
+  const DecisionCall c =
+      DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, nullptr, Outputs::kLoss);
   run_cuda<Ppl>(c, false, check);
   return c.loss;
 }
@@ -63,8 +63,8 @@ GradPair ppl_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& r_hat,
                                 const at::Tensor& treatment, const at::Tensor& revenue,
                                 const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                                 const at::Tensor& propensity, double tau, bool check) {
-  const DecisionCall c = DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, &grad,
-                                                 Outputs::kGradients);
+  const DecisionCall c =
+      DecisionCall::make<Ppl>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, tau, &grad, Outputs::kGradients);
   run_cuda<Ppl>(c, true, check);
   return c.gradients();
 }
@@ -72,8 +72,8 @@ GradPair ppl_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& r_hat,
 at::Tensor pifd_loss_cuda(const at::Tensor& r_hat, const at::Tensor& c_hat, const at::Tensor& treatment,
                           const at::Tensor& revenue, const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                           const at::Tensor& propensity, std::optional<double> clip, bool check) {
-  const DecisionCall c = DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip,
-                                                  nullptr, Outputs::kLoss);
+  const DecisionCall c =
+      DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, nullptr, Outputs::kLoss);
   run_cuda<Pifd>(c, false, check);
   return c.loss;
 }
@@ -82,8 +82,8 @@ GradPair pifd_loss_backward_cuda(const at::Tensor& grad, const at::Tensor& r_hat
                                  const at::Tensor& treatment, const at::Tensor& revenue,
                                  const std::optional<at::Tensor>& cost, const at::Tensor& lam,
                                  const at::Tensor& propensity, std::optional<double> clip, bool check) {
-  const DecisionCall c = DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip,
-                                                  &grad, Outputs::kGradients);
+  const DecisionCall c = DecisionCall::make<Pifd>(r_hat, c_hat, treatment, revenue, cost, lam, propensity, clip, &grad,
+                                                  Outputs::kGradients);
   run_cuda<Pifd>(c, true, check);
   return c.gradients();
 }

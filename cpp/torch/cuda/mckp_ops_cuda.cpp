@@ -86,7 +86,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_mckp_rct_cuda(
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(in.values.scalar_type(), "bidfcl::solve_mckp_rct", [&] {
     auto p = make_rct_params<scalar_t>(in, o);
-    checks::raise_if_error(core::run_solve_mckp_rct_cuda<scalar_t>(p, ws, stream, check), "values", "costs", "cost_obs");
+    checks::raise_if_error(core::run_solve_mckp_rct_cuda<scalar_t>(p, ws, stream, check), "values", "costs",
+                           "cost_obs");
   });
   return o.tuple();
 }

@@ -14,9 +14,11 @@
 namespace bidfcl::metrics {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_value_cuda(
-    const at::Tensor& choice, const at::Tensor& treatment, const at::Tensor& revenue, const at::Tensor& cost,
-    const at::Tensor& propensity, bool hajek) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> policy_value_cuda(const at::Tensor& choice,
+                                                                             const at::Tensor& treatment,
+                                                                             const at::Tensor& revenue,
+                                                                             const at::Tensor& cost,
+                                                                             const at::Tensor& propensity, bool hajek) {
   const PolicyValueCall c = PolicyValueCall::make(choice, treatment, revenue, cost, propensity, hajek);
   const c10::cuda::CUDAGuard guard(c.choice.device());
   TorchWorkspace ws(c.revenue.device());

@@ -44,7 +44,7 @@ _BLOCK_ROWS = 1 << 18
 def _first_row(t: torch.Tensor, predicate) -> Optional[int]:
     """First row of ``t`` where the elementwise ``predicate`` holds anywhere, or None (blockwise)."""
     for start in range(0, t.shape[0], _BLOCK_ROWS):
-        mask = predicate(t[start:start + _BLOCK_ROWS])
+        mask = predicate(t[start : start + _BLOCK_ROWS])
         if mask.dim() > 1:
             mask = mask.reshape(mask.shape[0], -1).any(dim=1)
         if bool(mask.any()):
@@ -85,24 +85,32 @@ class UpliftDataset:
             v = getattr(self, f.name)
             if f.name != "n_options" and not (v is None and f.name in _OPTIONAL):
                 _validate.tensor(v, f.name, "of an UpliftDataset", error=DataError)
-        _validate.treatment(self.treatment, "treatment", where="of an UpliftDataset", error=DataError,
-                            check_labels=False)
+        _validate.treatment(
+            self.treatment, "treatment", where="of an UpliftDataset", error=DataError, check_labels=False
+        )
         if self.n_options is None:
             if self.r_true is not None and self.r_true.dim() == 2:
                 self.n_options = int(self.r_true.shape[1])
             elif self.treatment.numel() > 0:
                 i = _validate.first_row((self.treatment < 0) | (self.treatment >= MAX_OPTIONS))
                 if i is not None:
-                    raise DataError(f"bidfcl.data: expected treatment in [0, {MAX_OPTIONS}) (M = max(treatment) + 1 "
-                                    f"options, at most bidfcl.MAX_OPTIONS = {MAX_OPTIONS}), got "
-                                    f"{int(self.treatment[i])} at row {i}")
+                    raise DataError(
+                        f"bidfcl.data: expected treatment in [0, {MAX_OPTIONS}) (M = max(treatment) + 1 "
+                        f"options, at most bidfcl.MAX_OPTIONS = {MAX_OPTIONS}), got "
+                        f"{int(self.treatment[i])} at row {i}"
+                    )
                 self.n_options = int(self.treatment.max()) + 1
             else:
                 self.n_options = 0
-        if isinstance(self.n_options, bool) or not isinstance(self.n_options, (int, np.integer)) \
-                or not 0 <= int(self.n_options) <= MAX_OPTIONS:
-            raise DataError(f"bidfcl.data: expected n_options an integer in [0, {MAX_OPTIONS}] "
-                            f"(bidfcl.MAX_OPTIONS), got {self.n_options!r}")
+        if (
+            isinstance(self.n_options, bool)
+            or not isinstance(self.n_options, (int, np.integer))
+            or not 0 <= int(self.n_options) <= MAX_OPTIONS
+        ):
+            raise DataError(
+                f"bidfcl.data: expected n_options an integer in [0, {MAX_OPTIONS}] "
+                f"(bidfcl.MAX_OPTIONS), got {self.n_options!r}"
+            )
         self.n_options = int(self.n_options)
         self.validate(check_values=False)
 
@@ -138,12 +146,15 @@ class UpliftDataset:
 
     def __repr__(self) -> str:
         extra = [k for k in _OPTIONAL if getattr(self, k) is not None]
-        return (f"UpliftDataset(n={len(self)}, features={self.n_features}, options={self.n_options}, "
-                f"dtype={self.dtype}, device={self.device}, with={extra})")
+        return (
+            f"UpliftDataset(n={len(self)}, features={self.n_features}, options={self.n_options}, "
+            f"dtype={self.dtype}, device={self.device}, with={extra})"
+        )
 
     # ------------------------------------------------------------------------------ validation
-    def validate(self, *, nonnegative_cost: bool = True, require_all_arms: bool = False,
-                 check_values: bool = True) -> "UpliftDataset":
+    def validate(
+        self, *, nonnegative_cost: bool = True, require_all_arms: bool = False, check_values: bool = True
+    ) -> "UpliftDataset":
         """Check the row contract; raise :class:`DataError` saying what was expected and what arrived.
 
         Shapes and dtypes always; with ``check_values`` also finite values, treatment in
@@ -168,8 +179,9 @@ class UpliftDataset:
             if name in ("revenue", "cost", "propensity") and t.dim() != 1:
                 raise DataError(f"bidfcl.data: expected {name} of shape [N={n}], got {list(t.shape)}")
             if name in ("r_true", "c_true") and (t.dim() != 2 or t.shape[1] != self.n_options):
-                raise DataError(f"bidfcl.data: expected {name} of shape [N={n}, M={self.n_options}], "
-                                f"got {list(t.shape)}")
+                raise DataError(
+                    f"bidfcl.data: expected {name} of shape [N={n}, M={self.n_options}], got {list(t.shape)}"
+                )
         if not check_values:
             return self
         # value checks run over row blocks: whole-tensor predicates such as isfinite allocate
@@ -192,8 +204,9 @@ class UpliftDataset:
         if self.propensity is not None:
             i = _first_row(self.propensity, lambda b: (b <= 0) | (b > 1))
             if i is not None:
-                raise DataError(f"bidfcl.data: expected propensity in (0, 1], got "
-                                f"{float(self.propensity[i])} at row {i}")
+                raise DataError(
+                    f"bidfcl.data: expected propensity in (0, 1], got {float(self.propensity[i])} at row {i}"
+                )
         if require_all_arms:
             self.check_arms()
         return self
@@ -203,7 +216,7 @@ class UpliftDataset:
         m = self.n_options
         counts = torch.zeros(m + 1, dtype=torch.int64, device=self.treatment.device)
         for start in range(0, len(self), _BLOCK_ROWS):
-            b = self.treatment[start:start + _BLOCK_ROWS]
+            b = self.treatment[start : start + _BLOCK_ROWS]
             b = torch.where((b >= 0) & (b < m), b, m)  # out-of-range labels land in a spare bin
             counts += torch.bincount(b, minlength=m + 1)[: m + 1]
         return counts[:m]
@@ -213,8 +226,10 @@ class UpliftDataset:
         counts = self.arm_counts()
         empty = [j for j in range(self.n_options) if int(counts[j]) == 0]
         if self.n_options == 0 or empty:
-            raise DataError(f"bidfcl.data: expected every one of the {self.n_options} arms of an RCT to have rows, "
-                            f"got empty arm(s) {empty} (rows per arm: {counts.tolist()})")
+            raise DataError(
+                f"bidfcl.data: expected every one of the {self.n_options} arms of an RCT to have rows, "
+                f"got empty arm(s) {empty} (rows per arm: {counts.tolist()})"
+            )
         return self
 
     def row_propensity(self) -> torch.Tensor:
@@ -227,8 +242,10 @@ class UpliftDataset:
         m = self.n_options
         i = _first_row(self.treatment, lambda b: (b < 0) | (b >= m))
         if i is not None:
-            raise DataError(f"bidfcl.data: expected treatment in [0, {m}) to look up its arm share, got "
-                            f"{int(self.treatment[i])} at row {i}")
+            raise DataError(
+                f"bidfcl.data: expected treatment in [0, {m}) to look up its arm share, got "
+                f"{int(self.treatment[i])} at row {i}"
+            )
         return row_propensity(None, self.treatment, num_options=m, dtype=self.x.dtype, counts=self.arm_counts())
 
     # --------------------------------------------------------------------------- transformation
@@ -262,14 +279,22 @@ class UpliftDataset:
         keys = set(parts[0].tensors())
         for p in parts[1:]:
             if set(p.tensors()) != keys:
-                raise DataError(f"bidfcl.data: concat expected the same fields, got {sorted(keys)} "
-                                f"and {sorted(p.tensors())}")
+                raise DataError(
+                    f"bidfcl.data: concat expected the same fields, got {sorted(keys)} and {sorted(p.tensors())}"
+                )
         m = max(p.n_options for p in parts)
         return UpliftDataset(**{k: torch.cat([p.tensors()[k] for p in parts]) for k in keys}, n_options=m)
 
     # -------------------------------------------------------------------------------- batching
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: Optional[torch.Generator] = None,
-                drop_last: bool = False, device=None) -> Iterator["UpliftDataset"]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: Optional[torch.Generator] = None,
+        drop_last: bool = False,
+        device=None,
+    ) -> Iterator["UpliftDataset"]:
         """Stream mini-batches as :class:`UpliftDataset` objects of ``batch_size`` rows.
 
         Without ``shuffle``, batches are consecutive slices (views of in-memory data; memory-mapped
@@ -305,8 +330,13 @@ class UpliftDataset:
                 raise DataError("bidfcl.data: save supports float16/32/64 tensors, got bfloat16")
             np.save(os.path.join(directory, f"{k}.npy"), arr.numpy(), allow_pickle=False)
             names.append(k)
-        meta = {"format": "bidfcl.UpliftDataset", "version": _FORMAT_VERSION, "n_rows": len(self),
-                "n_options": self.n_options, "fields": names}
+        meta = {
+            "format": "bidfcl.UpliftDataset",
+            "version": _FORMAT_VERSION,
+            "n_rows": len(self),
+            "n_options": self.n_options,
+            "fields": names,
+        }
         with open(os.path.join(directory, "meta.json"), "w") as fh:
             json.dump(meta, fh, indent=1)
 

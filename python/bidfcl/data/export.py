@@ -23,8 +23,9 @@ def _pyarrow():
     return pa, pacsv, pq
 
 
-def write_table(ds: UpliftDataset, path: str | os.PathLike, *, features: Optional[Sequence[str]] = None,
-                propensity: bool = True) -> str:
+def write_table(
+    ds: UpliftDataset, path: str | os.PathLike, *, features: Optional[Sequence[str]] = None, propensity: bool = True
+) -> str:
     """Write ``ds`` as one row per user: the feature columns (``features``, default ``f0..f{F-1}``),
     ``treatment``, ``revenue``, ``cost`` and, with ``propensity`` and when ``ds`` has them, ``propensity``.
     The format follows the extension (.parquet, .pq or .csv). Returns the path."""
@@ -53,11 +54,15 @@ def write_table(ds: UpliftDataset, path: str | os.PathLike, *, features: Optiona
     return path
 
 
-def write_splits(splits: dict, directory: str | os.PathLike, *, fmt: str = "parquet",
-                 features: Optional[Sequence[str]] = None) -> dict:
+def write_splits(
+    splits: dict, directory: str | os.PathLike, *, fmt: str = "parquet", features: Optional[Sequence[str]] = None
+) -> dict:
     """:func:`write_table` of each ``{name: UpliftDataset}`` as ``directory/<name>.<fmt>``; returns
     ``{name: path}`` (None datasets are skipped)."""
     if fmt not in ("parquet", "csv"):
         raise DataError(f"bidfcl.data.write_splits: expected fmt 'parquet' or 'csv', got {fmt!r}")
-    return {name: write_table(ds, os.path.join(os.fspath(directory), f"{name}.{fmt}"), features=features)
-            for name, ds in splits.items() if ds is not None}
+    return {
+        name: write_table(ds, os.path.join(os.fspath(directory), f"{name}.{fmt}"), features=features)
+        for name, ds in splits.items()
+        if ds is not None
+    }

@@ -121,19 +121,21 @@ def _column_numpy(batch, name: str, row0: int, src: str) -> np.ndarray:
     pa = _pyarrow()
     col = batch.column(batch.schema.get_field_index(name))
     typ = col.type
-    if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
-            or pa.types.is_null(typ)):
+    if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_null(typ)):
         raise DataError(f"bidfcl.data: expected a numeric column {name!r} in {src}, got type {typ}")
     if col.null_count:
         i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"bidfcl.data: expected no missing values in column {name!r} of {src}, "
-                        f"got an empty/null value at data row {row0 + i}")
+        raise DataError(
+            f"bidfcl.data: expected no missing values in column {name!r} of {src}, "
+            f"got an empty/null value at data row {row0 + i}"
+        )
     arr = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"bidfcl.data: expected finite values in column {name!r} of {src}, "
-                        f"got {arr[i]} at data row {row0 + i}")
+        raise DataError(
+            f"bidfcl.data: expected finite values in column {name!r} of {src}, got {arr[i]} at data row {row0 + i}"
+        )
     return arr
 
 
@@ -148,8 +150,7 @@ def _first_bad(mask: np.ndarray, values: np.ndarray, row0: int, src: str, expect
 def _check_columns(available: Sequence[str], wanted: Sequence[str], src: str) -> None:
     missing = [c for c in wanted if c not in available]
     if missing:
-        raise DataError(f"bidfcl.data: expected columns {missing} in {src}, not found; "
-                        f"available: {list(available)}")
+        raise DataError(f"bidfcl.data: expected columns {missing} in {src}, not found; available: {list(available)}")
 
 
 def count_rows(path: str | os.PathLike, *, format: Optional[str] = None) -> int:
@@ -165,8 +166,9 @@ def count_rows(path: str | os.PathLike, *, format: Optional[str] = None) -> int:
         try:
             return int(pa.parquet.ParquetFile(path).metadata.num_rows)
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"bidfcl.data: could not read {path} as Parquet (corrupted, truncated or not a "
-                            f"Parquet file): {exc}") from None
+            raise DataError(
+                f"bidfcl.data: could not read {path} as Parquet (corrupted, truncated or not a Parquet file): {exc}"
+            ) from None
     return _count_csv_rows(path)
 
 
@@ -183,8 +185,9 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
             pf = pa.parquet.ParquetFile(str(path), buffer_size=1 << 20, pre_buffer=False)
             names, num_rows = pf.schema_arrow.names, pf.metadata.num_rows
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"bidfcl.data: could not read {src} as Parquet (corrupted, truncated or not a "
-                            f"Parquet file): {exc}") from None
+            raise DataError(
+                f"bidfcl.data: could not read {src} as Parquet (corrupted, truncated or not a Parquet file): {exc}"
+            ) from None
         _check_columns(names, columns, src)
 
         groups, row0 = None, 0
@@ -201,8 +204,7 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
         first_row = row0
 
         def parquet_gen():
-            it = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns, use_threads=False,
-                                 row_groups=groups)
+            it = pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns, use_threads=False, row_groups=groups)
             row0 = first_row
             while True:
                 try:
@@ -210,8 +212,10 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
                 except StopIteration:
                     return
                 except (pa.ArrowException, OSError) as exc:
-                    raise DataError(f"bidfcl.data: could not read {src} as Parquet after data row {row0} "
-                                    f"(corrupted or truncated file): {exc}") from None
+                    raise DataError(
+                        f"bidfcl.data: could not read {src} as Parquet after data row {row0} "
+                        f"(corrupted or truncated file): {exc}"
+                    ) from None
                 yield row0, batch
                 row0 += batch.num_rows
 
@@ -227,12 +231,14 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
     names = reader.schema.names
     del reader
     _check_columns(names, columns, src)
-    convert = pacsv.ConvertOptions(include_columns=columns, column_types={c: pa.float64() for c in columns},
-                                   strings_can_be_null=False)
+    convert = pacsv.ConvertOptions(
+        include_columns=columns, column_types={c: pa.float64() for c in columns}, strings_can_be_null=False
+    )
 
     def not_numeric(exc) -> DataError:
-        return DataError(f"bidfcl.data: expected numeric values in {src}: "
-                         f"{_locate_csv_cell(path, names, columns, str(exc))}")
+        return DataError(
+            f"bidfcl.data: expected numeric values in {src}: {_locate_csv_cell(path, names, columns, str(exc))}"
+        )
 
     try:
         reader = pacsv.open_csv(str(path), read_options=read, convert_options=convert)
@@ -286,10 +292,13 @@ def _locate_csv_cell(path: str, names: Sequence[str], columns: Sequence[str], me
     if name not in columns:
         return message
     try:
-        reader = pacsv.open_csv(str(path), read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-                                convert_options=pacsv.ConvertOptions(include_columns=[name],
-                                                                     column_types={name: pa.string()},
-                                                                     strings_can_be_null=False))
+        reader = pacsv.open_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[name], column_types={name: pa.string()}, strings_can_be_null=False
+            ),
+        )
         row0 = 0
         for batch in reader:
             cells = batch.column(0).to_pylist()
@@ -308,11 +317,24 @@ def _locate_csv_cell(path: str, names: Sequence[str], columns: Sequence[str], me
     return f"column {name!r}: {message}"
 
 
-def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str, revenue: str, cost: str,
-               propensity: Optional[str] = None, *, format: Optional[str] = None, n_options: Optional[int] = None,
-               dtype: torch.dtype = torch.float32, scale: Optional[str] = None, nonnegative_cost: bool = True,
-               require_all_arms: bool = False, n_rows: Optional[int] = None,
-               split: Optional[str] = None, rows: Optional[tuple[int, int]] = None) -> UpliftDataset:
+def load_table(
+    path: str | os.PathLike,
+    features: Sequence[str],
+    treatment: str,
+    revenue: str,
+    cost: str,
+    propensity: Optional[str] = None,
+    *,
+    format: Optional[str] = None,
+    n_options: Optional[int] = None,
+    dtype: torch.dtype = torch.float32,
+    scale: Optional[str] = None,
+    nonnegative_cost: bool = True,
+    require_all_arms: bool = False,
+    n_rows: Optional[int] = None,
+    split: Optional[str] = None,
+    rows: Optional[tuple[int, int]] = None,
+) -> UpliftDataset:
     """Load uplift rows from a local Parquet or CSV file through pyarrow, with a column mapping.
 
     Args:
@@ -348,10 +370,12 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         raise FileNotFoundError(f"bidfcl.data: no such file {src} (loaders read local files only)")
     if os.path.isdir(path):
         raise DataError(f"bidfcl.data: expected a Parquet or CSV file, got a directory: {src}")
-    if n_options is not None and (isinstance(n_options, bool) or not isinstance(n_options, int)
-                                  or not 1 <= n_options <= MAX_OPTIONS):
-        raise ValueError(f"bidfcl.data: n_options must be an integer in [1, {MAX_OPTIONS}] (bidfcl.MAX_OPTIONS), "
-                         f"got {n_options!r}")
+    if n_options is not None and (
+        isinstance(n_options, bool) or not isinstance(n_options, int) or not 1 <= n_options <= MAX_OPTIONS
+    ):
+        raise ValueError(
+            f"bidfcl.data: n_options must be an integer in [1, {MAX_OPTIONS}] (bidfcl.MAX_OPTIONS), got {n_options!r}"
+        )
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"bidfcl.data: dtype must be torch.float32 or torch.float64, got {dtype}")
     if scale not in (None, "minmax"):
@@ -362,8 +386,12 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
     fmt = _format(path, format)
     columns = list(dict.fromkeys(features + [treatment, revenue, cost] + ([propensity] if propensity else [])))
     if rows is not None:
-        if not (isinstance(rows, tuple) and len(rows) == 2 and all(isinstance(v, int) for v in rows)
-                and 0 <= rows[0] <= rows[1]):
+        if not (
+            isinstance(rows, tuple)
+            and len(rows) == 2
+            and all(isinstance(v, int) for v in rows)
+            and 0 <= rows[0] <= rows[1]
+        ):
             raise ValueError(f"bidfcl.data: rows must be a pair of integers (lo, hi) with 0 <= lo <= hi, got {rows!r}")
     estimate, batches = _batches(path, fmt, columns, n_rows, src, rows)
     npdt = np.float32 if dtype == torch.float32 else np.float64
@@ -384,12 +412,13 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         frac = t != np.round(t)
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
-            raise DataError(f"bidfcl.data: expected integer treatment in column {treatment!r} of {src}, "
-                            f"got {t[i]} at data row {row0 + i}")
+            raise DataError(
+                f"bidfcl.data: expected integer treatment in column {treatment!r} of {src}, "
+                f"got {t[i]} at data row {row0 + i}"
+            )
         limit = MAX_OPTIONS if n_options is None else n_options
         why = f"at most bidfcl.MAX_OPTIONS = {MAX_OPTIONS} options" if n_options is None else f"n_options = {n_options}"
-        _first_bad((t < 0) | (t >= limit), t, row0, src,
-                   f"treatment in [0, {limit}) ({why}) in column {treatment!r}")
+        _first_bad((t < 0) | (t >= limit), t, row0, src, f"treatment in [0, {limit}) ({why}) in column {treatment!r}")
         sink.t[sl] = t
         t_max = max(t_max, int(t.max()))
         arm_counts += np.bincount(sink.t[sl], minlength=len(arm_counts))[: len(arm_counts)] if n_options else 0
@@ -408,29 +437,41 @@ def load_table(path: str | os.PathLike, features: Sequence[str], treatment: str,
         counts = arm_counts if n_options else np.bincount(sink.t, minlength=m)
         empty = [j for j in range(m) if counts[j] == 0]
         if m == 0 or empty:
-            raise DataError(f"bidfcl.data: expected every one of the {m} arms of an RCT in {src} to have rows, "
-                            f"got empty arm(s) {empty} (rows per arm: {counts.tolist()})")
+            raise DataError(
+                f"bidfcl.data: expected every one of the {m} arms of an RCT in {src} to have rows, "
+                f"got empty arm(s) {empty} (rows per arm: {counts.tolist()})"
+            )
     if scale == "minmax" and sink.n:
         span = sink.fmax - sink.fmin
         inv = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0).astype(npdt)
         lo = sink.fmin.astype(npdt)
         step = 1 << 18
         for s in range(0, sink.n, step):  # in place, block by block: no full-size temporaries
-            blk = sink.x[s:s + step]
+            blk = sink.x[s : s + step]
             blk -= lo
             blk *= inv
             np.clip(blk, 0.0, 1.0, out=blk)  # rounding may leave 1 + ulp
-    ds = UpliftDataset(x=torch.from_numpy(sink.x), treatment=torch.from_numpy(sink.t),
-                       revenue=torch.from_numpy(sink.rev), cost=torch.from_numpy(sink.cost),
-                       propensity=None if sink.prop is None else torch.from_numpy(sink.prop),
-                       n_options=m)
+    ds = UpliftDataset(
+        x=torch.from_numpy(sink.x),
+        treatment=torch.from_numpy(sink.t),
+        revenue=torch.from_numpy(sink.rev),
+        cost=torch.from_numpy(sink.cost),
+        propensity=None if sink.prop is None else torch.from_numpy(sink.prop),
+        n_options=m,
+    )
     # values were checked batch by batch above (in numpy, while reading); shapes/dtypes here
     return ds.validate(check_values=False)
 
 
-def load_criteo_uplift(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, scale: bool = True,
-                       format: Optional[str] = None, n_rows: Optional[int] = None,
-                       split: Optional[str] = None) -> UpliftDataset:
+def load_criteo_uplift(
+    path: str | os.PathLike,
+    *,
+    dtype: torch.dtype = torch.float32,
+    scale: bool = True,
+    format: Optional[str] = None,
+    n_rows: Optional[int] = None,
+    split: Optional[str] = None,
+) -> UpliftDataset:
     """Load CRITEO-UPLIFT v2.1 from a local file (``criteo-uplift-v2.1.csv.gz``, a CSV or a Parquet copy).
 
     Schema-checked: columns ``f0..f11, treatment, conversion, visit, exposure`` must all be present
@@ -446,14 +487,27 @@ def load_criteo_uplift(path: str | os.PathLike, *, dtype: torch.dtype = torch.fl
     path = os.fspath(path)
     src = _source(path, split)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"bidfcl.data: no such file {src}; download criteo-uplift-v2.1.csv.gz "
-                                "from the Criteo AI Lab website (bidfcl never downloads data)")
+        raise FileNotFoundError(
+            f"bidfcl.data: no such file {src}; download criteo-uplift-v2.1.csv.gz "
+            "from the Criteo AI Lab website (bidfcl never downloads data)"
+        )
     fmt = _format(path, format)
     # schema check over every documented column, including exposure, before reading any rows
     _check_schema(path, fmt, CRITEO_COLUMNS, src)
-    ds = load_table(path, CRITEO_FEATURES, "treatment", "conversion", "visit", format=fmt, n_options=2,
-                    dtype=dtype, scale="minmax" if scale else None, require_all_arms=True, n_rows=n_rows,
-                    split=split)
+    ds = load_table(
+        path,
+        CRITEO_FEATURES,
+        "treatment",
+        "conversion",
+        "visit",
+        format=fmt,
+        n_options=2,
+        dtype=dtype,
+        scale="minmax" if scale else None,
+        require_all_arms=True,
+        n_rows=n_rows,
+        split=split,
+    )
     return ds
 
 
@@ -465,8 +519,9 @@ def _check_schema(path: str, fmt: str, columns: Sequence[str], src: str) -> None
         try:
             names = pa.parquet.ParquetFile(str(path)).schema_arrow.names
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"bidfcl.data: could not read {src} as Parquet (corrupted, truncated or not a "
-                            f"Parquet file): {exc}") from None
+            raise DataError(
+                f"bidfcl.data: could not read {src} as Parquet (corrupted, truncated or not a Parquet file): {exc}"
+            ) from None
     else:
         import pyarrow.csv as pacsv
 

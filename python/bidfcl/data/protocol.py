@@ -115,11 +115,20 @@ def _shares(**shares) -> dict:
     return shares
 
 
-def hybrid_split(rct: UpliftDataset, *, targeting_share: float = 0.05, policy_share: float = 0.50,
-                 train_share: float = 0.05, val_share: float = 0.10, test_share: float = 0.30,
-                 policy: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 budget_per_capita: Optional[float] = None, budget_fraction: float = 0.5, ridge: float = 1.0,
-                 seed: int = 0) -> HybridSplit:
+def hybrid_split(
+    rct: UpliftDataset,
+    *,
+    targeting_share: float = 0.05,
+    policy_share: float = 0.50,
+    train_share: float = 0.05,
+    val_share: float = 0.10,
+    test_share: float = 0.30,
+    policy: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    budget_per_capita: Optional[float] = None,
+    budget_fraction: float = 0.5,
+    ridge: float = 1.0,
+    seed: int = 0,
+) -> HybridSplit:
     """Build the paper's biased OBS set and RCT train/validation/test sets from one RCT.
 
     Args:
@@ -141,19 +150,23 @@ def hybrid_split(rct: UpliftDataset, *, targeting_share: float = 0.05, policy_sh
     if not isinstance(rct, UpliftDataset):
         raise TypeError(f"bidfcl.data: expected an UpliftDataset, got {type(rct).__name__}")
     rct.validate(require_all_arms=True)
-    shares = _shares(targeting_share=targeting_share, policy_share=policy_share, train_share=train_share,
-                     val_share=val_share, test_share=test_share)
+    shares = _shares(
+        targeting_share=targeting_share,
+        policy_share=policy_share,
+        train_share=train_share,
+        val_share=val_share,
+        test_share=test_share,
+    )
     if not 0 <= budget_fraction <= 1:
         raise ValueError(f"bidfcl.data: expected budget_fraction in [0, 1], got {budget_fraction}")
     n = len(rct)
     gen = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=gen)
     names = ["targeting", "policy", "rct", "val", "test"]
-    sizes = [int(shares[k] * n) for k in ("targeting_share", "policy_share", "train_share", "val_share",
-                                           "test_share")]
+    sizes = [int(shares[k] * n) for k in ("targeting_share", "policy_share", "train_share", "val_share", "test_share")]
     blocks, start = {}, 0
     for name, size in zip(names, sizes):
-        blocks[name] = perm[start:start + size].sort().values  # sorted: friendly to memory-mapped data
+        blocks[name] = perm[start : start + size].sort().values  # sorted: friendly to memory-mapped data
         start += size
     targeting = rct.subset(blocks["targeting"])
     policy_rows = rct.subset(blocks["policy"])
@@ -163,7 +176,9 @@ def hybrid_split(rct: UpliftDataset, *, targeting_share: float = 0.05, policy_sh
         try:
             targeting.check_arms()
         except DataError as exc:
-            raise DataError(f"bidfcl.data: the targeting block ({len(targeting)} rows) needs every arm: {exc}") from None
+            raise DataError(
+                f"bidfcl.data: the targeting block ({len(targeting)} rows) needs every arm: {exc}"
+            ) from None
         model = RidgeTLearner(ridge).fit(targeting)
         r_hat, c_hat = model.predict(policy_rows.x)
         k = len(policy_rows)
@@ -177,11 +192,15 @@ def hybrid_split(rct: UpliftDataset, *, targeting_share: float = 0.05, policy_sh
     else:
         choice = torch.as_tensor(policy(policy_rows.x))
         if choice.shape != (len(policy_rows),) or choice.dtype != torch.int64:
-            raise DataError(f"bidfcl.data: expected policy(x) to return int64 [n={len(policy_rows)}], got "
-                            f"{choice.dtype} {list(choice.shape)}")
+            raise DataError(
+                f"bidfcl.data: expected policy(x) to return int64 [n={len(policy_rows)}], got "
+                f"{choice.dtype} {list(choice.shape)}"
+            )
         if choice.numel() and (int(choice.min()) < 0 or int(choice.max()) >= rct.n_options):
-            raise DataError(f"bidfcl.data: expected policy choices in [0, {rct.n_options}), got "
-                            f"[{int(choice.min())}, {int(choice.max())}]")
+            raise DataError(
+                f"bidfcl.data: expected policy choices in [0, {rct.n_options}), got "
+                f"[{int(choice.min())}, {int(choice.max())}]"
+            )
     choice = choice.to(policy_rows.treatment.device)
     keep = policy_rows.treatment == choice
     obs_idx = blocks["policy"][keep.to(blocks["policy"].device)]
@@ -189,6 +208,13 @@ def hybrid_split(rct: UpliftDataset, *, targeting_share: float = 0.05, policy_sh
     obs = obs._replace(propensity=None)
     indices = dict(blocks)
     indices["obs"] = obs_idx
-    return HybridSplit(obs=obs, rct=rct.subset(blocks["rct"]), val=rct.subset(blocks["val"]),
-                       test=rct.subset(blocks["test"]), targeting=targeting, indices=indices,
-                       policy_choice=choice, model=model)
+    return HybridSplit(
+        obs=obs,
+        rct=rct.subset(blocks["rct"]),
+        val=rct.subset(blocks["val"]),
+        test=rct.subset(blocks["test"]),
+        targeting=targeting,
+        indices=indices,
+        policy_choice=choice,
+        model=model,
+    )

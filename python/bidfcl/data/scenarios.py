@@ -55,8 +55,10 @@ class Scenario:
         """``"RCT 2,000 / OBS 100,000 / val 1,000 / test 50,000"`` (make_marketing's defaults where unset)."""
         n_rct = self.kwargs.get("n_rct", 20000)
         n_obs = self.kwargs.get("n_obs", 10 * n_rct)
-        return (f"RCT {n_rct:,} / OBS {n_obs:,} / val {self.kwargs.get('n_val', 20000):,} / "
-                f"test {self.kwargs.get('n_test', 100000):,}")
+        return (
+            f"RCT {n_rct:,} / OBS {n_obs:,} / val {self.kwargs.get('n_val', 20000):,} / "
+            f"test {self.kwargs.get('n_test', 100000):,}"
+        )
 
 
 def _scenario(name: str, description: str, kwargs: dict, measured: Optional[tuple] = None) -> Scenario:
@@ -78,70 +80,90 @@ _MEASURED = {
 
 _SMALL_RCT = {"n_rct": 2000, "n_val": 1000, "n_obs": 100000, "n_test": 50000}
 
-SCENARIOS: Mapping[str, Scenario] = MappingProxyType({s.name: s for s in (
-    _scenario(
-        "default",
-        """make_marketing's defaults at the demo's sizes: 5 options, continuous revenue, mild
+SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            _scenario(
+                "default",
+                """make_marketing's defaults at the demo's sizes: 5 options, continuous revenue, mild
         feature selection and hidden confounding (selection = confounding = 1) and an RCT of 10,000
         users. The RCT alone is large enough to learn the uplift well, so there is little headroom and
         the biased rows change little: a sanity baseline, not a stress test.""",
-        dict(DEMO_SIZES),
-        _MEASURED["default"],
-    ),
-    _scenario(
-        "biased-small-rct",
-        """The paper's setting: a small RCT (2,000 users, 1,000 for validation) next to 100,000
+                dict(DEMO_SIZES),
+                _MEASURED["default"],
+            ),
+            _scenario(
+                "biased-small-rct",
+                """The paper's setting: a small RCT (2,000 users, 1,000 for validation) next to 100,000
         observational users logged by a targeting policy driven mostly by the hidden confounder
         (confounding = 3, u_strength = 1) that also raises baseline and uplift, with a low baseline
         (base_scale = 0.1) so the uplift dominates and noisy revenue (revenue_noise = 0.8). TSM on
         RCT is data-starved, TSM on OBS learns a confounded uplift; methods that use OBS rows without
         trusting their bias can separate.""",
-        dict(_SMALL_RCT, base_scale=0.1, confounding=3.0, u_strength=1.0, revenue_noise=0.8),
-        _MEASURED["biased-small-rct"],
-    ),
-    _scenario(
-        "strong-selection",
-        """Selection mostly on observables: the OBS targeting follows the marketer's linear
+                dict(_SMALL_RCT, base_scale=0.1, confounding=3.0, u_strength=1.0, revenue_noise=0.8),
+                _MEASURED["biased-small-rct"],
+            ),
+            _scenario(
+                "strong-selection",
+                """Selection mostly on observables: the OBS targeting follows the marketer's linear
         responsiveness score strongly (selection = 5) with some hidden confounding (confounding = 1),
         next to the small RCT of biased-small-rct (same world, same RCT). Responsive users almost
         always got large incentives, so OBS has poor overlap: per-arm contrasts at a given x rest on
         few rows and the model extrapolates across arms, although most of the bias could in principle
         be removed by conditioning on x.""",
-        dict(_SMALL_RCT, base_scale=0.1, selection=5.0, confounding=1.0, u_strength=1.0, revenue_noise=0.8),
-        _MEASURED["strong-selection"],
-    ),
-    _scenario(
-        "many-options",
-        """Eight options instead of five (option 0 free, diminishing returns): a small RCT spreads its
+                dict(_SMALL_RCT, base_scale=0.1, selection=5.0, confounding=1.0, u_strength=1.0, revenue_noise=0.8),
+                _MEASURED["strong-selection"],
+            ),
+            _scenario(
+                "many-options",
+                """Eight options instead of five (option 0 free, diminishing returns): a small RCT spreads its
         3,000 users over eight arms (375 per arm), the allocation must pick among finer incentive
         levels, and the OBS log is confounded as in biased-small-rct. Stresses per-arm sample size and
         the multiple-choice structure of the knapsack.""",
-        dict(_SMALL_RCT, n_rct=3000, n_options=8, base_scale=0.1, confounding=3.0, u_strength=1.0,
-             revenue_noise=0.8),
-        _MEASURED["many-options"],
-    ),
-    _scenario(
-        "binary",
-        """Conversion-like Bernoulli revenue and redemption-like Bernoulli cost (outcome = "binary",
+                dict(
+                    _SMALL_RCT,
+                    n_rct=3000,
+                    n_options=8,
+                    base_scale=0.1,
+                    confounding=3.0,
+                    u_strength=1.0,
+                    revenue_noise=0.8,
+                ),
+                _MEASURED["many-options"],
+            ),
+            _scenario(
+                "binary",
+                """Conversion-like Bernoulli revenue and redemption-like Bernoulli cost (outcome = "binary",
         base conversion 5 %, uplift_scale = 0.5) with a strongly confounded OBS log (confounding = 4,
         u_strength = 1.5). Each row carries about one bit, so the RCT is larger (8,000 users) and still
         noisy; stresses learning small uplifts from 0/1 outcomes.""",
-        dict(n_rct=8000, n_val=4000, n_obs=100000, n_test=50000, outcome="binary", uplift_scale=0.5,
-             confounding=4.0, u_strength=1.5),
-        _MEASURED["binary"],
-    ),
-    _scenario(
-        "heavy-tail",
-        """Heavy-tailed revenue: the observed revenue carries the mean-one Pareto factor
+                dict(
+                    n_rct=8000,
+                    n_val=4000,
+                    n_obs=100000,
+                    n_test=50000,
+                    outcome="binary",
+                    uplift_scale=0.5,
+                    confounding=4.0,
+                    u_strength=1.5,
+                ),
+                _MEASURED["binary"],
+            ),
+            _scenario(
+                "heavy-tail",
+                """Heavy-tailed revenue: the observed revenue carries the mean-one Pareto factor
         (1 - xi) U^(-xi) with xi = revenue_tail = 0.35 (tail index about 2.9: finite variance,
         infinite kurtosis) on top of log-normal noise (revenue_noise = 0.5), with the small RCT of
         biased-small-rct and a more strongly confounded OBS log (confounding = 4, u_strength = 1.5).
         A few huge orders dominate squared-error losses and IPW estimates; stresses robustness of the
         prediction models and of the validation metric.""",
-        dict(_SMALL_RCT, base_scale=0.1, confounding=4.0, u_strength=1.5, revenue_noise=0.5, revenue_tail=0.35),
-        _MEASURED["heavy-tail"],
-    ),
-)})
+                dict(_SMALL_RCT, base_scale=0.1, confounding=4.0, u_strength=1.5, revenue_noise=0.5, revenue_tail=0.35),
+                _MEASURED["heavy-tail"],
+            ),
+        )
+    }
+)
 
 
 def unknown_scenario_message(name) -> str:

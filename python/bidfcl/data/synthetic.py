@@ -127,9 +127,19 @@ class MarketingWorld:
     hidden_confounder: bool
 
     @staticmethod
-    def draw(n_features: int, n_options: int, outcome: str, world_seed: int, *, base_scale: float,
-             uplift_scale: float, cost_scale: float, cost_power: float, u_strength: float,
-             hidden_confounder: bool) -> "MarketingWorld":
+    def draw(
+        n_features: int,
+        n_options: int,
+        outcome: str,
+        world_seed: int,
+        *,
+        base_scale: float,
+        uplift_scale: float,
+        cost_scale: float,
+        cost_power: float,
+        u_strength: float,
+        hidden_confounder: bool,
+    ) -> "MarketingWorld":
         rng = np.random.default_rng([int(world_seed), 0x5EED])
         f, h = n_features, _N_WAVES
 
@@ -142,9 +152,23 @@ class MarketingWorld:
         # first-order (linear) part of eta = sum_k a_k 1.5 x.v_k / sqrt(H) + 0.5 x.w_b: what a
         # marketer's linear model of responsiveness would find
         w_target = unit(proj @ (amp * 1.5 / math.sqrt(h)) + 0.5 * w_base)
-        return MarketingWorld(f, n_options, outcome, w_base, w_cost, w_sat, w_target, proj, amp,
-                              float(base_scale), float(uplift_scale), float(cost_scale), float(cost_power),
-                              float(u_strength), bool(hidden_confounder))
+        return MarketingWorld(
+            f,
+            n_options,
+            outcome,
+            w_base,
+            w_cost,
+            w_sat,
+            w_target,
+            proj,
+            amp,
+            float(base_scale),
+            float(uplift_scale),
+            float(cost_scale),
+            float(cost_power),
+            float(u_strength),
+            bool(hidden_confounder),
+        )
 
     def truth(self, x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected revenue and cost ``[n, M]`` for features ``x`` ``[n, F]`` and hidden ``u`` ``[n]``."""
@@ -228,18 +252,26 @@ class MarketingData:
             raise DataError(f"bidfcl.data: expected choice of dtype int64, got {choice.dtype}")
         n = len(ds)
         if choice.shape[-1] != n or choice.dim() not in (1, 2):
-            raise DataError(f"bidfcl.data: expected choice of shape [N={n}] or [K, N={n}] for split "
-                            f"{split!r}, got {list(choice.shape)}")
+            raise DataError(
+                f"bidfcl.data: expected choice of shape [N={n}] or [K, N={n}] for split "
+                f"{split!r}, got {list(choice.shape)}"
+            )
         if choice.numel() and (int(choice.min()) < 0 or int(choice.max()) >= self.n_options):
-            raise DataError(f"bidfcl.data: expected choice in [0, {self.n_options}), got values in "
-                            f"[{int(choice.min())}, {int(choice.max())}]")
+            raise DataError(
+                f"bidfcl.data: expected choice in [0, {self.n_options}), got values in "
+                f"[{int(choice.min())}, {int(choice.max())}]"
+            )
         squeeze = choice.dim() == 1
         ch = choice.reshape(-1, n)
         vals, costs = [], []
         for row in ch:
             idx = row.unsqueeze(1)
-            vals.append(ds.r_true.gather(1, idx).to(torch.float64).mean() if n else torch.zeros((), dtype=torch.float64))
-            costs.append(ds.c_true.gather(1, idx).to(torch.float64).mean() if n else torch.zeros((), dtype=torch.float64))
+            vals.append(
+                ds.r_true.gather(1, idx).to(torch.float64).mean() if n else torch.zeros((), dtype=torch.float64)
+            )
+            costs.append(
+                ds.c_true.gather(1, idx).to(torch.float64).mean() if n else torch.zeros((), dtype=torch.float64)
+            )
         v, c = torch.stack(vals), torch.stack(costs)
         return (v[0], c[0]) if squeeze else (v, c)
 
@@ -253,8 +285,9 @@ class MarketingData:
         n = len(ds)
         if isinstance(budget_per_capita, (list, tuple)):  # solve_mckp takes a number or a tensor
             budget_per_capita = torch.tensor(budget_per_capita, dtype=torch.float64)
-        budget_total = convert(budget_per_capita, BudgetUnit.PER_CAPITA, BudgetUnit.TOTAL, n_rows=n,
-                               name="budget_per_capita")
+        budget_total = convert(
+            budget_per_capita, BudgetUnit.PER_CAPITA, BudgetUnit.TOTAL, n_rows=n, name="budget_per_capita"
+        )
         sol = solve_mckp(ds.r_true, ds.c_true, budget_total)
         return OraclePolicy(sol.choice, sol.value / max(n, 1), sol.spend / max(n, 1), sol.lam)
 
@@ -279,15 +312,33 @@ def _probabilities(p, m: int, name: str) -> np.ndarray:
     return arr
 
 
-def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int = 20_000, n_test: int = 100_000,
-                   n_features: int = 12, n_options: int = 5, outcome: str = "continuous",
-                   confounding: float = 1.0, selection: float = 1.0, hidden_confounder: bool = True,
-                   propensity: Optional[Sequence[float]] = None, obs_arm_shares: Optional[Sequence[float]] = None,
-                   seed: int = 0, world_seed: int = 0, dtype: torch.dtype = torch.float32, *,
-                   base_scale: Optional[float] = None, uplift_scale: Optional[float] = None,
-                   cost_scale: Optional[float] = None, cost_power: float = 1.25, u_strength: float = 0.7,
-                   revenue_noise: float = 0.5, cost_noise: float = 0.3, revenue_tail: float = 0.0,
-                   num_threads: Optional[int] = None) -> MarketingData:
+def make_marketing(
+    n_rct: int = 20_000,
+    n_obs: Optional[int] = None,
+    n_val: int = 20_000,
+    n_test: int = 100_000,
+    n_features: int = 12,
+    n_options: int = 5,
+    outcome: str = "continuous",
+    confounding: float = 1.0,
+    selection: float = 1.0,
+    hidden_confounder: bool = True,
+    propensity: Optional[Sequence[float]] = None,
+    obs_arm_shares: Optional[Sequence[float]] = None,
+    seed: int = 0,
+    world_seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    *,
+    base_scale: Optional[float] = None,
+    uplift_scale: Optional[float] = None,
+    cost_scale: Optional[float] = None,
+    cost_power: float = 1.25,
+    u_strength: float = 0.7,
+    revenue_noise: float = 0.5,
+    cost_noise: float = 0.3,
+    revenue_tail: float = 0.0,
+    num_threads: Optional[int] = None,
+) -> MarketingData:
     """Synthetic marketing data with ground truth: RCT, OBS, validation and test splits.
 
     See the module docstring for the generating equations. Arguments:
@@ -323,23 +374,34 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
     if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 3:
         raise ValueError(f"bidfcl.data: expected n_features >= 3 (the truth uses x_0, x_1, x_2), got {n_features!r}")
     if isinstance(n_options, bool) or not isinstance(n_options, int) or not 2 <= n_options <= MAX_OPTIONS:
-        raise ValueError(f"bidfcl.data: expected n_options in [2, {MAX_OPTIONS}] (bidfcl.MAX_OPTIONS, the compiled "
-                         f"core's limit), got {n_options!r}")
+        raise ValueError(
+            f"bidfcl.data: expected n_options in [2, {MAX_OPTIONS}] (bidfcl.MAX_OPTIONS, the compiled "
+            f"core's limit), got {n_options!r}"
+        )
     if outcome not in ("continuous", "binary"):
         raise ValueError(f"bidfcl.data: outcome must be 'continuous' or 'binary', got {outcome!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"bidfcl.data: dtype must be torch.float32 or torch.float64, got {dtype}")
-    for name, v in (("confounding", confounding), ("selection", selection), ("revenue_noise", revenue_noise),
-                    ("cost_noise", cost_noise), ("u_strength", u_strength), ("cost_power", cost_power)):
+    for name, v in (
+        ("confounding", confounding),
+        ("selection", selection),
+        ("revenue_noise", revenue_noise),
+        ("cost_noise", cost_noise),
+        ("u_strength", u_strength),
+        ("cost_power", cost_power),
+    ):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
             raise ValueError(f"bidfcl.data: expected {name} to be a finite number >= 0, got {v!r}")
-    if (isinstance(revenue_tail, bool) or not isinstance(revenue_tail, (int, float))
-            or not (0.0 <= revenue_tail < 0.5)):
-        raise ValueError(f"bidfcl.data: expected revenue_tail to be a number in [0, 0.5) (the Pareto factor's "
-                         f"1 / tail index; its variance is infinite from 0.5 on), got {revenue_tail!r}")
+    if isinstance(revenue_tail, bool) or not isinstance(revenue_tail, (int, float)) or not (0.0 <= revenue_tail < 0.5):
+        raise ValueError(
+            f"bidfcl.data: expected revenue_tail to be a number in [0, 0.5) (the Pareto factor's "
+            f"1 / tail index; its variance is infinite from 0.5 on), got {revenue_tail!r}"
+        )
     if revenue_tail > 0 and outcome != "continuous":
-        raise ValueError(f"bidfcl.data: revenue_tail applies to outcome='continuous' only (binary revenue is "
-                         f"Bernoulli), got revenue_tail={revenue_tail!r} with outcome={outcome!r}")
+        raise ValueError(
+            f"bidfcl.data: revenue_tail applies to outcome='continuous' only (binary revenue is "
+            f"Bernoulli), got revenue_tail={revenue_tail!r} with outcome={outcome!r}"
+        )
     m = n_options
     defaults = {"continuous": (1.0, 0.6, 1.0), "binary": (0.05, 0.3, 0.3)}[outcome]
     base_scale = defaults[0] if base_scale is None else float(base_scale)
@@ -352,46 +414,101 @@ def make_marketing(n_rct: int = 20_000, n_obs: Optional[int] = None, n_val: int 
     rct_p = _probabilities(np.full(m, 1.0 / m) if propensity is None else propensity, m, "propensity")
     obs_q = _probabilities(np.full(m, 1.0 / m) if obs_arm_shares is None else obs_arm_shares, m, "obs_arm_shares")
 
-    world = MarketingWorld.draw(n_features, m, outcome, world_seed, base_scale=base_scale,
-                                uplift_scale=uplift_scale, cost_scale=cost_scale, cost_power=cost_power,
-                                u_strength=u_strength, hidden_confounder=hidden_confounder)
-    gen = _Generator(world, dtype, seed, rct_p, obs_q, float(confounding), float(selection),
-                     float(revenue_noise), float(cost_noise), float(revenue_tail), num_threads)
+    world = MarketingWorld.draw(
+        n_features,
+        m,
+        outcome,
+        world_seed,
+        base_scale=base_scale,
+        uplift_scale=uplift_scale,
+        cost_scale=cost_scale,
+        cost_power=cost_power,
+        u_strength=u_strength,
+        hidden_confounder=hidden_confounder,
+    )
+    gen = _Generator(
+        world,
+        dtype,
+        seed,
+        rct_p,
+        obs_q,
+        float(confounding),
+        float(selection),
+        float(revenue_noise),
+        float(cost_noise),
+        float(revenue_tail),
+        num_threads,
+    )
     rct, _ = gen.split("rct", n_rct)
     obs, obs_prop = gen.split("obs", n_obs)
     val, _ = gen.split("val", n_val)
     test, _ = gen.split("test", n_test)
-    config = dict(n_rct=n_rct, n_obs=n_obs, n_val=n_val, n_test=n_test, n_features=n_features, n_options=m,
-                  outcome=outcome, confounding=float(confounding), selection=float(selection),
-                  hidden_confounder=bool(hidden_confounder), propensity=rct_p.tolist(),
-                  obs_arm_shares=obs_q.tolist(), seed=seed, world_seed=world_seed, dtype=str(dtype),
-                  base_scale=base_scale, uplift_scale=uplift_scale, cost_scale=cost_scale, cost_power=cost_power,
-                  u_strength=u_strength, revenue_noise=revenue_noise, cost_noise=cost_noise,
-                  revenue_tail=float(revenue_tail))
+    config = dict(
+        n_rct=n_rct,
+        n_obs=n_obs,
+        n_val=n_val,
+        n_test=n_test,
+        n_features=n_features,
+        n_options=m,
+        outcome=outcome,
+        confounding=float(confounding),
+        selection=float(selection),
+        hidden_confounder=bool(hidden_confounder),
+        propensity=rct_p.tolist(),
+        obs_arm_shares=obs_q.tolist(),
+        seed=seed,
+        world_seed=world_seed,
+        dtype=str(dtype),
+        base_scale=base_scale,
+        uplift_scale=uplift_scale,
+        cost_scale=cost_scale,
+        cost_power=cost_power,
+        u_strength=u_strength,
+        revenue_noise=revenue_noise,
+        cost_noise=cost_noise,
+        revenue_tail=float(revenue_tail),
+    )
     return MarketingData(rct, obs, val, test, world, obs_prop, config)
 
 
 class _Generator:
     """Fills preallocated split tensors chunk by chunk (each chunk its own random stream)."""
 
-    def __init__(self, world, dtype, seed, rct_p, obs_q, confounding, selection, revenue_noise, cost_noise,
-                 revenue_tail, num_threads):
+    def __init__(
+        self,
+        world,
+        dtype,
+        seed,
+        rct_p,
+        obs_q,
+        confounding,
+        selection,
+        revenue_noise,
+        cost_noise,
+        revenue_tail,
+        num_threads,
+    ):
         self.world, self.dtype, self.seed = world, dtype, int(seed)
         self.rct_p, self.rct_cum = rct_p, np.cumsum(rct_p)[:-1]
         self.confounding, self.selection = confounding, selection
         self.revenue_noise, self.cost_noise, self.revenue_tail = revenue_noise, cost_noise, revenue_tail
         self.num_threads = max(1, int(num_threads if num_threads is not None else torch.get_num_threads()))
-        sd = math.sqrt(selection ** 2 + confounding ** 2 + 1.0)
+        sd = math.sqrt(selection**2 + confounding**2 + 1.0)
         self.obs_sd = sd
         cum = torch.tensor(np.clip(np.cumsum(obs_q)[:-1], 1e-12, 1 - 1e-12), dtype=torch.float64)
         self.obs_tau = (sd * torch.special.ndtri(cum)).to(dtype)  # [M-1] thresholds on the noisy score
 
     def split(self, name: str, n: int) -> tuple[UpliftDataset, Optional[torch.Tensor]]:
         f, m, dt = self.world.n_features, self.world.n_options, self.dtype
-        out = dict(x=torch.empty(n, f, dtype=dt), treatment=torch.empty(n, dtype=torch.int64),
-                   revenue=torch.empty(n, dtype=dt), cost=torch.empty(n, dtype=dt),
-                   propensity=torch.empty(n, dtype=dt), r_true=torch.empty(n, m, dtype=dt),
-                   c_true=torch.empty(n, m, dtype=dt))
+        out = dict(
+            x=torch.empty(n, f, dtype=dt),
+            treatment=torch.empty(n, dtype=torch.int64),
+            revenue=torch.empty(n, dtype=dt),
+            cost=torch.empty(n, dtype=dt),
+            propensity=torch.empty(n, dtype=dt),
+            r_true=torch.empty(n, m, dtype=dt),
+            c_true=torch.empty(n, m, dtype=dt),
+        )
         starts = list(range(0, n, _CHUNK_ROWS))
         work = [(name, i, s, min(s + _CHUNK_ROWS, n), out) for i, s in enumerate(starts)]
         # one torch thread per chunk (small ops; intra-op threads only add overhead and spin under
@@ -411,7 +528,7 @@ class _Generator:
         return UpliftDataset(**out, propensity=prop, n_options=m), None
 
     def _chunk(self, name: str, index: int, lo: int, hi: int, out: dict) -> None:
-        n, f, m, dt = hi - lo, self.world.n_features, self.world.n_options, self.dtype
+        n, f, dt = hi - lo, self.world.n_features, self.dtype
         npdt = np.float32 if dt == torch.float32 else np.float64
         rng = np.random.default_rng([self.seed, _SPLIT_CODE[name], index])
         x = torch.from_numpy(rng.standard_normal((n, f), dtype=npdt))

@@ -1,16 +1,29 @@
 """Trainers (TSM, DFCL, Bi-DFCL) on a shared loop, their configuration, evaluation and experiments.
 
-    from bidfcl.train import load_config, load_run_data, make_trainer
-    cfg = load_config("cfg.toml")
-    result = make_trainer(cfg, load_run_data(cfg.data), out_dir=cfg.output.dir).fit()
+from bidfcl.train import load_config, load_run_data, make_trainer
+cfg = load_config("cfg.toml")
+result = make_trainer(cfg, load_run_data(cfg.data), out_dir=cfg.output.dir).fit()
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from .config import (BidfclConfig, ConfigError, DataConfig, DfclConfig, EvalConfig, ExperimentConfig, ModelConfig,
-                     OutputConfig, RunConfig, TrainConfig, TsmConfig, config_from_dict, load_config)
+from .config import (
+    BidfclConfig,
+    ConfigError,
+    DataConfig,
+    DfclConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OutputConfig,
+    RunConfig,
+    TrainConfig,
+    TsmConfig,
+    config_from_dict,
+    load_config,
+)
 from .datasets import RunData, as_run_data, load_run_data, run_data
 from .evaluate import budget_levels, evaluate_model, evaluate_predictions
 from .loop import Phase, Progress, Trainer, factual_loss, load_model, save_model
@@ -19,16 +32,44 @@ from .dfcl import DfclTrainer
 from .bilevel import BidfclTrainer
 from .registry import METHODS, method_spec, presets, register_method
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "TsmConfig", "DfclConfig",
-           "BidfclConfig", "EvalConfig", "OutputConfig",
-           "ExperimentConfig", "config_from_dict", "load_config", "RunData", "run_data", "load_run_data", "budget_levels",
-           "evaluate_model", "evaluate_predictions", "Phase", "Progress", "Trainer", "factual_loss", "load_model",
-           "save_model", "TsmTrainer", "DfclTrainer", "BidfclTrainer", "METHODS", "register_method", "method_spec",
-           "presets", "make_trainer"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "TsmConfig",
+    "DfclConfig",
+    "BidfclConfig",
+    "EvalConfig",
+    "OutputConfig",
+    "ExperimentConfig",
+    "config_from_dict",
+    "load_config",
+    "RunData",
+    "run_data",
+    "load_run_data",
+    "budget_levels",
+    "evaluate_model",
+    "evaluate_predictions",
+    "Phase",
+    "Progress",
+    "Trainer",
+    "factual_loss",
+    "load_model",
+    "save_model",
+    "TsmTrainer",
+    "DfclTrainer",
+    "BidfclTrainer",
+    "METHODS",
+    "register_method",
+    "method_spec",
+    "presets",
+    "make_trainer",
+]
 
 
-def make_trainer(cfg, data, *, out_dir: Optional[str] = None, progress: Optional[Progress] = None,
-                 **kw) -> Trainer:
+def make_trainer(cfg, data, *, out_dir: Optional[str] = None, progress: Optional[Progress] = None, **kw) -> Trainer:
     """The trainer of ``cfg.train.method``, a method registered in :data:`METHODS` (extra keywords,
     e.g. ``teacher=``, go to Bi-DFCL).
 
@@ -40,6 +81,8 @@ def make_trainer(cfg, data, *, out_dir: Optional[str] = None, progress: Optional
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg)
     elif not isinstance(cfg, RunConfig):
-        raise ConfigError(f"bidfcl.train.make_trainer: expected cfg to be a RunConfig or a dict of config sections, "
-                          f"got {type(cfg).__name__}")
+        raise ConfigError(
+            f"bidfcl.train.make_trainer: expected cfg to be a RunConfig or a dict of config sections, "
+            f"got {type(cfg).__name__}"
+        )
     return METHODS[cfg.train.method].trainer(cfg, as_run_data(data), out_dir=out_dir, progress=progress, **kw)

@@ -69,13 +69,28 @@ ABLATIONS = {
     "bidfcl-ppl-inner5": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.inner_steps": 5},
     "bidfcl-ppl-nofactual": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.gate_factual": False},
     "bidfcl-ppl-coldcg": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.cg_warm_start": False},
-    "bidfcl-ppl-paper": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.inner_steps": 5,
-                         "bidfcl.curvature": "hessian", "bidfcl.damping": 0.0, "bidfcl.cg_warm_start": False,
-                         "bidfcl.gate_factual": False, "bidfcl.cg_iters": 50, "bidfcl.bridge_every": 5, "bidfcl.bridge_lr": 1e-3},
+    "bidfcl-ppl-paper": {
+        "train.method": "bidfcl",
+        "train.loss": "ppl",
+        "bidfcl.inner_steps": 5,
+        "bidfcl.curvature": "hessian",
+        "bidfcl.damping": 0.0,
+        "bidfcl.cg_warm_start": False,
+        "bidfcl.gate_factual": False,
+        "bidfcl.cg_iters": 50,
+        "bidfcl.bridge_every": 5,
+        "bidfcl.bridge_lr": 1e-3,
+    },
     # the default before issue 12 (docs/decision-quality.md section 5): auto curvature, CG(10), a
     # bridge step every 5 batches at lr 1e-3
-    "bidfcl-ppl-auto-k5": {"train.method": "bidfcl", "train.loss": "ppl", "bidfcl.curvature": "auto",
-                           "bidfcl.cg_iters": 10, "bidfcl.bridge_every": 5, "bidfcl.bridge_lr": 1e-3},
+    "bidfcl-ppl-auto-k5": {
+        "train.method": "bidfcl",
+        "train.loss": "ppl",
+        "bidfcl.curvature": "auto",
+        "bidfcl.cg_iters": 10,
+        "bidfcl.bridge_every": 5,
+        "bidfcl.bridge_lr": 1e-3,
+    },
 }
 
 
@@ -167,8 +182,9 @@ class BidfclTrainer(Trainer):
     def _upper(self, r, c, batch: UpliftDataset) -> Optional[torch.Tensor]:
         """The upper loss ``train.loss`` at lam* of the training budget(s), None where lam* is
         infinite (:func:`bidfcl.implicit.hypergradient` then reports ``upper_defined`` false)."""
-        return decision_loss(self.cfg.train.loss, r, c, batch, self.train_budgets, options=self.upper_options,
-                             parallel=self.parallel)
+        return decision_loss(
+            self.cfg.train.loss, r, c, batch, self.train_budgets, options=self.upper_options, parallel=self.parallel
+        )
 
     def _gates(self, x: torch.Tensor, outer=None):
         if outer is None:
@@ -233,9 +249,16 @@ class BidfclTrainer(Trainer):
         else:
             lower = self.lower_objective(self.target, batch, index)
             upper = lambda inner, outer: self._upper(  # noqa: E731
-                *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct)
-            res = implicit.unrolled(lower, upper, list(self.target.parameters()), list(self.bridge.parameters()),
-                                    max_iter=b.unrolled_steps, lr=b.inner_lr)
+                *functional_call(self.target, dict(zip(self.t_names, inner)), (rct.x,)), rct
+            )
+            res = implicit.unrolled(
+                lower,
+                upper,
+                list(self.target.parameters()),
+                list(self.bridge.parameters()),
+                max_iter=b.unrolled_steps,
+                lr=b.inner_lr,
+            )
         out["up"] = float(res.upper_loss)
         if not res.upper_defined:  # the predictions' cheapest policy overspends: no step
             out["skipped"] = 1.0
@@ -259,15 +282,24 @@ class BidfclTrainer(Trainer):
         with torch.no_grad():
             gr, gc = self.bridge(batch.x)
         self.opt.zero_grad(set_to_none=True)
-        loss = lower_loss(*self.target_ddp(batch.x), gr, gc, batch, self.teach_r[index], self.teach_c[index],
-                          b.bridge_mode, b.gate_factual)
+        loss = lower_loss(
+            *self.target_ddp(batch.x),
+            gr,
+            gc,
+            batch,
+            self.teach_r[index],
+            self.teach_c[index],
+            b.bridge_mode,
+            b.gate_factual,
+        )
         self.scaled(loss).backward()
         self.opt.step()
         out["low"] = loss.detach()
         return out
 
-    def implicit_hypergradient(self, inner_model: MultiHeadMLP, batch: UpliftDataset, index: torch.Tensor,
-                               rct: UpliftDataset):
+    def implicit_hypergradient(
+        self, inner_model: MultiHeadMLP, batch: UpliftDataset, index: torch.Tensor, rct: UpliftDataset
+    ):
         """dL_up/dphi with the parameters of ``inner_model`` taken as the lower-level solution:
         CG (``cg_iters``, ``damping``, warm-started from the previous solution with ``cg_warm_start``)
         on the Gauss-Newton matrix (``curvature = "gauss-newton"``, the default), the full Hessian
@@ -291,20 +323,38 @@ class BidfclTrainer(Trainer):
         x0 = self.cg_warm if b.cg_warm_start else None
         if x0 is not None and any(a.shape != p.shape or a.dtype != p.dtype for a, p in zip(x0, inner)):
             x0 = None
-        return implicit.hypergradient(self.lower_objective(inner_model, batch, index), upper, inner, outer,
-                                      max_iter=b.cg_iters, tol=b.cg_tol, damping=b.damping, x0=x0,
-                                      curvature=b.curvature,
-                                      reduce=self.parallel.sum_list if self.parallel.active else None)
+        return implicit.hypergradient(
+            self.lower_objective(inner_model, batch, index),
+            upper,
+            inner,
+            outer,
+            max_iter=b.cg_iters,
+            tol=b.cg_tol,
+            damping=b.damping,
+            x0=x0,
+            curvature=b.curvature,
+            reduce=self.parallel.sum_list if self.parallel.active else None,
+        )
 
     def phases(self) -> list[Phase]:
         t, b = self.cfg.train, self.cfg.bidfcl
         teacher_epochs = 0 if self._given_teacher is not None else b.teacher_epochs
         rct, obs = self.shard_of("rct"), self.shard_of("obs")
-        return [Phase("teacher", teacher_epochs, factual_rows(self.data.rct), self.teacher_step, select="teacher",
-                      shard=rct),
-                Phase("target-warm", t.warm_start_epochs, self.obs_rows, self.warm_step, shard=obs),
-                Phase(f"bidfcl-{t.loss}", t.epochs, self.obs_rows, self.bilevel_step, select="target",
-                      begin=self.begin_bilevel, shard=obs)]
+        return [
+            Phase(
+                "teacher", teacher_epochs, factual_rows(self.data.rct), self.teacher_step, select="teacher", shard=rct
+            ),
+            Phase("target-warm", t.warm_start_epochs, self.obs_rows, self.warm_step, shard=obs),
+            Phase(
+                f"bidfcl-{t.loss}",
+                t.epochs,
+                self.obs_rows,
+                self.bilevel_step,
+                select="target",
+                begin=self.begin_bilevel,
+                shard=obs,
+            ),
+        ]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:

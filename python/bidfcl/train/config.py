@@ -59,19 +59,57 @@ def _toml_parser():
 
 #: the module configs and ``--set`` values are parsed with (see :func:`_toml_parser`)
 tomllib = _toml_parser()
-NO_TOML_PARSER = ("bidfcl config: reading TOML needs the standard library's tomllib (Python >= 3.11) or, on "
-                  "Python 3.10, the tomli package, and neither is importable: pip install 'tomli>=2'")
+NO_TOML_PARSER = (
+    "bidfcl config: reading TOML needs the standard library's tomllib (Python >= 3.11) or, on "
+    "Python 3.10, the tomli package, and neither is importable: pip install 'tomli>=2'"
+)
 
-__all__ = ["ConfigError", "RunConfig", "DataConfig", "ModelConfig", "TrainConfig", "TsmConfig", "DfclConfig",
-           "BidfclConfig", "EvalConfig", "OutputConfig", "ExperimentConfig", "load_config", "config_from_dict",
-           "upgrade_run_config", "MOVED_TRAIN_KEYS", "RUN_SECTIONS"]
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "TsmConfig",
+    "DfclConfig",
+    "BidfclConfig",
+    "EvalConfig",
+    "OutputConfig",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "upgrade_run_config",
+    "MOVED_TRAIN_KEYS",
+    "RUN_SECTIONS",
+]
 
 TSM_DATA = ("rct", "obs", "pooled")
 #: keys of make_marketing that a synthetic [data] section may set
-SYNTHETIC_KEYS = ("n_rct", "n_obs", "n_val", "n_test", "n_features", "n_options", "outcome", "confounding",
-                  "selection", "hidden_confounder", "propensity", "obs_arm_shares", "seed", "world_seed",
-                  "dtype", "base_scale", "uplift_scale", "cost_scale", "cost_power", "u_strength",
-                  "revenue_noise", "cost_noise", "revenue_tail")
+SYNTHETIC_KEYS = (
+    "n_rct",
+    "n_obs",
+    "n_val",
+    "n_test",
+    "n_features",
+    "n_options",
+    "outcome",
+    "confounding",
+    "selection",
+    "hidden_confounder",
+    "propensity",
+    "obs_arm_shares",
+    "seed",
+    "world_seed",
+    "dtype",
+    "base_scale",
+    "uplift_scale",
+    "cost_scale",
+    "cost_power",
+    "u_strength",
+    "revenue_noise",
+    "cost_noise",
+    "revenue_tail",
+)
 
 
 class ConfigError(ValueError):
@@ -195,7 +233,9 @@ class BidfclConfig:
     cg_tol: float = 1e-6
     damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
     cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
-    bridge_lr: float = 4e-3  #: Adam step of the bridge (was 1e-3 at bridge_every = 5; 1e-2: see docs/decision-quality.md)
+    bridge_lr: float = (
+        4e-3  #: Adam step of the bridge (was 1e-3 at bridge_every = 5; 1e-2: see docs/decision-quality.md)
+    )
     learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
     gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
     hypergradient: str = "cg"  #: cg | unrolled
@@ -211,15 +251,18 @@ class BidfclConfig:
 #: keys that were in ``[train]`` before the per-method sections: old key -> its new place(s)
 MOVED_TRAIN_KEYS = {"data": ("tsm.data",), "k": ("bidfcl.bridge_every", "bidfcl.unrolled_steps")}
 MOVED_TRAIN_KEYS.update({f.name: (f"dfcl.{f.name}",) for f in fields(DfclConfig)})
-MOVED_TRAIN_KEYS.update({f.name: (f"bidfcl.{f.name}",) for f in fields(BidfclConfig)
-                         if f.name not in ("bridge_every", "unrolled_steps")})
+MOVED_TRAIN_KEYS.update(
+    {f.name: (f"bidfcl.{f.name}",) for f in fields(BidfclConfig) if f.name not in ("bridge_every", "unrolled_steps")}
+)
 
 
 def _moved_message(key: str) -> str:
     new = MOVED_TRAIN_KEYS[key]
     if key == "k":
-        return ("train.k moved: use bidfcl.bridge_every (a bridge step every k target batches) or "
-                "bidfcl.unrolled_steps (the unrolled hypergradient's inner steps); k meant both before")
+        return (
+            "train.k moved: use bidfcl.bridge_every (a bridge step every k target batches) or "
+            "bidfcl.unrolled_steps (the unrolled hypergradient's inner steps); k meant both before"
+        )
     return f"train.{key} moved: use {new[0]} (section [{new[0].split('.')[0]}])"
 
 
@@ -264,8 +307,9 @@ class OutputConfig:
 
 @dataclass
 class ExperimentConfig:
-    methods: list = field(default_factory=lambda: ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl",
-                                                   "bidfcl-pifd"])
+    methods: list = field(
+        default_factory=lambda: ["tsm-rct", "tsm-obs", "tsm-pooled", "dfcl-ppl", "bidfcl-ppl", "bidfcl-pifd"]
+    )
     seeds: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
     reference: str = "tsm-rct"  #: EOM normaliser (= 1.0000) and the paired-test baseline
     overrides: dict = field(default_factory=dict)  #: per method: {"section.key": value}
@@ -299,26 +343,66 @@ class RunConfig:
         return config_from_dict(d)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "tsm": TsmConfig, "dfcl": DfclConfig,
-             "bidfcl": BidfclConfig, "eval": EvalConfig, "output": OutputConfig, "experiment": ExperimentConfig}
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "tsm": TsmConfig,
+    "dfcl": DfclConfig,
+    "bidfcl": BidfclConfig,
+    "eval": EvalConfig,
+    "output": OutputConfig,
+    "experiment": ExperimentConfig,
+}
 #: the sections a run's result depends on (a resumed run must share them with its checkpoint)
 RUN_SECTIONS = ("data", "model", "train", "tsm", "dfcl", "bidfcl", "eval")
 
 # expected kinds for keys whose default is None (the default tells the kind otherwise)
 _KINDS = {
-    "n_rct": int, "n_obs": int, "n_val": int, "n_test": int, "n_features": int, "n_options": int, "seed": int,
-    "world_seed": int, "outcome": str, "dtype": str, "hidden_confounder": bool, "propensity": list,
-    "obs_arm_shares": list, "confounding": float, "selection": float, "base_scale": float, "uplift_scale": float,
-    "cost_scale": float, "cost_power": float, "u_strength": float, "revenue_noise": float, "cost_noise": float,
-    "revenue_tail": float, "scenario": str,
-    "rct": str, "obs": str, "val": str, "test": str, "features": list, "propensity_column": str,
-    "cost_output": str, "bridge_hidden": list, "free_options": list, "budgets": list, "budget_fractions": list, "clip": float, "lams": list,
+    "n_rct": int,
+    "n_obs": int,
+    "n_val": int,
+    "n_test": int,
+    "n_features": int,
+    "n_options": int,
+    "seed": int,
+    "world_seed": int,
+    "outcome": str,
+    "dtype": str,
+    "hidden_confounder": bool,
+    "propensity": list,
+    "obs_arm_shares": list,
+    "confounding": float,
+    "selection": float,
+    "base_scale": float,
+    "uplift_scale": float,
+    "cost_scale": float,
+    "cost_power": float,
+    "u_strength": float,
+    "revenue_noise": float,
+    "cost_noise": float,
+    "revenue_tail": float,
+    "scenario": str,
+    "rct": str,
+    "obs": str,
+    "val": str,
+    "test": str,
+    "features": list,
+    "propensity_column": str,
+    "cost_output": str,
+    "bridge_hidden": list,
+    "free_options": list,
+    "budgets": list,
+    "budget_fractions": list,
+    "clip": float,
+    "lams": list,
 }
 
 
 def _kind_name(kind) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list",
-            dict: "a table"}[kind]
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list", dict: "a table"}[
+        kind
+    ]
 
 
 def _check_kind(section: str, key: str, value: Any, kind) -> Any:
@@ -379,9 +463,13 @@ def _check_budgets(section: str, budgets, unit: str) -> None:
     """``[section] budgets`` (None, or a non-empty list of finite numbers > 0) and ``budget_unit``."""
     _require(unit in BUDGET_UNITS, f"expected {section}.budget_unit in {list(BUDGET_UNITS)}, got {unit!r}")
     if budgets is not None:
-        _require(len(budgets) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                          and math.isfinite(v) and v > 0 for v in budgets),
-                 f"expected {section}.budgets to be a non-empty list of finite numbers > 0, got {budgets!r}")
+        _require(
+            len(budgets) > 0
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in budgets
+            ),
+            f"expected {section}.budgets to be a non-empty list of finite numbers > 0, got {budgets!r}",
+        )
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -391,8 +479,11 @@ def _validate(cfg: RunConfig) -> None:
     if d.scenario is not None:
         from ..data.scenarios import SCENARIOS, unknown_scenario_message
 
-        _require(d.source == "synthetic", f"data.scenario = {d.scenario!r} needs data.source = 'synthetic' "
-                                          f"(a scenario is a set of make_marketing keywords), got {d.source!r}")
+        _require(
+            d.source == "synthetic",
+            f"data.scenario = {d.scenario!r} needs data.source = 'synthetic' "
+            f"(a scenario is a set of make_marketing keywords), got {d.source!r}",
+        )
         _require(d.scenario in SCENARIOS, f"data.scenario: {unknown_scenario_message(d.scenario)}")
     if d.source == "files":
         _require(d.rct is not None, "data.source = 'files' needs data.rct (path of the RCT table)")
@@ -400,78 +491,108 @@ def _validate(cfg: RunConfig) -> None:
         for key in ("rct", "obs", "val", "test"):
             path = getattr(d, key)
             _require(path is None or os.path.exists(path), f"data.{key}: file {path!r} does not exist")
-    _require(all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden),
-             f"expected model.hidden to be positive integers, got {m.hidden!r}")
+    _require(
+        all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.hidden),
+        f"expected model.hidden to be positive integers, got {m.hidden!r}",
+    )
     if m.bridge_hidden is not None:
-        _require(all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.bridge_hidden),
-                 f"expected model.bridge_hidden to be positive integers, got {m.bridge_hidden!r}")
+        _require(
+            all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in m.bridge_hidden),
+            f"expected model.bridge_hidden to be positive integers, got {m.bridge_hidden!r}",
+        )
     if m.free_options is not None:
-        _require(all(isinstance(j, int) and not isinstance(j, bool) and j >= 0 for j in m.free_options),
-                 f"expected model.free_options to be option indices >= 0, got {m.free_options!r}")
+        _require(
+            all(isinstance(j, int) and not isinstance(j, bool) and j >= 0 for j in m.free_options),
+            f"expected model.free_options to be option indices >= 0, got {m.free_options!r}",
+        )
     from ..models import ACTIVATIONS, OUTPUTS
+
     _require(m.activation in ACTIVATIONS, f"expected model.activation in {sorted(ACTIVATIONS)}, got {m.activation!r}")
     for key in ("output", "cost_output"):
         v = getattr(m, key)
         _require(v is None or v in OUTPUTS, f"expected model.{key} in {list(OUTPUTS)}, got {v!r}")
     _require(0.0 <= m.dropout < 1.0, f"expected model.dropout in [0, 1), got {m.dropout!r}")
-    _require(t.method in METHODS, f"expected train.method in {list(METHODS)} (bidfcl.train.METHODS), "
-                                  f"got {t.method!r}")
+    _require(t.method in METHODS, f"expected train.method in {list(METHODS)} (bidfcl.train.METHODS), got {t.method!r}")
     _require(ts.data in TSM_DATA, f"expected tsm.data in {list(TSM_DATA)}, got {ts.data!r}")
     _require(t.epochs >= 0, f"expected train.epochs >= 0, got {t.epochs}")
     _require(t.batch_size > 0, f"expected train.batch_size > 0, got {t.batch_size}")
     for where, sec, keys in (("train", t, ("lr", "tau")), ("bidfcl", bi, ("bridge_lr", "inner_lr"))):
         for key in keys:
             _require(getattr(sec, key) > 0, f"expected {where}.{key} > 0, got {getattr(sec, key)}")
-    for where, sec, keys in (("train", t, ("weight_decay",)), ("dfcl", df, ("alpha",)),
-                             ("bidfcl", bi, ("damping", "cg_tol"))):
+    for where, sec, keys in (
+        ("train", t, ("weight_decay",)),
+        ("dfcl", df, ("alpha",)),
+        ("bidfcl", bi, ("damping", "cg_tol")),
+    ):
         for key in keys:
             _require(getattr(sec, key) >= 0, f"expected {where}.{key} >= 0, got {getattr(sec, key)}")
     _require(0.0 < t.budget_fraction <= 1.0, f"expected train.budget_fraction in (0, 1], got {t.budget_fraction}")
-    _require(t.loss in DECISION_LOSSES, f"expected train.loss in {list(DECISION_LOSSES)} "
-                                        f"(bidfcl.objectives.DECISION_LOSSES), got {t.loss!r}")
+    _require(
+        t.loss in DECISION_LOSSES,
+        f"expected train.loss in {list(DECISION_LOSSES)} (bidfcl.objectives.DECISION_LOSSES), got {t.loss!r}",
+    )
     if METHODS[t.method].decision_loss:
         accepted = decision_losses_for(t.method)
         _require(t.loss in accepted, f"expected train.loss in {accepted} for method {t.method!r}, got {t.loss!r}")
     _require(t.clip is None or t.clip > 0, f"expected train.clip > 0 or absent, got {t.clip}")
     if df.lams is not None:
-        _require(len(df.lams) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-                                          for v in df.lams), f"expected dfcl.lams to be numbers >= 0, got {df.lams!r}")
+        _require(
+            len(df.lams) > 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in df.lams),
+            f"expected dfcl.lams to be numbers >= 0, got {df.lams!r}",
+        )
     _require(t.warm_start_epochs >= 0, f"expected train.warm_start_epochs >= 0, got {t.warm_start_epochs}")
     for key in ("teacher_epochs", "cg_iters", "rct_batch_size", "inner_steps", "unrolled_steps"):
         _require(getattr(bi, key) >= 0, f"expected bidfcl.{key} >= 0, got {getattr(bi, key)}")
     _require(bi.bridge_every >= 1, f"expected bidfcl.bridge_every >= 1, got {bi.bridge_every}")
-    _require(bi.hypergradient in ("cg", "unrolled"), f"expected bidfcl.hypergradient 'cg' or 'unrolled', "
-                                                     f"got {bi.hypergradient!r}")
-    _require(bi.curvature in ("auto", "hessian", "gauss-newton"),
-             f"expected bidfcl.curvature 'auto', 'hessian' or 'gauss-newton', got {bi.curvature!r}")
-    _require(df.decision_heads in ("revenue", "both"), f"expected dfcl.decision_heads 'revenue' or 'both', "
-                                                       f"got {df.decision_heads!r}")
-    _require(bi.bridge_mode in ("gate", "weight"), f"expected bidfcl.bridge_mode 'gate' or 'weight', "
-                                                   f"got {bi.bridge_mode!r}")
+    _require(
+        bi.hypergradient in ("cg", "unrolled"),
+        f"expected bidfcl.hypergradient 'cg' or 'unrolled', got {bi.hypergradient!r}",
+    )
+    _require(
+        bi.curvature in ("auto", "hessian", "gauss-newton"),
+        f"expected bidfcl.curvature 'auto', 'hessian' or 'gauss-newton', got {bi.curvature!r}",
+    )
+    _require(
+        df.decision_heads in ("revenue", "both"),
+        f"expected dfcl.decision_heads 'revenue' or 'both', got {df.decision_heads!r}",
+    )
+    _require(
+        bi.bridge_mode in ("gate", "weight"), f"expected bidfcl.bridge_mode 'gate' or 'weight', got {bi.bridge_mode!r}"
+    )
     _require(e.n_budgets >= 1, f"expected eval.n_budgets >= 1, got {e.n_budgets}")
     _check_budgets("eval", e.budgets, e.budget_unit)
-    _require(isinstance(t.device, str) and (t.device in ("auto", "cpu", "cuda") or
-                                            (t.device.startswith("cuda:") and t.device[5:].isdigit())),
-             f"expected train.device 'auto', 'cpu', 'cuda' or 'cuda:N', got {t.device!r}")
+    _require(
+        isinstance(t.device, str)
+        and (t.device in ("auto", "cpu", "cuda") or (t.device.startswith("cuda:") and t.device[5:].isdigit())),
+        f"expected train.device 'auto', 'cpu', 'cuda' or 'cuda:N', got {t.device!r}",
+    )
     _check_budgets("train", t.budgets, t.budget_unit)
     if t.budgets is not None:
         _require(t.budget_fractions is None, "give train.budgets or train.budget_fractions, not both")
     if t.budget_fractions is not None:
-        _require(len(t.budget_fractions) > 0 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     and 0 < v <= 1 for v in t.budget_fractions),
-                 f"expected train.budget_fractions to be a non-empty list of numbers in (0, 1], "
-                 f"got {t.budget_fractions!r}")
+        _require(
+            len(t.budget_fractions) > 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in t.budget_fractions),
+            f"expected train.budget_fractions to be a non-empty list of numbers in (0, 1], got {t.budget_fractions!r}",
+        )
     _require(e.split in ("rct", "val", "test"), f"expected eval.split in ['rct', 'val', 'test'], got {e.split!r}")
     _require(e.select in ("eom", "loss", "last"), f"expected eval.select in ['eom', 'loss', 'last'], got {e.select!r}")
     _require(e.every >= 1, f"expected eval.every >= 1, got {e.every}")
     _require(o.checkpoint_every >= 0, f"expected output.checkpoint_every >= 0, got {o.checkpoint_every}")
-    _require(o.progress in ("auto", "bar", "lines", "none"),
-             f"expected output.progress in ['auto', 'bar', 'lines', 'none'], got {o.progress!r}")
+    _require(
+        o.progress in ("auto", "bar", "lines", "none"),
+        f"expected output.progress in ['auto', 'bar', 'lines', 'none'], got {o.progress!r}",
+    )
     _require(o.threads >= 0, f"expected output.threads >= 0, got {o.threads}")
-    _require(len(x.methods) > 0 and all(isinstance(v, str) for v in x.methods),
-             f"expected experiment.methods to be a non-empty list of names, got {x.methods!r}")
-    _require(len(x.seeds) > 0 and all(isinstance(v, int) and not isinstance(v, bool) for v in x.seeds),
-             f"expected experiment.seeds to be a non-empty list of integers, got {x.seeds!r}")
+    _require(
+        len(x.methods) > 0 and all(isinstance(v, str) for v in x.methods),
+        f"expected experiment.methods to be a non-empty list of names, got {x.methods!r}",
+    )
+    _require(
+        len(x.seeds) > 0 and all(isinstance(v, int) and not isinstance(v, bool) for v in x.seeds),
+        f"expected experiment.seeds to be a non-empty list of integers, got {x.seeds!r}",
+    )
 
 
 def config_from_dict(raw: dict) -> RunConfig:

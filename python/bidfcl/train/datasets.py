@@ -10,8 +10,17 @@ import torch
 from ..data import MarketingData, UpliftDataset, make_marketing
 from .config import SYNTHETIC_KEYS, ConfigError, DataConfig
 
-__all__ = ["RunData", "run_data", "as_run_data", "load_run_data", "synthetic_kwargs", "factual_rows", "max_arm_cost",
-           "arm_cost_means", "free_options"]
+__all__ = [
+    "RunData",
+    "run_data",
+    "as_run_data",
+    "load_run_data",
+    "synthetic_kwargs",
+    "factual_rows",
+    "max_arm_cost",
+    "arm_cost_means",
+    "free_options",
+]
 
 
 @dataclass
@@ -95,9 +104,12 @@ def _as_dataset(split: str, rows, dtype: Optional[torch.dtype]) -> Optional[Upli
         unknown = sorted(set(rows) - set(_ROW_KEYS))
         missing = [k for k in _ROW_KEYS[:4] if k not in rows]
         if unknown or missing:
-            raise DataError(f"bidfcl.train.run_data: split {split!r} expected keys {list(_ROW_KEYS[:4])} "
-                            f"(and optional 'propensity'), got {sorted(rows)}"
-                            + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+            raise DataError(
+                f"bidfcl.train.run_data: split {split!r} expected keys {list(_ROW_KEYS[:4])} "
+                f"(and optional 'propensity'), got {sorted(rows)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {unknown}" if unknown else "")
+            )
         tens = {}
         for k in _ROW_KEYS:
             if rows.get(k) is None:
@@ -106,17 +118,23 @@ def _as_dataset(split: str, rows, dtype: Optional[torch.dtype]) -> Optional[Upli
             try:
                 t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
             except (TypeError, ValueError) as exc:
-                raise DataError(f"bidfcl.train.run_data: split {split!r} key {k!r}: expected a numeric array, "
-                                f"got {type(v).__name__} ({exc})") from None
+                raise DataError(
+                    f"bidfcl.train.run_data: split {split!r} key {k!r}: expected a numeric array, "
+                    f"got {type(v).__name__} ({exc})"
+                ) from None
             if k == "treatment":
                 if t.is_floating_point():
                     whole = bool(torch.all(t == t.round())) and bool(torch.isfinite(t).all())
                     if not whole:
-                        raise DataError(f"bidfcl.train.run_data: split {split!r} 'treatment' must hold whole "
-                                        f"option numbers, got non-integer values")
+                        raise DataError(
+                            f"bidfcl.train.run_data: split {split!r} 'treatment' must hold whole "
+                            f"option numbers, got non-integer values"
+                        )
                 t = t.to(torch.int64)
             elif t.is_complex():
-                raise DataError(f"bidfcl.train.run_data: split {split!r} key {k!r}: expected real numbers, got {t.dtype}")
+                raise DataError(
+                    f"bidfcl.train.run_data: split {split!r} key {k!r}: expected real numbers, got {t.dtype}"
+                )
             tens[k] = t
         fdtype = dtype or (tens["x"].dtype if tens["x"].is_floating_point() else torch.float32)
         for k in ("x", "revenue", "cost", "propensity"):
@@ -124,8 +142,10 @@ def _as_dataset(split: str, rows, dtype: Optional[torch.dtype]) -> Optional[Upli
                 tens[k] = tens[k].to(fdtype)
         ds = UpliftDataset(tens["x"], tens["treatment"], tens["revenue"], tens["cost"], tens.get("propensity"))
     else:
-        raise DataError(f"bidfcl.train.run_data: split {split!r}: expected an UpliftDataset or a dict of arrays, "
-                        f"got {type(rows).__name__}")
+        raise DataError(
+            f"bidfcl.train.run_data: split {split!r}: expected an UpliftDataset or a dict of arrays, "
+            f"got {type(rows).__name__}"
+        )
     if dtype is not None and ds.dtype != dtype:
         ds = ds.to(dtype=dtype)
     try:
@@ -171,12 +191,18 @@ def as_run_data(data) -> RunData:
         return data
     if isinstance(data, dict) and set(data) <= set(_SPLITS) | {"dtype"}:
         return run_data(**data)
-    raise DataError(f"bidfcl.train: expected the data as a RunData or a dict with keys among {list(_SPLITS)}, got "
-                    f"{type(data).__name__}" + (f" with keys {sorted(data)}" if isinstance(data, dict) else ""))
+    raise DataError(
+        f"bidfcl.train: expected the data as a RunData or a dict with keys among {list(_SPLITS)}, got "
+        f"{type(data).__name__}" + (f" with keys {sorted(data)}" if isinstance(data, dict) else "")
+    )
 
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "torch.float32": torch.float32,
-           "torch.float64": torch.float64}
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "torch.float32": torch.float32,
+    "torch.float64": torch.float64,
+}
 
 
 def synthetic_kwargs(cfg: DataConfig) -> dict:
@@ -221,15 +247,24 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0, parallel=None) -> Ru
         whole = RunData(md.rct, md.obs, md.val, md.test, md)
         return whole if parallel is None else whole.shard(parallel)
     if cfg.scenario is not None:
-        raise ConfigError(f"bidfcl config: data.scenario = {cfg.scenario!r} needs data.source = 'synthetic', "
-                          f"got {cfg.source!r}")
+        raise ConfigError(
+            f"bidfcl config: data.scenario = {cfg.scenario!r} needs data.source = 'synthetic', got {cfg.source!r}"
+        )
     from ..data import load_table
 
     def read(path: Optional[str], split: str) -> Optional[UpliftDataset]:
         if path is None:
             return None
-        return load_table(path, list(cfg.features), cfg.treatment, cfg.revenue, cfg.cost, cfg.propensity_column,
-                          require_all_arms=split != "obs", split=split)
+        return load_table(
+            path,
+            list(cfg.features),
+            cfg.treatment,
+            cfg.revenue,
+            cfg.cost,
+            cfg.propensity_column,
+            require_all_arms=split != "obs",
+            split=split,
+        )
 
     if parallel is not None and parallel.active:
         return _read_shards(cfg, parallel)
@@ -251,8 +286,16 @@ def _read_shards(cfg: DataConfig, parallel) -> RunData:
         for split, path in paths.items():
             shards[split] = parallel.shard(count_rows(path), f"split {split!r} ({path})")
             lo, hi, _ = shards[split].segments[0]
-            parts[split] = load_table(path, list(cfg.features), cfg.treatment, cfg.revenue, cfg.cost,
-                                      cfg.propensity_column, split=split, rows=(lo, hi))
+            parts[split] = load_table(
+                path,
+                list(cfg.features),
+                cfg.treatment,
+                cfg.revenue,
+                cfg.cost,
+                cfg.propensity_column,
+                split=split,
+                rows=(lo, hi),
+            )
         return parts, shards
 
     parts, shards = parallel.run_agreed("reading this rank's rows of the data files", read_mine)
@@ -263,9 +306,11 @@ def _read_shards(cfg: DataConfig, parallel) -> RunData:
         counts = parallel.sum(torch.bincount(parts[split].treatment, minlength=m)[:m])
         empty = [j for j in range(m) if int(counts[j]) == 0]
         if empty:  # the same global counts on every rank: every rank raises this
-            raise DataError(f"bidfcl.data: expected every one of the {m} arms of an RCT in {paths[split]} "
-                            f"(split {split!r}) to have rows, got empty arm(s) {empty} on all {parallel.world} "
-                            f"ranks (rows per arm: {counts.tolist()})")
+            raise DataError(
+                f"bidfcl.data: expected every one of the {m} arms of an RCT in {paths[split]} "
+                f"(split {split!r}) to have rows, got empty arm(s) {empty} on all {parallel.world} "
+                f"ranks (rows per arm: {counts.tolist()})"
+            )
     fixed = {k: parts[k]._replace(n_options=m) if k in parts else None for k in _SPLITS}
     return RunData(fixed["rct"], fixed["obs"], fixed["val"], fixed["test"], None, shards)
 

@@ -33,7 +33,6 @@ __all__ = ["DfclTrainer"]
 
 @register_method("dfcl", decision_loss=True, doc="decision-focused learning on RCT rows")
 class DfclTrainer(Trainer):
-
     def __init__(self, cfg, data, *, warm_start: Optional[MultiHeadMLP] = None, **kw):
         self._given_warm = warm_start
         super().__init__(cfg, data, **kw)
@@ -76,8 +75,9 @@ class DfclTrainer(Trainer):
 
     def _decision(self, r, c, batch) -> torch.Tensor:
         t = self.cfg.train
-        return decision_loss(t.loss, r, c, batch, self.train_budgets, options=self.loss_options, lams=self.lams,
-                             parallel=self.parallel)
+        return decision_loss(
+            t.loss, r, c, batch, self.train_budgets, options=self.loss_options, lams=self.lams, parallel=self.parallel
+        )
 
     def begin_main(self) -> None:
         if self.loss_spec.kind == "dual" and self.lams is None:
@@ -98,9 +98,17 @@ class DfclTrainer(Trainer):
         revenue_only = d.decision_heads == "revenue"
         # decision_heads = "revenue": the decision loss sees the cost predictions as constants and the
         # cost heads keep fitting the logged costs, so the budget calibration of the policy holds
-        dl, defined = decision_loss_terms(t.loss, r, c.detach() if revenue_only else c, batch, self.train_budgets,
-                                          options=self.loss_options, lams=self.lams, parallel=self.parallel,
-                                          statuses=self.status_sink())
+        dl, defined = decision_loss_terms(
+            t.loss,
+            r,
+            c.detach() if revenue_only else c,
+            batch,
+            self.train_budgets,
+            options=self.loss_options,
+            lams=self.lams,
+            parallel=self.parallel,
+            statuses=self.status_sink(),
+        )
         w = defined.to(dl.dtype)
         out = {t.loss: (dl.detach() * w, w), "infeasible": 1.0 - w}
         fallback = factual_loss(r, c, batch)
@@ -121,9 +129,19 @@ class DfclTrainer(Trainer):
         t = self.cfg.train
         warm = 0 if self._given_warm is not None else t.warm_start_epochs
         shard = self.shard_of("rct")
-        return [Phase("dfcl-warm", warm, self.rows, self.warm_step, shard=shard),
-                Phase(f"dfcl-{t.loss}", t.epochs, self.rows, self.step, select="model", begin=self.begin_main,
-                      select_initial=True, shard=shard)]
+        return [
+            Phase("dfcl-warm", warm, self.rows, self.warm_step, shard=shard),
+            Phase(
+                f"dfcl-{t.loss}",
+                t.epochs,
+                self.rows,
+                self.step,
+                select="model",
+                begin=self.begin_main,
+                select_initial=True,
+                shard=shard,
+            ),
+        ]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:

@@ -30,8 +30,16 @@ from ..solver import solve_mckp_rct
 from .config import BUDGET_UNITS
 from .datasets import arm_cost_means, max_arm_cost
 
-__all__ = ["budget_levels", "eval_budgets", "per_capita_budgets", "BUDGET_UNITS", "ipw_value", "global_row_propensity",
-           "evaluate_predictions", "evaluate_model"]
+__all__ = [
+    "budget_levels",
+    "eval_budgets",
+    "per_capita_budgets",
+    "BUDGET_UNITS",
+    "ipw_value",
+    "global_row_propensity",
+    "evaluate_predictions",
+    "evaluate_model",
+]
 
 
 def budget_levels(ds: UpliftDataset, n_budgets: int, parallel=None) -> list[float]:
@@ -40,14 +48,21 @@ def budget_levels(ds: UpliftDataset, n_budgets: int, parallel=None) -> list[floa
     return [top * k / (n_budgets + 1) for k in range(1, n_budgets + 1)]
 
 
-def per_capita_budgets(values, unit: str, ds: UpliftDataset, parallel=None, n_rows: Optional[int] = None) -> list[float]:
+def per_capita_budgets(
+    values, unit: str, ds: UpliftDataset, parallel=None, n_rows: Optional[int] = None
+) -> list[float]:
     """Budgets ``values`` in ``unit`` as per-capita budgets on the rows ``ds`` (the one conversion):
     ``share`` of ``C_max`` (the largest arm's mean observed cost on ``ds``), ``per_capita`` as given,
     ``total`` spread over ``len(ds)`` rows (``n_rows``: the global count of a sharded split)."""
     unit = budget_units.budget_unit(unit)
     ref = max_arm_cost(ds, parallel) if unit is budget_units.BudgetUnit.SHARE else None
-    return budget_units.convert(list(values), unit, budget_units.BudgetUnit.PER_CAPITA, reference_cost=ref,
-                                n_rows=len(ds) if n_rows is None else n_rows)
+    return budget_units.convert(
+        list(values),
+        unit,
+        budget_units.BudgetUnit.PER_CAPITA,
+        reference_cost=ref,
+        n_rows=len(ds) if n_rows is None else n_rows,
+    )
 
 
 def eval_budgets(ev, ds: UpliftDataset, parallel=None, n_rows: Optional[int] = None) -> list[float]:
@@ -65,7 +80,9 @@ def cheapest_arm(ds: UpliftDataset, parallel=None) -> int:
     return int(min(range(len(means)), key=means.__getitem__))
 
 
-def ipw_value(choice: torch.Tensor, ds: UpliftDataset, parallel=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ipw_value(
+    choice: torch.Tensor, ds: UpliftDataset, parallel=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """IPW per-capita revenue, cost and revenue standard error of policies ``choice`` ``[K, N]``
     (:func:`bidfcl.metrics.policy_value` with the rows' propensities, or their arm shares). With an
     active ``parallel`` the rows are this rank's shard and the estimates are those of all ranks'
@@ -80,8 +97,16 @@ def ipw_value(choice: torch.Tensor, ds: UpliftDataset, parallel=None) -> tuple[t
     match = (choice == ds.treatment.unsqueeze(0)).to(torch.float64) / prop
     y = match * ds.revenue.to(torch.float64)
     z = match * ds.cost.to(torch.float64)
-    sums = parallel.sum(torch.stack([y.sum(1), (y * y).sum(1), z.sum(1),
-                                     torch.full((y.shape[0],), float(len(ds)), dtype=torch.float64, device=y.device)]))
+    sums = parallel.sum(
+        torch.stack(
+            [
+                y.sum(1),
+                (y * y).sum(1),
+                z.sum(1),
+                torch.full((y.shape[0],), float(len(ds)), dtype=torch.float64, device=y.device),
+            ]
+        )
+    )
     n = sums[3]
     value, cost = sums[0] / n, sums[2] / n
     var = (sums[1] - n * value * value).clamp_min(0.0) / (n - 1)
@@ -96,9 +121,16 @@ def global_row_propensity(ds: UpliftDataset, parallel) -> torch.Tensor:
     return row_propensity(ds.propensity, ds.treatment, num_options=ds.n_options, dtype=torch.float64, counts=counts)
 
 
-def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDataset, budgets: list[float], *,
-                         truth: Optional[MarketingData] = None, split: Optional[str] = None,
-                         parallel=None) -> dict:
+def evaluate_predictions(
+    r_hat: torch.Tensor,
+    c_hat: torch.Tensor,
+    ds: UpliftDataset,
+    budgets: list[float],
+    *,
+    truth: Optional[MarketingData] = None,
+    split: Optional[str] = None,
+    parallel=None,
+) -> dict:
     """Score the lam*-policies of predictions ``r_hat, c_hat`` ``[N, M]`` on the RCT-like rows ``ds``.
 
     Returns a JSON-ready dict: ``budgets``, ``eom``, ``eom_se``, ``eom_cost``, ``lam``, ``eom_mean``,
@@ -117,8 +149,15 @@ def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDat
     if active:
         from ..distributed import solve_mckp_rct as solve_sharded
 
-        sol = solve_sharded(r_hat, c_hat, ds.treatment, ds.cost, b,
-                            propensity=global_row_propensity(ds, parallel).to(r_hat.dtype), group=parallel.group)
+        sol = solve_sharded(
+            r_hat,
+            c_hat,
+            ds.treatment,
+            ds.cost,
+            b,
+            propensity=global_row_propensity(ds, parallel).to(r_hat.dtype),
+            group=parallel.group,
+        )
     else:
         sol = solve_mckp_rct(r_hat, c_hat, ds.treatment, ds.cost, b, propensity=ds.propensity)
     choice = sol.choice
@@ -127,9 +166,16 @@ def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDat
         # budget; score the feasible fallback of giving everyone the cheapest arm (by observed cost)
         choice = torch.where(sol.feasible.unsqueeze(1), choice, torch.full_like(choice, cheapest_arm(ds, parallel)))
     value, cost, se = ipw_value(choice, ds, parallel)
-    out = {"budgets": [float(v) for v in budgets], "eom": value.tolist(), "eom_se": se.tolist(),
-           "eom_cost": cost.tolist(), "lam": [float(v) for v in sol.lam], "feasible": sol.feasible.tolist(),
-           "n_infeasible": int((~sol.feasible).sum()), "eom_mean": float(value.mean())}
+    out = {
+        "budgets": [float(v) for v in budgets],
+        "eom": value.tolist(),
+        "eom_se": se.tolist(),
+        "eom_cost": cost.tolist(),
+        "lam": [float(v) for v in sol.lam],
+        "feasible": sol.feasible.tolist(),
+        "n_infeasible": int((~sol.feasible).sum()),
+        "eom_mean": float(value.mean()),
+    }
     if truth is not None and split is not None:
         choice = choice.cpu()  # the ground truth lives on the CPU
         if active:
@@ -138,16 +184,30 @@ def evaluate_predictions(r_hat: torch.Tensor, c_hat: torch.Tensor, ds: UpliftDat
         oracle = truth.oracle(b, split)
         none_v, _ = truth.true_value(torch.zeros(choice.shape[-1], dtype=torch.int64), split)
         gain = (tv - none_v) / (oracle.value - none_v).clamp_min(1e-300)
-        out.update(true_value=tv.tolist(), true_cost=tc.tolist(), oracle_value=oracle.value.tolist(),
-                   none_value=float(none_v), gain_share=gain.tolist(), true_value_mean=float(tv.mean()),
-                   oracle_value_mean=float(oracle.value.mean()), gain_share_mean=float(gain.mean()))
+        out.update(
+            true_value=tv.tolist(),
+            true_cost=tc.tolist(),
+            oracle_value=oracle.value.tolist(),
+            none_value=float(none_v),
+            gain_share=gain.tolist(),
+            true_value_mean=float(tv.mean()),
+            oracle_value_mean=float(oracle.value.mean()),
+            gain_share_mean=float(gain.mean()),
+        )
     if r_hat.shape[1] == 2 and not active:
         out["aucc"] = float(aucc(r_hat, c_hat, ds.treatment, ds.revenue, ds.cost))
     return out
 
 
-def evaluate_model(model, ds: UpliftDataset, budgets: list[float], *, truth: Optional[MarketingData] = None,
-                   split: Optional[str] = None, parallel=None) -> dict:
+def evaluate_model(
+    model,
+    ds: UpliftDataset,
+    budgets: list[float],
+    *,
+    truth: Optional[MarketingData] = None,
+    split: Optional[str] = None,
+    parallel=None,
+) -> dict:
     """:func:`evaluate_predictions` of ``model.predict(ds.x)``."""
     r_hat, c_hat = model.predict(ds.x)
     return evaluate_predictions(r_hat, c_hat, ds, budgets, truth=truth, split=split, parallel=parallel)

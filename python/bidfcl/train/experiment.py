@@ -27,13 +27,13 @@ import os
 import time
 from typing import Optional
 
-
 from .config import ConfigError, RunConfig, config_from_dict
 from .datasets import RunData, as_run_data, load_run_data
 from .loop import Progress, _atomic_text
 from .registry import presets
 
 __all__ = ["presets", "method_config", "run_experiment", "combine_results", "summarize", "markdown_table"]
+
 
 def method_config(cfg: RunConfig, name: str, seed: int) -> RunConfig:
     """The run config of method ``name`` at experiment seed ``seed``."""
@@ -42,8 +42,10 @@ def method_config(cfg: RunConfig, name: str, seed: int) -> RunConfig:
         raise ConfigError(f"bidfcl config: expected experiment.overrides.{name} to be a table, got {extra!r}")
     known = presets()
     if name not in known and "train.method" not in extra:
-        raise ConfigError(f"bidfcl config: unknown method {name!r} in experiment.methods (presets: "
-                          f"{', '.join(known)}; or define it in experiment.overrides with 'train.method')")
+        raise ConfigError(
+            f"bidfcl config: unknown method {name!r} in experiment.methods (presets: "
+            f"{', '.join(known)}; or define it in experiment.overrides with 'train.method')"
+        )
     over = dict(known.get(name, {}))
     over.update(extra)
     over["train.seed"] = cfg.train.seed + seed
@@ -52,7 +54,7 @@ def method_config(cfg: RunConfig, name: str, seed: int) -> RunConfig:
 
 def preset_notes(cfg: RunConfig) -> list[str]:
     """One line per config value that a method's preset replaces (e.g. the config says
-    ``train.data = "obs"`` and preset ``tsm-rct`` sets ``"rct"``): an experiment never overrides what
+    ``tsm.data = "obs"`` and preset ``tsm-rct`` sets ``"rct"``): an experiment never overrides what
     a config file says without saying so."""
     default = RunConfig().to_dict()
     mine = cfg.to_dict()
@@ -60,22 +62,39 @@ def preset_notes(cfg: RunConfig) -> list[str]:
     known = presets()
     for name in cfg.experiment.methods:
         over = dict(known.get(name, {}))
-        over.update(cfg.experiment.overrides.get(name, {}) if isinstance(cfg.experiment.overrides.get(name), dict) else {})
+        over.update(
+            cfg.experiment.overrides.get(name, {}) if isinstance(cfg.experiment.overrides.get(name), dict) else {}
+        )
         for dotted, value in over.items():
             if dotted == "train.seed" or "." not in dotted:
                 continue
             section, key = dotted.split(".", 1)
             have = mine.get(section, {}).get(key)
             if have != default.get(section, {}).get(key) and have != value:
-                notes.append(f"note: method {name!r} sets {dotted} = {value!r}; the config's {have!r} is not used "
-                             f"for it")
+                notes.append(
+                    f"note: method {name!r} sets {dotted} = {value!r}; the config's {have!r} is not used for it"
+                )
     return notes
 
 
 def _teacher_key(cfg: RunConfig, seed: int, epochs: int) -> str:
     t = cfg.train
-    return json.dumps([seed, cfg.model.__dict__, t.lr, t.batch_size, t.weight_decay, t.seed, epochs,
-                       cfg.eval.select, cfg.eval.every, cfg.eval.n_budgets], sort_keys=True, default=str)
+    return json.dumps(
+        [
+            seed,
+            cfg.model.__dict__,
+            t.lr,
+            t.batch_size,
+            t.weight_decay,
+            t.seed,
+            epochs,
+            cfg.eval.select,
+            cfg.eval.every,
+            cfg.eval.n_budgets,
+        ],
+        sort_keys=True,
+        default=str,
+    )
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -136,21 +155,44 @@ def summarize(runs: list[dict], methods: list[str], reference: str) -> list[dict
             fit_s.append(r["fit_seconds"])
             infeasible += int(ev.get("n_infeasible", 0))
         t, p = paired_test(mine, refs) if m != reference else (float("nan"), float("nan"))
-        row = {"method": m, "seeds": len(fit_s), "eom_rel": _mean_se(rel_eom), "true_rel": _mean_se(rel_true),
-               "gain_share": _mean_se(gain), "aucc": _mean_se(aucc), "t_vs_ref": t, "p_vs_ref": p,
-               "epoch_seconds": _mean_se(epoch_s)[0], "fit_seconds": _mean_se(fit_s)[0],
-               "infeasible": infeasible}
+        row = {
+            "method": m,
+            "seeds": len(fit_s),
+            "eom_rel": _mean_se(rel_eom),
+            "true_rel": _mean_se(rel_true),
+            "gain_share": _mean_se(gain),
+            "aucc": _mean_se(aucc),
+            "t_vs_ref": t,
+            "p_vs_ref": p,
+            "epoch_seconds": _mean_se(epoch_s)[0],
+            "fit_seconds": _mean_se(fit_s)[0],
+            "infeasible": infeasible,
+        }
         rows.append(row)
     if has_truth and any((s, reference) in by for s in seeds):
         # the ceiling: the oracle policy from the true r, c at the same budgets (no EOM: it is not
         # a model scored on the RCT rows)
-        rel = [by[(s, reference)]["evaluation"]["oracle_value_mean"] / by[(s, reference)]["evaluation"]["true_value_mean"]
-               for s in seeds if (s, reference) in by]
+        rel = [
+            by[(s, reference)]["evaluation"]["oracle_value_mean"] / by[(s, reference)]["evaluation"]["true_value_mean"]
+            for s in seeds
+            if (s, reference) in by
+        ]
         nan = (float("nan"), float("nan"))
-        rows.append({"method": "oracle (true r, c)", "seeds": len(rel), "eom_rel": nan, "true_rel": _mean_se(rel),
-                     "gain_share": (1.0, float("nan")), "aucc": nan, "t_vs_ref": float("nan"),
-                     "p_vs_ref": float("nan"), "epoch_seconds": float("nan"), "fit_seconds": float("nan"),
-                     "infeasible": 0})
+        rows.append(
+            {
+                "method": "oracle (true r, c)",
+                "seeds": len(rel),
+                "eom_rel": nan,
+                "true_rel": _mean_se(rel),
+                "gain_share": (1.0, float("nan")),
+                "aucc": nan,
+                "t_vs_ref": float("nan"),
+                "p_vs_ref": float("nan"),
+                "epoch_seconds": float("nan"),
+                "fit_seconds": float("nan"),
+                "infeasible": 0,
+            }
+        )
     return rows
 
 
@@ -164,19 +206,26 @@ def pairwise_table(runs: list[dict], methods: list[str]) -> str:
     others = [m for m in methods if not m.startswith("bidfcl")]
     if not ours or not others or len(seeds) < 2:
         return ""
-    lines = [f"| {key.replace('_mean', '').replace('_', ' ')}: A vs B | seeds | mean (A - B) / B | wins | t | p |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| {key.replace('_mean', '').replace('_', ' ')}: A vs B | seeds | mean (A - B) / B | wins | t | p |",
+        "|---|---|---|---|---|---|",
+    ]
     for a in ours:
         for b in others:
-            pairs = [(by[(s, a)]["evaluation"][key], by[(s, b)]["evaluation"][key]) for s in seeds
-                     if (s, a) in by and (s, b) in by]
+            pairs = [
+                (by[(s, a)]["evaluation"][key], by[(s, b)]["evaluation"][key])
+                for s in seeds
+                if (s, a) in by and (s, b) in by
+            ]
             if len(pairs) < 2:
                 continue
             rel = _mean_se([x / y - 1.0 for x, y in pairs])
             t, p = paired_test([x for x, _ in pairs], [y for _, y in pairs])
             wins = sum(x > y for x, y in pairs)
-            lines.append(f"| {a} vs {b} | {len(pairs)} | {rel[0]:+.2%} ± {rel[1]:.2%} | {wins}/{len(pairs)} | "
-                         f"{t:.2f} | {p:.3g} |")
+            lines.append(
+                f"| {a} vs {b} | {len(pairs)} | {rel[0]:+.2%} ± {rel[1]:.2%} | {wins}/{len(pairs)} | "
+                f"{t:.2f} | {p:.3g} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -197,27 +246,58 @@ def markdown_table(rows: list[dict], reference: str) -> str:
         if show_aucc:
             cells.append(_fmt(r["aucc"]))
         t, p = r["t_vs_ref"], r["p_vs_ref"]
-        cells += [f"{t:.2f}" if math.isfinite(t) else "-", f"{p:.3g}" if math.isfinite(p) else "-",
-                  f"{r['epoch_seconds']:.2f}" if math.isfinite(r["epoch_seconds"]) else "-",
-                  f"{r['fit_seconds']:.1f}" if math.isfinite(r["fit_seconds"]) else "-"]
+        cells += [
+            f"{t:.2f}" if math.isfinite(t) else "-",
+            f"{p:.3g}" if math.isfinite(p) else "-",
+            f"{r['epoch_seconds']:.2f}" if math.isfinite(r["epoch_seconds"]) else "-",
+            f"{r['fit_seconds']:.1f}" if math.isfinite(r["fit_seconds"]) else "-",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     bad = [f"{r['method']} ({r['infeasible']})" for r in rows if r.get("infeasible")]
     if bad:  # never a silent fallback: say which models could not allocate some budgets
         lines.append("")
-        lines.append("Budgets a model could not allocate (its cheapest predicted policy overspends; scored as "
-                     "everyone on the cheapest arm), summed over seeds: " + ", ".join(bad))
+        lines.append(
+            "Budgets a model could not allocate (its cheapest predicted policy overspends; scored as "
+            "everyone on the cheapest arm), summed over seeds: " + ", ".join(bad)
+        )
     return "\n".join(lines) + "\n"
 
 
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
-    keys = ["method", "seeds", "eom_rel", "eom_rel_se", "true_rel", "true_rel_se", "gain_share", "gain_share_se",
-            "aucc", "aucc_se", "t_vs_ref", "p_vs_ref", "epoch_seconds", "fit_seconds"]
+    keys = [
+        "method",
+        "seeds",
+        "eom_rel",
+        "eom_rel_se",
+        "true_rel",
+        "true_rel_se",
+        "gain_share",
+        "gain_share_se",
+        "aucc",
+        "aucc_se",
+        "t_vs_ref",
+        "p_vs_ref",
+        "epoch_seconds",
+        "fit_seconds",
+    ]
     w = csv.writer(buf)
     w.writerow(keys)
     for r in rows:
-        w.writerow([r["method"], r["seeds"], *r["eom_rel"], *r["true_rel"], *r["gain_share"], *r["aucc"],
-                    r["t_vs_ref"], r["p_vs_ref"], r["epoch_seconds"], r["fit_seconds"]])
+        w.writerow(
+            [
+                r["method"],
+                r["seeds"],
+                *r["eom_rel"],
+                *r["true_rel"],
+                *r["gain_share"],
+                *r["aucc"],
+                r["t_vs_ref"],
+                r["p_vs_ref"],
+                r["epoch_seconds"],
+                r["fit_seconds"],
+            ]
+        )
     return buf.getvalue()
 
 
@@ -228,9 +308,17 @@ def _curves_csv(runs: list[dict]) -> str:
     for r in runs:
         ev = r["evaluation"]
         for k, b in enumerate(ev["budgets"]):
-            w.writerow([r["seed"], r["method"], b, ev["eom"][k], ev["eom_se"][k],
-                        ev["true_value"][k] if "true_value" in ev else "",
-                        ev["oracle_value"][k] if "oracle_value" in ev else ""])
+            w.writerow(
+                [
+                    r["seed"],
+                    r["method"],
+                    b,
+                    ev["eom"][k],
+                    ev["eom_se"][k],
+                    ev["true_value"][k] if "true_value" in ev else "",
+                    ev["oracle_value"][k] if "oracle_value" in ev else "",
+                ]
+            )
     return buf.getvalue()
 
 
@@ -281,8 +369,9 @@ def _seed_data(data, seed: int):
     return as_run_data(data)
 
 
-def run_experiment(cfg, out_dir: Optional[str] = None, *, progress: Optional[Progress] = None,
-                   log=print, data=None) -> dict:
+def run_experiment(
+    cfg, out_dir: Optional[str] = None, *, progress: Optional[Progress] = None, log=print, data=None
+) -> dict:
     """Train and score every method on every seed; write results into ``out_dir`` (if given).
 
     ``cfg``: a :class:`RunConfig` or a dict of config sections. ``data``: None (``cfg.data``, with a
@@ -297,8 +386,9 @@ def run_experiment(cfg, out_dir: Optional[str] = None, *, progress: Optional[Pro
     x = cfg.experiment
     methods, seeds = list(x.methods), list(x.seeds)
     if x.reference not in methods:
-        raise ConfigError(f"bidfcl config: experiment.reference {x.reference!r} must be one of experiment.methods "
-                          f"{methods}")
+        raise ConfigError(
+            f"bidfcl config: experiment.reference {x.reference!r} must be one of experiment.methods {methods}"
+        )
     for m in methods:  # check every method config before spending time
         method_config(cfg, m, seeds[0])
     for note in preset_notes(cfg):
@@ -330,16 +420,26 @@ def run_experiment(cfg, out_dir: Optional[str] = None, *, progress: Optional[Pro
             if t.method == "tsm" and mcfg.tsm.data == "rct":
                 teachers[_teacher_key(mcfg, s, t.epochs)] = trainer.deployed
             main = [v for k, v in result["epoch_seconds"].items() if not k.endswith("warm") and k != "teacher"]
-            rec = {"seed": s, "method": m, "evaluation": result["evaluation"], "fit_seconds": time.perf_counter() - t0,
-                   "main_epoch_seconds": main[-1] if main else float("nan"), "epoch_seconds": result["epoch_seconds"],
-                   "best": result["best"]}
+            rec = {
+                "seed": s,
+                "method": m,
+                "evaluation": result["evaluation"],
+                "fit_seconds": time.perf_counter() - t0,
+                "main_epoch_seconds": main[-1] if main else float("nan"),
+                "epoch_seconds": result["epoch_seconds"],
+                "best": result["best"],
+            }
             runs.append(rec)
             if out_dir is not None:  # keep what is done if the experiment is stopped
                 os.makedirs(out_dir, exist_ok=True)
-                _atomic_text(json.dumps({"config": cfg.to_dict(), "runs": runs}, default=str),
-                             os.path.join(out_dir, "partial.json"))
+                _atomic_text(
+                    json.dumps({"config": cfg.to_dict(), "runs": runs}, default=str),
+                    os.path.join(out_dir, "partial.json"),
+                )
             ev = rec["evaluation"]
-            extra = f" true={ev['true_value_mean']:.4f} gain={ev['gain_share_mean']:.3f}" if "true_value_mean" in ev else ""
+            extra = (
+                f" true={ev['true_value_mean']:.4f} gain={ev['gain_share_mean']:.3f}" if "true_value_mean" in ev else ""
+            )
             if ev.get("n_infeasible"):
                 extra += f" INFEASIBLE at {ev['n_infeasible']} of {len(ev['budgets'])} budgets"
             log(f"seed {s} {m:<20} eom={ev['eom_mean']:.4f}{extra} ({rec['fit_seconds']:.1f} s)")
@@ -348,8 +448,14 @@ def run_experiment(cfg, out_dir: Optional[str] = None, *, progress: Optional[Pro
     pairs = pairwise_table(runs, methods)
     if pairs:
         table += "\n" + pairs
-    out = {"rows": rows, "runs": runs, "table": table, "seconds": time.perf_counter() - t_all,
-           "config": cfg.to_dict(), "plot": None}
+    out = {
+        "rows": rows,
+        "runs": runs,
+        "table": table,
+        "seconds": time.perf_counter() - t_all,
+        "config": cfg.to_dict(),
+        "plot": None,
+    }
     if out_dir is not None:
         _write(out, runs, rows, methods, out_dir, log)
     return out
@@ -360,8 +466,10 @@ def _write(out: dict, runs: list[dict], rows: list[dict], methods: list[str], ou
     _atomic_text(out["table"], os.path.join(out_dir, "results.md"))
     _atomic_text(_csv(rows), os.path.join(out_dir, "results.csv"))
     _atomic_text(_curves_csv(runs), os.path.join(out_dir, "curves.csv"))
-    _atomic_text(json.dumps({k: v for k, v in out.items() if k != "table"}, indent=1, default=str),
-                 os.path.join(out_dir, "results.json"))
+    _atomic_text(
+        json.dumps({k: v for k, v in out.items() if k != "table"}, indent=1, default=str),
+        os.path.join(out_dir, "results.json"),
+    )
     msg = plot_curves(runs, methods, os.path.join(out_dir, "eom_vs_budget.png"))
     out["plot"] = msg or os.path.join(out_dir, "eom_vs_budget.png")
     if msg:
@@ -378,7 +486,9 @@ def combine_results(dirs: list[str], out_dir: Optional[str] = None, *, log=print
         if not os.path.exists(path):  # an experiment stopped early: the runs it finished
             path = os.path.join(d, "partial.json")
         if not os.path.exists(path):
-            raise ConfigError(f"bidfcl: {d} holds neither results.json nor partial.json (not an experiment output folder)")
+            raise ConfigError(
+                f"bidfcl: {d} holds neither results.json nor partial.json (not an experiment output folder)"
+            )
         with open(path) as fh:
             blob = json.load(fh)
         first = first or blob["config"]["experiment"]
@@ -394,8 +504,14 @@ def combine_results(dirs: list[str], out_dir: Optional[str] = None, *, log=print
     pairs = pairwise_table(runs, methods)
     if pairs:
         table += "\n" + pairs
-    out = {"rows": rows, "runs": runs, "table": table, "config": {"combined": dirs},
-           "seconds": sum(r["fit_seconds"] for r in runs), "plot": None}
+    out = {
+        "rows": rows,
+        "runs": runs,
+        "table": table,
+        "config": {"combined": dirs},
+        "seconds": sum(r["fit_seconds"] for r in runs),
+        "plot": None,
+    }
     if out_dir is not None:
         _write(out, runs, rows, methods, out_dir, log)
     return out

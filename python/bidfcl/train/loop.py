@@ -42,14 +42,26 @@ from .datasets import RunData, free_options, max_arm_cost
 from .evaluate import eval_budgets, evaluate_model, per_capita_budgets
 from .parallel import Parallel, ParallelError, RowShard
 
-__all__ = ["Phase", "Trainer", "Progress", "save_model", "load_model", "atomic_save", "factual_loss",
-           "read_checkpoint", "TrainingDiverged", "data_fingerprint", "remove_stale_temporaries"]
+__all__ = [
+    "Phase",
+    "Trainer",
+    "Progress",
+    "save_model",
+    "load_model",
+    "atomic_save",
+    "factual_loss",
+    "read_checkpoint",
+    "TrainingDiverged",
+    "data_fingerprint",
+    "remove_stale_temporaries",
+]
 
 CHECKPOINT_VERSION = 1
 
 
-def factual_loss(r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, reduce: bool = True,
-                 heads: str = "both") -> torch.Tensor:
+def factual_loss(
+    r_hat: torch.Tensor, c_hat: torch.Tensor, batch: UpliftDataset, reduce: bool = True, heads: str = "both"
+) -> torch.Tensor:
     """Squared error on the logged cells: ``(r_hat[i, t_i] - revenue_i)^2 + (c_hat[i, t_i] - cost_i)^2``
     (mean over rows, or per row with ``reduce=False``); ``heads = "revenue"`` or ``"cost"`` keeps
     one of the two terms."""
@@ -123,9 +135,22 @@ def remove_stale_temporaries(folder: str) -> list[str]:
 
 #: what torch.load raises on a file that is not a (complete) torch save (random bytes can also read
 #: as a pickle opcode with an absurd length: OverflowError, or MemoryError for the buffer it asks for)
-_UNREADABLE = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, OSError, ValueError,
-               AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError, OverflowError,
-               MemoryError)
+_UNREADABLE = (
+    EOFError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    RuntimeError,
+    OSError,
+    ValueError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    KeyError,
+    TypeError,
+    UnicodeDecodeError,
+    OverflowError,
+    MemoryError,
+)
 
 
 def _read_blob(path: str, what: str, hint: str) -> dict:
@@ -140,8 +165,10 @@ def _read_blob(path: str, what: str, hint: str) -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except _UNREADABLE as exc:
-        raise ValueError(f"bidfcl: {what} {path!r} is damaged or not a bidfcl file (truncated or another format; "
-                         f"torch.load raised {type(exc).__name__}); {hint}") from None
+        raise ValueError(
+            f"bidfcl: {what} {path!r} is damaged or not a bidfcl file (truncated or another format; "
+            f"torch.load raised {type(exc).__name__}); {hint}"
+        ) from None
     if not isinstance(blob, dict):
         raise ValueError(f"bidfcl: {what} {path!r} is not a bidfcl file (it holds a {type(blob).__name__}); {hint}")
     return blob
@@ -153,9 +180,24 @@ def _require_keys(blob: dict, keys, path: str, what: str, hint: str) -> None:
         raise ValueError(f"bidfcl: {what} {path!r} is incomplete (no {', '.join(missing)}); {hint}")
 
 
-_CHECKPOINT_KEYS = ("format", "version", "method", "deployed", "run_config", "model_configs", "modules",
-                    "optimizers", "generators", "torch_rng", "position", "history", "best", "running", "timings",
-                    "extra")
+_CHECKPOINT_KEYS = (
+    "format",
+    "version",
+    "method",
+    "deployed",
+    "run_config",
+    "model_configs",
+    "modules",
+    "optimizers",
+    "generators",
+    "torch_rng",
+    "position",
+    "history",
+    "best",
+    "running",
+    "timings",
+    "extra",
+)
 _CHECKPOINT_HINT = "delete it (training then starts over) or resume from an intact copy"
 
 
@@ -163,20 +205,24 @@ def read_checkpoint(path: str) -> dict:
     """Read and structurally check a trainer checkpoint (before any data is generated or read)."""
     blob = _read_blob(path, "checkpoint", _CHECKPOINT_HINT)
     if blob.get("format") != "bidfcl.checkpoint":
-        raise ValueError(f"bidfcl: {path!r} is not a bidfcl checkpoint (format {blob.get('format')!r}); "
-                         f"{_CHECKPOINT_HINT}")
+        raise ValueError(
+            f"bidfcl: {path!r} is not a bidfcl checkpoint (format {blob.get('format')!r}); {_CHECKPOINT_HINT}"
+        )
     _require_keys(blob, _CHECKPOINT_KEYS, path, "checkpoint", _CHECKPOINT_HINT)
     if isinstance(blob["run_config"], dict):  # written before the per-method sections: today's layout
         blob["run_config"] = upgrade_run_config(blob["run_config"])
     pos = blob["position"]
-    if not (isinstance(pos, dict) and all(isinstance(pos.get(k), int) and pos[k] >= 0
-                                          for k in ("phase", "epoch", "batch", "step"))):
+    if not (
+        isinstance(pos, dict)
+        and all(isinstance(pos.get(k), int) and pos[k] >= 0 for k in ("phase", "epoch", "batch", "step"))
+    ):
         raise ValueError(f"bidfcl: checkpoint {path!r} has a damaged position {pos!r}; {_CHECKPOINT_HINT}")
     return blob
 
 
-def data_fingerprint(ds: Optional[UpliftDataset], parallel: Optional[Parallel] = None,
-                     shard: Optional[RowShard] = None) -> Optional[dict]:
+def data_fingerprint(
+    ds: Optional[UpliftDataset], parallel: Optional[Parallel] = None, shard: Optional[RowShard] = None
+) -> Optional[dict]:
     """Rows, features, options and a SHA-256 of up to 4096 evenly spaced rows (features, treatment,
     revenue, cost) of a split: a resumed run refuses data that changed under the same path.
 
@@ -185,11 +231,17 @@ def data_fingerprint(ds: Optional[UpliftDataset], parallel: Optional[Parallel] =
     if ds is None:
         return None
     n = len(ds) if shard is None else shard.n_global
-    idx = torch.linspace(0, max(n - 1, 0), steps=min(n, 4096)).round().to(torch.int64) if n else torch.zeros(0, dtype=torch.int64)
+    idx = (
+        torch.linspace(0, max(n - 1, 0), steps=min(n, 4096)).round().to(torch.int64)
+        if n
+        else torch.zeros(0, dtype=torch.int64)
+    )
     if shard is not None:
         idx = shard.local(idx)
-    parts = [t.detach().cpu().contiguous().to(torch.float64 if t.is_floating_point() else torch.int64).numpy().tobytes()
-             for t in (ds.x[idx], ds.treatment[idx], ds.revenue[idx], ds.cost[idx])]
+    parts = [
+        t.detach().cpu().contiguous().to(torch.float64 if t.is_floating_point() else torch.int64).numpy().tobytes()
+        for t in (ds.x[idx], ds.treatment[idx], ds.revenue[idx], ds.cost[idx])
+    ]
     ranks = [parts] if parallel is None or not parallel.active or shard is None else parallel.gather_objects(parts)
     h = hashlib.sha256()
     for k in range(4):
@@ -209,12 +261,22 @@ class TrainingDiverged(ValueError):
     """A loss or a parameter became non-finite during training."""
 
 
-def save_model(model: MultiHeadMLP, path: str, *, run_config: Optional[dict] = None, method: str = "",
-               extra: Optional[dict] = None) -> None:
+def save_model(
+    model: MultiHeadMLP, path: str, *, run_config: Optional[dict] = None, method: str = "", extra: Optional[dict] = None
+) -> None:
     """Write a deployable model: constructor config, weights (with the feature scaler), the run's config."""
-    atomic_save({"format": "bidfcl.model", "version": 1, "model_config": model.config(),
-                 "state_dict": model.state_dict(), "run_config": run_config, "method": method,
-                 "extra": extra or {}}, path)
+    atomic_save(
+        {
+            "format": "bidfcl.model",
+            "version": 1,
+            "model_config": model.config(),
+            "state_dict": model.state_dict(),
+            "run_config": run_config,
+            "method": method,
+            "extra": extra or {},
+        },
+        path,
+    )
 
 
 _MODEL_HINT = "give a model.pt (or checkpoint.pt) written by `bidfcl train`"
@@ -230,8 +292,13 @@ def load_model(path: str) -> tuple[MultiHeadMLP, dict]:
         name = blob["deployed"]
         if name not in blob["model_configs"] or name not in blob["modules"]:
             raise ValueError(f"bidfcl: checkpoint {path!r} lacks its deployed model {name!r}; {_MODEL_HINT}")
-        blob = {"model_config": blob["model_configs"][name], "state_dict": blob["modules"][name],
-                "run_config": blob["run_config"], "method": blob["method"], "extra": {}}
+        blob = {
+            "model_config": blob["model_configs"][name],
+            "state_dict": blob["modules"][name],
+            "run_config": blob["run_config"],
+            "method": blob["method"],
+            "extra": {},
+        }
     _require_keys(blob, ("model_config", "state_dict"), path, "model file", _MODEL_HINT)
     if isinstance(blob.get("run_config"), dict):
         blob["run_config"] = upgrade_run_config(blob["run_config"])
@@ -239,8 +306,10 @@ def load_model(path: str) -> tuple[MultiHeadMLP, dict]:
         model = model_from_config(blob["model_config"])
         model.load_state_dict(blob["state_dict"])
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
-        raise ValueError(f"bidfcl: model file {path!r} is damaged (its weights do not fit its configuration: "
-                         f"{str(exc).splitlines()[0][:160]}); {_MODEL_HINT}") from None
+        raise ValueError(
+            f"bidfcl: model file {path!r} is damaged (its weights do not fit its configuration: "
+            f"{str(exc).splitlines()[0][:160]}); {_MODEL_HINT}"
+        ) from None
     model.eval()
     return model, blob
 
@@ -272,16 +341,21 @@ class Progress:
         self._last = now
         width = 24
         fill = int(width * done / max(total, 1))
-        self.stream.write(f"\r{phase} {epoch + 1}/{epochs} [{'#' * fill}{'.' * (width - fill)}] "
-                          f"{done}/{total} {self._losses(running)}\033[K")
+        self.stream.write(
+            f"\r{phase} {epoch + 1}/{epochs} [{'#' * fill}{'.' * (width - fill)}] "
+            f"{done}/{total} {self._losses(running)}\033[K"
+        )
         self.stream.flush()
 
     def epoch(self, phase: str, epoch: int, epochs: int, running: dict, seconds: float, extra: str = "") -> None:
         if self.mode == "none":
             return
         prefix = "\r" if self.mode == "bar" else ""
-        self.stream.write(f"{prefix}{phase} {epoch + 1}/{epochs} {self._losses(running)} ({seconds:.2f} s){extra}"
-                          + ("\033[K" if self.mode == "bar" else "") + "\n")
+        self.stream.write(
+            f"{prefix}{phase} {epoch + 1}/{epochs} {self._losses(running)} ({seconds:.2f} s){extra}"
+            + ("\033[K" if self.mode == "bar" else "")
+            + "\n"
+        )
         self.stream.flush()
 
     def message(self, text: str) -> None:
@@ -324,8 +398,15 @@ class Trainer:
     method = "base"
     deployed_name = "model"
 
-    def __init__(self, cfg: RunConfig, data: RunData, *, out_dir: Optional[str] = None,
-                 progress: Optional[Progress] = None, parallel: Optional[Parallel] = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: RunData,
+        *,
+        out_dir: Optional[str] = None,
+        progress: Optional[Progress] = None,
+        parallel: Optional[Parallel] = None,
+    ):
         #: this process's place in a data-parallel run (torchrun); a group of one otherwise
         self.parallel = par = parallel if parallel is not None else Parallel.current()
         if data.rct is None or len(data.rct) == 0:
@@ -347,15 +428,17 @@ class Trainer:
         self.train_budget = budget_units.convert(t.budget_fraction, "share", "per_capita", reference_cost=top)
         self.val_ds = self.data.validation()
         self.val_shard = self.data.row_shard("val" if self.data.val is not None else "rct")
-        self.val_budgets = eval_budgets(cfg.eval, self.val_ds, par, self._rows("val" if self.data.val is not None
-                                                                              else "rct"))
+        self.val_budgets = eval_budgets(
+            cfg.eval, self.val_ds, par, self._rows("val" if self.data.val is not None else "rct")
+        )
         #: per-capita training budget(s) of the decision losses
         if t.budgets is not None:
             self.train_budgets = per_capita_budgets(t.budgets, t.budget_unit, self.data.rct, par, self._rows("rct"))
             self.train_budget = self.train_budgets[0]
         else:
-            self.train_budgets = budget_units.convert(list(t.budget_fractions or [t.budget_fraction]), "share",
-                                                      "per_capita", reference_cost=top)
+            self.train_budgets = budget_units.convert(
+                list(t.budget_fractions or [t.budget_fraction]), "share", "per_capita", reference_cost=top
+            )
         self.position = {"phase": 0, "epoch": 0, "batch": 0, "step": 0}
         #: (rows of this rank, rows of all ranks) in the current global batch
         self.batch_rows: Optional[tuple[int, int]] = None
@@ -405,11 +488,20 @@ class Trainer:
             free = free_options(self.data.rct, self.data.obs, parallel=self.parallel)
         else:
             free = m.free_options
-        model = MultiHeadMLP(self.data.n_features, self.data.n_options, hidden=hidden or m.hidden,
-                             activation=m.activation, output=output or m.output,
-                             cost_output=None if output else m.cost_output, dropout=m.dropout, free_options=free)
-        model.fit_scaler(self.data.rct.x if self.data.obs is None else torch.cat([self.data.rct.x, self.data.obs.x]),
-                         parallel=self.parallel)
+        model = MultiHeadMLP(
+            self.data.n_features,
+            self.data.n_options,
+            hidden=hidden or m.hidden,
+            activation=m.activation,
+            output=output or m.output,
+            cost_output=None if output else m.cost_output,
+            dropout=m.dropout,
+            free_options=free,
+        )
+        model.fit_scaler(
+            self.data.rct.x if self.data.obs is None else torch.cat([self.data.rct.x, self.data.obs.x]),
+            parallel=self.parallel,
+        )
         return model.to(device=self.device, dtype=self.data.rct.dtype)
 
     # ---------------------------------------------------------------------- data-parallel helpers
@@ -418,15 +510,21 @@ class Trainer:
         """What a data-parallel run cannot do (checked on every rank before any collective)."""
         t = cfg.train
         if cfg.bidfcl.hypergradient == "unrolled":
-            raise ConfigError("bidfcl: bidfcl.hypergradient = 'unrolled' (an ablation) runs in one process only; "
-                              "use the default 'cg' under torchrun")
+            raise ConfigError(
+                "bidfcl: bidfcl.hypergradient = 'unrolled' (an ablation) runs in one process only; "
+                "use the default 'cg' under torchrun"
+            )
         spec = str(t.device).strip().lower()
         if spec.startswith("cuda:"):
-            raise ConfigError(f"bidfcl: train.device = {t.device!r} under torchrun would put every rank on one GPU; "
-                              f"use 'cuda' or 'auto' (each rank takes the GPU of its LOCAL_RANK)")
+            raise ConfigError(
+                f"bidfcl: train.device = {t.device!r} under torchrun would put every rank on one GPU; "
+                f"use 'cuda' or 'auto' (each rank takes the GPU of its LOCAL_RANK)"
+            )
         if cfg.model.dropout:
-            raise ConfigError(f"bidfcl: model.dropout = {cfg.model.dropout} under torchrun: the ranks would draw "
-                              f"different masks than one process does; use dropout = 0 for data-parallel training")
+            raise ConfigError(
+                f"bidfcl: model.dropout = {cfg.model.dropout} under torchrun: the ranks would draw "
+                f"different masks than one process does; use dropout = 0 for data-parallel training"
+            )
 
     @staticmethod
     def _check_ranks_agree(par: Parallel, cfg: RunConfig, data: RunData) -> None:
@@ -434,18 +532,26 @@ class Trainer:
         the device), the splits present, features, options and dtype are all-gathered and compared."""
         d = cfg.to_dict()
         d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
-        run = hashlib.sha256(json.dumps({k: d[k] for k in RUN_SECTIONS}, sort_keys=True,
-                                        default=str).encode()).hexdigest()[:16]
-        mine = {"config": run, "splits": [k for k in ("rct", "obs", "val", "test") if getattr(data, k) is not None],
-                "features": data.n_features, "options": data.n_options, "dtype": str(data.rct.dtype)}
+        run = hashlib.sha256(
+            json.dumps({k: d[k] for k in RUN_SECTIONS}, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
+        mine = {
+            "config": run,
+            "splits": [k for k in ("rct", "obs", "val", "test") if getattr(data, k) is not None],
+            "features": data.n_features,
+            "options": data.n_options,
+            "dtype": str(data.rct.dtype),
+        }
         every = par.gather_objects(mine)
         for key in mine:
             seen = [e[key] for e in every]
             if any(v != seen[0] for v in seen):
                 listing = ", ".join(f"rank {r}: {v}" for r, v in enumerate(seen))
                 what = "configurations (data, model, train or eval sections)" if key == "config" else key
-                raise ParallelError(f"bidfcl ({par.where()}): the ranks were given different {what} ({listing}); "
-                                    f"every rank must train the same run on shards of the same data")
+                raise ParallelError(
+                    f"bidfcl ({par.where()}): the ranks were given different {what} ({listing}); "
+                    f"every rank must train the same run on shards of the same data"
+                )
 
     def _rows(self, name: str) -> int:
         """Rows of split ``name`` over all ranks."""
@@ -456,8 +562,7 @@ class Trainer:
         """Which global rows of split ``name`` this rank holds (None when alone)."""
         return self.data.row_shard(name)
 
-    def scaled(self, loss: torch.Tensor, averaged: bool = True,
-               rows: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    def scaled(self, loss: torch.Tensor, averaged: bool = True, rows: Optional[tuple[int, int]] = None) -> torch.Tensor:
         """This rank's part of a mean over a global batch, from the mean ``loss`` over its own rows:
         ``loss * n_local / n_global`` (times P with ``averaged``, when DDP averages the gradients
         over ranks; without it the parts are summed, e.g. by the hypergradient's ``reduce``);
@@ -476,12 +581,17 @@ class Trainer:
         """A mean over the rows ``ds`` of one rank as the mean over every rank's rows of that split."""
         if not self.parallel.active or shard is None:
             return float(value)
-        part = value.detach().to(torch.float64) * (len(ds) / shard.n_global) if len(ds) else torch.zeros(
-            (), dtype=torch.float64)
+        part = (
+            value.detach().to(torch.float64) * (len(ds) / shard.n_global)
+            if len(ds)
+            else torch.zeros((), dtype=torch.float64)
+        )
         return float(self.parallel.sum(part.reshape(1))[0])
 
     def adam(self, module: nn.Module, lr: Optional[float] = None) -> torch.optim.Optimizer:
-        return torch.optim.Adam(module.parameters(), lr=lr or self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+        return torch.optim.Adam(
+            module.parameters(), lr=lr or self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay
+        )
 
     @property
     def deployed(self) -> MultiHeadMLP:
@@ -503,16 +613,24 @@ class Trainer:
         return out
 
     def state(self) -> dict:
-        return {"format": "bidfcl.checkpoint", "version": CHECKPOINT_VERSION, "method": self.method,
-                "deployed": self.deployed_name, "run_config": self.cfg.to_dict(),
-                "model_configs": {k: m.config() for k, m in self.modules().items()},
-                "modules": {k: m.state_dict() for k, m in self.modules().items()},
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
-                "generators": {k: g.get_state() for k, g in self.generators().items()},
-                "torch_rng": torch.get_rng_state(), "position": dict(self.position),
-                "history": copy.deepcopy(self.history), "best": self.best, "running": dict(self.running),
-                "timings": dict(self.timings),
-                "extra": dict(self.extra_state(), data_fingerprint=self._fingerprints)}
+        return {
+            "format": "bidfcl.checkpoint",
+            "version": CHECKPOINT_VERSION,
+            "method": self.method,
+            "deployed": self.deployed_name,
+            "run_config": self.cfg.to_dict(),
+            "model_configs": {k: m.config() for k, m in self.modules().items()},
+            "modules": {k: m.state_dict() for k, m in self.modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+            "generators": {k: g.get_state() for k, g in self.generators().items()},
+            "torch_rng": torch.get_rng_state(),
+            "position": dict(self.position),
+            "history": copy.deepcopy(self.history),
+            "best": self.best,
+            "running": dict(self.running),
+            "timings": dict(self.timings),
+            "extra": dict(self.extra_state(), data_fingerprint=self._fingerprints),
+        }
 
     def extra_state(self) -> dict:
         return {}
@@ -528,31 +646,40 @@ class Trainer:
     def data_fingerprints(self) -> dict:
         """:func:`data_fingerprint` of every split: of all ranks' rows together in a data-parallel run
         (the same as one process computes on the whole data)."""
-        return {k: data_fingerprint(getattr(self.data, k), self.parallel, self.data.row_shard(k))
-                for k in ("rct", "obs", "val", "test")}
+        return {
+            k: data_fingerprint(getattr(self.data, k), self.parallel, self.data.row_shard(k))
+            for k in ("rct", "obs", "val", "test")
+        }
 
     def load_checkpoint(self, path: str, blob: Optional[dict] = None) -> None:
         blob = read_checkpoint(path) if blob is None else blob
         if blob["version"] != CHECKPOINT_VERSION or blob["method"] != self.method:
-            raise ValueError(f"bidfcl: checkpoint {path!r} is a {blob['method']!r} checkpoint v{blob['version']}, "
-                             f"expected {self.method!r} v{CHECKPOINT_VERSION}")
+            raise ValueError(
+                f"bidfcl: checkpoint {path!r} is a {blob['method']!r} checkpoint v{blob['version']}, "
+                f"expected {self.method!r} v{CHECKPOINT_VERSION}"
+            )
         saved = {k: dict(blob["run_config"].get(k, {})) for k in RUN_SECTIONS}
         saved["train"].pop("device", None)
         if saved != self._comparable_config():
             now = self._comparable_config()
             diff = [f"{s}.{k}" for s in saved for k in set(saved[s]) | set(now[s]) if saved[s].get(k) != now[s].get(k)]
-            raise ConfigError(f"bidfcl: checkpoint {path!r} was written with a different configuration "
-                              f"(differs in {', '.join(sorted(diff))}); use a new output.dir or the same config")
+            raise ConfigError(
+                f"bidfcl: checkpoint {path!r} was written with a different configuration "
+                f"(differs in {', '.join(sorted(diff))}); use a new output.dir or the same config"
+            )
         saved_fp = blob["extra"].get("data_fingerprint") if isinstance(blob["extra"], dict) else None
         if saved_fp is not None:
             now_fp = self.data_fingerprints()
             changed = [k for k in now_fp if saved_fp.get(k) != now_fp[k]]
             if changed:
-                what = "; ".join(f"{k}: {_describe_fp(saved_fp.get(k))} then, {_describe_fp(now_fp[k])} now"
-                                 for k in changed)
-                raise ConfigError(f"bidfcl: checkpoint {path!r} was written on other data than this run reads "
-                                  f"(split {what}); the data files changed since: use a new output.dir, or restore "
-                                  f"the data the checkpoint was trained on")
+                what = "; ".join(
+                    f"{k}: {_describe_fp(saved_fp.get(k))} then, {_describe_fp(now_fp[k])} now" for k in changed
+                )
+                raise ConfigError(
+                    f"bidfcl: checkpoint {path!r} was written on other data than this run reads "
+                    f"(split {what}); the data files changed since: use a new output.dir, or restore "
+                    f"the data the checkpoint was trained on"
+                )
         try:
             for k, m in self.modules().items():
                 m.load_state_dict(blob["modules"][k])
@@ -562,8 +689,10 @@ class Trainer:
                 g.set_state(blob["generators"][k])
             torch.set_rng_state(blob["torch_rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise ValueError(f"bidfcl: checkpoint {path!r} is damaged (its state does not fit this trainer: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}); {_CHECKPOINT_HINT}") from None
+            raise ValueError(
+                f"bidfcl: checkpoint {path!r} is damaged (its state does not fit this trainer: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}); {_CHECKPOINT_HINT}"
+            ) from None
         self.position, self.history, self.best = dict(blob["position"]), blob["history"], blob["best"]
         self.running, self.timings = dict(blob["running"]), dict(blob["timings"])
         self.load_extra_state({k: v for k, v in blob["extra"].items() if k != "data_fingerprint"})
@@ -585,8 +714,11 @@ class Trainer:
         record[f"val_{how}"] = metric
         cur = self.best.get(phase.name)
         if cur is None or better(metric, cur["metric"]):
-            self.best[phase.name] = {"metric": metric, "epoch": epoch + 1,
-                                     "state": copy.deepcopy(self.modules()[phase.select].state_dict())}
+            self.best[phase.name] = {
+                "metric": metric,
+                "epoch": epoch + 1,
+                "state": copy.deepcopy(self.modules()[phase.select].state_dict()),
+            }
 
     def _finish_phase(self, phase: Phase) -> None:
         best = self.best.get(phase.name)
@@ -600,8 +732,10 @@ class Trainer:
         if resume and self.checkpoint_path is not None and os.path.exists(self.checkpoint_path):
             self.load_checkpoint(self.checkpoint_path)
             pos = self.position
-            self.progress.message(f"resuming {self.method} at phase {pos['phase']} epoch {pos['epoch']} "
-                                  f"batch {pos['batch']} from {self.checkpoint_path}")
+            self.progress.message(
+                f"resuming {self.method} at phase {pos['phase']} epoch {pos['epoch']} "
+                f"batch {pos['batch']} from {self.checkpoint_path}"
+            )
         bs, every = self.cfg.train.batch_size, self.cfg.output.checkpoint_every
         phases = self.phases()
         t_start = time.perf_counter()
@@ -611,14 +745,20 @@ class Trainer:
                 ph.begin()
             n = len(ph.rows) if ph.shard is None else ph.shard.n_global
             nb = -(-n // bs)
-            if (ph.select_initial and ph.select is not None and ph.epochs > 0 and self.position["epoch"] == 0
-                    and self.position["batch"] == 0 and ph.name not in self.best):
+            if (
+                ph.select_initial
+                and ph.select is not None
+                and ph.epochs > 0
+                and self.position["epoch"] == 0
+                and self.position["batch"] == 0
+                and ph.name not in self.best
+            ):
                 self._select(ph, -1, {})  # "epoch 0": the starting point competes too
             for epoch in range(self.position["epoch"], ph.epochs):
                 perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix_seed(self.seed, pi, epoch)))
                 t0 = time.perf_counter()
                 for b in range(self.position["batch"], nb):
-                    idx = perm[b * bs:(b + 1) * bs]
+                    idx = perm[b * bs : (b + 1) * bs]
                     if ph.shard is not None:  # the same global batch as one process; this rank's rows of it
                         local = ph.shard.local(idx)
                         self.batch_rows = (int(local.numel()), int(idx.numel()))
@@ -676,8 +816,11 @@ class Trainer:
         for k, v in losses.items():
             v, n = v if isinstance(v, tuple) else (v, 1)
             # a Python float becomes a float64 tensor (as_tensor would round it to float32 first)
-            v = v.detach().to(torch.float64) if isinstance(v, torch.Tensor) else \
-                torch.tensor(float(v), dtype=torch.float64, device=self.device)
+            v = (
+                v.detach().to(torch.float64)
+                if isinstance(v, torch.Tensor)
+                else torch.tensor(float(v), dtype=torch.float64, device=self.device)
+            )
             if share is not None:
                 v = v.nan_to_num(0.0) * 0.0 if share == 0 else v * share
             into = self._unsettled if self.parallel.active else self.running
@@ -720,14 +863,18 @@ class Trainer:
         if par.active:
             keys = sorted(self._first_bad)
             never = torch.iinfo(torch.int64).max
-            first = torch.stack([torch.where(self._first_bad[k] < 0, never, self._first_bad[k]) for k in keys]) \
-                if keys else torch.zeros(0, dtype=torch.int64)
+            first = (
+                torch.stack([torch.where(self._first_bad[k] < 0, never, self._first_bad[k]) for k in keys])
+                if keys
+                else torch.zeros(0, dtype=torch.int64)
+            )
             first = -par.max(-first.cpu())  # the earliest over ranks
             self._first_bad = {k: torch.where(f == never, -1, f) for k, f in zip(keys, first)}
             names = sorted(self._unsettled)
             if names:  # the ranks' parts of this stretch's sums (the running sums so far are global)
-                sums = par.sum(torch.stack([torch.as_tensor(self._unsettled[k][0], dtype=torch.float64).cpu()
-                                            for k in names]))
+                sums = par.sum(
+                    torch.stack([torch.as_tensor(self._unsettled[k][0], dtype=torch.float64).cpu() for k in names])
+                )
                 for i, k in enumerate(names):
                     s, c = self.running.get(k, (0.0, 0))
                     self.running[k] = (s + float(sums[i]), c + int(self._unsettled[k][1]))
@@ -748,7 +895,8 @@ class Trainer:
     def _diverged(self, phase: Phase, epoch: int, batch: int, what: str) -> TrainingDiverged:
         return TrainingDiverged(
             f"bidfcl: training diverged in phase {phase.name!r} at epoch {epoch + 1}, batch {batch + 1} ({what}); "
-            f"lower train.lr (now {self.cfg.train.lr:g}) or check the data for extreme values")
+            f"lower train.lr (now {self.cfg.train.lr:g}) or check the data for extreme values"
+        )
 
     # ------------------------------------------------------------------------------- results
     def epoch_seconds(self) -> dict:
@@ -763,22 +911,40 @@ class Trainer:
             split = "rct"
         budgets = eval_budgets(self.cfg.eval, ds, self.parallel, self._rows(split))
         t0 = time.perf_counter()
-        self.progress.message(f"evaluating the deployed model on the {split} split ({self._rows(split):,} rows, "
-                              f"{len(budgets)} budgets) ...")
-        evaluation = evaluate_model(self.deployed, ds, budgets, truth=self.data.marketing,
-                                    split=split if self.data.marketing is not None else None,
-                                    parallel=self.parallel)
+        self.progress.message(
+            f"evaluating the deployed model on the {split} split ({self._rows(split):,} rows, "
+            f"{len(budgets)} budgets) ..."
+        )
+        evaluation = evaluate_model(
+            self.deployed,
+            ds,
+            budgets,
+            truth=self.data.marketing,
+            split=split if self.data.marketing is not None else None,
+            parallel=self.parallel,
+        )
         self.progress.message(f"  done in {time.perf_counter() - t0:.1f} s")
-        result = {"method": self.method, "split": split, "train_budget_per_capita": self.train_budget,
-                  "evaluation": evaluation, "epoch_seconds": self.epoch_seconds(), "fit_seconds": seconds,
-                  "best": {k: {"metric": v["metric"], "epoch": v["epoch"]} for k, v in self.best.items()},
-                  "history": self.history}
+        result = {
+            "method": self.method,
+            "split": split,
+            "train_budget_per_capita": self.train_budget,
+            "evaluation": evaluation,
+            "epoch_seconds": self.epoch_seconds(),
+            "fit_seconds": seconds,
+            "best": {k: {"metric": v["metric"], "epoch": v["epoch"]} for k, v in self.best.items()},
+            "history": self.history,
+        }
         if self.parallel.active:
             result["world_size"] = self.parallel.world
         if self.out_dir is not None and self.parallel.is_main:
             os.makedirs(self.out_dir, exist_ok=True)
-            save_model(self.deployed, os.path.join(self.out_dir, "model.pt"), run_config=self.cfg.to_dict(),
-                       method=self.method, extra={"train_budget_per_capita": self.train_budget})
+            save_model(
+                self.deployed,
+                os.path.join(self.out_dir, "model.pt"),
+                run_config=self.cfg.to_dict(),
+                method=self.method,
+                extra={"train_budget_per_capita": self.train_budget},
+            )
             _atomic_text(json.dumps(result, indent=1), os.path.join(self.out_dir, "metrics.json"))
             _atomic_text(history_csv(self.history), os.path.join(self.out_dir, "history.csv"))
         return result

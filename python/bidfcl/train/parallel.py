@@ -158,7 +158,7 @@ class Parallel:
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
         out, at = [], 0
         for t in tensors:
-            out.append(flat[at:at + t.numel()].reshape(t.shape).to(t.device, t.dtype))
+            out.append(flat[at : at + t.numel()].reshape(t.shape).to(t.device, t.dtype))
             at += t.numel()
         return out
 
@@ -204,8 +204,10 @@ class Parallel:
     def shard(self, n: int, what: str) -> RowShard:
         """This rank's contiguous rows of a split of ``n`` global rows (:func:`shard_bounds`)."""
         if self.active and n < self.world:
-            raise ParallelError(f"bidfcl ({self.where()}): {what} has {n} rows, fewer than the {self.world} ranks: "
-                                f"every rank needs at least one row of every split; use fewer processes")
+            raise ParallelError(
+                f"bidfcl ({self.where()}): {what} has {n} rows, fewer than the {self.world} ranks: "
+                f"every rank needs at least one row of every split; use fewer processes"
+            )
         lo, hi = shard_bounds(n, self.rank, self.world)
         return RowShard.of(n, lo, hi)
 
@@ -223,9 +225,9 @@ class Parallel:
         rank already (same seed, global scaler): DDP's start-up broadcast keeps them so."""
         if not self.active:
             return module
-        from torch.nn.parallel import DistributedDataParallel
-
         import inspect
+
+        from torch.nn.parallel import DistributedDataParallel
 
         ids = [module_device(module).index] if module_device(module).type == "cuda" else None
         # the buffers (the feature scaler) are equal on every rank: no per-forward broadcast

@@ -38,8 +38,10 @@ def register_method(name: str, *, decision_loss: bool = False, presets: Optional
     """Class decorator: register a trainer class as method ``name`` (sets its ``method`` attribute).
     A second registration of a name replaces the first (e.g. a reloaded module)."""
     if not isinstance(name, str) or not name or "-" in name:
-        raise ValueError(f"bidfcl.train: expected a method name as a non-empty string without '-' "
-                         f"(experiment presets are '<method>-<variant>'), got {name!r}")
+        raise ValueError(
+            f"bidfcl.train: expected a method name as a non-empty string without '-' "
+            f"(experiment presets are '<method>-<variant>'), got {name!r}"
+        )
 
     def register(cls: type) -> type:
         cls.method = name

@@ -41,13 +41,16 @@ def tsm_rows(data, which: str) -> UpliftDataset:
     return UpliftDataset.concat([factual_rows(data.rct), factual_rows(data.obs)])
 
 
-@register_method("tsm", doc="two-stage method: fit the logged outcomes, then solve", presets={
-    "tsm-rct": {"train.method": "tsm", "tsm.data": "rct"},
-    "tsm-obs": {"train.method": "tsm", "tsm.data": "obs"},
-    "tsm-pooled": {"train.method": "tsm", "tsm.data": "pooled"},
-})
+@register_method(
+    "tsm",
+    doc="two-stage method: fit the logged outcomes, then solve",
+    presets={
+        "tsm-rct": {"train.method": "tsm", "tsm.data": "rct"},
+        "tsm-obs": {"train.method": "tsm", "tsm.data": "obs"},
+        "tsm-pooled": {"train.method": "tsm", "tsm.data": "pooled"},
+    },
+)
 class TsmTrainer(Trainer):
-
     def build(self) -> None:
         self.model = self.new_model()
         self.opt = self.adam(self.model)
@@ -62,8 +65,16 @@ class TsmTrainer(Trainer):
         return {"mse": loss.detach()}
 
     def phases(self) -> list[Phase]:
-        return [Phase(f"tsm-{self.cfg.tsm.data}", self.cfg.train.epochs, self.rows, self.step, select="model",
-                      shard=tsm_shard(self.data, self.cfg.tsm.data))]
+        return [
+            Phase(
+                f"tsm-{self.cfg.tsm.data}",
+                self.cfg.train.epochs,
+                self.rows,
+                self.step,
+                select="model",
+                shard=tsm_shard(self.data, self.cfg.tsm.data),
+            )
+        ]
 
     @torch.no_grad()
     def validation_loss(self, name: str) -> float:

@@ -22,7 +22,7 @@ namespace bidfcl::core {
 
 template <typename T>
 Status run_allocation_policy_cuda(const AllocationPolicyParams<T>& p, const int64_t* group_perm,
-                              const int64_t* group_offsets, DeviceWorkspace& ws, cudaStream_t stream);
+                                  const int64_t* group_offsets, DeviceWorkspace& ws, cudaStream_t stream);
 
 // Host check of one user's row (values, costs, eligibility, group), as the CPU routines do it;
 // `in` points at host copies holding that single user (n = 1); the returned row is `row`.

@@ -50,12 +50,13 @@ Status run_solve_mckp_cuda(const MckpSolveParams<T>& p, DeviceWorkspace& ws, cud
 // budgets_host: the same [k] budgets as p.out.budgets, on the host (the bisection loop runs there).
 template <typename T>
 Status run_solve_mckp_bisection_cuda(const MckpBisectionParams<T>& p, const double* budgets_host, DeviceWorkspace& ws,
-                                 cudaStream_t stream);
+                                     cudaStream_t stream);
 
 // make_output(len) is called once, with len = P + 1, and returns device buffers of that length.
 template <typename T>
-Status run_budget_frontier_cuda(const MckpInput<T>& in, const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output,
-                            DeviceWorkspace& ws, cudaStream_t stream);
+Status run_budget_frontier_cuda(const MckpInput<T>& in,
+                                const std::function<FrontierDeviceOutput<T>(int64_t)>& make_output, DeviceWorkspace& ws,
+                                cudaStream_t stream);
 
 template <typename T>
 Status run_solve_mckp_rct_cuda(const MckpRctParams<T>& p, DeviceWorkspace& ws, cudaStream_t stream, bool check = true);

@@ -26,8 +26,8 @@
 namespace bidfcl::core {
 
 constexpr int kStatusLen = 7;
-constexpr int kStatusCode = 0, kStatusRow = 1, kStatusCol = 2, kStatusValue = 3, kStatusFamily = 4,
-              kStatusInput = 5, kStatusArm = 6;
+constexpr int kStatusCode = 0, kStatusRow = 1, kStatusCol = 2, kStatusValue = 3, kStatusFamily = 4, kStatusInput = 5,
+              kStatusArm = 6;
 
 // Glue-level codes (checks the torch layer makes before the core sees the data). They continue
 // core::Code's numbering at a distance so that new core codes never collide.
