@@ -370,86 +370,33 @@ def test_broken_pipe_is_quiet():
     assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
-def test_files_example_runs_on_written_tables(tmp_path, capsys):
-    """examples/dfcl_files.toml as its comment says: `write-data` then `train` (tiny sizes here)."""
-    pytest.importorskip("pyarrow")
+def _files_example(tmp_path, *extra, **sizes) -> str:
+    """examples/dfcl_files.toml copied into tmp_path, and its tables written there by
+    ``bidfcl write-data`` at ``sizes`` (``extra``: more write-data arguments); the config's path."""
     import shutil
 
     root = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
     shutil.copy(os.path.join(root, "dfcl_files.toml"), tmp_path / "dfcl_files.toml")
-    assert (
-        main(
-            [
-                "write-data",
-                "--out",
-                str(tmp_path / "data"),
-                "--scenario",
-                "biased-small-rct",
-                "--set",
-                "data.n_rct=600",
-                "--set",
-                "data.n_obs=0",
-                "--set",
-                "data.n_val=400",
-                "--set",
-                "data.n_test=400",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(tmp_path / "dfcl_files.toml"),
-                "--out",
-                str(tmp_path / "run"),
-                "--set",
-                "train.epochs=1",
-                "--set",
-                "train.warm_start_epochs=1",
-                "--progress",
-                "none",
-            ]
-        )
-        == 0
-    )
+    sets = [a for key, n in sizes.items() for a in ("--set", f"data.{key}={n}")]
+    assert main(["write-data", "--out", str(tmp_path / "data"), *extra, *sets]) == 0
+    return str(tmp_path / "dfcl_files.toml")
+
+
+def test_files_example_runs_on_written_tables(tmp_path, capsys):
+    """examples/dfcl_files.toml as its comment says: `write-data` then `train` (tiny sizes here)."""
+    pytest.importorskip("pyarrow")
+    cfg = _files_example(tmp_path, "--scenario", "biased-small-rct", n_rct=600, n_obs=0, n_val=400, n_test=400)
+    run = ["--out", str(tmp_path / "run"), "--set", "train.epochs=1", "--set", "train.warm_start_epochs=1"]
+    assert main(["train", "--config", cfg, *run, "--progress", "none"]) == 0
     assert "mean EOM" in capsys.readouterr().out
     fails(capsys, ["write-data", "--out", str(tmp_path / "d2"), "--set", "train.epochs=1"], "data.KEY=VALUE")
 
 
 def test_a_damaged_data_file_is_named_with_its_split(tmp_path, capsys):
     pytest.importorskip("pyarrow")
-    import shutil
-
-    root = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
-    shutil.copy(os.path.join(root, "dfcl_files.toml"), tmp_path / "dfcl_files.toml")
-    assert (
-        main(
-            [
-                "write-data",
-                "--out",
-                str(tmp_path / "data"),
-                "--set",
-                "data.n_rct=300",
-                "--set",
-                "data.n_obs=0",
-                "--set",
-                "data.n_val=200",
-                "--set",
-                "data.n_test=200",
-            ]
-        )
-        == 0
-    )
+    cfg = _files_example(tmp_path, n_rct=300, n_obs=0, n_val=200, n_test=200)
     (tmp_path / "data" / "val.parquet").write_bytes(b"PAR1" + os.urandom(300) + b"PAR1")
-    fails(
-        capsys,
-        ["train", "--config", str(tmp_path / "dfcl_files.toml"), "--out", str(tmp_path / "run")],
-        "val.parquet",
-        "split 'val'",
-    )
+    fails(capsys, ["train", "--config", cfg, "--out", str(tmp_path / "run")], "val.parquet", "split 'val'")
 
 
 def test_every_option_has_help_text():

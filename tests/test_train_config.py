@@ -4,6 +4,7 @@ import os
 import re
 
 import pytest
+from _train_common import cfg_of
 
 from bidfcl.train import ConfigError, config_from_dict, load_config
 from bidfcl.train.config import upgrade_run_config
@@ -138,3 +139,46 @@ def test_upgrade_run_config_maps_the_flat_layout():
     cfg = config_from_dict(new)
     assert cfg.bidfcl.bridge_every == 5 and cfg.dfcl.alpha == 0.5 and cfg.tsm.data == "obs"
     assert upgrade_run_config(cfg.to_dict()) == cfg.to_dict()  # today's layout is left alone
+
+
+def test_a_registered_method_brings_its_own_config_section(tmp_path, data):
+    """A trainer registers its section with its checks: it is read, checked, stored and trained
+    with like the shared ones, without an edit of config.py."""
+    from dataclasses import dataclass
+
+    from bidfcl.train import METHODS, TsmTrainer, load_model, make_trainer, register_method
+    from bidfcl.train.config import require, run_sections
+
+    @dataclass
+    class ToyConfig:
+        rows: str = "pooled"
+        strength: float = 1.0
+
+    def check_toy(sec, cfg):
+        require(sec.strength > 0, f"expected toy.strength > 0, got {sec.strength}")
+
+    @register_method("toy", config=ToyConfig, check=check_toy, doc="TSM under another name (a test)")
+    class ToyTrainer(TsmTrainer):
+        pass
+
+    try:
+        assert "toy" in run_sections() and config_from_dict({}).toy == ToyConfig()
+        cfg = cfg_of({"method": "toy", "epochs": 1}, toy={"strength": 2.0}, output={"dir": str(tmp_path)})
+        assert cfg.toy.strength == 2.0 and cfg.to_dict()["toy"] == {"rows": "pooled", "strength": 2.0}
+        with pytest.raises(ConfigError, match=r"expected toy\.strength > 0, got -1\.0"):
+            config_from_dict({"toy": {"strength": -1.0}})
+        with pytest.raises(ConfigError, match=r"unknown key 'strenght' in \[toy\] \(did you mean 'strength'\?\)"):
+            config_from_dict({"toy": {"strenght": 1.0}})
+        with pytest.raises(ConfigError, match=r"train\.strength moved: use toy\.strength \(section \[toy\]\)"):
+            config_from_dict({"train": {"strength": 1.0}})
+        trainer = make_trainer(cfg, data, out_dir=str(tmp_path))
+        assert isinstance(trainer, ToyTrainer)
+        trainer.fit()
+        _, meta = load_model(str(tmp_path / "model.pt"))
+        saved = meta["run_config"]
+        assert saved["toy"] == {"rows": "pooled", "strength": 2.0} and saved["train"]["method"] == "toy"
+        assert config_from_dict(saved).toy.strength == 2.0
+    finally:
+        METHODS.pop("toy", None)
+    with pytest.raises(ConfigError, match=r"unknown section \[toy\]"):
+        config_from_dict({"toy": {}})

@@ -124,6 +124,20 @@ def _run(op, args: tuple, check: bool):
     return LossWithStatus(call_op(op, *args, False), status)
 
 
+def _decision(op, inputs: tuple, option, *, single: bool, check):
+    """Every decision loss: ``inputs = (r_hat, c_hat, treatment, revenue, cost, lam, propensity)``
+    checked once (:func:`_prepare`), then ``option()`` (the family's last argument, tau or clip,
+    checked after the tensors), then ``op`` (``ppl_loss``: the softmax family; ``pifd_loss``: the
+    flip family) eagerly or lazily (:func:`_run`)."""
+    check = _check_flag(check)
+    args = _prepare(*inputs, single=single, check=check)
+    return _run(op, (*args, option()), check)
+
+
+def _tau(tau) -> float:
+    return _validate.number(tau, "tau", positive=True)
+
+
 def ppl_loss(
     r_hat: torch.Tensor,
     c_hat: torch.Tensor,
@@ -154,15 +168,8 @@ def ppl_loss(
         0-d loss in the input dtype, differentiable w.r.t. ``r_hat`` and ``c_hat``
         (``dL/dc_hat = -lam dL/dr_hat``); with ``check=False`` a :class:`LossWithStatus`.
     """
-    check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(
-        r_hat, c_hat, treatment, revenue, None, lam, propensity, single=True, check=check
-    )
-    return _run(
-        ops.ppl_loss,
-        (r_hat, c_hat, treatment, revenue, None, grid, prop, _validate.number(tau, "tau", positive=True)),
-        check,
-    )
+    inputs = (r_hat, c_hat, treatment, revenue, None, lam, propensity)
+    return _decision(ops.ppl_loss, inputs, lambda: _tau(tau), single=True, check=check)
 
 
 def pifd_loss(
@@ -194,11 +201,8 @@ def pifd_loss(
 
     ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`.
     """
-    check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, _, grid, prop = _prepare(
-        r_hat, c_hat, treatment, revenue, None, lam, propensity, single=True, check=check
-    )
-    return _run(ops.pifd_loss, (r_hat, c_hat, treatment, revenue, None, grid, prop, _clip(clip)), check)
+    inputs = (r_hat, c_hat, treatment, revenue, None, lam, propensity)
+    return _decision(ops.pifd_loss, inputs, lambda: _clip(clip), single=True, check=check)
 
 
 def mer_loss(
@@ -220,15 +224,8 @@ def mer_loss(
     with ``a_l = r_hat - lam_l c_hat``. ``lams``: numbers or a 1-D tensor (constants).
     ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`.
     """
-    check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(
-        r_hat, c_hat, treatment, revenue, cost, lams, propensity, single=False, check=check
-    )
-    return _run(
-        ops.ppl_loss,
-        (r_hat, c_hat, treatment, revenue, cost, grid, prop, _validate.number(tau, "tau", positive=True)),
-        check,
-    )
+    inputs = (r_hat, c_hat, treatment, revenue, cost, lams, propensity)
+    return _decision(ops.ppl_loss, inputs, lambda: _tau(tau), single=False, check=check)
 
 
 def dpl_loss(
@@ -261,11 +258,8 @@ def difd_loss(
     """DFCL's dual improved finite difference loss: :func:`pifd_loss` per multiplier of the grid with
     reward ``revenue - lam_l cost``, summed over the grid (same flip gradient, same clip rule).
     ``check=False``: lazy input checks, no host read; returns a :class:`LossWithStatus`."""
-    check = _check_flag(check)
-    r_hat, c_hat, treatment, revenue, cost, grid, prop = _prepare(
-        r_hat, c_hat, treatment, revenue, cost, lams, propensity, single=False, check=check
-    )
-    return _run(ops.pifd_loss, (r_hat, c_hat, treatment, revenue, cost, grid, prop, _clip(clip)), check)
+    inputs = (r_hat, c_hat, treatment, revenue, cost, lams, propensity)
+    return _decision(ops.pifd_loss, inputs, lambda: _clip(clip), single=False, check=check)
 
 
 def _clip(clip):

@@ -10,26 +10,23 @@ from __future__ import annotations
 from typing import Optional
 
 from .config import (
-    BidfclConfig,
     ConfigError,
     DataConfig,
-    DfclConfig,
     EvalConfig,
     ExperimentConfig,
     ModelConfig,
     OutputConfig,
     RunConfig,
     TrainConfig,
-    TsmConfig,
     config_from_dict,
     load_config,
 )
 from .datasets import RunData, as_run_data, load_run_data, run_data
 from .evaluate import budget_levels, evaluate_model, evaluate_predictions
 from .loop import Phase, Progress, Trainer, factual_loss, load_model, save_model
-from .tsm import TsmTrainer
-from .dfcl import DfclTrainer
-from .bilevel import BidfclTrainer
+from .tsm import TsmConfig, TsmTrainer
+from .dfcl import DfclConfig, DfclTrainer
+from .bilevel import BidfclConfig, BidfclTrainer
 from .registry import METHODS, method_spec, presets, register_method
 
 __all__ = [

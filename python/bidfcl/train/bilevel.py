@@ -37,6 +37,7 @@ The deployed model is the target, selected on validation like the others.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -45,11 +46,12 @@ from torch.func import functional_call
 from ..data import UpliftDataset
 from ..models import MultiHeadMLP
 from ..objectives import decision_loss, decision_loss_spec, gated_distillation, lower_loss
+from .config import require, require_keys
 from .datasets import factual_rows
 from .loop import Phase, Trainer, factual_loss
 from .registry import register_method
 
-__all__ = ["BidfclTrainer"]
+__all__ = ["BidfclTrainer", "BidfclConfig"]
 
 
 #: Bi-DFCL's experiment presets beyond ``bidfcl-<loss>`` (:func:`bidfcl.train.registry.presets`)
@@ -94,7 +96,79 @@ ABLATIONS = {
 }
 
 
-@register_method("bidfcl", decision_loss=True, presets=ABLATIONS, doc="Bi-DFCL: teacher, bridge and target")
+@dataclass
+class BidfclConfig:
+    """``[bidfcl]``: read by Bi-DFCL only."""
+
+    teacher_epochs: int = 20  #: epochs of the RCT teacher (TSM on RCT)
+    #: a bridge step every this many target batches (was 5; docs/decision-quality.md section 5)
+    bridge_every: int = 20
+    #: hypergradient = "unrolled": differentiated inner SGD steps (``inner_lr``) per bridge step
+    unrolled_steps: int = 20
+    inner_steps: int = 0  #: cg: Adam steps of L_low from a copy of the target before the hypergradient (paper: 5)
+    cg_iters: int = 3  #: CG iterations per bridge step (warm-started: the solve continues across steps; was 10)
+    cg_tol: float = 1e-6
+    damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
+    cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
+    bridge_lr: float = (
+        4e-3  #: Adam step of the bridge (was 1e-3 at bridge_every = 5; 1e-2: see docs/decision-quality.md)
+    )
+    learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
+    gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
+    hypergradient: str = "cg"  #: cg | unrolled
+    #: cg: gauss-newton (the PSD Gauss-Newton matrix; the default since it was what "auto" used in
+    #: 92% of bridge steps) | auto (the exact Hessian where CG finds it positive definite, i.e. at a
+    #: lower solution; else Gauss-Newton; the default before) | hessian (exact double backward)
+    curvature: str = "gauss-newton"
+    inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
+    bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
+    rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)
+
+
+def check_bidfcl_section(bi: BidfclConfig, cfg) -> None:
+    """The checks of ``[bidfcl]``."""
+    require_keys("bidfcl", bi, lambda v: v > 0, "> 0", "bridge_lr", "inner_lr")
+    require_keys("bidfcl", bi, lambda v: v >= 0, ">= 0", "damping", "cg_tol")
+    require_keys(
+        "bidfcl",
+        bi,
+        lambda v: v >= 0,
+        ">= 0",
+        "teacher_epochs",
+        "cg_iters",
+        "rct_batch_size",
+        "inner_steps",
+        "unrolled_steps",
+    )
+    require(bi.bridge_every >= 1, f"expected bidfcl.bridge_every >= 1, got {bi.bridge_every}")
+    require(
+        bi.hypergradient in ("cg", "unrolled"),
+        f"expected bidfcl.hypergradient 'cg' or 'unrolled', got {bi.hypergradient!r}",
+    )
+    require(
+        bi.curvature in ("auto", "hessian", "gauss-newton"),
+        f"expected bidfcl.curvature 'auto', 'hessian' or 'gauss-newton', got {bi.curvature!r}",
+    )
+    require(
+        bi.bridge_mode in ("gate", "weight"), f"expected bidfcl.bridge_mode 'gate' or 'weight', got {bi.bridge_mode!r}"
+    )
+
+
+@register_method(
+    "bidfcl",
+    decision_loss=True,
+    presets=ABLATIONS,
+    doc="Bi-DFCL: teacher, bridge and target",
+    config=BidfclConfig,
+    check=check_bidfcl_section,
+    # train.k meant both before the sections
+    renamed={
+        "k": {
+            "bridge_every": "a bridge step every k target batches",
+            "unrolled_steps": "the unrolled hypergradient's inner steps",
+        }
+    },
+)
 class BidfclTrainer(Trainer):
     deployed_name = "target"
 

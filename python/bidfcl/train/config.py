@@ -5,7 +5,7 @@ reads), ``[eval]``, ``[output]`` (and ``[experiment]`` for ``bidfcl experiment``
 Every key has a default (below); a file only lists what it changes. Unknown sections or keys,
 values of the wrong type and values out of range raise :class:`ConfigError` naming the key, what
 was expected and what arrived (with a "did you mean" hint for misspelt keys). Keys that moved out
-of ``[train]`` into a method's section (:data:`MOVED_TRAIN_KEYS`, e.g. ``train.k``) raise a
+of ``[train]`` into a method's section (:func:`moved_train_keys`, e.g. ``train.k``) raise a
 ConfigError naming the new key; checkpoints and model files written before the move are mapped on
 reading (:func:`upgrade_run_config`).
 
@@ -70,20 +70,19 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "TrainConfig",
-    "TsmConfig",
-    "DfclConfig",
-    "BidfclConfig",
     "EvalConfig",
     "OutputConfig",
     "ExperimentConfig",
     "load_config",
     "config_from_dict",
     "upgrade_run_config",
-    "MOVED_TRAIN_KEYS",
-    "RUN_SECTIONS",
+    "moved_train_keys",
+    "run_sections",
+    "require",
+    "require_keys",
+    "require_choice",
 ]
 
-TSM_DATA = ("rct", "obs", "pooled")
 #: keys of make_marketing that a synthetic [data] section may set
 SYNTHETIC_KEYS = (
     "n_rct",
@@ -201,83 +200,47 @@ class TrainConfig:
     warm_start_epochs: int = 5  #: dfcl / bidfcl: prediction-loss epochs before the decision loss
 
 
-@dataclass
-class TsmConfig:
-    """``[tsm]``: read by the two-stage method only."""
-
-    data: str = "rct"  #: rows TSM fits: rct | obs | pooled
-
-
-@dataclass
-class DfclConfig:
-    """``[dfcl]``: read by DFCL only."""
-
-    #: revenue = the decision loss reaches the revenue heads only and the cost heads keep
-    #: their prediction loss (a cost model that stays calibrated); both = the paper's loss on both
-    decision_heads: str = "revenue"
-    lams: Optional[list] = None  #: dual-loss multiplier grid (None: lam* at 5 budget shares)
-    alpha: float = 0.0  #: weight of the prediction (MSE) loss added to the decision loss
+def moved_train_keys() -> dict:
+    """Keys that were in ``[train]`` before the per-method sections: old key -> its new place(s)
+    ``"section.key"``: every key of a registered method's section under its own name, and the keys
+    a method renamed (``train.k`` -> ``bidfcl.bridge_every`` and ``bidfcl.unrolled_steps``)."""
+    return {key: tuple(new) for key, new in _moves().items()}
 
 
-@dataclass
-class BidfclConfig:
-    """``[bidfcl]``: read by Bi-DFCL only."""
-
-    teacher_epochs: int = 20  #: epochs of the RCT teacher (TSM on RCT)
-    #: a bridge step every this many target batches (was 5; docs/decision-quality.md section 5)
-    bridge_every: int = 20
-    #: hypergradient = "unrolled": differentiated inner SGD steps (``inner_lr``) per bridge step
-    unrolled_steps: int = 20
-    inner_steps: int = 0  #: cg: Adam steps of L_low from a copy of the target before the hypergradient (paper: 5)
-    cg_iters: int = 3  #: CG iterations per bridge step (warm-started: the solve continues across steps; was 10)
-    cg_tol: float = 1e-6
-    damping: float = 0.1  #: added to the curvature in the CG solve (the lower problem's proximal weight)
-    cg_warm_start: bool = True  #: start each CG solve from the previous bridge step's solution
-    bridge_lr: float = (
-        4e-3  #: Adam step of the bridge (was 1e-3 at bridge_every = 5; 1e-2: see docs/decision-quality.md)
-    )
-    learn_bridge: bool = True  #: false: gates stay at their start (1/2; factual weight 1), no bridge steps
-    gate_factual: bool = True  #: gates on the factual (logged) cells too: weight 2 sigmoid(logit), 1 at start
-    hypergradient: str = "cg"  #: cg | unrolled
-    #: cg: gauss-newton (the PSD Gauss-Newton matrix; the default since it was what "auto" used in
-    #: 92% of bridge steps) | auto (the exact Hessian where CG finds it positive definite, i.e. at a
-    #: lower solution; else Gauss-Newton; the default before) | hessian (exact double backward)
-    curvature: str = "gauss-newton"
-    inner_lr: float = 0.01  #: unrolled: SGD step of the differentiated inner steps
-    bridge_mode: str = "gate"  #: gate (per cell distillation gates) | weight (per-row sample weights)
-    rct_batch_size: int = 4096  #: RCT rows drawn per upper-loss evaluation (0 = all RCT rows)
-
-
-#: keys that were in ``[train]`` before the per-method sections: old key -> its new place(s)
-MOVED_TRAIN_KEYS = {"data": ("tsm.data",), "k": ("bidfcl.bridge_every", "bidfcl.unrolled_steps")}
-MOVED_TRAIN_KEYS.update({f.name: (f"dfcl.{f.name}",) for f in fields(DfclConfig)})
-MOVED_TRAIN_KEYS.update(
-    {f.name: (f"bidfcl.{f.name}",) for f in fields(BidfclConfig) if f.name not in ("bridge_every", "unrolled_steps")}
-)
+def _moves() -> dict:
+    """old ``[train]`` key -> {``"section.key"``: what it means, or None}."""
+    out = {}
+    for name, spec in METHODS.items():
+        if spec.config is None:
+            continue
+        renamed_to = {new for news in spec.renamed.values() for new in news}
+        out.update({f.name: {f"{name}.{f.name}": None} for f in fields(spec.config) if f.name not in renamed_to})
+        out.update({old: {f"{name}.{new}": why for new, why in news.items()} for old, news in spec.renamed.items()})
+    return out
 
 
 def _moved_message(key: str) -> str:
-    new = MOVED_TRAIN_KEYS[key]
-    if key == "k":
-        return (
-            "train.k moved: use bidfcl.bridge_every (a bridge step every k target batches) or "
-            "bidfcl.unrolled_steps (the unrolled hypergradient's inner steps); k meant both before"
-        )
-    return f"train.{key} moved: use {new[0]} (section [{new[0].split('.')[0]}])"
+    new = _moves()[key]
+    if len(new) > 1:
+        uses = " or ".join(f"{dotted} ({why})" if why else dotted for dotted, why in new.items())
+        return f"train.{key} moved: use {uses}; {key} meant each of them before"
+    dotted = next(iter(new))
+    return f"train.{key} moved: use {dotted} (section [{dotted.split('.')[0]}])"
 
 
 def upgrade_run_config(raw: dict) -> dict:
     """A run config dict written before the per-method sections (a checkpoint's or model file's
-    ``run_config``) in today's layout: each key of :data:`MOVED_TRAIN_KEYS` found in ``train``
+    ``run_config``) in today's layout: each key of :func:`moved_train_keys` found in ``train``
     goes to its section (``train.k`` to both ``bidfcl.bridge_every`` and ``bidfcl.unrolled_steps``,
     the two things it meant). Other dicts are returned as they are (a copy)."""
     out = copy.deepcopy(raw)
     train = out.get("train")
     if not isinstance(train, dict):
         return out
-    for key in [k for k in train if k in MOVED_TRAIN_KEYS]:
+    moved = moved_train_keys()
+    for key in [k for k in train if k in moved]:
         value = train.pop(key)
-        for dotted in MOVED_TRAIN_KEYS[key]:
+        for dotted in moved[key]:
             section, name = dotted.split(".")
             out.setdefault(section, {})[name] = value
     return out
@@ -320,15 +283,34 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    tsm: TsmConfig = field(default_factory=TsmConfig)
-    dfcl: DfclConfig = field(default_factory=DfclConfig)
-    bidfcl: BidfclConfig = field(default_factory=BidfclConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    #: the registered methods' own sections, name -> section (each read as ``cfg.<name>``, e.g.
+    #: ``cfg.bidfcl.bridge_every``); every registered section is present, at its defaults unless set
+    methods: dict = field(default_factory=lambda: {name: cls() for name, cls in method_sections().items()})
+
+    def __getattr__(self, name: str):
+        # only reached when ordinary lookup fails: a method's section
+        methods = self.__dict__.get("methods")
+        if methods is not None and name in methods:
+            return methods[name]
+        raise AttributeError(f"RunConfig has no section {name!r} (sections: {', '.join(all_sections())})")
+
+    def __setattr__(self, name: str, value) -> None:
+        methods = self.__dict__.get("methods")
+        if methods is not None and name in methods:
+            methods[name] = value
+        else:
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """``{section: {key: value}}`` in file order: data, model, train, each method's section, eval,
+        output, experiment."""
+        out = {name: asdict(getattr(self, name)) for name in _SHARED_BEFORE}
+        out.update({name: asdict(section) for name, section in self.methods.items()})
+        out.update({name: asdict(getattr(self, name)) for name in _SHARED_AFTER})
+        return out
 
     def replace(self, overrides: dict) -> "RunConfig":
         """A copy with ``{"section.key": value}`` overrides applied (checked like a file)."""
@@ -343,19 +325,35 @@ class RunConfig:
         return config_from_dict(d)
 
 
-_SECTIONS = {
+_SHARED = {
     "data": DataConfig,
     "model": ModelConfig,
     "train": TrainConfig,
-    "tsm": TsmConfig,
-    "dfcl": DfclConfig,
-    "bidfcl": BidfclConfig,
     "eval": EvalConfig,
     "output": OutputConfig,
     "experiment": ExperimentConfig,
 }
-#: the sections a run's result depends on (a resumed run must share them with its checkpoint)
-RUN_SECTIONS = ("data", "model", "train", "tsm", "dfcl", "bidfcl", "eval")
+_SHARED_BEFORE, _SHARED_AFTER = ("data", "model", "train"), ("eval", "output", "experiment")
+
+
+def method_sections() -> dict:
+    """name -> section dataclass of every registered method that has one (registration order)."""
+    return {name: spec.config for name, spec in METHODS.items() if spec.config is not None}
+
+
+def all_sections() -> dict:
+    """Every section a config may hold, in file order: name -> dataclass."""
+    out = {name: _SHARED[name] for name in _SHARED_BEFORE}
+    out.update(method_sections())
+    out.update({name: _SHARED[name] for name in _SHARED_AFTER})
+    return out
+
+
+def run_sections() -> tuple:
+    """The sections a run's result depends on (a resumed run must share them with its checkpoint):
+    data, model, train, every method's own section, eval."""
+    return (*_SHARED_BEFORE, *method_sections(), "eval")
+
 
 # expected kinds for keys whose default is None (the default tells the kind otherwise)
 _KINDS = {
@@ -435,7 +433,7 @@ def _section(name: str, cls, raw: Any):
     default = cls()
     values = {}
     for key, value in raw.items():
-        if name == "train" and key in MOVED_TRAIN_KEYS:
+        if name == "train" and key in moved_train_keys():
             raise ConfigError("bidfcl config: " + _moved_message(key))
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
@@ -450,9 +448,14 @@ def _section(name: str, cls, raw: Any):
     return cls(**values)
 
 
-def _require(cond: bool, message: str) -> None:
+def require(cond: bool, message: str) -> None:
+    """Raise ``ConfigError("bidfcl config: " + message)`` unless ``cond``: the checks of every
+    section, including those a method registers for its own (:func:`bidfcl.train.register_method`)."""
     if not cond:
         raise ConfigError("bidfcl config: " + message)
+
+
+_require = require
 
 
 #: units of ``train.budgets`` and ``eval.budgets`` (converted by ``evaluate.per_capita_budgets``)
@@ -474,7 +477,6 @@ def _check_budgets(section: str, budgets, unit: str) -> None:
 
 def _validate(cfg: RunConfig) -> None:
     d, m, t, e, o, x = cfg.data, cfg.model, cfg.train, cfg.eval, cfg.output, cfg.experiment
-    ts, df, bi = cfg.tsm, cfg.dfcl, cfg.bidfcl
     _require(d.source in ("synthetic", "files"), f"expected data.source 'synthetic' or 'files', got {d.source!r}")
     if d.scenario is not None:
         from ..data.scenarios import SCENARIOS, unknown_scenario_message
@@ -513,19 +515,10 @@ def _validate(cfg: RunConfig) -> None:
         _require(v is None or v in OUTPUTS, f"expected model.{key} in {list(OUTPUTS)}, got {v!r}")
     _require(0.0 <= m.dropout < 1.0, f"expected model.dropout in [0, 1), got {m.dropout!r}")
     _require(t.method in METHODS, f"expected train.method in {list(METHODS)} (bidfcl.train.METHODS), got {t.method!r}")
-    _require(ts.data in TSM_DATA, f"expected tsm.data in {list(TSM_DATA)}, got {ts.data!r}")
     _require(t.epochs >= 0, f"expected train.epochs >= 0, got {t.epochs}")
     _require(t.batch_size > 0, f"expected train.batch_size > 0, got {t.batch_size}")
-    for where, sec, keys in (("train", t, ("lr", "tau")), ("bidfcl", bi, ("bridge_lr", "inner_lr"))):
-        for key in keys:
-            _require(getattr(sec, key) > 0, f"expected {where}.{key} > 0, got {getattr(sec, key)}")
-    for where, sec, keys in (
-        ("train", t, ("weight_decay",)),
-        ("dfcl", df, ("alpha",)),
-        ("bidfcl", bi, ("damping", "cg_tol")),
-    ):
-        for key in keys:
-            _require(getattr(sec, key) >= 0, f"expected {where}.{key} >= 0, got {getattr(sec, key)}")
+    require_keys("train", t, lambda v: v > 0, "> 0", "lr", "tau")
+    require_keys("train", t, lambda v: v >= 0, ">= 0", "weight_decay")
     _require(0.0 < t.budget_fraction <= 1.0, f"expected train.budget_fraction in (0, 1], got {t.budget_fraction}")
     _require(
         t.loss in DECISION_LOSSES,
@@ -535,31 +528,7 @@ def _validate(cfg: RunConfig) -> None:
         accepted = decision_losses_for(t.method)
         _require(t.loss in accepted, f"expected train.loss in {accepted} for method {t.method!r}, got {t.loss!r}")
     _require(t.clip is None or t.clip > 0, f"expected train.clip > 0 or absent, got {t.clip}")
-    if df.lams is not None:
-        _require(
-            len(df.lams) > 0
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in df.lams),
-            f"expected dfcl.lams to be numbers >= 0, got {df.lams!r}",
-        )
     _require(t.warm_start_epochs >= 0, f"expected train.warm_start_epochs >= 0, got {t.warm_start_epochs}")
-    for key in ("teacher_epochs", "cg_iters", "rct_batch_size", "inner_steps", "unrolled_steps"):
-        _require(getattr(bi, key) >= 0, f"expected bidfcl.{key} >= 0, got {getattr(bi, key)}")
-    _require(bi.bridge_every >= 1, f"expected bidfcl.bridge_every >= 1, got {bi.bridge_every}")
-    _require(
-        bi.hypergradient in ("cg", "unrolled"),
-        f"expected bidfcl.hypergradient 'cg' or 'unrolled', got {bi.hypergradient!r}",
-    )
-    _require(
-        bi.curvature in ("auto", "hessian", "gauss-newton"),
-        f"expected bidfcl.curvature 'auto', 'hessian' or 'gauss-newton', got {bi.curvature!r}",
-    )
-    _require(
-        df.decision_heads in ("revenue", "both"),
-        f"expected dfcl.decision_heads 'revenue' or 'both', got {df.decision_heads!r}",
-    )
-    _require(
-        bi.bridge_mode in ("gate", "weight"), f"expected bidfcl.bridge_mode 'gate' or 'weight', got {bi.bridge_mode!r}"
-    )
     _require(e.n_budgets >= 1, f"expected eval.n_budgets >= 1, got {e.n_budgets}")
     _check_budgets("eval", e.budgets, e.budget_unit)
     _require(
@@ -593,6 +562,22 @@ def _validate(cfg: RunConfig) -> None:
         len(x.seeds) > 0 and all(isinstance(v, int) and not isinstance(v, bool) for v in x.seeds),
         f"expected experiment.seeds to be a non-empty list of integers, got {x.seeds!r}",
     )
+    for name, spec in METHODS.items():  # each method checks its own section
+        if spec.config is not None and spec.check is not None:
+            spec.check(cfg.methods[name], cfg)
+
+
+def require_keys(section: str, values, ok, expected: str, *keys: str) -> None:
+    """``require(ok(values.key), "expected section.key <expected>, got ...")`` for each key."""
+    for key in keys:
+        v = getattr(values, key)
+        require(ok(v), f"expected {section}.{key} {expected}, got {v}")
+
+
+def require_choice(section: str, values, key: str, choices) -> None:
+    """``values.key`` must be one of ``choices`` (the message lists them)."""
+    v = getattr(values, key)
+    require(v in choices, f"expected {section}.{key} in {list(choices)}, got {v!r}")
 
 
 def config_from_dict(raw: dict) -> RunConfig:
@@ -600,14 +585,16 @@ def config_from_dict(raw: dict) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"bidfcl config: expected a table of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
+    sections = all_sections()
     parts = {}
     for name, value in raw.items():
-        if name not in _SECTIONS:
-            hint = difflib.get_close_matches(name, _SECTIONS, n=1)
-            extra = f" (did you mean [{hint[0]}]?)" if hint else f" (known sections: {', '.join(_SECTIONS)})"
+        if name not in sections:
+            hint = difflib.get_close_matches(name, sections, n=1)
+            extra = f" (did you mean [{hint[0]}]?)" if hint else f" (known sections: {', '.join(sections)})"
             raise ConfigError(f"bidfcl config: unknown section [{name}]{extra}")
-        parts[name] = _section(name, _SECTIONS[name], value)
-    cfg = RunConfig(**parts)
+        parts[name] = _section(name, sections[name], value)
+    methods = {name: parts.pop(name) if name in parts else cls() for name, cls in method_sections().items()}
+    cfg = RunConfig(**parts, methods=methods)
     _validate(cfg)
     return cfg
 

@@ -18,6 +18,7 @@ loss registered in :mod:`bidfcl.objectives` (where the losses and their options 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -25,13 +26,42 @@ import torch
 from ..data import UpliftDataset
 from ..models import MultiHeadMLP
 from ..objectives import decision_loss, decision_loss_spec, decision_loss_terms, rct_lam
+from .config import require, require_keys
 from .loop import Phase, Trainer, factual_loss
 from .registry import register_method
 
-__all__ = ["DfclTrainer"]
+__all__ = ["DfclTrainer", "DfclConfig"]
 
 
-@register_method("dfcl", decision_loss=True, doc="decision-focused learning on RCT rows")
+@dataclass
+class DfclConfig:
+    """``[dfcl]``: read by DFCL only."""
+
+    #: revenue = the decision loss reaches the revenue heads only and the cost heads keep
+    #: their prediction loss (a cost model that stays calibrated); both = the paper's loss on both
+    decision_heads: str = "revenue"
+    lams: Optional[list] = None  #: dual-loss multiplier grid (None: lam* at 5 budget shares)
+    alpha: float = 0.0  #: weight of the prediction (MSE) loss added to the decision loss
+
+
+def check_dfcl_section(df: DfclConfig, cfg) -> None:
+    """The checks of ``[dfcl]``."""
+    require_keys("dfcl", df, lambda v: v >= 0, ">= 0", "alpha")
+    if df.lams is not None:
+        require(
+            len(df.lams) > 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in df.lams),
+            f"expected dfcl.lams to be numbers >= 0, got {df.lams!r}",
+        )
+    require(
+        df.decision_heads in ("revenue", "both"),
+        f"expected dfcl.decision_heads 'revenue' or 'both', got {df.decision_heads!r}",
+    )
+
+
+@register_method(
+    "dfcl", decision_loss=True, doc="decision-focused learning on RCT rows", config=DfclConfig, check=check_dfcl_section
+)
 class DfclTrainer(Trainer):
     def __init__(self, cfg, data, *, warm_start: Optional[MultiHeadMLP] = None, **kw):
         self._given_warm = warm_start

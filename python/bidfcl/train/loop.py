@@ -37,7 +37,7 @@ from .. import budgets as budget_units
 from ..data import UpliftDataset
 from ..devices import resolve_device
 from ..models import MultiHeadMLP, model_from_config
-from .config import RUN_SECTIONS, ConfigError, RunConfig, upgrade_run_config
+from .config import ConfigError, RunConfig, run_sections, upgrade_run_config
 from .datasets import RunData, free_options, max_arm_cost
 from .evaluate import eval_budgets, evaluate_model, per_capita_budgets
 from .parallel import Parallel, ParallelError, RowShard
@@ -533,7 +533,7 @@ class Trainer:
         d = cfg.to_dict()
         d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
         run = hashlib.sha256(
-            json.dumps({k: d[k] for k in RUN_SECTIONS}, sort_keys=True, default=str).encode()
+            json.dumps({k: d[k] for k in run_sections()}, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
         mine = {
             "config": run,
@@ -608,7 +608,7 @@ class Trainer:
     def _comparable_config(self) -> dict:
         """What a resumed run must share with its checkpoint (not the device: a run may move)."""
         d = self.cfg.to_dict()
-        out = {k: d[k] for k in RUN_SECTIONS}
+        out = {k: d[k] for k in run_sections()}
         out["train"] = {k: v for k, v in out["train"].items() if k != "device"}
         return out
 
@@ -658,7 +658,7 @@ class Trainer:
                 f"bidfcl: checkpoint {path!r} is a {blob['method']!r} checkpoint v{blob['version']}, "
                 f"expected {self.method!r} v{CHECKPOINT_VERSION}"
             )
-        saved = {k: dict(blob["run_config"].get(k, {})) for k in RUN_SECTIONS}
+        saved = {k: dict(blob["run_config"].get(k, {})) for k in run_sections()}
         saved["train"].pop("device", None)
         if saved != self._comparable_config():
             now = self._comparable_config()

@@ -1,7 +1,12 @@
 """The training methods: each trainer registers itself here, with its experiment presets.
 
-    @register_method("dfcl", decision_loss=True, doc="decision-focused learning on RCT rows")
+    @register_method("dfcl", decision_loss=True, config=DfclConfig, check=check_dfcl_section,
+                     doc="decision-focused learning on RCT rows")
     class DfclTrainer(Trainer): ...
+
+A method's config section (``[dfcl]`` above: a dataclass of keys with defaults) is part of every
+:class:`bidfcl.train.RunConfig` from then on (``cfg.dfcl``), read, checked and stored in
+checkpoints like the shared sections.
 
 Config validation (``train.method``), :func:`bidfcl.train.make_trainer`, the experiment presets
 and the error messages read :data:`METHODS`; decision losses have their own registry,
@@ -10,8 +15,9 @@ and the error messages read :data:`METHODS`; decision losses have their own regi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 __all__ = ["Method", "METHODS", "register_method", "method_spec", "presets"]
 
@@ -28,24 +34,46 @@ class Method:
     #: further experiment presets: name -> ``{"section.key": value}`` overrides
     presets: dict = field(default_factory=dict)
     doc: str = ""
+    #: the dataclass of the method's own config section ``[<name>]`` (None: the method reads only
+    #: the shared sections); every key has a default, like the shared sections'
+    config: Optional[type] = None
+    #: ``check(section, cfg)``: raises ConfigError for a bad value of the section (after the
+    #: shared sections are checked; ``cfg`` is the whole RunConfig)
+    check: Optional[Callable] = None
+    #: keys that lived in ``[train]`` before this section and now have another name here:
+    #: old key -> {new key in the section: what it means} (e.g. Bi-DFCL's ``k``, which meant two things)
+    renamed: dict = field(default_factory=dict)
 
 
 #: name -> :class:`Method`, in registration order
 METHODS: dict[str, Method] = {}
 
 
-def register_method(name: str, *, decision_loss: bool = False, presets: Optional[dict] = None, doc: str = ""):
-    """Class decorator: register a trainer class as method ``name`` (sets its ``method`` attribute).
-    A second registration of a name replaces the first (e.g. a reloaded module)."""
+def register_method(
+    name: str,
+    *,
+    decision_loss: bool = False,
+    presets: Optional[dict] = None,
+    doc: str = "",
+    config: Optional[type] = None,
+    check: Optional[Callable] = None,
+    renamed: Optional[dict] = None,
+):
+    """Class decorator: register a trainer class as method ``name`` (sets its ``method`` attribute),
+    with its config section ``[name]`` (a dataclass; ``cfg.<name>`` of a RunConfig) and the checks
+    of that section. A second registration of a name replaces the first (e.g. a reloaded module)."""
     if not isinstance(name, str) or not name or "-" in name:
         raise ValueError(
             f"bidfcl.train: expected a method name as a non-empty string without '-' "
             f"(experiment presets are '<method>-<variant>'), got {name!r}"
         )
 
+    if config is not None and not dataclasses.is_dataclass(config):
+        raise ValueError(f"bidfcl.train: expected the config section of method {name!r} as a dataclass, got {config!r}")
+
     def register(cls: type) -> type:
         cls.method = name
-        METHODS[name] = Method(name, cls, decision_loss, dict(presets or {}), doc)
+        METHODS[name] = Method(name, cls, decision_loss, dict(presets or {}), doc, config, check, dict(renamed or {}))
         return cls
 
     return register

@@ -8,15 +8,33 @@ the allocation on the predictions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..data import UpliftDataset
+from .config import ConfigError, require
 from .datasets import factual_rows
 from .loop import Phase, Trainer, factual_loss
 from .parallel import RowShard
 from .registry import register_method
 
-__all__ = ["TsmTrainer", "tsm_rows"]
+__all__ = ["TsmTrainer", "TsmConfig", "tsm_rows"]
+
+#: the rows TSM may fit
+TSM_DATA = ("rct", "obs", "pooled")
+
+
+@dataclass
+class TsmConfig:
+    """``[tsm]``: read by the two-stage method only."""
+
+    data: str = "rct"  #: rows TSM fits: rct | obs | pooled
+
+
+def check_tsm_section(ts: TsmConfig, cfg) -> None:
+    """The checks of ``[tsm]``."""
+    require(ts.data in TSM_DATA, f"expected tsm.data in {list(TSM_DATA)}, got {ts.data!r}")
 
 
 def tsm_shard(data, which: str):
@@ -30,8 +48,6 @@ def tsm_shard(data, which: str):
 
 def tsm_rows(data, which: str) -> UpliftDataset:
     """The factual rows TSM trains on: ``rct``, ``obs`` or ``pooled`` (RCT + OBS)."""
-    from .config import ConfigError
-
     if which == "rct":
         return factual_rows(data.rct)
     if data.obs is None:
@@ -44,6 +60,8 @@ def tsm_rows(data, which: str) -> UpliftDataset:
 @register_method(
     "tsm",
     doc="two-stage method: fit the logged outcomes, then solve",
+    config=TsmConfig,
+    check=check_tsm_section,
     presets={
         "tsm-rct": {"train.method": "tsm", "tsm.data": "rct"},
         "tsm-obs": {"train.method": "tsm", "tsm.data": "obs"},
