@@ -70,7 +70,7 @@ def _load_extension():
     """Import ``bidfcl._C`` after checking its build record (``_build_record.py``, written by CMake
     next to it) against the running torch. Returns the module."""
     try:
-        from . import _build_record as record
+        from . import _build_record as record  # noqa: PLC0415 (the compiled extension and build record load once, in order)
     except ImportError:  # a build from before the record existed: nothing to check against
         record = None
     if record is not None:
@@ -78,7 +78,7 @@ def _load_extension():
         if problem:
             raise ExtensionMismatchError(problem)
     try:
-        from . import _C as module  # registers torch.ops.bidfcl.* as a side effect
+        from . import _C as module  # registers torch.ops.bidfcl.* as a side effect  # noqa: PLC0415 (the compiled extension and build record load once, in order)
     except ImportError as exc:  # pragma: no cover - depends on the installation
         built = f" (it was built against torch {record.TORCH_VERSION})" if record is not None else ""
         raise ImportError(
@@ -108,7 +108,7 @@ MAX_OPTIONS: int = (
 
 def build_info() -> dict:
     """How the package was built: version, torch it was compiled against, CUDA kernels in or out."""
-    from . import __version__
+    from . import __version__  # noqa: PLC0415 (the compiled extension and build record load once, in order)
 
     if _C is None:
         return {

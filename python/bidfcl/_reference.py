@@ -20,6 +20,7 @@ Conventions (shared with the compiled ops, see ``cpp/core/include/bidfcl/core/mc
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import torch
@@ -1323,8 +1324,6 @@ class _RepairState:
 
 
 def _repair_phase(st: _RepairState, choice: list, repair: bool) -> int:
-    import heapq
-
     st.refresh()
     if repair and not any(st.violated):
         return 0

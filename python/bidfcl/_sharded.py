@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple
 
 import torch
+import torch.distributed as dist
 
 _F64 = torch.float64
 _I64 = torch.int64
@@ -80,8 +81,6 @@ class Comm:
     """
 
     def __init__(self, group=None):
-        import torch.distributed as dist
-
         self.dist = dist
         self.group = group
         self.rank = dist.get_rank(group)

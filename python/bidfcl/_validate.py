@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import struct
 from typing import Optional
 
 import torch
@@ -212,8 +213,6 @@ def call_op(op, *args):
 
 
 def _as_float64(bits: int) -> float:
-    import struct
-
     return struct.unpack("<d", struct.pack("<q", int(bits)))[0]
 
 
@@ -227,7 +226,7 @@ def _c_number(v: float) -> str:
 
 
 def _number_text(v: float) -> str:
-    from ._ops import EXTENSION_LOADED  # import here: _ops imports nothing from this module
+    from ._ops import EXTENSION_LOADED  # import here: _ops imports nothing from this module  # noqa: PLC0415 (_ops imports _validate at load time)
 
     return _c_number(v) if EXTENSION_LOADED else f"{v:g}"
 

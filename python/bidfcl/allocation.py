@@ -40,9 +40,11 @@ to :func:`bidfcl.solve_mckp` and returns exactly its answer.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from . import _reference
@@ -504,8 +506,6 @@ def cli_constraints_given(args) -> bool:
 
 
 def _column(table, name: str, what: str):
-    import numpy as np
-
     if name not in table.column_names:
         raise ValueError(f"bidfcl allocate: {what} column {name!r} is not in the input (has {table.column_names})")
     col = table.column(name).to_numpy(zero_copy_only=False)
@@ -550,9 +550,6 @@ def eligibility_from_rules(path: str, table, m: int):
     """Eligibility [N, M] from a JSON rule file: a list of {"option": m, "where": "COLUMN OP NUMBER"}
     (OP in == != < <= > >=). An option is eligible for a row when every rule naming it holds; an
     option without rules is eligible for everyone."""
-    import json
-
-    import numpy as np
 
     with open(path) as fh:
         try:
@@ -590,8 +587,6 @@ def allocate_table(table, r_hat: torch.Tensor, c_hat: torch.Tensor, total: float
     ``--capacity OPTION=COUNT``; ``--eligible-columns PREFIX`` (0/1 or bool columns per option) and/or
     ``--eligibility-rules FILE``; ``--group-column COL`` with ``--group-budget VALUE=TOTAL`` (on
     resource 0; groups without a budget are unconstrained). Returns (solution, printable lines)."""
-    import numpy as np
-
     n, m = r_hat.shape
     dt = r_hat.dtype
     costs = [c_hat]

@@ -123,8 +123,8 @@ def numpy_bisection(values: np.ndarray, costs: np.ndarray, budget: float, steps:
 
 def highs_lp_relaxation(values: np.ndarray, costs: np.ndarray, budget: float) -> float:
     """Optimal value of the LP relaxation (``0 <= x_ij``, ``sum_j x_ij = 1``, ``sum c x <= B``) with HiGHS."""
-    from scipy import sparse
-    from scipy.optimize import linprog
+    from scipy import sparse  # noqa: PLC0415 (optional dependency (an extra), imported where used)
+    from scipy.optimize import linprog  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
     n, m = values.shape
     one = sparse.kron(sparse.identity(n, format="csr"), np.ones((1, m)), format="csr")
@@ -254,7 +254,7 @@ def bench_case(
         )
     if "highs" in peers and users <= highs_max_users:
         try:
-            import scipy  # noqa: F401
+            import scipy  # noqa: F401, PLC0415
 
             have_scipy = True
         except ImportError:

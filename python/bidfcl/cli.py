@@ -429,7 +429,7 @@ def _allocate(args) -> int:
     rows = torch.arange(n)
     exp_rev = r_hat[rows, choice].to(torch.float64)
     exp_cost = c_hat[rows, choice].to(torch.float64)
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
     cols = {}
     if args.id_column:
@@ -444,11 +444,11 @@ def _allocate(args) -> int:
     cols["expected_spend"] = pa.array(exp_cost.numpy())
     out = pa.table(cols)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
         pq.write_table(out, args.output)
     else:
-        import pyarrow.csv as pacsv
+        import pyarrow.csv as pacsv  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
         pacsv.write_csv(out, args.output)
     counts = torch.bincount(choice, minlength=model.n_options).tolist()

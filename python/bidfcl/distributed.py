@@ -29,6 +29,7 @@ When ``torch.distributed`` is not initialised the functions are :func:`bidfcl.so
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 from . import _reference, solver
 from ._constants import MAX_OPTIONS
@@ -61,8 +62,6 @@ def last_stats() -> dict:
 
 
 def _initialised() -> bool:
-    import torch.distributed as dist
-
     return dist.is_available() and dist.is_initialized()
 
 

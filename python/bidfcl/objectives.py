@@ -31,6 +31,7 @@ import torch
 
 from . import losses
 from .data import UpliftDataset
+from .distributed import solve_mckp_rct as solve_sharded
 from .propensity import arm_counts, row_propensity
 from .solver import solve_mckp_rct
 
@@ -176,7 +177,6 @@ def _rct_solve(r_hat, c_hat, batch: UpliftDataset, budget_per_capita, propensity
         if statuses is not None:
             statuses.append(sol.status)
         return sol
-    from .distributed import solve_mckp_rct as solve_sharded
 
     return solve_sharded(
         r, c, batch.treatment, batch.cost, budget_per_capita, propensity=propensity, group=parallel.group

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from . import _reference, solver
 from ._ops import ops
@@ -72,9 +73,9 @@ def effective_chunk_rows(chunk_rows: int) -> int:
 
 def _pyarrow():
     try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # noqa: PLC0415 (optional dependency (an extra), imported where used)
+        import pyarrow.csv as pacsv  # noqa: PLC0415 (optional dependency (an extra), imported where used)
+        import pyarrow.parquet as pq  # noqa: PLC0415 (optional dependency (an extra), imported where used)
     except ImportError:
         raise StreamingInputError(
             "reading Parquet/CSV needs pyarrow: pip install 'bidfcl[data]' (or pyarrow)"
@@ -225,8 +226,6 @@ def _events(r: torch.Tensor, c: torch.Tensor, ordinal: int) -> tuple[Segment, fl
 
 
 def _group_comm():
-    import torch.distributed as dist
-
     if not (dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1):
         return LocalComm() if not (dist.is_available() and dist.is_initialized()) else Comm()
     if not dist.is_initialized():

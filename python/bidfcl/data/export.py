@@ -15,9 +15,9 @@ TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 def _pyarrow():
     try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # noqa: PLC0415 (optional dependency (an extra), imported where used)
+        import pyarrow.csv as pacsv  # noqa: PLC0415 (optional dependency (an extra), imported where used)
+        import pyarrow.parquet as pq  # noqa: PLC0415 (optional dependency (an extra), imported where used)
     except ImportError:
         raise DataError("bidfcl.data: writing Parquet/CSV tables needs pyarrow: pip install 'bidfcl[data]'") from None
     return pa, pacsv, pq

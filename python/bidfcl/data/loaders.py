@@ -221,7 +221,7 @@ def _batches(path: str, fmt: str, columns: list[str], n_rows: Optional[int], src
 
         return (num_rows if rows is None else rows[1] - rows[0]), parquet_gen()
     # CSV: read the header first to report missing columns by name, then stream with fixed types
-    import pyarrow.csv as pacsv
+    import pyarrow.csv as pacsv  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
     read = pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES)
     try:
@@ -282,8 +282,8 @@ def _in_range(batches, rows):
 def _locate_csv_cell(path: str, names: Sequence[str], columns: Sequence[str], message: str) -> str:
     """pyarrow's CSV conversion error names the column by its index only: find the column name,
     the first cell of it that is not a number and its data row (an error-path rescan of that column)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    import pyarrow as pa  # noqa: PLC0415 (optional dependency (an extra), imported where used)
+    import pyarrow.csv as pacsv  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
     found = re.search(r"CSV column #(\d+)", message)
     if not found or int(found.group(1)) >= len(names):
@@ -523,7 +523,7 @@ def _check_schema(path: str, fmt: str, columns: Sequence[str], src: str) -> None
                 f"bidfcl.data: could not read {src} as Parquet (corrupted, truncated or not a Parquet file): {exc}"
             ) from None
     else:
-        import pyarrow.csv as pacsv
+        import pyarrow.csv as pacsv  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
         try:
             reader = pacsv.open_csv(str(path), read_options=pacsv.ReadOptions(block_size=1 << 16))

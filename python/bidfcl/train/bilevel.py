@@ -43,10 +43,12 @@ from typing import Optional
 import torch
 from torch.func import functional_call
 
+from .. import implicit
 from ..data import UpliftDataset
+from ..implicit import CompositeLoss
 from ..models import MultiHeadMLP
 from ..objectives import decision_loss, decision_loss_spec, gated_distillation, lower_loss
-from .config import require, require_keys
+from .config import ConfigError, require, require_keys
 from .datasets import factual_rows
 from .loop import Phase, Trainer, factual_loss
 from .registry import register_method
@@ -177,8 +179,6 @@ class BidfclTrainer(Trainer):
         super().__init__(cfg, data, **kw)
 
     def build(self) -> None:
-        from .config import ConfigError
-
         if self.data.obs is None:
             raise ConfigError("bidfcl: method 'bidfcl' needs OBS rows (data.obs)")
         t, b, m = self.cfg.train, self.cfg.bidfcl, self.cfg.model
@@ -269,8 +269,6 @@ class BidfclTrainer(Trainer):
         """``L_low(theta, phi)`` on an OBS batch as a :class:`bidfcl.implicit.CompositeLoss`:
         outputs ``[r_hat | c_hat]`` of ``model`` with parameters ``theta``, and the gate-weighted
         squared error of :func:`bidfcl.objectives.lower_targets` with bridge parameters ``phi``."""
-        from ..implicit import CompositeLoss
-
         b = self.cfg.bidfcl
         tr, tc = self.teach_r[index], self.teach_c[index]
 
@@ -307,8 +305,6 @@ class BidfclTrainer(Trainer):
 
     def bridge_step(self, batch: UpliftDataset, index: torch.Tensor) -> dict:
         """One step of the bridge along the hypergradient of ``L_up(theta*(phi))`` (see the module doc)."""
-        from .. import implicit
-
         b = self.cfg.bidfcl
         rct = self.rct_batch()
         out = {}
@@ -382,8 +378,6 @@ class BidfclTrainer(Trainer):
         :class:`bidfcl.implicit.CompositeLoss` (outputs of the target, gate-weighted squared error
         of them), so that the Gauss-Newton products and the mixed term need no double backward
         through the target."""
-        from .. import implicit
-
         b = self.cfg.bidfcl
         inner = [p.detach().clone().requires_grad_(True) for p in inner_model.parameters()]
         outer = list(self.bridge.parameters())

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from .. import budgets as budget_units
+from ..data.scenarios import SCENARIOS, unknown_scenario_message
+from ..models import ACTIVATIONS, OUTPUTS
 from ..objectives import DECISION_LOSSES, decision_losses_for
 from .registry import METHODS
 
@@ -48,10 +50,10 @@ def _toml_parser():
     package it was taken from, with the same ``load``/``loads``/``TOMLDecodeError`` API; a dependency
     of bidfcl on Python 3.10), else None."""
     try:
-        import tomllib as parser
+        import tomllib as parser  # noqa: PLC0415 (the TOML parser that exists on this Python)
     except ModuleNotFoundError:
         try:
-            import tomli as parser
+            import tomli as parser  # noqa: PLC0415 (the TOML parser that exists on this Python)
         except ModuleNotFoundError:
             return None
     return parser
@@ -479,8 +481,6 @@ def _validate(cfg: RunConfig) -> None:
     d, m, t, e, o, x = cfg.data, cfg.model, cfg.train, cfg.eval, cfg.output, cfg.experiment
     _require(d.source in ("synthetic", "files"), f"expected data.source 'synthetic' or 'files', got {d.source!r}")
     if d.scenario is not None:
-        from ..data.scenarios import SCENARIOS, unknown_scenario_message
-
         _require(
             d.source == "synthetic",
             f"data.scenario = {d.scenario!r} needs data.source = 'synthetic' "
@@ -507,7 +507,6 @@ def _validate(cfg: RunConfig) -> None:
             all(isinstance(j, int) and not isinstance(j, bool) and j >= 0 for j in m.free_options),
             f"expected model.free_options to be option indices >= 0, got {m.free_options!r}",
         )
-    from ..models import ACTIVATIONS, OUTPUTS
 
     _require(m.activation in ACTIVATIONS, f"expected model.activation in {sorted(ACTIVATIONS)}, got {m.activation!r}")
     for key in ("output", "cost_output"):

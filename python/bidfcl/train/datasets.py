@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
-from ..data import MarketingData, UpliftDataset, make_marketing
+from ..data import DataError, MarketingData, UpliftDataset, count_rows, load_table, make_marketing
+from ..data.scenarios import SCENARIOS, unknown_scenario_message
 from .config import SYNTHETIC_KEYS, ConfigError, DataConfig
 
 __all__ = [
@@ -92,9 +94,6 @@ _ROW_KEYS = ("x", "treatment", "revenue", "cost", "propensity")
 def _as_dataset(split: str, rows, dtype: Optional[torch.dtype]) -> Optional[UpliftDataset]:
     """One split from an :class:`UpliftDataset` or a mapping of arrays ``x`` ``[N, F]``, ``treatment``,
     ``revenue``, ``cost`` ``[N]`` and optional ``propensity`` ``[N]`` (numpy arrays, tensors or lists)."""
-    import numpy as np
-
-    from ..data import DataError
 
     if rows is None:
         return None
@@ -166,8 +165,6 @@ def run_data(rct=None, obs=None, val=None, test=None, *, dtype: Optional[torch.d
     must have the same features; M is the largest option count among them. ``dtype`` converts every
     split (default: keep the features' dtype, float32 for integer features).
     """
-    from ..data import DataError
-
     parts = {k: _as_dataset(k, v, dtype) for k, v in zip(_SPLITS, (rct, obs, val, test))}
     if parts["rct"] is None or len(parts["rct"]) == 0:
         raise DataError("bidfcl.train.run_data: the 'rct' split is required and must have rows")
@@ -185,8 +182,6 @@ def run_data(rct=None, obs=None, val=None, test=None, *, dtype: Optional[torch.d
 
 def as_run_data(data) -> RunData:
     """``data`` as a :class:`RunData`: itself, or a dict with split names as keys (see :func:`run_data`)."""
-    from ..data import DataError
-
     if isinstance(data, RunData):
         return data
     if isinstance(data, dict) and set(data) <= set(_SPLITS) | {"dtype"}:
@@ -209,8 +204,6 @@ def synthetic_kwargs(cfg: DataConfig) -> dict:
     """The make_marketing keywords of a synthetic ``[data]`` section: the scenario's (``data.scenario``)
     as the base, every key the section sets on top (``dtype`` still a string)."""
     if cfg.scenario is not None:
-        from ..data.scenarios import SCENARIOS, unknown_scenario_message
-
         if cfg.scenario not in SCENARIOS:
             raise ConfigError(f"bidfcl config: data.scenario: {unknown_scenario_message(cfg.scenario)}")
         kwargs = dict(SCENARIOS[cfg.scenario].kwargs)
@@ -250,7 +243,6 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0, parallel=None) -> Ru
         raise ConfigError(
             f"bidfcl config: data.scenario = {cfg.scenario!r} needs data.source = 'synthetic', got {cfg.source!r}"
         )
-    from ..data import load_table
 
     def read(path: Optional[str], split: str) -> Optional[UpliftDataset]:
         if path is None:
@@ -277,8 +269,6 @@ def load_run_data(cfg: DataConfig, *, seed_offset: int = 0, parallel=None) -> Ru
 
 def _read_shards(cfg: DataConfig, parallel) -> RunData:
     """:func:`load_run_data` of files on one rank of a data-parallel run (see there)."""
-    from ..data import DataError, count_rows, load_table
-
     paths = {k: getattr(cfg, k) for k in _SPLITS if getattr(cfg, k) is not None}
 
     def read_mine():

@@ -27,6 +27,7 @@ from ..data import UpliftDataset
 from ..models import MultiHeadMLP
 from ..objectives import decision_loss, decision_loss_spec, decision_loss_terms, rct_lam
 from .config import require, require_keys
+from .datasets import max_arm_cost
 from .loop import Phase, Trainer, factual_loss
 from .registry import register_method
 
@@ -111,8 +112,6 @@ class DfclTrainer(Trainer):
 
     def begin_main(self) -> None:
         if self.loss_spec.kind == "dual" and self.lams is None:
-            from .datasets import max_arm_cost
-
             r, c = self.model.predict(self.rows.x)
             top = max_arm_cost(self.rows, self.parallel)
             budgets = torch.tensor([top * f for f in (0.1, 0.2, 0.3, 0.4, 0.5)], dtype=torch.float64)

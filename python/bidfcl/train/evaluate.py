@@ -24,7 +24,8 @@ import torch
 
 from .. import budgets as budget_units
 from ..data import MarketingData, UpliftDataset
-from ..metrics import aucc
+from ..distributed import solve_mckp_rct as solve_sharded
+from ..metrics import aucc, policy_value
 from ..propensity import arm_counts, row_propensity
 from ..solver import solve_mckp_rct
 from .config import BUDGET_UNITS
@@ -88,8 +89,6 @@ def ipw_value(
     active ``parallel`` the rows are this rank's shard and the estimates are those of all ranks'
     rows: ``V = S_1 / N``, ``se = sqrt((S_2 - N V^2) / (N - 1) / N)`` from all-reduced sums
     ``S_k = sum_i y_i^k`` and global arm shares."""
-    from ..metrics import policy_value
-
     if parallel is None or not parallel.active:
         pv = policy_value(choice, ds.treatment, ds.revenue, ds.cost, ds.propensity)
         return pv.value, pv.cost, pv.value_se
@@ -147,8 +146,6 @@ def evaluate_predictions(
     b = torch.tensor(budgets, dtype=torch.float64)
     c_hat = c_hat.clamp_min(0.0)  # an unconstrained cost head may dip below zero; costs are >= 0
     if active:
-        from ..distributed import solve_mckp_rct as solve_sharded
-
         sol = solve_sharded(
             r_hat,
             c_hat,

@@ -27,6 +27,7 @@ import os
 import time
 from typing import Optional
 
+from .._optional import MissingDependencyError, require
 from .config import ConfigError, RunConfig, config_from_dict
 from .datasets import RunData, as_run_data, load_run_data
 from .loop import Progress, _atomic_text
@@ -118,7 +119,7 @@ def paired_test(a: list[float], b: list[float]) -> tuple[float, float]:
         return (float("inf") if m > 0 else float("-inf") if m < 0 else float("nan")), (0.0 if m else 1.0)
     t = m / se
     try:
-        from scipy import stats
+        from scipy import stats  # noqa: PLC0415 (optional dependency (an extra), imported where used)
 
         p = float(2 * stats.t.sf(abs(t), len(d) - 1))
     except ImportError:  # normal approximation
@@ -324,8 +325,6 @@ def _curves_csv(runs: list[dict]) -> str:
 
 def plot_curves(runs: list[dict], methods: list[str], path: str) -> Optional[str]:
     """EOM (and true value) vs budget per method, mean over seeds; returns a message if skipped."""
-    from .._optional import MissingDependencyError, require
-
     try:
         require("matplotlib", extra="plot", feature="the EOM-vs-budget plot").use("Agg")
         plt = require("matplotlib.pyplot", extra="plot", feature="the EOM-vs-budget plot")
@@ -379,7 +378,7 @@ def run_experiment(
     see :func:`bidfcl.train.run_data`) for every seed, a dict ``{seed: data}``, or a function
     ``seed -> data``. Seeds also set the model initialisation and batch order (``train.seed + seed``).
     """
-    from . import make_trainer
+    from . import make_trainer  # noqa: PLC0415 (bidfcl.train's __init__ imports this module)
 
     if isinstance(cfg, dict):
         cfg = config_from_dict(cfg)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .. import budgets as budget_units
+from .._validate import InputError, status_message
 from ..data import UpliftDataset
 from ..devices import resolve_device
 from ..models import MultiHeadMLP, model_from_config
@@ -841,8 +842,6 @@ class Trainer:
     def _check_statuses(self, phase: Phase, epoch: int) -> None:
         """Raise the first error of the lazily checked calls since the last settle (one host read):
         the eager message, or the divergence message when the parameters are no longer finite."""
-        from .._validate import InputError, status_message
-
         pending = [(b, s) for b, sink in self._statuses for s in sink]
         self._statuses = []
         if not pending:

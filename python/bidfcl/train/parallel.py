@@ -23,12 +23,15 @@ the code they ran before this module existed: the same numbers bit for bit.
 
 from __future__ import annotations
 
+import inspect
 import os
 import traceback
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["Parallel", "RowShard", "ParallelError", "shard_bounds"]
 
@@ -94,8 +97,6 @@ class Parallel:
     @staticmethod
     def current(group=None) -> "Parallel":
         """The initialised default (or given) process group, else a group of one."""
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return Parallel.single()
         backend = str(dist.get_backend(group)).lower()
@@ -106,8 +107,6 @@ class Parallel:
     def from_environment(device_spec: str = "auto") -> "Parallel":
         """Join the group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``
         ...): ``nccl`` when this run trains on CUDA, else ``gloo``. A group of one without them."""
-        import torch.distributed as dist
-
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if world <= 1 or not dist.is_available():
             return Parallel.single()
@@ -141,7 +140,6 @@ class Parallel:
     def _reduce(self, t: torch.Tensor, op: str) -> torch.Tensor:
         if not self.active:
             return t
-        import torch.distributed as dist
 
         buf = t.detach().to(self.comm_device).clone()
         dist.all_reduce(buf, op=getattr(dist.ReduceOp, op), group=self.group)
@@ -152,7 +150,6 @@ class Parallel:
         Hessian-vector products); the list itself when alone."""
         if not self.active or not tensors:
             return tensors
-        import torch.distributed as dist
 
         flat = torch.cat([t.detach().reshape(-1).to(self.comm_device, torch.float64) for t in tensors])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
@@ -166,7 +163,6 @@ class Parallel:
         """Every rank's ``obj`` (picklable), in rank order."""
         if not self.active:
             return [obj]
-        import torch.distributed as dist
 
         out = [None] * self.world
         dist.all_gather_object(out, obj, group=self.group)
@@ -225,9 +221,6 @@ class Parallel:
         rank already (same seed, global scaler): DDP's start-up broadcast keeps them so."""
         if not self.active:
             return module
-        import inspect
-
-        from torch.nn.parallel import DistributedDataParallel
 
         ids = [module_device(module).index] if module_device(module).type == "cuda" else None
         # the buffers (the feature scaler) are equal on every rank: no per-forward broadcast

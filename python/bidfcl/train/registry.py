@@ -19,6 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ..objectives import decision_losses_for
+
 __all__ = ["Method", "METHODS", "register_method", "method_spec", "presets"]
 
 
@@ -91,8 +93,6 @@ def presets() -> dict:
     """Every experiment preset: per method in registration order, ``<method>-<loss>`` for each
     registered decision loss it accepts (``{"train.method": ..., "train.loss": ...}``), then the
     method's own presets."""
-    from ..objectives import decision_losses_for
-
     out = {}
     for name, spec in METHODS.items():
         if spec.decision_loss:
