@@ -4,7 +4,7 @@ with their registry, the RCT-calibrated multiplier, and Bi-DFCL's gate-weighted 
 The trainers in :mod:`bidfcl.train` hold loops; the numbers they minimise are defined here, once.
 
 Decision losses. Each is registered with :func:`register_decision_loss` under a name (the value of
-``dfcl.loss`` / ``bidfcl.loss``), with its function, its *kind* and the config keys it reads:
+``train.loss``), with its function, its *kind* and the config keys it reads:
 
 * ``kind = "primal"``: ``fn(r_hat, c_hat, treatment, revenue, lam, propensity, **options, check=)``
   at the RCT-calibrated multiplier ``lam*`` of the batch's own detached predictions at each
@@ -13,7 +13,7 @@ Decision losses. Each is registered with :func:`register_decision_loss` under a 
 * ``kind = "dual"``: ``fn(r_hat, c_hat, treatment, revenue, cost, lams, propensity, **options, check=)``
   over a fixed multiplier grid ``lams`` (``dpl``, ``mer``, ``difd``; DFCL only).
 
-``options`` name the keys of the method's config section that the loss reads (e.g. ``("tau",)``);
+``options`` name the ``[train]`` keys that the loss reads (e.g. ``("tau",)``);
 ``methods`` the training methods that accept the loss (Bi-DFCL needs a primal loss as its upper
 objective). Config validation, experiment presets and error messages read :data:`DECISION_LOSSES`,
 so a new loss is one :func:`register_decision_loss` call next to its function.
@@ -64,7 +64,7 @@ class DecisionLoss:
     name: str
     fn: Callable[..., torch.Tensor]
     kind: str  #: "primal" (at lam* of each training budget) | "dual" (over a multiplier grid)
-    options: tuple = ()  #: config keys of the method's section passed to ``fn`` as keywords
+    options: tuple = ()  #: ``[train]`` keys passed to ``fn`` as keywords
     methods: tuple = ("dfcl", "bidfcl")  #: training methods that accept this loss
     doc: str = ""  #: one line for listings and error messages
 
