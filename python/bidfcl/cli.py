@@ -240,6 +240,14 @@ def _train(args) -> int:
     # under torchrun: join the group (gloo on CPU, nccl on CUDA); every check below is agreed by all
     # ranks, so bad input on one rank stops every rank with the message instead of a hang
     par = Parallel.from_environment(cfg.train.device)
+    try:
+        return _train_ranks(args, cfg, par)
+    finally:  # leave the group before exit (a gloo thread alive at exit can abort the process)
+        par.close()
+
+
+def _train_ranks(args, cfg, par) -> int:
+    """``bidfcl train`` once ``par`` (this process's place in the run) is known."""
     # a device that does not exist fails before any work
     par.run_agreed("resolving train.device", resolve_device, cfg.train.device, "train.device")
     if par.is_main:  # rank 0 writes the outputs

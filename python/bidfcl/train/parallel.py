@@ -89,6 +89,8 @@ class Parallel:
         self.rank, self.world, self.group = int(rank), int(world), group
         #: where collectives run: the CPU for gloo, the rank's GPU for nccl
         self.comm_device = device if device is not None else torch.device("cpu")
+        #: this process joined the default group itself (:meth:`from_environment`): :meth:`close` leaves it
+        self.owns_group = False
 
     @staticmethod
     def single() -> "Parallel":
@@ -110,12 +112,24 @@ class Parallel:
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if world <= 1 or not dist.is_available():
             return Parallel.single()
-        if not dist.is_initialized():
+        owns = not dist.is_initialized()
+        if owns:
             use_cuda = torch.cuda.is_available() and str(device_spec).strip().lower() not in ("cpu",)
             if use_cuda:
                 torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % max(torch.cuda.device_count(), 1))
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        return Parallel.current()
+        par = Parallel.current()
+        par.owns_group = owns
+        return par
+
+    def close(self) -> None:
+        """Leave the default group if :meth:`from_environment` joined it (``destroy_process_group``):
+        the backend's threads stop here, not in the interpreter's exit, where a gloo thread still
+        running can abort the process after the run has finished. A group the caller made is left
+        alone."""
+        if self.owns_group and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        self.owns_group = False
 
     @property
     def active(self) -> bool:
