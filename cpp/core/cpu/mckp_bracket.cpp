@@ -197,15 +197,17 @@ FastPath bracketed_solve(const MckpSolveParams<T>& p, Status& status) {
     }
   }
 
-  // 4. Choices of the unsettled individuals for every cut (settled ones choose the same for all);
-  //    totals.
-  for (int64_t kk = 1; kk < nk; ++kk) std::copy(choice, choice + n, choice + kk * n);
+  // 4. Choices for every cut: each chunk copies its settled choices (the same for all cuts) into
+  //    the other cuts' rows, then writes its unsettled individuals' choices over them while those
+  //    rows are still in cache; totals.
   std::vector<double> lams(nk);
   for (int64_t kk = 0; kk < nk; ++kk) lams[kk] = cuts[kk].take_all ? 0.0 : double(cuts[kk].lam);
   std::vector<PolicyTotals> parts(nc * nk);
   parallel_chunks(nc, in.num_threads, [&](int64_t ch) {
     const BracketChunk<T>& o = outs[ch];
     PolicyTotals* acc = parts.data() + ch * nk;
+    for (int64_t kk = 1; kk < nk; ++kk)
+      std::copy(choice + chunks.begin(ch), choice + chunks.end(ch), choice + kk * n + chunks.begin(ch));
     for (size_t q = 0; q < o.rows.size(); ++q) {
       const int64_t i = o.rows[q];
       const T* r = in.values + i * m;

@@ -12,6 +12,7 @@
 // which settles most individuals without a hull and falls back here when its bracket misses (or,
 // for several budgets, when one bracket spanning all of them would hold most of the steps).
 // No tolerance anywhere: lam* is one of the breakpoints (or 0).
+#include "bidfcl/core/memory.h"
 #include "mckp_internal.h"
 
 namespace bidfcl::core {
@@ -90,6 +91,7 @@ using namespace mckp_detail;
 template <typename T>
 Status run_solve_mckp_cpu(const MckpSolveParams<T>& p) {
   const MckpInput<T>& in = p.in;
+  advise_huge_pages(p.choice, static_cast<size_t>(p.k) * static_cast<size_t>(in.n) * sizeof(int64_t));
   if (in.n >= kBracketMinN) {
     Status st;
     switch (bracketed_solve(p, st)) {
