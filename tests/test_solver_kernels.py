@@ -170,6 +170,68 @@ def test_budget_batch_with_ties_at_lambda():
     _same(ops.solve_mckp(v, c, budgets), ref.solve_mckp(v, c, budgets))
 
 
+def _batch_budgets(v, c, k):
+    """K budgets in no order, drawn from: below the cheapest policy (infeasible), exactly on frontier
+    points (lam* a tie), between them, repeated, and above the dearest policy (take_all)."""
+    spend = ref.budget_frontier(v, c)[1].to(F64)
+    g = torch.Generator().manual_seed(k)
+    idx = torch.randint(0, len(spend) - 1, (k,), generator=g)
+    low, high = float(spend[0]), float(spend[-1])
+    pool = torch.cat(
+        [
+            torch.tensor([0.5 * low, low, high + 1.0, float(spend[idx[0]])], dtype=F64),
+            spend[idx],
+            0.5 * (spend[idx] + spend[idx + 1]),
+        ]
+    )
+    return pool[torch.randperm(len(pool), generator=g)[:k]]
+
+
+@pytest.mark.parametrize("k", [2, 12, 40])  # 40: more budgets than the pass counts, so it searches
+@pytest.mark.parametrize("m", [2, 5, 8])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["rand", "ties", "dup"])
+def test_budget_batch_full_algorithm_matches_single_calls_and_twin(k, m, dtype, kind):
+    """Below the fast path's size every batch takes the full algorithm, whose pass 3 serves all the
+    budgets at once with the cuts sorted: the same lam and choices as one call per budget and as
+    the twin, for infeasible, take-all, repeated and tied budgets in any order."""
+    v, c = random_mckp(3_001, m, 5 + m, dtype=dtype, kind=kind)
+    budgets = _batch_budgets(v, c, k)
+    many = ops.solve_mckp(v, c, budgets)
+    _same(many, ref.solve_mckp(v, c, budgets))
+    for q in range(k):
+        one = ops.solve_mckp(v, c, budgets[q : q + 1])
+        assert torch.equal(one[0][0], many[0][q]) and torch.equal(one[1][0], many[1][q])
+        assert torch.equal(one[5][0], many[5][q])
+        torch.testing.assert_close(one[2][0], many[2][q], rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(one[3][0], many[3][q], rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["rand", "ties"])
+def test_apply_cut_with_hand_made_cuts_matches_twin(k, dtype, kind):
+    """apply_mckp_cut with cuts no solver makes: lam on breakpoints (ties broken by (individual,
+    step) on either side) and 0, in any order; then with +inf and negative lam among them (which
+    take the per-cut walk)."""
+    v, c = random_mckp(2_000, 6, 3, dtype=dtype, kind=kind)
+    bp = ref.mckp_events(v, c, None, None)[0]
+    g = torch.Generator().manual_seed(k)
+    pool = torch.cat(
+        [bp[torch.randint(0, len(bp), (max(k, 8),), generator=g)], torch.tensor([float("inf"), 0.0, -0.5], dtype=dtype)]
+    )
+    for odd in (False, True):
+        lam = pool[torch.randperm(len(pool), generator=g)[:k]]
+        if not odd:
+            lam = lam.clamp(0.0, 1e6)
+        ind = torch.randint(0, 2_000, (k,), generator=g)
+        step = torch.randint(0, 7, (k,), generator=g)
+        got, want = ops.apply_mckp_cut(v, c, lam, ind, step), ref.apply_mckp_cut(v, c, lam, ind, step)
+        assert torch.equal(got[0], want[0])
+        for x, y in zip(got[1:], want[1:]):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-9, equal_nan=True)  # lam = inf: r - inf * 0
+
+
 # --------------------------------------------------------------------------------------------------
 # threads and the portable kernels
 # --------------------------------------------------------------------------------------------------
