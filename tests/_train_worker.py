@@ -69,6 +69,10 @@ def main() -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     records = [run_one(rank, spec) for spec in json.loads(runs)]
     torch.save(records, os.path.join(out, f"rank{rank}.pt"))
+    # Leave together: a rank that tears its gloo pairs down while its peer is still in
+    # destroy_process_group can abort that peer ("terminate called without an active exception",
+    # seen once in CI on rank 1 of the bad-input test), so every rank first waits for the others.
+    dist.barrier()
     dist.destroy_process_group()
 
 
